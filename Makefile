@@ -1,0 +1,49 @@
+# make demo: install what is missing, build a small deterministic sample set, run a real batch on it.
+# make test: install what is missing, then lint, type-check and run every test.
+# Both are idempotent: a second run installs nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_TOOLS := samtools tabix bgzip gffread
+AZURITE := .tools/node_modules/.bin/azurite-blob
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test unit lint bench system clean
+
+system:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system tools:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+$(AZURITE):
+	npm install --silent --no-audit --no-fund --prefix .tools azurite@3
+
+demo: system $(STAMP)
+	@[ -f demo/manifest.csv ] || $(PY) -m tests.samples demo
+	$(PY) -m preprocess batch demo/manifest.csv --json demo/report.json
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check preprocess pipelines tests benchmarks
+	$(VENV)/bin/mypy preprocess pipelines
+
+test: system $(STAMP) $(AZURITE) lint
+	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest -q
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q tests/unit
+
+bench: system $(STAMP)
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf demo preprocess-store .pytest_cache .mypy_cache .ruff_cache

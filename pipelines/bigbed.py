@@ -1,0 +1,59 @@
+"""bigBed -> BED text (pybigtools), then the BED pipeline: sorted, bgzipped, tabix-indexed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from preprocess.errors import InputError
+
+from .base import BuildContext, BuildOutput, BuildSettings
+from .intervals import BED, build_intervals
+
+BIGBED_MAGIC = (0x8789F2EB).to_bytes(4, "little")
+
+
+@dataclass(frozen=True)
+class BigBedPipeline:
+    name: str = "bigbed"
+    version: str = "1"
+    formats: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"bigBed": (".bb", ".bigbed")})
+    stage: str = "sort_bigbed"
+    passthrough: bool = False
+
+    def parameters(self, settings: BuildSettings) -> dict[str, Any]:
+        return BED.parameters(settings)
+
+    def build(self, ctx: BuildContext) -> BuildOutput:
+        bed = ctx.workdir / "converted.bed"
+        with ctx.stage("convert"):
+            lengths, records = to_bed(ctx.source, bed)
+        return build_intervals(BED, ctx, bed, lengths=tuple(lengths.values()),
+                               extra_records={"conversion": {"tool": "pybigtools", "records": records}})
+
+
+def to_bed(path: Any, out: Any) -> tuple[dict[str, int], int]:
+    """Write every record of a bigBed as a BED line (0-based, half-open); return lengths and count."""
+    import pybigtools
+
+    with open(path, "rb") as stream:
+        if stream.read(4) != BIGBED_MAGIC:
+            raise InputError(f"{path.name}: not a bigBed file (bad magic number)")
+    count = 0
+    try:
+        reader = pybigtools.open(str(path))
+        lengths = dict(reader.chroms())
+        with open(out, "w", encoding="utf-8", newline="\n") as target:
+            for chrom in lengths:
+                for record in reader.records(chrom):
+                    start, end, *rest = record
+                    target.write("\t".join((chrom, str(start), str(end), *map(str, rest))) + "\n")
+                    count += 1
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pybigtools raises its own and plain errors for bad files
+        raise InputError(f"{path.name}: unreadable bigBed: {type(exc).__name__}: {exc}") from None
+    return lengths, count
+
+
+BIGBED = BigBedPipeline()

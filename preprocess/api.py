@@ -1,0 +1,75 @@
+"""The Python API: run() for one document, run_many() for a catalogue. The CLI is a shell over it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from . import errors
+from .build import open_store
+from .cluster import open_client
+from .config import Settings, load_settings
+from .graph import execute, plan
+from .model import BatchReport, FileDoc, RunResult
+
+Doc = FileDoc | Mapping[str, Any]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, client: Any | None = None,
+             settings: Settings | None = None,
+             progress: Callable[[RunResult], None] | None = None,
+             on_client: Callable[[Any], None] | None = None) -> BatchReport:
+    """Build every document's artifacts; a failure is recorded in its result and the rest go on.
+
+    Cached and passthrough documents are answered from the store alone; a cluster (or `client`) is
+    used only when something needs building. `progress` is called with each finished result and
+    `on_client` with the client once one is connected (the CLI shows its dashboard link).
+    """
+    settings = settings or load_settings()
+    if store is not None:
+        settings = settings.model_copy(update={"store": settings.store.model_copy(update={"url": store})})
+    started = _now()
+    artifact_store = open_store(settings)
+    artifact_store.check()
+    pending = plan(docs, settings, artifact_store)
+    results = dict(pending.results)
+    if progress:
+        for result in pending.results.values():
+            progress(result)
+    dashboard = None
+    if pending.needs_cluster:
+        if client is not None:
+            results.update(execute(pending, settings, client, progress))
+        else:
+            with open_client(settings.cluster) as started_client:
+                if started_client is not None:
+                    dashboard = getattr(started_client, "dashboard_link", None)
+                    if on_client:
+                        on_client(started_client)
+                results.update(execute(pending, settings, started_client, progress))
+    ordered = [results[i] for i in sorted(results)]
+    return BatchReport(store=artifact_store.url, results=ordered, started=started, finished=_now(),
+                       dashboard=dashboard)
+
+
+def run(doc: Doc, *, store: str | None = None, client: Any | None = None,
+        settings: Settings | None = None) -> RunResult:
+    """Build one document's artifacts, or find them cached; raise its classified error on failure."""
+    result = run_many([doc], store=store, client=client, settings=settings).results[0]
+    if result.error is not None:
+        raise _as_exception(result.error.class_, result.error.message)
+    return result
+
+
+def _as_exception(name: str, message: str) -> Exception:
+    """The classified error a result records, as an exception of that class (PreprocessError if unknown)."""
+    found = getattr(errors, name, None)
+    cls = found if isinstance(found, type) and issubclass(found, errors.PreprocessError) else errors.PreprocessError
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message if cls is not errors.PreprocessError else f"{name}: {message}")
+    return exc

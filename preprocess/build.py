@@ -1,0 +1,91 @@
+"""The work one Dask task does for one document: fetch, key, build, check, commit.
+
+It runs on a worker that shares nothing with the client but the store, so it takes only
+picklable values (the document, the format, the settings) and returns a RunResult; every failure
+becomes a failed result with its classified error rather than an exception.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from pipelines.base import BuildContext, BuildSettings, Pipeline
+
+from . import registry, sources
+from .config import Settings
+from .errors import describe
+from .keys import LAYOUT, derive_key
+from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
+from .store import ArtifactStore, sha256_file
+
+
+def build_settings(settings: Settings) -> BuildSettings:
+    return BuildSettings(threads=settings.threads, sort_memory=settings.sort_memory,
+                         compression_level=settings.compression_level)
+
+
+def open_store(settings: Settings) -> ArtifactStore:
+    return ArtifactStore(settings.store.url, settings.store.storage_options, settings.store.verify)
+
+
+def key_for(pipeline: Pipeline, md5: str, settings: Settings) -> str:
+    return derive_key(f"md5:{md5}", pipeline.name, pipeline.version,
+                      pipeline.parameters(build_settings(settings)))
+
+
+def cached_result(doc: FileDoc, fmt: str, store: ArtifactStore, manifest: Manifest) -> RunResult:
+    return RunResult(id=doc.id, status="cached", format=fmt, pipeline=manifest.pipeline.name, key=manifest.key,
+                     source=redact_url(doc.access_url), artifacts=store.artifact_uris(manifest),
+                     manifest=store.uri(manifest.key, "manifest.json"), records=manifest.records)
+
+
+def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
+    """Build (or find cached) the artifacts of one document; never raises."""
+    pipeline = registry.pipeline_for(fmt)
+    common = {"format": fmt, "pipeline": pipeline.name, "source": redact_url(doc.access_url)}
+    timings: dict[str, float] = {}
+    scratch = Path(tempfile.mkdtemp(prefix=f"preprocess-{_safe(doc.id)}-",
+                                    dir=sources.scratch_dir(settings.scratch)))
+    key = None
+    try:
+        store = open_store(settings)
+        started = time.perf_counter()
+        fetched = sources.fetch(doc, scratch, settings.source)
+        timings["fetch"] = round(time.perf_counter() - started, 4)
+        key = key_for(pipeline, fetched.md5, settings)
+        found = store.lookup(key)
+        if found is not None:
+            return cached_result(doc, fmt, store, found)
+        workdir = scratch / "work"
+        workdir.mkdir()
+        ctx = BuildContext(source=fetched.path, format=fmt, workdir=workdir, settings=build_settings(settings),
+                           timings=timings)
+        output = pipeline.build(ctx)
+        started = time.perf_counter()
+        artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))
+                     for kind, path in output.artifacts.items()]
+        manifest = Manifest(
+            key=key, layout=LAYOUT,
+            source=SourceInfo(url=redact_url(doc.access_url), format=fmt, md5=fetched.md5,
+                              sha256=fetched.sha256, size=fetched.size),
+            pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
+                                  parameters=pipeline.parameters(ctx.settings)),
+            tools=output.tools, artifacts=artifacts, records=output.records, timings=timings,
+        )
+        committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()})
+        timings["commit"] = round(time.perf_counter() - started, 4)
+        return RunResult(id=doc.id, status="built", key=key, artifacts=store.artifact_uris(committed),
+                         manifest=store.uri(key, "manifest.json"), records=committed.records, timings=timings,
+                         **common)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, classified, in the result
+        return RunResult.failure(doc.id, describe(exc), key=key, timings=timings, **common)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:40]

@@ -1,0 +1,128 @@
+"""python -m preprocess {run,batch}: parse options, call the API, print a summary, set the exit code.
+
+Exit codes: 0 every file succeeded, 1 some failed, 2 a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import ConfigError
+from .model import BatchReport, RunResult
+
+
+def _store_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--store", metavar="URL",
+                        help="Artifact store: a local path, file://, s3://bucket/prefix, az://container/prefix.")(fn)
+
+
+def _cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--cluster", "profile", type=click.Choice(["local", "sync", "address", "fargate"]),
+                      help="Where tasks run (default from config: local).")(fn)
+    fn = click.option("--address", metavar="ADDR", help="Dask scheduler address for --cluster address.")(fn)
+    fn = click.option("--workers", type=click.IntRange(min=1), help="Worker processes for a local cluster.")(fn)
+    return click.option("--json", "json_path", metavar="PATH",
+                        help="Write the batch report as JSON to PATH ('-' for standard output).")(fn)
+
+
+def _settings(store: str | None, profile: str | None, address: str | None, workers: int | None) -> Any:
+    from .config import load_settings
+
+    overrides = {"store.url": store, "cluster.profile": profile, "cluster.address": address,
+                 "cluster.n-workers": workers}
+    return load_settings(**overrides)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Sort, compress, index and check genomic files into a content-addressed store."""
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@_store_option
+@_cluster_options
+def batch(manifest: Path, store: str | None, profile: str | None, address: str | None, workers: int | None,
+          json_path: str | None) -> None:
+    """Build every row of a catalogue CSV (columns id, access_url, format; md5, size, filename optional)."""
+    from .catalog import read_catalog
+
+    settings = _settings(store, profile, address, workers)
+    docs = read_catalog(manifest)
+    _finish(_run(docs, settings), json_path)
+
+
+@cli.command("run")
+@click.argument("source")
+@click.option("--format", "fmt", help="File format (inferred from the name when omitted).")
+@click.option("--md5", help="Expected md5 of the source; a mismatch is an input error.")
+@click.option("--id", "doc_id", help="Identifier for the report (default: the file name).")
+@_store_option
+@_cluster_options
+def run_one(source: str, fmt: str | None, md5: str | None, doc_id: str | None, store: str | None,
+            profile: str | None, address: str | None, workers: int | None, json_path: str | None) -> None:
+    """Build one file given by path or URL."""
+    settings = _settings(store, profile, address, workers)
+    name = source.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+    doc = {"id": doc_id or name or source, "access_url": source, "format": fmt, "md5": md5}
+    _finish(_run([doc], settings), json_path)
+
+
+def _run(docs: list[Any], settings: Any) -> BatchReport:
+    from tqdm import tqdm
+
+    from .api import run_many
+
+    bar = tqdm(total=len(docs), unit="file", file=sys.stderr, disable=None, dynamic_ncols=True)
+
+    def progress(result: RunResult) -> None:
+        bar.update(1)
+        if result.status == "failed":
+            bar.write(f"failed: {result.id}: {result.error.class_ if result.error else ''}", file=sys.stderr)
+
+    def announce(client: Any) -> None:
+        link = getattr(client, "dashboard_link", None)
+        if link:
+            bar.write(f"dashboard: {link}", file=sys.stderr)
+
+    try:
+        return run_many(docs, settings=settings, progress=progress, on_client=announce)
+    finally:
+        bar.close()
+
+
+def _finish(report: BatchReport, json_path: str | None) -> None:
+    if json_path == "-":
+        click.echo(report.to_json())
+    else:
+        click.echo(summary_table(report))
+        if json_path:
+            Path(json_path).write_text(report.to_json() + "\n")
+    sys.exit(0 if report.ok else 1)
+
+
+def summary_table(report: BatchReport) -> str:
+    """One line per file (id, status, format, key prefix, first artifact or error), then the counts."""
+    rows = [("id", "status", "format", "key", "artifact / error")]
+    for r in report.results:
+        detail = f"{r.error.class_}: {r.error.message}" if r.error else r.artifacts.get("data", "")
+        rows.append((r.id, r.status, r.format or "-", (r.key or "-")[:12], detail))
+    widths = [min(40, max(len(row[i]) for row in rows)) for i in range(4)]
+    lines = ["  ".join(cell.ljust(widths[i])[: max(widths[i], 1)] if i < 4 else cell
+                       for i, cell in enumerate(row)) for row in rows]
+    counts = ", ".join(f"{n} {status}" for status, n in report.counts.items() if n)
+    lines.append(f"\n{len(report.results)} file(s): {counts or 'nothing to do'}; store {report.store}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

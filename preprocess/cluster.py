@@ -1,0 +1,46 @@
+"""A distributed.Client for the configured profile: local, address, fargate; or none for sync."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .config import ClusterSettings
+from .errors import ConfigError
+
+
+@contextmanager
+def open_client(settings: ClusterSettings) -> Iterator[Any | None]:
+    """Yield a connected Client (None for profile "sync"); close what this call started."""
+    if settings.profile == "sync":
+        yield None
+        return
+    from distributed import Client
+
+    if settings.profile == "address":
+        if not settings.address:
+            raise ConfigError("cluster profile 'address' needs cluster.address (e.g. tcp://host:8786)")
+        try:
+            client = Client(settings.address, timeout="30s")
+        except OSError as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {settings.address}: {exc}") from None
+        with client:
+            yield client
+        return
+    if settings.profile == "fargate":
+        try:
+            from dask_cloudprovider.aws import FargateCluster
+        except ImportError:
+            raise ConfigError("profile 'fargate' needs dask-cloudprovider: pip install 'preprocess[fargate]'") from None
+        with FargateCluster(**settings.fargate) as cluster, Client(cluster) as client:
+            yield client
+        return
+    from distributed import LocalCluster
+
+    workers = settings.n_workers or max(1, os.cpu_count() or 1)
+    with LocalCluster(n_workers=workers, threads_per_worker=settings.threads_per_worker, processes=True,
+                      host="127.0.0.1", dashboard_address=settings.dashboard_address,
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        yield client

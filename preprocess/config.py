@@ -1,0 +1,92 @@
+"""Settings in the dask.config namespace "preprocess", validated by pydantic (the schema)."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import re
+from typing import Any, Literal
+
+import dask.config
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULTS_PATH = pathlib.Path(__file__).with_name("preprocess.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=lambda n: n.replace("_", "-"))
+
+
+class StoreSettings(_Section):
+    url: str
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    verify: Literal["sha256", "size"] = "sha256"
+
+
+class ClusterSettings(_Section):
+    profile: Literal["local", "sync", "address", "fargate"] = "local"
+    address: str | None = None
+    n_workers: int | None = Field(default=None, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    dashboard_address: str | None = "127.0.0.1:0"
+    fargate: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceSettings(_Section):
+    timeout: float = Field(default=60, gt=0)
+    attempts: int = Field(default=4, ge=1)
+    backoff: float = Field(default=1.0, ge=0)
+
+
+class Settings(_Section):
+    """The whole namespace; each field is documented in preprocess.yaml."""
+
+    store: StoreSettings
+    cluster: ClusterSettings
+    scratch: str | None = None
+    threads: int = Field(default=1, ge=1)
+    sort_memory: str = "768M"
+    compression_level: int = Field(default=6, ge=0, le=9)
+    source: SourceSettings
+
+    @field_validator("sort_memory")
+    @classmethod
+    def _check_memory(cls, value: str) -> str:
+        if not re.fullmatch(r"[1-9][0-9]*[KMG]?", str(value)):
+            raise ValueError(f"sort-memory must look like 768M or 2G, got {value!r}")
+        return str(value)
+
+
+def _register_defaults() -> None:
+    with DEFAULTS_PATH.open() as stream:
+        dask.config.update_defaults(yaml.safe_load(stream))
+
+
+_register_defaults()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from dask.config, with dotted-key overrides (`store.url=...`) applied on top."""
+    with dask.config.set({f"preprocess.{k}": v for k, v in overrides.items() if v is not None}):
+        raw = copy.deepcopy(dask.config.get("preprocess"))  # set() restores the same dicts on exit
+    try:
+        return Settings.model_validate(_dashes(raw))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid preprocess configuration: {exc}") from None
+
+
+_OPAQUE = {"storage-options", "fargate"}  # passed to other libraries as written
+
+
+def _dashes(value: Any) -> Any:
+    # dask.config canonicalizes "_" and "-" in lookups but stores keys as written; the schema uses "-".
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        name = key.replace("_", "-") if isinstance(key, str) else key
+        out[name] = item if name in _OPAQUE else _dashes(item)
+    return out

@@ -1,0 +1,141 @@
+"""Plan a batch on the client, then run what is left as Dask tasks, one per derivation key.
+
+Planning is cheap and needs no cluster: format, pipeline and, where the document carries an md5,
+the key and a store lookup. Only documents that still need work become tasks, keyed
+`<stage>-<key>` (e.g. `sort_bam-<key>`), so the dashboard groups them by stage and one key
+submitted twice runs once. A task runs every stage of its document on one worker, on that
+worker's scratch: workers share nothing but the store, and moving a BAM between stages costs
+more than it saves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import registry, sources
+from .build import build_doc, cached_result, key_for
+from .config import Settings
+from .errors import InputError, describe
+from .keys import task_key
+from .model import FileDoc, RunResult, redact_url
+from .store import ArtifactStore
+
+
+@dataclass
+class Plan:
+    """Results known without a cluster, and the tasks that remain (task key -> its documents)."""
+
+    results: dict[int, RunResult] = field(default_factory=dict)
+    tasks: dict[str, list[tuple[int, FileDoc, str]]] = field(default_factory=dict)
+
+    @property
+    def needs_cluster(self) -> bool:
+        return bool(self.tasks)
+
+
+def coerce(doc: FileDoc | Mapping[str, Any]) -> FileDoc:
+    if isinstance(doc, FileDoc):
+        return doc
+    known = set(FileDoc.model_fields)
+    data = {k: v for k, v in doc.items() if k in known}
+    extra = {k: v for k, v in doc.items() if k not in known}
+    if extra:
+        data["extra"] = {**data.get("extra", {}), **extra}
+    try:
+        return FileDoc.model_validate(data)
+    except ValueError as exc:
+        raise InputError(f"{doc.get('id', '?')}: invalid file document: {exc}") from None
+
+
+def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: Settings,
+         store: ArtifactStore) -> Plan:
+    """Sort documents into results known now (cached, passthrough, invalid) and tasks to run."""
+    out = Plan()
+    for index, item in enumerate(docs):
+        doc_id = _doc_id(item, index)
+        fmt = None
+        try:
+            if isinstance(item, BaseException):
+                raise item
+            doc = _absolute(coerce(item))
+            fmt = registry.canonical_format(doc.format or registry.infer_format(doc.name))
+            pipeline = registry.pipeline_for(fmt)
+            if pipeline.passthrough:
+                out.results[index] = _passthrough(doc, fmt, pipeline.name)
+                continue
+            if doc.md5:
+                key = key_for(pipeline, doc.md5, settings)
+                manifest = store.lookup(key)
+                if manifest is not None:
+                    out.results[index] = cached_result(doc, fmt, store, manifest)
+                    continue
+                name = task_key(pipeline.stage, key)
+            else:
+                from dask.base import tokenize
+
+                name = f"{pipeline.stage}-{tokenize(doc.access_url, doc.size, fmt)}"
+            out.tasks.setdefault(name, []).append((index, doc, fmt))
+        except Exception as exc:  # noqa: BLE001 - reported per document; the batch goes on
+            out.results[index] = RunResult.failure(doc_id, describe(exc), format=fmt)
+    return out
+
+
+def execute(pending: Plan, settings: Settings, client: Any | None,
+            progress: Callable[[RunResult], None] | None = None) -> dict[int, RunResult]:
+    """Run the plan's tasks (in-process when `client` is None) and return results by position."""
+    results: dict[int, RunResult] = {}
+
+    def record(name: str, result: RunResult) -> None:
+        for index, doc, _ in pending.tasks[name]:
+            results[index] = result.model_copy(update={"id": doc.id})
+            if progress:
+                progress(results[index])
+
+    if client is None:
+        for name, members in pending.tasks.items():
+            _, doc, fmt = members[0]
+            record(name, build_doc(doc, fmt, settings))
+        return results
+
+    from distributed import as_completed
+
+    futures = {}
+    for name, members in pending.tasks.items():
+        _, doc, fmt = members[0]
+        futures[client.submit(build_doc, doc, fmt, settings, key=name, pure=False)] = name
+    for future in as_completed(futures):
+        name = futures[future]
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 - a lost worker fails its documents, not the batch
+            _, doc, fmt = pending.tasks[name][0]
+            result = RunResult.failure(doc.id, describe(exc), format=fmt)
+        record(name, result)
+    return results
+
+
+def _passthrough(doc: FileDoc, fmt: str, pipeline: str) -> RunResult:
+    if sources.is_local(doc.access_url) and not sources.local_path(doc.access_url).is_file():
+        raise InputError(f"{doc.id}: source {doc.access_url} does not exist or is not a file")
+    uri = redact_url(doc.access_url)  # a signed URL's query string never reaches a report
+    return RunResult(id=doc.id, status="passthrough", format=fmt, pipeline=pipeline, source=uri,
+                     artifacts={"data": uri})
+
+
+def _absolute(doc: FileDoc) -> FileDoc:
+    if sources.is_local(doc.access_url) and not doc.access_url.startswith("file://"):
+        return doc.model_copy(update={"access_url": os.path.abspath(os.path.expanduser(doc.access_url))})
+    return doc
+
+
+def _doc_id(item: Any, index: int) -> str:
+    if isinstance(item, FileDoc):
+        return item.id
+    if isinstance(item, Mapping) and item.get("id"):
+        return str(item["id"])
+    if isinstance(item, InputError) and getattr(item, "doc_id", None):
+        return str(item.doc_id)
+    return f"#{index + 1}"

@@ -1,0 +1,168 @@
+"""The documents that go in and come out: FileDoc, Artifact, Manifest, RunResult, BatchReport."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Status = Literal["built", "cached", "passthrough", "failed"]
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+class FileDoc(BaseModel):
+    """One catalogue entry: where a file is and what it should be.
+
+    `format` is matched case-insensitively against the registered pipelines and inferred from the
+    file name when empty; `extra` keeps columns this package does not know.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: str = Field(min_length=1)
+    access_url: str = Field(min_length=1)
+    format: str | None = None
+    md5: str | None = None
+    size: int | None = Field(default=None, ge=0)
+    filename: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("md5", mode="before")
+    @classmethod
+    def _check_md5(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        text = str(value).strip().lower()
+        if not _MD5.match(text):
+            raise ValueError(f"md5 must be 32 hexadecimal digits, got {value!r}")
+        return text
+
+    @field_validator("format", "filename", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _empty_size(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def name(self) -> str:
+        """The file name used to infer a format: `filename`, else the last part of the URL path."""
+        if self.filename:
+            return self.filename
+        return urlsplit(self.access_url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials or query string, so a signed URL never reaches a log or report."""
+    parts = urlsplit(url)
+    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class Artifact(BaseModel):
+    kind: str  # "data" or "index"
+    name: str
+    size: int
+    sha256: str
+
+
+class SourceInfo(BaseModel):
+    url: str  # redacted: no credentials, no query string
+    format: str
+    md5: str
+    sha256: str | None = None
+    size: int
+
+
+class PipelineInfo(BaseModel):
+    name: str
+    version: str
+    parameters: dict[str, Any]
+
+
+class Manifest(BaseModel):
+    """manifest.json: written last; its presence is what makes a key's artifacts visible."""
+
+    key: str
+    layout: str
+    source: SourceInfo
+    pipeline: PipelineInfo
+    tools: dict[str, str] = Field(default_factory=dict)
+    artifacts: list[Artifact]
+    records: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def artifact(self, kind: str) -> Artifact:
+        for art in self.artifacts:
+            if art.kind == kind:
+                return art
+        raise KeyError(kind)
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_: str = Field(alias="class", serialization_alias="class")
+    message: str
+
+
+class RunResult(BaseModel):
+    """What happened to one document. `artifacts` maps kind to an absolute URI."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    status: Status
+    format: str | None = None
+    pipeline: str | None = None
+    key: str | None = None
+    source: str | None = None
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    manifest: str | None = None
+    records: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    @classmethod
+    def failure(cls, doc_id: str, error: dict[str, str], **fields: Any) -> RunResult:
+        return cls(id=doc_id, status="failed", error=ErrorInfo.model_validate(error), **fields)
+
+
+class BatchReport(BaseModel):
+    store: str
+    results: list[RunResult]
+    started: str
+    finished: str
+    dashboard: str | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {"built": 0, "cached": 0, "passthrough": 0, "failed": 0}
+        for result in self.results:
+            counts[result.status] += 1
+        return counts
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.results)
+
+    def to_json(self) -> str:
+        data = self.model_dump(mode="json", by_alias=True)
+        data["counts"] = self.counts
+        return json.dumps(data, indent=2)

@@ -1,0 +1,149 @@
+"""Fetch a document's bytes to the worker's scratch, hashing on the way and checking md5 and size.
+
+Local paths and file:// URLs are read in place (hashed, not copied). Other URLs stream through
+fsspec (https, s3, az/abfs, gs); drs://host/id is first resolved through the GA4GH DRS API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import SourceSettings
+from .errors import InputError, SourceError
+from .model import FileDoc, redact_url
+
+CHUNK = 8 * 2**20
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A source on local disk, with the hashes computed while it was read."""
+
+    path: Path
+    md5: str
+    sha256: str
+    size: int
+
+
+def is_local(url: str) -> bool:
+    scheme = urlsplit(url).scheme
+    return scheme in ("", "file") or len(scheme) == 1
+
+
+def local_path(url: str) -> Path:
+    if url.startswith("file://"):
+        return Path(urlsplit(url).path)
+    return Path(url)
+
+
+def fetch(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
+    """The document's file on local disk, md5- and size-checked; InputError on a mismatch."""
+    shown = redact_url(doc.access_url)
+    if is_local(doc.access_url):
+        path = local_path(doc.access_url)
+        if not path.is_file():
+            raise InputError(f"{doc.id}: source {shown} does not exist or is not a file")
+        try:
+            fetched = _hash_file(path)
+        except OSError as exc:
+            raise InputError(f"{doc.id}: cannot read {shown}: {exc}") from None
+    else:
+        fetched = _with_retries(lambda: _download(doc.access_url, scratch, settings), settings, doc.id, shown)
+    _check(doc, fetched, shown)
+    return fetched
+
+
+def _check(doc: FileDoc, fetched: Fetched, shown: str) -> None:
+    if doc.size is not None and doc.size != fetched.size:
+        raise InputError(f"{doc.id}: size mismatch for {shown}: document says {doc.size}, file has {fetched.size}")
+    if doc.md5 is not None and doc.md5 != fetched.md5:
+        raise InputError(f"{doc.id}: md5 mismatch for {shown}: document says {doc.md5}, file has {fetched.md5}")
+
+
+def _hash_file(path: Path) -> Fetched:
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    size = 0
+    with open(path, "rb") as stream:
+        while block := stream.read(CHUNK):
+            md5.update(block)
+            sha.update(block)
+            size += len(block)
+    return Fetched(path, md5.hexdigest(), sha.hexdigest(), size)
+
+
+def _download(url: str, scratch: Path, settings: SourceSettings) -> Fetched:
+    import fsspec
+
+    target = scratch / "source"
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    size = 0
+    resolved, options = resolve(url, settings)
+    with fsspec.open(resolved, "rb", **options) as stream, open(target, "wb") as out:
+        while block := stream.read(CHUNK):
+            md5.update(block)
+            sha.update(block)
+            size += len(block)
+            out.write(block)
+    return Fetched(target, md5.hexdigest(), sha.hexdigest(), size)
+
+
+def resolve(url: str, settings: SourceSettings) -> tuple[str, dict[str, Any]]:
+    """The URL fsspec should open, with its options; drs:// is resolved to an access URL first."""
+    scheme = urlsplit(url).scheme
+    if scheme == "drs":
+        from .drs import resolve_drs
+
+        return resolve_drs(url, settings), _http_options(settings)
+    if scheme in ("http", "https"):
+        return url, _http_options(settings)
+    return url, {}
+
+
+def _http_options(settings: SourceSettings) -> dict[str, Any]:
+    import aiohttp
+
+    return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=None, sock_read=settings.timeout)}}
+
+
+def _with_retries(action: Any, settings: SourceSettings, doc_id: str, shown: str) -> Fetched:
+    delay = settings.backoff
+    for attempt in range(1, settings.attempts + 1):
+        try:
+            return action()
+        except (InputError, SourceError):
+            raise
+        except FileNotFoundError:
+            raise InputError(f"{doc_id}: source {shown} does not exist") from None
+        except PermissionError as exc:
+            raise SourceError(f"{doc_id}: access to {shown} denied: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - network stacks raise many kinds; all may pass
+            if not _transient(exc) or attempt == settings.attempts:
+                raise SourceError(f"{doc_id}: fetching {shown} failed after {attempt} attempt(s): "
+                                  f"{type(exc).__name__}: {_redact_message(str(exc), doc_id)}") from None
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _transient(exc: BaseException) -> bool:
+    status = getattr(exc, "status", None) or getattr(exc, "code", None)
+    if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+        return False
+    return True
+
+
+def _redact_message(message: str, doc_id: str) -> str:
+    # Library messages can echo a signed URL; keep only what precedes any query string.
+    return " ".join(redact_url(word) if "://" in word else word for word in message.split())
+
+
+def scratch_dir(base: str | None) -> Path:
+    root = Path(base) if base else Path(os.environ.get("TMPDIR", "/tmp"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root

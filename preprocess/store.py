@@ -1,0 +1,207 @@
+"""ArtifactStore: content-addressed artifacts on any fsspec filesystem, committed manifest-last.
+
+Layout: <root>/<layout>/<key[:2]>/<key>/<artifact names…> and manifest.json, written last.
+A key's artifacts are visible only through its manifest; bytes without one are debris for `gc`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, StoreError
+from .keys import LAYOUT, is_key
+from .model import Artifact, Manifest
+
+MANIFEST = "manifest.json"
+CHUNK = 8 * 2**20
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_INSTALL_HINT = {"s3": "s3fs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs", "gs": "gcsfs", "gcs": "gcsfs"}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ArtifactStore:
+    """The store at `url` (a local path, file://, s3://, az://, abfs://, gs://, memory://)."""
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None,
+                 verify: str = "sha256") -> None:
+        import fsspec
+
+        self.verify = verify  # "sha256": re-read uploads and compare; "size": compare sizes only
+        self.storage_options = dict(storage_options or {})
+        scheme = url.split("://", 1)[0] if "://" in url else "file"
+        self.protocol = scheme
+        try:
+            if scheme == "file":
+                path = url[len("file://"):] if url.startswith("file://") else url
+                root = os.path.abspath(os.path.expanduser(path))
+                self.fs = fsspec.filesystem("file")
+            else:
+                self.fs, root = fsspec.url_to_fs(url, **self.storage_options)
+        except ImportError as exc:
+            package = _INSTALL_HINT.get(scheme, scheme)
+            raise ConfigError(f"store {url}: install {package} to use {scheme}:// stores ({exc})") from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"store {url}: {exc}") from None
+        self.root = root.rstrip("/")
+        self.url = url
+        self.local = scheme == "file"
+
+    # -- naming -------------------------------------------------------------------------------------
+    def key_dir(self, key: str) -> str:
+        if not is_key(key):
+            raise StoreError(f"not a derivation key: {key!r}")
+        return f"{self.root}/{LAYOUT}/{key[:2]}/{key}"
+
+    def path(self, key: str, name: str) -> str:
+        if not _NAME.match(name) or ".." in name:
+            raise StoreError(f"refusing artifact name {name!r}: only letters, digits, '.', '_' and '-'")
+        return f"{self.key_dir(key)}/{name}"
+
+    def uri(self, key: str, name: str) -> str:
+        """An absolute URI any tool can open: a path for a local store, scheme://… otherwise."""
+        path = self.path(key, name)
+        if self.local:
+            return path
+        return self.fs.unstrip_protocol(path)
+
+    # -- reading ------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Fail early with a ConfigError when the store cannot be used (no bucket, not writable)."""
+        try:
+            if self.local:
+                os.makedirs(self.root, exist_ok=True)
+                if not os.access(self.root, os.W_OK):
+                    raise ConfigError(f"store {self.url}: {self.root} is not writable")
+                return
+            top = self.root.split("/", 1)[0]
+            if not self.fs.exists(top):
+                raise ConfigError(f"store {self.url}: bucket or container {top!r} does not exist")
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any backend failure here is a configuration problem
+            raise ConfigError(f"store {self.url}: cannot be reached: {type(exc).__name__}: {exc}") from None
+
+    def lookup(self, key: str) -> Manifest | None:
+        """The committed manifest of `key`, or None when nothing is committed there."""
+        path = self.path(key, MANIFEST)
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise StoreError(f"reading {self.uri(key, MANIFEST)}: {type(exc).__name__}: {exc}") from exc
+        try:
+            return Manifest.model_validate_json(data)
+        except ValueError as exc:
+            raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {exc}") from None
+
+    def artifact_uris(self, manifest: Manifest) -> dict[str, str]:
+        return {art.kind: self.uri(manifest.key, art.name) for art in manifest.artifacts}
+
+    def keys(self) -> Iterator[str]:
+        """Every key with a committed manifest."""
+        base = f"{self.root}/{LAYOUT}"
+        for path in self.fs.glob(f"{base}/*/*/{MANIFEST}"):
+            key = path.rstrip("/").split("/")[-2]
+            if is_key(key):
+                yield key
+
+    def read_range(self, key: str, name: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of an artifact, as a genome browser reads BAM or BGZF by range."""
+        return bytes(self.fs.cat_file(self.path(key, name), start=start, end=end))
+
+    # -- writing ------------------------------------------------------------------------------------
+    def commit(self, manifest: Manifest, files: Mapping[str, Path]) -> Manifest:
+        """Upload every artifact whole, verify it, then write the manifest; return the one committed.
+
+        `files` maps artifact name to the local file. When another writer committed the same key
+        first, its manifest stands (builds are deterministic, so its artifacts are the same bytes).
+        """
+        for art in manifest.artifacts:
+            self._put(files[art.name], self.path(manifest.key, art.name))
+            self._verify(manifest.key, art)
+        body = manifest.model_dump_json(indent=2).encode()
+        target = self.path(manifest.key, MANIFEST)
+        try:
+            self._create(target, body)
+        except FileExistsError:
+            existing = self.lookup(manifest.key)
+            if existing is None:
+                raise StoreError(f"{self.uri(manifest.key, MANIFEST)} vanished while committing") from None
+            return existing
+        return manifest
+
+    def _put(self, local: Path, target: str) -> None:
+        try:
+            if self.local:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
+                try:
+                    self.fs.put_file(str(local), tmp)
+                    os.replace(tmp, target)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                return
+            stream = self.fs.open(target, "wb")
+            try:
+                with open(local, "rb") as source:
+                    while block := source.read(CHUNK):
+                        stream.write(block)
+                stream.close()
+            except BaseException:
+                # fsspec's close() would commit the partial object: abort instead, and never close.
+                stream.discard()
+                stream.closed = True
+                raise
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"uploading {target}: {type(exc).__name__}: {exc}") from exc
+
+    def _verify(self, key: str, art: Artifact) -> None:
+        path = self.path(key, art.name)
+        try:
+            size = self.fs.size(path)
+            if size != art.size:
+                raise StoreError(f"{self.uri(key, art.name)}: stored size {size} != {art.size}")
+            if not self.local and self.verify == "sha256":
+                digest = hashlib.sha256()
+                with self.fs.open(path, "rb", block_size=CHUNK) as stream:
+                    while block := stream.read(CHUNK):
+                        digest.update(block)
+                if digest.hexdigest() != art.sha256:
+                    raise StoreError(f"{self.uri(key, art.name)}: stored sha256 differs from the build's")
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"verifying {self.uri(key, art.name)}: {type(exc).__name__}: {exc}") from exc
+
+    def _create(self, target: str, body: bytes) -> None:
+        """Write `target` only if it does not exist; raise FileExistsError when it does."""
+        if self.local:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as stream:
+                stream.write(body)
+                stream.flush()
+                os.fsync(stream.fileno())
+            try:
+                os.link(tmp, target)  # atomic, and fails when a manifest is already there
+            finally:
+                os.unlink(tmp)
+            return
+        self.fs.pipe_file(target, body, mode="create")
