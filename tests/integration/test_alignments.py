@@ -1,0 +1,123 @@
+"""SAM/BAM through the real samtools and pysam: sorted, indexed, checked, cached, deterministic."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pysam
+import pytest
+
+import preprocess
+from preprocess.api import run_many
+from tests import samples
+from tests.conftest import md5, store_files
+
+
+def positions(bam: str) -> list[tuple[int, int]]:
+    with pysam.AlignmentFile(bam) as aln:
+        return [(r.reference_id if r.reference_id >= 0 else 1 << 30, r.reference_start) for r in aln]
+
+
+def test_sam_becomes_sorted_bam_with_bai_then_is_cached(data, settings, store_dir):
+    sam = samples.sam(data / "s1.sam", reads=3000)
+    doc = {"id": "s1", "access_url": str(sam), "format": "SAM", "md5": md5(sam)}
+    result = preprocess.run(doc, settings=settings)
+    assert result.status == "built" and result.format == "SAM" and len(result.key) == 64
+    bam, bai = result.artifacts["data"], result.artifacts["index"]
+    assert bam.endswith(".bam") and bai == bam + ".bai" and Path(bam).is_absolute()
+    order = positions(bam)
+    assert order == sorted(order) and len(order) == 3020
+    with pysam.AlignmentFile(bam) as aln:
+        assert aln.header.to_dict()["HD"]["SO"] == "coordinate"
+        assert "PG" not in aln.header.to_dict()  # --no-PG: no temp paths or versions in the header
+        assert aln.check_index() and aln.mapped == 3000 and aln.unmapped == 20
+    assert result.records == {"in": 3020, "out": 3020, "index": "bai", "references": 3}
+    files_after_build = {p: p.stat().st_mtime_ns for p in store_files(store_dir)}
+
+    again = preprocess.run(doc, settings=settings)
+    assert again.status == "cached" and again.key == result.key and again.artifacts == result.artifacts
+    assert {p: p.stat().st_mtime_ns for p in store_files(store_dir)} == files_after_build
+
+
+def test_doc_without_md5_gets_the_same_key_after_hashing(data, settings):
+    bam = samples.bam(data / "s2.bam", reads=500)
+    first = preprocess.run({"id": "a", "access_url": str(bam), "format": "bam"}, settings=settings)
+    second = preprocess.run({"id": "b", "access_url": str(bam), "md5": md5(bam)}, settings=settings)
+    assert first.status == "built" and second.status == "cached" and first.key == second.key
+
+
+def test_reference_of_2_pow_29_or_more_gets_a_csi_index(data, settings):
+    big = {"chr1": 2**29 + 1000, "chr2": 5000}
+    sam = samples.sam(data / "big.sam", reads=400, contigs=big)
+    result = preprocess.run({"id": "big", "access_url": str(sam), "format": "SAM"}, settings=settings)
+    assert result.artifacts["index"].endswith(".bam.csi") and result.records["index"] == "csi"
+    with pysam.AlignmentFile(result.artifacts["data"], index_filename=result.artifacts["index"]) as aln:
+        tail = [r for r in aln.fetch("chr1", 2**29 - 5000, 2**29 + 1000)]
+        assert all(r.reference_start >= 2**29 - 5100 for r in tail)
+
+
+def test_two_builds_in_two_stores_give_identical_bytes(data, settings, tmp_path):
+    sam = samples.sam(data / "d.sam", reads=2000)
+    doc = {"id": "d", "access_url": str(sam), "format": "SAM"}
+    one = preprocess.run(doc, settings=settings)
+    two = preprocess.run(doc, settings=settings, store=str(tmp_path / "other-store"))
+    assert two.status == "built" and one.key == two.key
+    for kind in ("data", "index"):
+        assert (hashlib.sha256(Path(one.artifacts[kind]).read_bytes()).digest()
+                == hashlib.sha256(Path(two.artifacts[kind]).read_bytes()).digest())
+
+
+def _truncated_bam(data: Path) -> Path:
+    bam = samples.bam(data / "t.bam", reads=2000)
+    raw = bam.read_bytes()
+    bam.write_bytes(raw[: len(raw) // 2])
+    return bam
+
+
+def _corrupt_bam(data: Path) -> Path:
+    bam = samples.bam(data / "c.bam", reads=2000)
+    raw = bytearray(bam.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = b"\xff" * 64
+    bam.write_bytes(bytes(raw))
+    return bam
+
+
+def _broken_header(data: Path) -> Path:
+    path = data / "h.sam"
+    path.write_text("@HD\tVN:1.6\n@SQ\tSN:chr1\tLN:notanumber\nr1\t0\tchr1\t1\t60\t4M\t*\t0\t0\tACGT\tIIII\n")
+    return path
+
+
+def _binary_as_sam(data: Path) -> Path:
+    path = data / "x.sam"
+    path.write_bytes(b"\x00\x01\x02 not sam at all \xff" * 50)
+    return path
+
+
+@pytest.mark.parametrize("make, fmt, cls, words", [
+    (lambda d: d / "missing.sam", "SAM", "InputError", "does not exist"),
+    (_truncated_bam, "BAM", "InputError", "truncated or corrupt"),
+    (_corrupt_bam, "BAM", "InputError", "c.bam"),
+    (_broken_header, "SAM", "InputError", "header"),
+    (_binary_as_sam, "SAM", "InputError", "not SAM or BAM"),
+    (lambda d: samples.sam(d / "u.sam", reads=10), "CRAM", "InputError", "unknown format 'CRAM'"),
+])
+def test_bad_input_fails_classified_naming_the_file_and_leaves_nothing(data, settings, store_dir, make, fmt, cls,
+                                                                          words):
+    path = make(data)
+    good = samples.sam(data / "good.sam", reads=100)
+    report = run_many([{"id": "bad", "access_url": str(path), "format": fmt},
+                       {"id": "good", "access_url": str(good), "format": "SAM"}], settings=settings)
+    bad, ok = report.results
+    assert bad.status == "failed" and bad.error.class_ == cls
+    assert words in bad.error.message and (path.name in bad.error.message or fmt in bad.error.message)
+    assert ok.status == "built"  # the batch went on
+    assert all(ok.key in str(p) for p in store_files(store_dir))  # nothing of the bad file in the store
+
+
+def test_md5_mismatch_is_an_input_error_and_run_raises_it(data, settings, store_dir):
+    sam = samples.sam(data / "m.sam", reads=50)
+    with pytest.raises(preprocess.InputError, match="md5 mismatch for .*m.sam"):
+        preprocess.run({"id": "m", "access_url": str(sam), "format": "SAM", "md5": "0" * 32}, settings=settings)
+    assert store_files(store_dir) == []

@@ -1,0 +1,93 @@
+"""One contract for every store backend: local, memory, and (in conftest) S3 on moto, Azure on Azurite."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import pytest
+
+from preprocess.errors import StoreError
+from preprocess.keys import derive_key
+from preprocess.model import Artifact, Manifest, PipelineInfo, SourceInfo
+from preprocess.store import ArtifactStore
+
+
+def make_manifest(key: str, files: dict[str, Path]) -> Manifest:
+    arts = [Artifact(kind="data" if i == 0 else "index", name=name, size=path.stat().st_size,
+                     sha256=hashlib.sha256(path.read_bytes()).hexdigest()) for i, (name, path) in enumerate(files.items())]
+    return Manifest(key=key, layout="v1", artifacts=arts,
+                    source=SourceInfo(url="/x.bam", format="BAM", md5="0" * 32, size=1),
+                    pipeline=PipelineInfo(name="test", version="1", parameters={}))
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    data = tmp_path / "sorted.bam"
+    data.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    index = tmp_path / "sorted.bam.bai"
+    index.write_bytes(b"BAI\x01" + b"\x00" * 100)
+    return {"sorted.bam": data, "sorted.bam.bai": index}
+
+
+def new_key() -> str:
+    return derive_key("md5:" + hashlib.md5(uuid.uuid4().bytes).hexdigest(), "test", "1", {})
+
+
+def test_commit_then_lookup_and_read_by_range(any_store: ArtifactStore, files):
+    key = new_key()
+    assert any_store.lookup(key) is None
+    committed = any_store.commit(make_manifest(key, files), files)
+    found = any_store.lookup(key)
+    assert found == committed
+    uris = any_store.artifact_uris(found)
+    assert uris["data"].endswith(f"/{key}/sorted.bam") and uris["index"].endswith("sorted.bam.bai")
+    assert key in set(any_store.keys())
+    whole = files["sorted.bam"].read_bytes()
+    assert any_store.read_range(key, "sorted.bam", 1000, 1100) == whole[1000:1100]
+    assert any_store.read_range(key, "sorted.bam", len(whole) - 10, len(whole)) == whole[-10:]
+
+
+def test_second_writer_of_a_key_keeps_the_first_manifest(any_store, files):
+    key = new_key()
+    first = any_store.commit(make_manifest(key, files), files)
+    second = make_manifest(key, files).model_copy(update={"created": "2000-01-01T00:00:00+00:00"})
+    assert any_store.commit(second, files).created == first.created
+
+
+def test_an_artifact_that_fails_verification_leaves_no_manifest(any_store, files):
+    key = new_key()
+    manifest = make_manifest(key, files)
+    manifest.artifacts[1].size += 1  # what was built and what was stored disagree
+    with pytest.raises(StoreError, match="size"):
+        any_store.commit(manifest, files)
+    assert any_store.lookup(key) is None and key not in set(any_store.keys())
+
+
+def test_an_upload_that_cannot_start_leaves_no_manifest(any_store, files, tmp_path):
+    key = new_key()
+    manifest = make_manifest(key, files)
+    broken = dict(files, **{"sorted.bam.bai": tmp_path / "vanished.bai"})
+    with pytest.raises(StoreError):
+        any_store.commit(manifest, broken)
+    assert any_store.lookup(key) is None
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs/path", ".hidden", "a/b", "", "x" * 300])
+def test_path_escapes_in_artifact_names_are_refused(any_store, name):
+    with pytest.raises(StoreError, match="refusing artifact name"):
+        any_store.path(new_key(), name)
+
+
+def test_non_keys_are_refused(any_store):
+    with pytest.raises(StoreError, match="not a derivation key"):
+        any_store.key_dir("../../etc")
+
+
+def test_local_store_leaves_no_temp_files(tmp_path, files):
+    store = ArtifactStore(str(tmp_path / "s"))
+    key = new_key()
+    store.commit(make_manifest(key, files), files)
+    names = sorted(p.name for p in (tmp_path / "s").rglob("*") if p.is_file())
+    assert names == ["manifest.json", "sorted.bam", "sorted.bam.bai"]

@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from preprocess.catalog import read_catalog
+from preprocess.errors import ConfigError, InputError
+from preprocess.model import FileDoc
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "manifest.csv"
+    path.write_text(text)
+    return path
+
+
+def test_rows_become_docs_with_extra_columns_kept_and_relative_paths_resolved(tmp_path):
+    path = write(tmp_path, "id,access_url,format,md5,size,project\n"
+                           "s1,data/s1.sam,SAM,,12,P1\n"
+                           "s2,s3://bucket/s2.bam,bam,0123456789abcdef0123456789abcdef,,P2\n")
+    first, second = read_catalog(path)
+    assert isinstance(first, FileDoc) and isinstance(second, FileDoc)
+    assert first.access_url == str(tmp_path / "data" / "s1.sam")
+    assert first.size == 12 and first.md5 is None and first.extra == {"project": "P1"}
+    assert second.access_url == "s3://bucket/s2.bam" and second.format == "bam"
+
+
+def test_malformed_rows_are_errors_with_line_numbers_and_the_rest_still_parse(tmp_path):
+    path = write(tmp_path, "id,access_url,format,md5\n"
+                           "ok1,a.bam,BAM,\n"
+                           "bad1,b.bam,BAM\n"                    # line 3: too few fields
+                           "bad2,c.bam,BAM,nothex\n"             # line 4: bad md5
+                           ",d.bam,BAM,\n"                       # line 5: empty id
+                           "ok1,e.bam,BAM,\n"                    # line 6: repeated id
+                           "\n"
+                           "ok2,f.vcf,,\n")
+    rows = read_catalog(path)
+    errors = [r for r in rows if isinstance(r, InputError)]
+    assert [str(e).split(":")[0] for e in errors] == [
+        "manifest.csv line 3", "manifest.csv line 4", "manifest.csv line 5", "manifest.csv line 6"]
+    assert "2 fields" not in str(errors[0]) and "has 3 fields, the header has 4" in str(errors[0])
+    assert "md5" in str(errors[1]) and "repeats line 2" in str(errors[3])
+    assert [r.id for r in rows if isinstance(r, FileDoc)] == ["ok1", "ok2"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty manifest"),
+    ("id,access_url\ns1,a.bam\n", r"lacks required column\(s\) format"),
+    ("id,id,access_url,format\n", "repeats a column"),
+])
+def test_unusable_manifest_is_a_config_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        read_catalog(write(tmp_path, text))
+
+
+def test_missing_manifest_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read manifest"):
+        read_catalog(tmp_path / "nope.csv")
