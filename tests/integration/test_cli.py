@@ -1,0 +1,86 @@
+"""`python -m preprocess` as a user runs it: a real local Dask cluster with worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests import samples
+from tests.conftest import md5, store_files
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "preprocess", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=240)
+
+
+def test_batch_builds_then_reports_cached_with_exit_codes_and_json(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    sam = samples.sam(data / "s1.sam", reads=2000)
+    bam = samples.bam(data / "s2.bam", reads=1000)
+    truncated = data / "broken.bam"
+    truncated.write_bytes(bam.read_bytes()[:3000])
+    (tmp_path / "manifest.csv").write_text(
+        "id,access_url,format,md5,lab\n"
+        f"s1,data/s1.sam,sam,{md5(sam)},north\n"
+        f"s2,data/s2.bam,BAM,{md5(bam)},south\n"
+        "s3,data/broken.bam,BAM,,east\n"
+        "s4,data/s1.sam\n"
+        f"s5,data/s1.sam,SAM,{'f' * 32},west\n")
+    first = cli("batch", "manifest.csv", "--workers", "2", "--json", "report.json", cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    assert "dashboard: http://127.0.0.1:" in first.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    by_id = {r["id"]: r for r in report["results"]}
+    assert [by_id[i]["status"] for i in ("s1", "s2", "s3", "s5")] == ["built", "built", "failed", "failed"]
+    assert by_id["s3"]["error"]["class"] == "InputError" and "broken.bam" in by_id["s3"]["error"]["message"]
+    assert by_id["s5"]["error"]["class"] == "InputError" and "md5 mismatch" in by_id["s5"]["error"]["message"]
+    assert by_id["line 5"]["error"]["message"].startswith("manifest.csv line 5:")
+    assert report["counts"] == {"built": 2, "cached": 0, "passthrough": 0, "failed": 3}
+    for result in (by_id["s1"], by_id["s2"]):
+        assert set(result["artifacts"]) == {"data", "index"}
+        assert all(os.path.isabs(u) and os.path.exists(u) for u in result["artifacts"].values())
+    assert "s1" in first.stdout and "InputError" in first.stdout  # the summary table
+    built_files = store_files(tmp_path / "preprocess-store")
+    assert len(built_files) == 6  # two keys x (bam, bai, manifest.json): nothing from the failures
+
+    second = cli("batch", "manifest.csv", "--json", "-", cwd=tmp_path)
+    assert second.returncode == 1
+    again = {r["id"]: r["status"] for r in json.loads(second.stdout)["results"]}
+    assert again["s1"] == again["s2"] == "cached" and again["s3"] == "failed"
+
+    good_rows = (tmp_path / "manifest.csv").read_text().splitlines()[:3]
+    (tmp_path / "good.csv").write_text("\n".join(good_rows) + "\n")
+    cached = cli("batch", "good.csv", cwd=tmp_path)
+    assert cached.returncode == 0 and "2 cached" in cached.stdout
+    assert "dashboard" not in cached.stderr  # nothing to build: no cluster was started
+
+
+def test_all_good_exits_0_and_usage_or_config_errors_exit_2(tmp_path):
+    sam = samples.sam(tmp_path / "ok.sam", reads=100)
+    (tmp_path / "good.csv").write_text("id,access_url,format\nok,ok.sam,SAM\n")
+    assert cli("batch", "good.csv", "--cluster", "sync", cwd=tmp_path).returncode == 0
+    (tmp_path / "nofmt.csv").write_text("id,access_url\nok,ok.sam\n")
+    missing_column = cli("batch", "nofmt.csv", cwd=tmp_path)
+    assert missing_column.returncode == 2 and "lacks required column(s) format" in missing_column.stderr
+    assert cli("batch", "nope.csv", cwd=tmp_path).returncode == 2
+    assert cli("batch", "--no-such-flag", "good.csv", cwd=tmp_path).returncode == 2
+    bad_config = cli("batch", "good.csv", cwd=tmp_path, env={"DASK_PREPROCESS__SORT_MEMORY": "plenty"})
+    assert bad_config.returncode == 2 and "sort-memory" in bad_config.stderr
+    assert sam.exists()
+
+
+def test_run_one_file_by_path(tmp_path):
+    sam = samples.sam(tmp_path / "one.sam", reads=300)
+    out = cli("run", str(sam), "--md5", md5(sam), "--store", str(tmp_path / "st"), "--cluster", "sync",
+              "--json", "-", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)["results"][0]
+    assert result["status"] == "built" and result["format"] == "SAM" and result["id"] == "one.sam"
+    wrong = cli("run", str(sam), "--md5", "0" * 32, "--store", str(tmp_path / "st"), "--cluster", "sync",
+                cwd=tmp_path)
+    assert wrong.returncode == 1 and "md5 mismatch" in wrong.stdout
