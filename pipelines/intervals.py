@@ -46,11 +46,11 @@ function bad(msg) { printf "line %d: %s\n", NR, msg > err; fail = 1; exit 3 }
   if (kind == "bed" && ($0 ~ /^track([ \t]|$)/ || $0 ~ /^browser([ \t]|$)/)) {
     browser++; headers++; print NR "\t" $0 > hdr; next
   }
-  if (NF < mincol) {
+  if (NF < mincol || (exact && NF != exact)) {
     hint = (index($0, " ") > 0) ? " (space-delimited? columns must be separated by tabs)" : ""
-    bad(sprintf("%d tab-separated column(s), expected at least %d%s", NF, mincol, hint))
+    want = exact ? "exactly " exact : "at least " mincol
+    bad(sprintf("%d tab-separated column(s), expected %s%s", NF, want, hint))
   }
-  if (exact && NF != exact) bad(sprintf("%d columns, this format has exactly %d", NF, exact))
   if (width == 0) { width = NF; wline = NR }
   else if (NF != width) bad(sprintf("%d columns, but line %d has %d (ragged rows)", NF, wline, width))
   if ($1 == "") bad("empty sequence name in column 1")
@@ -217,11 +217,16 @@ def _refuse_binary(path: Path, compression: str) -> None:
         raise InputError(f"{path.name}: binary content (NUL bytes) where text was expected")
 
 
+_DAMAGED = re.compile(r"unexpected end of file|invalid compressed data|crc error|corrupt|truncated|"
+                      r"not in gzip format|format violated|invalid block", re.I)
+
+
 def _classify(source: Path, decompress: str, err: Path, exc: ToolError) -> Exception:
+    # A damaged stream comes first: the validator may also trip over the cut-off last line.
+    if decompress != "plain" and _DAMAGED.search(exc.stderr_tail):
+        return InputError(f"{source.name}: corrupt or truncated {decompress} input: {exc.stderr_tail.strip()}")
     if err.exists() and err.stat().st_size:
         return InputError(f"{source.name}: {err.read_text(errors='replace').strip()}")
-    if decompress != "plain" and re.search(r"unexpected end|invalid|crc|corrupt|truncat|error", exc.stderr_tail, re.I):
-        return InputError(f"{source.name}: corrupt or truncated {decompress} input: {exc.stderr_tail.strip()}")
     return exc
 
 

@@ -1,0 +1,229 @@
+"""Interval formats through the real sort, bgzip, tabix, gffread and pysam."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import pysam
+import pytest
+
+import preprocess
+from preprocess.api import run_many
+from tests import samples
+from tests.conftest import store_files
+
+
+def build(path: Path, fmt: str, settings, **kw):
+    return preprocess.run({"id": path.name, "access_url": str(path), "format": fmt}, settings=settings, **kw)
+
+
+def lines(gz: str) -> list[str]:
+    with gzip.open(gz, "rt") as stream:
+        return stream.read().splitlines()
+
+
+def assert_sorted(data: list[str], start_col: int) -> None:
+    """Each contig is one contiguous block, and starts never decrease within it."""
+    seen: list[str] = []
+    last = -1
+    for line in data:
+        cols = line.split("\t")
+        if not seen or cols[0] != seen[-1]:
+            assert cols[0] not in seen, f"contig {cols[0]} appears in two blocks"
+            seen.append(cols[0])
+            last = -1
+        assert int(cols[start_col]) >= last
+        last = int(cols[start_col])
+
+
+def all_records(result) -> list[str]:
+    with pysam.TabixFile(result.artifacts["data"], index=result.artifacts["index"]) as tbx:
+        return [row for contig in tbx.contigs for row in tbx.fetch(contig)]
+
+
+@pytest.mark.parametrize("compress", ["plain", "gzip", "bgzip"])
+def test_vcf_header_kept_body_sorted_tbi_whatever_the_compression(data, settings, compress):
+    plain = samples.vcf(data / "v.vcf", records=800)
+    original = plain.read_text().splitlines()
+    path = {"plain": lambda: plain,
+            "gzip": lambda: samples.write_gzip(data / "v.vcf.gz", plain.read_bytes()),
+            "bgzip": lambda: samples.bgzip(plain, data / "v.vcf.bgz")}[compress]()
+    result = build(path, "vcf", settings)
+    out = lines(result.artifacts["data"])
+    header = [line for line in original if line.startswith("#")]
+    assert out[: len(header)] == header  # every header line first, unchanged, in order
+    body = out[len(header):]
+    assert sorted(body) == sorted(line for line in original if not line.startswith("#"))
+    assert_sorted(body, 1)
+    assert result.artifacts["data"].endswith(".vcf.gz") and result.artifacts["index"].endswith(".vcf.gz.tbi")
+    assert result.records["in"] == result.records["out"] == 800 and result.records["index"] == "tbi"
+    assert len(all_records(result)) == 800  # every record is reachable through the index
+    with pysam.VariantFile(result.artifacts["data"]) as vcf:
+        assert len(list(vcf.fetch("chr1"))) == sum(1 for b in body if b.startswith("chr1\t"))
+
+
+def test_bed_track_and_browser_lines_blank_lines_and_crlf(data, settings):
+    path = data / "t.bed"
+    path.write_bytes(b"browser position chr1:1-100\r\ntrack name=x\r\n\r\nchr2\t5\t9\ta\r\nchr1\t30\t40\tb\r\n"
+                     b"\r\nchr1\t10\t20\tc\r\nchr1\t10\t15\td\r\n")
+    result = build(path, "BED", settings)
+    assert lines(result.artifacts["data"]) == [
+        "browser position chr1:1-100", "track name=x",
+        "chr1\t10\t15\td", "chr1\t10\t20\tc", "chr1\t30\t40\tb", "chr2\t5\t9\ta"]
+    assert result.records["dropped"] == {"blank": 2, "track": 2} and result.records["out"] == 4
+    assert sorted(all_records(result)) == ["chr1\t10\t15\td", "chr1\t10\t20\tc", "chr1\t30\t40\tb", "chr2\t5\t9\ta"]
+
+
+@pytest.mark.parametrize("columns", [3, 4, 6])
+def test_bed3_to_bed6_and_bedgraph_like_columns_are_kept(data, settings, columns):
+    path = samples.bed(data / f"b{columns}.bed", records=400, columns=columns, track=False)
+    result = build(path, "bed", settings)
+    body = lines(result.artifacts["data"])
+    assert sorted(body) == sorted(path.read_text().splitlines())
+    assert all(len(line.split("\t")) == columns for line in body)
+    assert_sorted(body, 1)
+
+
+def test_bed12_keeps_all_columns(data, settings):
+    path = data / "x.bed"
+    row = "chr1\t{s}\t{e}\tn\t0\t+\t{s}\t{e}\t0,0,0\t2\t10,10\t0,{o}"
+    path.write_text("\n".join(row.format(s=s, e=s + 100, o=90) for s in (500, 100, 300)) + "\n")
+    result = build(path, "BED", settings)
+    assert [line.split("\t")[1] for line in lines(result.artifacts["data"])] == ["100", "300", "500"]
+    assert all(len(line.split("\t")) == 12 for line in lines(result.artifacts["data"]))
+
+
+@pytest.mark.parametrize("fmt, broad", [("narrowPeak", False), ("broadPeak", True)])
+def test_peaks(data, settings, fmt, broad):
+    path = samples.narrowpeak(data / f"p.{fmt}", records=300, broad=broad)
+    result = build(path, fmt, settings)
+    assert result.artifacts["data"].endswith(f".{fmt}.gz")
+    assert result.records["out"] == 300 and len(all_records(result)) == 300
+
+
+def test_gff3_directives_on_top_fasta_dropped_parent_before_child(data, settings):
+    path = samples.gff3(data / "a.gff3", genes=60)
+    result = build(path, "GFF3", settings)
+    out = lines(result.artifacts["data"])
+    assert out[0] == "##gff-version 3" and all(not line.startswith(">") for line in out)
+    assert "##FASTA" not in out and result.records["dropped"]["fasta"] == 4
+    body = [line for line in out if not line.startswith("#")]
+    assert len(body) == 240 and result.records["out"] == 240
+    assert_sorted(body, 3)
+    for i, line in enumerate(body):  # gene, then its mRNA, at the same start: input order kept
+        if "\tmRNA\t" in line:
+            assert "\tgene\t" in body[i - 1] and body[i - 1].split("\t")[3] == line.split("\t")[3]
+    assert len(all_records(result)) == 240
+
+
+def test_gtf_is_converted_and_dropped_feature_kinds_are_reported(data, settings):
+    path = samples.gtf(data / "a.gtf", genes=50)
+    result = build(path, "GTF", settings)
+    conversion = result.records["conversion"]
+    assert conversion["features_in"]["start_codon"] == 50
+    assert conversion["dropped"]["start_codon"] == 50  # gffread folds start codons into CDS: counted, not silent
+    assert result.records["gtf_records"] == 300
+    out = lines(result.artifacts["data"])
+    assert out[0] == "##gff-version 3" and not any(line.startswith("# gffread") for line in out)
+    assert result.artifacts["data"].endswith(".gff3.gz")
+    manifest = Path(result.manifest).read_text()
+    assert '"start_codon": 50' in manifest
+
+
+def test_bigbed_becomes_indexed_bed(data, settings):
+    path = samples.bigbed(data / "t.bb", records=250)
+    result = build(path, "bigBed", settings)
+    assert result.records["out"] == 250 and result.records["conversion"]["records"] == 250
+    assert len(all_records(result)) == 250 and result.artifacts["data"].endswith(".bed.gz")
+
+
+def test_csi_when_a_coordinate_or_declared_contig_length_reaches_2_pow_29(data, settings):
+    far = data / "far.bed"
+    far.write_text(f"chr1\t10\t20\nchr1\t{2**29 + 5}\t{2**29 + 50}\n")
+    result = build(far, "BED", settings)
+    assert result.artifacts["index"].endswith(".csi") and result.records["index"] == "csi"
+    assert len(all_records(result)) == 2
+    declared = samples.vcf(data / "long.vcf", records=20, contigs={"chr1": 2**30, "chr2": 5000})
+    assert build(declared, "VCF", settings).records["index"] == "csi"
+
+
+def test_same_input_gives_identical_bytes_in_two_stores(data, settings, tmp_path):
+    path = samples.vcf(data / "det.vcf", records=500)
+    one = build(path, "VCF", settings)
+    two = build(path, "VCF", settings, store=str(tmp_path / "second"))
+    for kind in ("data", "index"):
+        assert hashlib.sha256(Path(one.artifacts[kind]).read_bytes()).hexdigest() == \
+            hashlib.sha256(Path(two.artifacts[kind]).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("text, fmt", [("", "BED"), ("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n",
+                                                    "VCF"), ("track name=empty\n\n", "BED")])
+def test_empty_and_header_only_files_build_empty_indexed_artifacts(data, settings, text, fmt):
+    path = data / f"empty.{fmt.lower()}"
+    path.write_text(text)
+    result = build(path, fmt, settings)
+    assert result.status == "built" and result.records["in"] == result.records["out"] == 0
+    assert all_records(result) == []
+
+
+def _gz_truncated(data: Path) -> Path:
+    raw = samples.write_gzip(data / "tr.bed.gz", samples.bed(data / "src.bed", records=3000).read_bytes())
+    raw.write_bytes(raw.read_bytes()[:-200])
+    return raw
+
+
+@pytest.mark.parametrize("name, content, fmt, words", [
+    ("space.bed", b"chr1 10 20\n", "BED", "line 1: 1 tab-separated column(s), expected at least 3 (space-delimited"),
+    ("ragged.bed", b"chr1\t1\t5\tx\nchr1\t2\t6\n", "BED", "line 2: 3 columns, but line 1 has 4"),
+    ("order.bed", b"chr1\t1\t5\nchr1\t9\t6\n", "BED", "line 2: start 9 is greater than end 6"),
+    ("nonnum.bed", b"track x\nchr1\t1\t5\nchr1\tten\t20\n", "BED", "line 3: start 'ten' in column 2"),
+    ("neg.bed", b"chr1\t-1\t5\n", "BED", "line 1: start '-1'"),
+    ("few.narrowPeak", b"chr1\t1\t5\tp\t0\t.\t1\t1\t1\n", "narrowPeak", "9 tab-separated column(s), expected exactly 10"),
+    ("pos.vcf", b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr1\tX\t.\tA\tC\t1\t.\t.\n", "VCF",
+     "line 2: start 'X' in column 2"),
+    ("zero.gff3", b"##gff-version 3\nchr1\t.\tgene\t0\t10\t.\t+\t.\tID=a\n", "GFF3", "line 2: start 0"),
+    ("huge.bed", f"chr1\t1\t{2**33}\n".encode(), "BED", "beyond what a tabix index can address"),
+    ("utf8.vcf", b"##fileformat=VCFv4.2\n##x=\xff\xfe\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n", "VCF",
+     "line 2: header is not valid UTF-8"),
+    ("binary.bed", b"chr1\t1\t2\n\x00\x00\x00", "BED", "binary content"),
+])
+def test_bad_text_fails_with_the_line_and_rule_and_leaves_nothing(data, settings, store_dir, name, content, fmt,
+                                                                  words):
+    path = data / name
+    path.write_bytes(content)
+    report = run_many([{"id": "bad", "access_url": str(path), "format": fmt}], settings=settings)
+    result = report.results[0]
+    assert result.status == "failed" and result.error.class_ == "InputError", result
+    assert words in result.error.message and name in result.error.message
+    assert store_files(store_dir) == []
+
+
+def test_truncated_gzip_fails_as_input_error(data, settings, store_dir):
+    result = run_many([{"id": "t", "access_url": str(_gz_truncated(data)), "format": "BED"}], settings=settings).results[0]
+    assert result.error.class_ == "InputError" and "truncated" in result.error.message
+    assert store_files(store_dir) == []
+
+
+@pytest.mark.parametrize("name, fmt", [("t.csv", "CSV"), ("t.tsv", "tsv"), ("t.bw", "bigWig")])
+def test_csv_tsv_bigwig_pass_through(data, settings, store_dir, name, fmt):
+    path = samples.bigwig(data / name) if fmt == "bigWig" else (data / name)
+    if fmt != "bigWig":
+        path.write_text("a,b\n1,2\n")
+    result = build(path, fmt, settings)
+    assert result.status == "passthrough" and result.artifacts == {"data": str(path)} and result.key is None
+    assert store_files(store_dir) == []
+
+
+def test_a_batch_of_every_format_builds_then_is_all_cached(tmp_path, settings):
+    from preprocess.catalog import read_catalog
+
+    manifest = samples.demo(tmp_path / "demo", reads=500)
+    first = run_many(read_catalog(manifest), settings=settings)
+    assert {r.id: r.status for r in first.results if r.status != "built"} == {"bw": "passthrough", "t1": "passthrough"}
+    assert {r.format for r in first.results} == {"SAM", "BAM", "VCF", "BED", "narrowPeak", "broadPeak", "GFF3", "GTF",
+                                                 "bigBed", "bigWig", "TSV"}
+    second = run_many(read_catalog(manifest), settings=settings)
+    assert second.counts == {"built": 0, "cached": 9, "passthrough": 2, "failed": 0}
+    assert [r.artifacts for r in second.results] == [r.artifacts for r in first.results]
