@@ -360,11 +360,11 @@ class GtfPipeline:
             after = feature_counts(converted)
         dropped = {k: n - after.get(k, 0) for k, n in before.items() if n > after.get(k, 0)}
         added = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
-        conversion = {"tool": shell.version("gffread"), "features_in": before, "features_out": after,
-                      "dropped": dropped, "added": added}
+        tool = shell.version("gffread")
+        conversion = {"tool": tool, "features_in": before, "features_out": after, "dropped": dropped, "added": added}
         output = build_intervals(GFF3, ctx, converted, extra_records={"conversion": conversion})
         output.records["gtf_records"] = sum(before.values())
-        output.tools["gffread"] = conversion["tool"]
+        output.tools["gffread"] = tool
         return output
 
 

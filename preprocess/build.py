@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pipelines.base import BuildContext, BuildSettings, Pipeline
 
@@ -46,7 +47,7 @@ def cached_result(doc: FileDoc, fmt: str, store: ArtifactStore, manifest: Manife
 def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
     """Build (or find cached) the artifacts of one document; never raises."""
     pipeline = registry.pipeline_for(fmt)
-    common = {"format": fmt, "pipeline": pipeline.name, "source": redact_url(doc.access_url)}
+    common: dict[str, Any] = {"format": fmt, "pipeline": pipeline.name, "source": redact_url(doc.access_url)}
     timings: dict[str, float] = {}
     scratch = Path(tempfile.mkdtemp(prefix=f"preprocess-{_safe(doc.id)}-",
                                     dir=sources.scratch_dir(settings.scratch)))

@@ -74,7 +74,7 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
             extra = {header[i]: row[i] for i, name in enumerate(lowered) if name not in KNOWN}
             try:
                 yield FileDoc(id=values["id"], access_url=url, format=values["format"] or None,
-                              md5=values.get("md5") or None, size=values.get("size") or None,
+                              md5=values.get("md5") or None, size=values.get("size") or None,  # type: ignore[arg-type]
                               filename=values.get("filename") or None, extra=extra)
             except ValueError as exc:
                 reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # type: ignore[attr-defined]
@@ -82,6 +82,4 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
 
 
 def _row_error(path: Path, line: int, reason: str, doc_id: str | None = None) -> InputError:
-    error = InputError(f"{path.name} line {line}: {reason}")
-    error.doc_id = doc_id or f"line {line}"  # type: ignore[attr-defined]
-    return error
+    return InputError(f"{path.name} line {line}: {reason}", doc_id=doc_id or f"line {line}")

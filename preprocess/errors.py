@@ -17,6 +17,13 @@ class PreprocessError(Exception):
 class InputError(PreprocessError):
     """The file or its document is wrong (bad format, md5 mismatch, malformed row): never retried."""
 
+    def __init__(self, message: str, doc_id: str | None = None) -> None:
+        super().__init__(message)
+        self.doc_id = doc_id  # for a catalogue row that never became a document
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.doc_id))
+
 
 class SourceError(PreprocessError):
     """Fetching the source failed for a reason that may pass (network, throttling, 5xx)."""

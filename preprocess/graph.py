@@ -136,6 +136,6 @@ def _doc_id(item: Any, index: int) -> str:
         return item.id
     if isinstance(item, Mapping) and item.get("id"):
         return str(item["id"])
-    if isinstance(item, InputError) and getattr(item, "doc_id", None):
+    if isinstance(item, InputError) and item.doc_id:
         return str(item.doc_id)
     return f"#{index + 1}"

@@ -57,7 +57,7 @@ def run(argv: Sequence[str | Path], *, context: str = "", stdout: Path | None = 
     return text
 
 
-def pipe(script: str, *args: str | Path, context: str = "", env: Mapping[str, str] | None = None,
+def pipe(script: str, *args: str | Path | int, context: str = "", env: Mapping[str, str] | None = None,
          cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run a constant bash script under `-o pipefail` with `args` as $1, $2, ...; raise ToolError."""
     argv = ["bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c", script, "preprocess-pipe",

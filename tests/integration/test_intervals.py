@@ -158,7 +158,10 @@ def test_same_input_gives_identical_bytes_in_two_stores(data, settings, tmp_path
             hashlib.sha256(Path(two.artifacts[kind]).read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("text, fmt", [("", "BED"), ("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n",
+VCF_HEADER_ONLY = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+
+
+@pytest.mark.parametrize("text, fmt", [("", "BED"), (VCF_HEADER_ONLY,
                                                     "VCF"), ("track name=empty\n\n", "BED")])
 def test_empty_and_header_only_files_build_empty_indexed_artifacts(data, settings, text, fmt):
     path = data / f"empty.{fmt.lower()}"
@@ -180,7 +183,8 @@ def _gz_truncated(data: Path) -> Path:
     ("order.bed", b"chr1\t1\t5\nchr1\t9\t6\n", "BED", "line 2: start 9 is greater than end 6"),
     ("nonnum.bed", b"track x\nchr1\t1\t5\nchr1\tten\t20\n", "BED", "line 3: start 'ten' in column 2"),
     ("neg.bed", b"chr1\t-1\t5\n", "BED", "line 1: start '-1'"),
-    ("few.narrowPeak", b"chr1\t1\t5\tp\t0\t.\t1\t1\t1\n", "narrowPeak", "9 tab-separated column(s), expected exactly 10"),
+    ("few.narrowPeak", b"chr1\t1\t5\tp\t0\t.\t1\t1\t1\n", "narrowPeak",
+     "9 tab-separated column(s), expected exactly 10"),
     ("pos.vcf", b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr1\tX\t.\tA\tC\t1\t.\t.\n", "VCF",
      "line 2: start 'X' in column 2"),
     ("zero.gff3", b"##gff-version 3\nchr1\t.\tgene\t0\t10\t.\t+\t.\tID=a\n", "GFF3", "line 2: start 0"),
@@ -201,7 +205,8 @@ def test_bad_text_fails_with_the_line_and_rule_and_leaves_nothing(data, settings
 
 
 def test_truncated_gzip_fails_as_input_error(data, settings, store_dir):
-    result = run_many([{"id": "t", "access_url": str(_gz_truncated(data)), "format": "BED"}], settings=settings).results[0]
+    doc = {"id": "t", "access_url": str(_gz_truncated(data)), "format": "BED"}
+    result = run_many([doc], settings=settings).results[0]
     assert result.error.class_ == "InputError" and "truncated" in result.error.message
     assert store_files(store_dir) == []
 

@@ -16,7 +16,8 @@ from preprocess.store import ArtifactStore
 
 def make_manifest(key: str, files: dict[str, Path]) -> Manifest:
     arts = [Artifact(kind="data" if i == 0 else "index", name=name, size=path.stat().st_size,
-                     sha256=hashlib.sha256(path.read_bytes()).hexdigest()) for i, (name, path) in enumerate(files.items())]
+                     sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+            for i, (name, path) in enumerate(files.items())]
     return Manifest(key=key, layout="v1", artifacts=arts,
                     source=SourceInfo(url="/x.bam", format="BAM", md5="0" * 32, size=1),
                     pipeline=PipelineInfo(name="test", version="1", parameters={}))

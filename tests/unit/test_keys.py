@@ -18,7 +18,7 @@ def test_key_is_pinned_so_a_change_to_the_derivation_cannot_pass_unnoticed():
 
 def test_key_is_sha256_of_the_documented_canonical_json():
     body = ('{"layout":"v1","parameters":{"compression_level":6},"pipeline":"alignments",'
-            '"source":"%s","version":"1"}' % MD5)
+            f'"source":"{MD5}","version":"1"}}')
     assert derive_key(MD5, "alignments", "1", {"compression_level": 6}) == hashlib.sha256(body.encode()).hexdigest()
 
 
