@@ -39,6 +39,7 @@ class SourceSettings(_Section):
     timeout: float = Field(default=60, gt=0)
     attempts: int = Field(default=4, ge=1)
     backoff: float = Field(default=1.0, ge=0)
+    drs_scheme: Literal["https", "http"] = "https"
 
 
 class Settings(_Section):

@@ -84,7 +84,7 @@ def _download(url: str, scratch: Path, settings: SourceSettings) -> Fetched:
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
     resolved, options = resolve(url, settings)
-    with fsspec.open(resolved, "rb", **options) as stream, open(target, "wb") as out:
+    with fsspec.open(resolved, "rb", **options) as stream, open(target, "wb") as out:  # type: ignore[union-attr]
         while block := stream.read(CHUNK):
             md5.update(block)
             sha.update(block)
@@ -96,19 +96,19 @@ def _download(url: str, scratch: Path, settings: SourceSettings) -> Fetched:
 def resolve(url: str, settings: SourceSettings) -> tuple[str, dict[str, Any]]:
     """The URL fsspec should open, with its options; drs:// is resolved to an access URL first."""
     scheme = urlsplit(url).scheme
+    headers: dict[str, str] = {}
     if scheme == "drs":
         from .drs import resolve_drs
 
-        return resolve_drs(url, settings), _http_options(settings)
+        url, headers = resolve_drs(url, settings)
+        scheme = urlsplit(url).scheme
     if scheme in ("http", "https"):
-        return url, _http_options(settings)
+        import aiohttp
+
+        # block_size=0: one streaming GET rather than many range requests
+        return url, {"block_size": 0, "headers": headers,
+                     "client_kwargs": {"timeout": aiohttp.ClientTimeout(total=None, sock_read=settings.timeout)}}
     return url, {}
-
-
-def _http_options(settings: SourceSettings) -> dict[str, Any]:
-    import aiohttp
-
-    return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=None, sock_read=settings.timeout)}}
 
 
 def _with_retries(action: Any, settings: SourceSettings, doc_id: str, shown: str) -> Fetched:
@@ -132,7 +132,8 @@ def _with_retries(action: Any, settings: SourceSettings, doc_id: str, shown: str
 
 
 def _transient(exc: BaseException) -> bool:
-    status = getattr(exc, "status", None) or getattr(exc, "code", None)
+    response = getattr(exc, "response", None)
+    status = getattr(exc, "status", None) or getattr(response, "status_code", None)
     if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
         return False
     return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -39,13 +40,116 @@ def store_files(store: Path) -> list[Path]:
     return sorted(p for p in store.rglob("*") if p.is_file()) if store.exists() else []
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3", "az"])
 def any_store(request, tmp_path: Path):
-    """The same ArtifactStore contract on every backend; cloud backends join in tests/integration."""
+    """The same ArtifactStore contract on every backend: S3 on moto, Azure Blob on Azurite."""
+    import uuid
+
     from preprocess.store import ArtifactStore
 
     if request.param == "local":
         return ArtifactStore(str(tmp_path / "store"))
+    if request.param == "memory":
+        return ArtifactStore(f"memory://store-{uuid.uuid4().hex}")
+    if request.param == "s3":
+        return ArtifactStore(f"s3://{request.getfixturevalue('s3_bucket')}/prefix")
+    return ArtifactStore(f"az://{request.getfixturevalue('az_container')}/prefix")
+
+
+# -- loopback only --------------------------------------------------------------------------------
+import ipaddress  # noqa: E402
+import socket  # noqa: E402
+
+_REAL_CONNECT = socket.socket.connect
+_REAL_CONNECT_EX = socket.socket.connect_ex
+
+
+def _check_loopback(sock: socket.socket, address: object) -> None:
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(address, tuple):
+        return
+    host = str(address[0])
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = ipaddress.ip_address(socket.gethostbyname(host))
+    if not ip.is_loopback:
+        raise ConnectionRefusedError(f"test guard: refusing a connection to {host}, which is not loopback")
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    _check_loopback(self, address)
+    return _REAL_CONNECT(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    _check_loopback(self, address)
+    return _REAL_CONNECT_EX(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def loopback_only():
+    """Any connection this test process opens to a non-loopback address fails."""
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _REAL_CONNECT  # type: ignore[method-assign]
+    socket.socket.connect_ex = _REAL_CONNECT_EX  # type: ignore[method-assign]
+
+
+# -- real S3 (moto) and Azure Blob (Azurite) --------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server, reached through the standard AWS variables alone."""
+    from tests.servers import moto_server
+
+    with moto_server() as endpoint:
+        saved = {k: os.environ.get(k) for k in _AWS}
+        os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing-key-id",
+                           "AWS_SECRET_ACCESS_KEY": "testing-secret-key", "AWS_DEFAULT_REGION": "us-east-1"})
+        yield endpoint
+        _restore(saved)
+
+
+@pytest.fixture(scope="session")
+def azurite_connection(tmp_path_factory):
+    """Azurite's blob service, reached through AZURE_STORAGE_CONNECTION_STRING alone."""
+    from tests.servers import azurite
+
+    with azurite(tmp_path_factory.mktemp("azurite")) as connection:
+        saved = {"AZURE_STORAGE_CONNECTION_STRING": os.environ.get("AZURE_STORAGE_CONNECTION_STRING")}
+        os.environ["AZURE_STORAGE_CONNECTION_STRING"] = connection
+        yield connection
+        _restore(saved)
+
+
+_AWS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> str:
     import uuid
 
-    return ArtifactStore(f"memory://store-{uuid.uuid4().hex}")
+    import s3fs
+
+    name = f"bucket-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(name)
+    return name
+
+
+@pytest.fixture
+def az_container(azurite_connection) -> str:
+    import uuid
+
+    import adlfs
+
+    name = f"c{uuid.uuid4().hex[:12]}"
+    adlfs.AzureBlobFileSystem(connection_string=azurite_connection, skip_instance_cache=True).mkdir(name)
+    return name

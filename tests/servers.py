@@ -1,0 +1,224 @@
+"""Real servers for tests, all on 127.0.0.1: moto (S3), Azurite (Azure Blob), a file + DRS server,
+and a TCP proxy that drops a connection mid-upload."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HOST = "127.0.0.1"
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {HOST}:{port} after {timeout}s")
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto S3 server in a thread; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
+    server.start()
+    wait_for_port(port)
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.stop()
+
+
+def azurite_binary() -> str:
+    found = shutil.which("azurite-blob")
+    local = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / ".bin" / "azurite-blob"
+    if found:
+        return found
+    if local.exists():
+        return str(local)
+    raise RuntimeError("azurite-blob not found: `make test` installs it (npm install --prefix .tools azurite)")
+
+
+@contextmanager
+def azurite(location: Path) -> Iterator[str]:
+    """Azurite's blob service as a child process; yields its connection string."""
+    port = free_port()
+    proc = subprocess.Popen([azurite_binary(), "--blobHost", HOST, "--blobPort", str(port), "--location",
+                             str(location), "--skipApiVersionCheck", "--silent", "--loose"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+        yield (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+               f"BlobEndpoint=http://{HOST}:{port}/{AZURITE_ACCOUNT};")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+class FileServer:
+    """Serves files by name (with Range), a minimal GA4GH DRS API, and injected failures.
+
+    /files/<name>                          the bytes of a registered file
+    /ga4gh/drs/v1/objects/<id>             a DrsObject whose access method points at /files/<name>
+    /ga4gh/drs/v1/objects/<id>/access/<a>  the access URL, with a header the fetch must send
+    `fail[path] = n` answers the next n requests for path with 503.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.drs: dict[str, str] = {}      # object id -> file name
+        self.fail: dict[str, int] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.port = free_port()
+        self.base = f"http://{HOST}:{self.port}"
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                path = self.path.split("?", 1)[0]
+                server.requests.append((path, dict(self.headers)))
+                if server.fail.get(path, 0) > 0:
+                    server.fail[path] -= 1
+                    return self._send(503, b"try again")
+                parts = path.strip("/").split("/")
+                if parts[0] == "files" and len(parts) == 2 and parts[1] in server.files:
+                    return self._file(server.files[parts[1]])
+                if parts[:4] == ["ga4gh", "drs", "v1", "objects"] and len(parts) >= 5 and parts[4] in server.drs:
+                    name = server.drs[parts[4]]
+                    if len(parts) == 5:
+                        body = {"id": parts[4], "size": len(server.files[name]), "checksums": [],
+                                "access_methods": [{"type": "https", "access_id": "a1"}]}
+                        return self._send(200, json.dumps(body).encode(), "application/json")
+                    if parts[5:] == ["access", "a1"]:
+                        body = {"url": f"{server.base}/files/{name}", "headers": {"Authorization": "Bearer drs-token"}}
+                        return self._send(200, json.dumps(body).encode(), "application/json")
+                return self._send(404, b"not found")
+
+            def _file(self, data: bytes) -> None:
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes="):
+                    start_s, _, end_s = rng[6:].partition("-")
+                    start = int(start_s)
+                    end = min(int(end_s), len(data) - 1) if end_s else len(data) - 1
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                    chunk = data[start:end + 1]
+                else:
+                    self.send_response(200)
+                    chunk = data
+                self.send_header("Content-Length", str(len(chunk)))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                self.wfile.write(chunk)
+
+            def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer((HOST, self.port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def add(self, name: str, data: bytes, drs_id: str | None = None) -> str:
+        self.files[name] = data
+        if drs_id:
+            self.drs[drs_id] = name
+        return f"{self.base}/files/{name}"
+
+
+class DropProxy:
+    """Forwards TCP to `target_port`, but cuts any connection whose upload passes `limit` bytes."""
+
+    def __init__(self, target_port: int, limit: int) -> None:
+        self.target_port, self.limit = target_port, limit
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.dropped = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection((HOST, self.target_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, upload: bool) -> None:
+        sent = 0
+        try:
+            while block := src.recv(65536):
+                sent += len(block)
+                if upload and sent > self.limit:
+                    self.dropped += 1
+                    break
+                dst.sendall(block)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.listener.close()
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
