@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +12,8 @@ from .build import open_store
 from .cluster import open_client
 from .config import Settings, load_settings
 from .graph import execute, plan
-from .model import BatchReport, FileDoc, RunResult
+from .model import BatchReport, FileDoc, RunResult, redact_url
+from .store import ArtifactStore
 
 Doc = FileDoc | Mapping[str, Any]
 
@@ -53,8 +55,28 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
                         on_client(started_client)
                 results.update(execute(pending, settings, started_client, progress))
     ordered = [results[i] for i in sorted(results)]
-    return BatchReport(store=artifact_store.url, results=ordered, started=started, finished=_now(),
+    return BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
                        dashboard=dashboard)
+
+
+def sign(uri: str, expires: int = 3600, *, settings: Settings | None = None) -> str:
+    """A time-limited URL for an artifact URI that a genome browser can read by range."""
+    settings = settings or load_settings()
+    if "://" not in uri or uri.startswith("file://"):
+        root = os.path.dirname(uri[len("file://"):] if uri.startswith("file://") else uri)
+    else:
+        scheme, rest = uri.split("://", 1)
+        root = f"{scheme}://{rest.split('/', 1)[0]}"  # the bucket or container
+    return open_configured(root, settings).sign(uri, expires)
+
+
+def open_configured(url: str, settings: Settings) -> ArtifactStore:
+    """The store at `url`; the configured storage options apply when it uses the configured store's protocol."""
+    def scheme(text: str) -> str:
+        return text.split("://", 1)[0] if "://" in text else "file"
+
+    options = settings.store.storage_options if scheme(url) == scheme(settings.store.url) else {}
+    return ArtifactStore(url, options, settings.store.verify)
 
 
 def run(doc: Doc, *, store: str | None = None, client: Any | None = None,

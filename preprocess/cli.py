@@ -73,6 +73,40 @@ def run_one(source: str, fmt: str | None, md5: str | None, doc_id: str | None, s
     _finish(_run([doc], settings), json_path)
 
 
+@cli.command("mirror")
+@click.argument("source")
+@click.argument("destination")
+@click.option("--json", "json_path", metavar="PATH", help="Write the mirror report as JSON ('-' for standard output).")
+def mirror_stores(source: str, destination: str, json_path: str | None) -> None:
+    """Copy committed artifacts SOURCE has and DESTINATION lacks, verifying each sha256; manifests last."""
+    from .config import load_settings
+    from .mirror import mirror
+
+    report = mirror(source, destination, settings=load_settings())
+    text = report.model_dump_json(indent=2)
+    if json_path == "-":
+        click.echo(text)
+    else:
+        if json_path:
+            Path(json_path).write_text(text + "\n")
+        click.echo(f"copied {len(report.copied)}, skipped {len(report.skipped)} (already there), "
+                   f"refused {len(report.refused)}: {report.source} -> {report.destination}")
+        for key, why in report.refused.items():
+            click.echo(f"refused {key}: {why}", err=True)
+    sys.exit(1 if report.refused else 0)
+
+
+@cli.command("sign")
+@click.argument("uri")
+@click.option("--expires", default=3600, show_default=True, type=click.IntRange(min=1),
+              help="Seconds the URL stays valid.")
+def sign_uri(uri: str, expires: int) -> None:
+    """Print a time-limited URL for an artifact that a genome browser can read by range."""
+    from .api import sign
+
+    click.echo(sign(uri, expires))
+
+
 def _run(docs: list[Any], settings: Any) -> BatchReport:
     from tqdm import tqdm
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,14 +80,12 @@ def _hash_file(path: Path) -> Fetched:
 
 
 def _download(url: str, scratch: Path, settings: SourceSettings) -> Fetched:
-    import fsspec
-
     target = scratch / "source"
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
-    resolved, options = resolve(url, settings)
-    with fsspec.open(resolved, "rb", **options) as stream, open(target, "wb") as out:  # type: ignore[union-attr]
-        while block := stream.read(CHUNK):
+    resolved, headers = resolve(url, settings)
+    with _open(resolved, headers, settings) as blocks, open(target, "wb") as out:
+        for block in blocks:
             md5.update(block)
             sha.update(block)
             size += len(block)
@@ -93,22 +93,33 @@ def _download(url: str, scratch: Path, settings: SourceSettings) -> Fetched:
     return Fetched(target, md5.hexdigest(), sha.hexdigest(), size)
 
 
-def resolve(url: str, settings: SourceSettings) -> tuple[str, dict[str, Any]]:
-    """The URL fsspec should open, with its options; drs:// is resolved to an access URL first."""
-    scheme = urlsplit(url).scheme
-    headers: dict[str, str] = {}
-    if scheme == "drs":
+def resolve(url: str, settings: SourceSettings) -> tuple[str, dict[str, str]]:
+    """The URL to download, with the headers to send; drs:// is resolved to an access URL first."""
+    if urlsplit(url).scheme == "drs":
         from .drs import resolve_drs
 
-        url, headers = resolve_drs(url, settings)
-        scheme = urlsplit(url).scheme
-    if scheme in ("http", "https"):
-        import aiohttp
-
-        # block_size=0: one streaming GET rather than many range requests
-        return url, {"block_size": 0, "headers": headers,
-                     "client_kwargs": {"timeout": aiohttp.ClientTimeout(total=None, sock_read=settings.timeout)}}
+        return resolve_drs(url, settings)
     return url, {}
+
+
+@contextmanager
+def _open(url: str, headers: dict[str, str], settings: SourceSettings) -> Iterator[Iterator[bytes]]:
+    """The URL's bytes as blocks: one streaming GET for http(s), fsspec for object stores."""
+    if urlsplit(url).scheme in ("http", "https"):
+        import requests
+
+        # requests, not fsspec's HTTP layer: fsspec reports a 503 as FileNotFoundError, which would
+        # turn a passing outage into an input error.
+        with requests.get(url, headers=headers, stream=True, timeout=(30, settings.timeout)) as response:
+            if response.status_code in (404, 410):
+                raise FileNotFoundError(url)
+            response.raise_for_status()
+            yield response.iter_content(CHUNK)
+        return
+    import fsspec
+
+    with fsspec.open(url, "rb") as stream:
+        yield iter(lambda: stream.read(CHUNK), b"")
 
 
 def _with_retries(action: Any, settings: SourceSettings, doc_id: str, shown: str) -> Fetched:

@@ -75,7 +75,7 @@ class ArtifactStore:
         path = self.path(key, name)
         if self.local:
             return path
-        return self.fs.unstrip_protocol(path)
+        return f"{self.protocol}://{path.lstrip('/')}"  # the scheme the user gave (az://, not abfs://)
 
     # -- reading ------------------------------------------------------------------------------------
     def check(self) -> None:
@@ -87,8 +87,10 @@ class ArtifactStore:
                     raise ConfigError(f"store {self.url}: {self.root} is not writable")
                 return
             top = self.root.split("/", 1)[0]
-            if not self.fs.exists(top):
-                raise ConfigError(f"store {self.url}: bucket or container {top!r} does not exist")
+            try:
+                self.fs.info(top)  # not exists(): that answers False for a bad option or refused credential
+            except FileNotFoundError:
+                raise ConfigError(f"store {self.url}: bucket or container {top!r} does not exist") from None
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - any backend failure here is a configuration problem
@@ -118,6 +120,23 @@ class ArtifactStore:
             key = path.rstrip("/").split("/")[-2]
             if is_key(key):
                 yield key
+
+    def sign(self, uri: str, expires: int = 3600) -> str:
+        """A URL a browser (IGV, Gosling) can GET by range without credentials: presigned S3, Azure SAS.
+
+        A local path is returned as a file:// URL: there is nothing to sign.
+        """
+        if self.local:
+            return "file://" + os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
+        path = self.fs._strip_protocol(uri)
+        if not path.startswith(self.root + "/"):
+            raise StoreError(f"{uri} is not in the store {self.url}")
+        try:
+            return str(self.fs.sign(path, expiration=int(expires)))
+        except NotImplementedError:
+            raise StoreError(f"{self.protocol}:// stores cannot sign URLs") from None
+        except Exception as exc:
+            raise StoreError(f"signing {uri}: {type(exc).__name__}: {exc}") from None
 
     def read_range(self, key: str, name: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of an artifact, as a genome browser reads BAM or BGZF by range."""

@@ -99,7 +99,7 @@ class FileServer:
         self.files: dict[str, bytes] = {}
         self.drs: dict[str, str] = {}      # object id -> file name
         self.fail: dict[str, int] = {}
-        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
         server = self
@@ -110,7 +110,7 @@ class FileServer:
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 path = self.path.split("?", 1)[0]
-                server.requests.append((path, dict(self.headers)))
+                server.requests.append((self.command, path, dict(self.headers)))
                 if server.fail.get(path, 0) > 0:
                     server.fail[path] -= 1
                     return self._send(503, b"try again")
@@ -128,6 +128,8 @@ class FileServer:
                         return self._send(200, json.dumps(body).encode(), "application/json")
                 return self._send(404, b"not found")
 
+            do_HEAD = do_GET  # noqa: N815 - the stdlib's name; bodies are not written for HEAD
+
             def _file(self, data: bytes) -> None:
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes="):
@@ -143,14 +145,16 @@ class FileServer:
                 self.send_header("Content-Length", str(len(chunk)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
-                self.wfile.write(chunk)
+                if self.command != "HEAD":
+                    self.wfile.write(chunk)
 
             def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer((HOST, self.port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -1,0 +1,71 @@
+"""Copy committed artifacts from one store to another, verifying each against its manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from .config import Settings, load_settings
+from .errors import describe
+from .store import CHUNK, ArtifactStore
+
+
+class MirrorReport(BaseModel):
+    source: str
+    destination: str
+    copied: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)   # the destination already had them
+    refused: dict[str, str] = Field(default_factory=dict)  # key -> why (a sha256 mismatch, a failed read)
+
+
+def mirror(source: str, destination: str, *, settings: Settings | None = None) -> MirrorReport:
+    """Copy every key the destination lacks; artifacts first, each verified, the manifest last."""
+    from .api import open_configured
+
+    settings = settings or load_settings()
+    src, dst = open_configured(source, settings), open_configured(destination, settings)
+    src.check()
+    dst.check()
+    report = MirrorReport(source=src.url, destination=dst.url)
+    scratch = Path(tempfile.mkdtemp(prefix="preprocess-mirror-", dir=settings.scratch))
+    try:
+        for key in sorted(src.keys()):
+            if dst.lookup(key) is not None:
+                report.skipped.append(key)
+                continue
+            try:
+                manifest = src.lookup(key)
+                if manifest is None:
+                    continue  # removed while we listed
+                files = {}
+                for art in manifest.artifacts:
+                    local = scratch / art.name
+                    digest = _download(src, src.path(key, art.name), local)
+                    if digest != art.sha256:
+                        raise ValueError(f"{src.uri(key, art.name)}: sha256 {digest} differs from its manifest's")
+                    files[art.name] = local
+                dst.commit(manifest, files)
+                report.copied.append(key)
+            except Exception as exc:  # noqa: BLE001 - one bad key is reported; the rest are copied
+                info = describe(exc)
+                report.refused[key] = f"{info['class']}: {info['message']}"
+            finally:
+                for item in scratch.iterdir():
+                    item.unlink()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return report
+
+
+def _download(store: ArtifactStore, path: str, target: Path) -> str:
+    digest = hashlib.sha256()
+    with store.fs.open(path, "rb", block_size=CHUNK) as stream, open(target, "wb") as out:
+        while block := stream.read(CHUNK):
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
