@@ -26,54 +26,66 @@ TABIX_MAX = 2**32        # the largest end tabix's CSI (min_shift 14) stores; be
 CSI_MIN_SHIFT = 14
 GZIP_MAGIC = b"\x1f\x8b"
 
-# Reads the decompressed text on stdin; data lines to stdout, header lines (prefixed with their
-# line number) to $PP_HDR, the first error to $PP_ERR (exit 3), counts and contigs to $PP_STATS.
+# Reads the decompressed text on stdin; data lines to stdout, header lines to $PP_HDR (and their
+# line numbers to $PP_HDRNR), the first error to $PP_ERR (exit 3), counts and contigs to $PP_STATS.
 # mawk and gawk both run it; values arrive through ENVIRON so no path is parsed by awk -v.
 VALIDATE_AWK = r"""
 BEGIN {
-  FS = "\t"; hdr = ENVIRON["PP_HDR"]; err = ENVIRON["PP_ERR"]; stats = ENVIRON["PP_STATS"]
-  kind = ENVIRON["PP_KIND"]; mincol = ENVIRON["PP_MINCOL"] + 0; exact = ENVIRON["PP_EXACT"] + 0
-  sc = ENVIRON["PP_START"] + 0; ec = ENVIRON["PP_END"] + 0; maxc = ENVIRON["PP_MAX"] + 0
+  FS = "\t"; hdr = ENVIRON["PP_HDR"]; hdrnr = ENVIRON["PP_HDRNR"]; err = ENVIRON["PP_ERR"]
+  stats = ENVIRON["PP_STATS"]; kind = ENVIRON["PP_KIND"]; mincol = ENVIRON["PP_MINCOL"] + 0
+  exact = ENVIRON["PP_EXACT"] + 0; sc = ENVIRON["PP_START"] + 0; ec = ENVIRON["PP_END"] + 0
+  maxc = ENVIRON["PP_MAX"] + 0
+  isbed = kind == "bed"; isgff = kind == "gff"; isvcf = kind == "vcf"
   records = 0; blank = 0; browser = 0; fasta = 0; headers = 0; width = 0; maxend = 0; fail = 0
+  printf "" > hdr; printf "" > hdrnr
 }
 function bad(msg) { printf "line %d: %s\n", NR, msg > err; fail = 1; exit 3 }
+function header() { headers++; print > hdr; print NR > hdrnr }
+function q(s) { return "'" (length(s) > 40 ? substr(s, 1, 40) "..." : s) "'" }
 {
-  sub(/\r$/, "")
+  if (index($0, "\r")) sub(/\r$/, "")
   if (infasta) { fasta++; next }
-  if ($0 ~ /^[ \t]*$/) { blank++; next }
-  if (kind == "gff" && $0 ~ /^##FASTA/) { infasta = 1; fasta++; next }
-  if (substr($0, 1, 1) == "#") { headers++; print NR "\t" $0 > hdr; next }
-  if (kind == "bed" && ($0 ~ /^track([ \t]|$)/ || $0 ~ /^browser([ \t]|$)/)) {
-    browser++; headers++; print NR "\t" $0 > hdr; next
+  if (NF <= 1 && $0 ~ /^[ \t]*$/) { blank++; next }
+  c = substr($0, 1, 1)
+  if (c == "#") {
+    if (isgff && $0 ~ /^##FASTA/) { infasta = 1; fasta++; next }
+    header(); next
   }
-  if (NF < mincol || (exact && NF != exact)) {
-    hint = (index($0, " ") > 0) ? " (space-delimited? columns must be separated by tabs)" : ""
-    want = exact ? "exactly " exact : "at least " mincol
-    bad(sprintf("%d tab-separated column(s), expected %s%s", NF, want, hint))
+  if (isbed && (c == "t" || c == "b") && ($0 ~ /^track([ \t]|$)/ || $0 ~ /^browser([ \t]|$)/)) {
+    browser++; header(); next
   }
-  if (width == 0) { width = NF; wline = NR }
-  else if (NF != width) bad(sprintf("%d columns, but line %d has %d (ragged rows)", NF, wline, width))
+  if (NF != width) {
+    if (NF < mincol || (exact && NF != exact)) {
+      hint = (index($0, " ") > 0) ? " (space-delimited? columns must be separated by tabs)" : ""
+      want = exact ? "exactly " exact : "at least " mincol
+      bad(sprintf("%d tab-separated column(s), expected %s%s", NF, want, hint))
+    }
+    if (width) bad(sprintf("%d columns, but line %d has %d (ragged rows)", NF, wline, width))
+    width = NF; wline = NR
+  }
   if ($1 == "") bad("empty sequence name in column 1")
-  if ($sc !~ /^[0-9]+$/) bad(sprintf("start %s in column %d is not a non-negative integer", q($sc), sc))
-  start = $sc + 0
-  if (kind == "vcf") {
-    end = start + length($4) - 1
-    if (end < start) end = start
+  s = $sc
+  if (s !~ /^[0-9]+$/) bad(sprintf("start %s in column %d is not a non-negative integer", q(s), sc))
+  if (isvcf) {
+    e = s + length($4) - 1
+    if (e < s + 0) e = s + 0
   } else {
-    if ($ec !~ /^[0-9]+$/) bad(sprintf("end %s in column %d is not a non-negative integer", q($ec), ec))
-    end = $ec + 0
-    if (start > end) bad(sprintf("start %s is greater than end %s", $sc, $ec))
+    e = $ec
+    if (e !~ /^[0-9]+$/) bad(sprintf("end %s in column %d is not a non-negative integer", q(e), ec))
+    if (s + 0 > e + 0) bad(sprintf("start %s is greater than end %s", s, e))
+    if (isgff && s + 0 < 1) bad("start 0: GFF coordinates are 1-based")
   }
-  if (kind == "gff" && start < 1) bad("start 0: GFF coordinates are 1-based")
-  if (length($sc) > 15 || length($ec) > 15 || end > maxc)
-    bad(sprintf("coordinate %s is beyond what a tabix index can address (%d)", (kind == "vcf" ? $sc : $ec), maxc))
-  if (end > maxend) maxend = end
-  if (!($1 in seen)) { seen[$1] = 1; contigs[++ncontig] = $1 }
+  if (e + 0 > maxend) {
+    if (length(s) > 15 || length(e) > 15 || e + 0 > maxc)
+      bad(sprintf("coordinate %s is beyond what a tabix index can address (%d)", (isvcf ? s : e), maxc))
+    maxend = e + 0
+  }
+  if ($1 != last) { last = $1; if (!($1 in seen)) { seen[$1] = 1; contigs[++ncontig] = $1 } }
   records++
   print
 }
-function q(s) { return "'" (length(s) > 40 ? substr(s, 1, 40) "..." : s) "'" }
 END {
+  close(hdr); close(hdrnr)  # complete before stdout closes, so the header is whole when sort emits
   if (fail) exit 3
   printf "records\t%d\nblank\t%d\ntrack\t%d\nfasta\t%d\nheaders\t%d\nmaxend\t%d\ncolumns\t%d\n", \
     records, blank, browser, fasta, headers, maxend, width > stats
@@ -81,23 +93,35 @@ END {
 }
 """
 
-SPLIT_AND_SORT = r"""
-src=$1; body=$2; tmpdir=$3; mem=$4; threads=$5; decompress=$6; shift 6
+# One pass: decompress | validate | sort | header first | bgzip. The header goes in when sort emits
+# its first line (or ends empty): sort emits nothing before its input ends, so awk has finished
+# writing the header by then.
+SORT_AND_COMPRESS = r"""
+decompress=$1; src=$2; out=$3; threads=$4; tmpdir=$5; mem=$6; level=$7; shift 7
 tab=$(printf '\t')
 case $decompress in
   bgzf) bgzip -dc -@ "$threads" -- "$src" ;;
   gzip) gzip -dc -- "$src" ;;
   *) cat -- "$src" ;;
-esac | awk "$PP_PROGRAM" | if [ $# -eq 0 ]; then cat; else
-  sort -s -t "$tab" -S "$mem" -T "$tmpdir" --parallel="$threads" "$@"; fi > "$body"
+esac | awk "$PP_PROGRAM" \
+  | sort -s -t "$tab" -S "$mem" -T "$tmpdir" --parallel="$threads" "$@" \
+  | { if IFS= read -r first; then cat -- "$PP_HDR"; printf '%s\n' "$first"; cat; else cat -- "$PP_HDR"; fi; } \
+  | bgzip -c -l "$level" -@ "$threads" > "$out"
 """
 
-COMPRESS = r"""
-header=$1; body=$2; out=$3; level=$4; threads=$5
-cat -- "$header" "$body" | bgzip -c -l "$level" -@ "$threads" > "$out"
+VALIDATE_ONLY = r"""
+decompress=$1; src=$2; out=$3; threads=$4
+case $decompress in
+  bgzf) bgzip -dc -@ "$threads" -- "$src" ;;
+  gzip) gzip -dc -- "$src" ;;
+  *) cat -- "$src" ;;
+esac | awk "$PP_PROGRAM" > "$out"
 """
 
-COUNT_LINES = r"""bgzip -dc -@ "$2" -- "$1" | wc -l"""
+# The line count, the first data line and the last line of what was written.
+READ_BACK = r"""
+bgzip -dc -@ "$2" -- "$1" | awk -v skip="$3" 'NR == skip + 1 { f = $0 } END { print NR; print f; print $0 }'
+"""
 
 
 @dataclass(frozen=True)
@@ -125,61 +149,59 @@ class IntervalFormat:
         return build_intervals(self, ctx, ctx.source)
 
 
-def split_lines(spec: IntervalFormat, ctx: BuildContext, source: Path, sort: bool = True,
-                prefix: str = "") -> tuple[Path, Path, list[str], dict[str, Any]]:
-    """Decompress, validate and (optionally) sort `source`: body file, header file, header lines, stats."""
+def run_validated(script: str, spec: IntervalFormat, ctx: BuildContext, source: Path, out: Path,
+                  *more: str | Path | int, prefix: str = "") -> tuple[list[str], dict[str, Any]]:
+    """Run `script` (VALIDATE_ONLY or SORT_AND_COMPRESS) over `source`: header lines and stats.
+
+    The script gets $1 decompressor, $2 source, $3 output, $4 threads, then `more`.
+    """
     work = ctx.workdir
-    body, hdr_raw, err, stats_path = (work / f"{prefix}body.txt", work / f"{prefix}header.raw",
-                                      work / f"{prefix}errors.txt", work / f"{prefix}stats.tsv")
-    hdr_raw.touch()
-    with ctx.stage("inspect"):
-        decompress = sniff_compression(source)
-        _refuse_binary(source, decompress)
-    with ctx.stage("sort" if sort else "validate"):
-        tmp = work / "sort-tmp"
-        tmp.mkdir(exist_ok=True)
-        env = {"PP_PROGRAM": VALIDATE_AWK, "PP_HDR": str(hdr_raw), "PP_ERR": str(err),
-               "PP_STATS": str(stats_path), "PP_KIND": spec.kind, "PP_MINCOL": str(spec.min_columns),
-               "PP_EXACT": str(spec.exact_columns), "PP_START": str(spec.start_column),
-               "PP_END": str(spec.end_column), "PP_MAX": str(TABIX_MAX)}
-        keys = spec.sort_keys if sort else ()
-        try:
-            shell.pipe(SPLIT_AND_SORT, source, body, tmp, ctx.settings.sort_memory, ctx.settings.threads,
-                       decompress, *keys, env=env, context=f"reading {source.name}")
-        except ToolError as exc:
-            raise _classify(source, decompress, err, exc) from None
-        if err.exists() and err.stat().st_size:
-            raise InputError(f"{source.name}: {err.read_text(errors='replace').strip()}")
-    header = work / f"{prefix}header.txt"
-    header_lines = _clean_header(hdr_raw, header, source.name)
-    return body, header, header_lines, _read_stats(stats_path)
+    hdr, hdrnr, err, stats = (work / f"{prefix}header.txt", work / f"{prefix}header.lines",
+                              work / f"{prefix}errors.txt", work / f"{prefix}stats.tsv")
+    decompress = sniff_compression(source)
+    _refuse_binary(source, decompress)
+    env = {"PP_PROGRAM": VALIDATE_AWK, "PP_HDR": str(hdr), "PP_HDRNR": str(hdrnr), "PP_ERR": str(err),
+           "PP_STATS": str(stats), "PP_KIND": spec.kind, "PP_MINCOL": str(spec.min_columns),
+           "PP_EXACT": str(spec.exact_columns), "PP_START": str(spec.start_column),
+           "PP_END": str(spec.end_column), "PP_MAX": str(TABIX_MAX)}
+    try:
+        shell.pipe(script, decompress, source, out, ctx.settings.threads, *more, env=env,
+                   context=f"reading {source.name}")
+    except ToolError as exc:
+        raise _classify(source, decompress, err, exc) from None
+    if err.exists() and err.stat().st_size:
+        raise InputError(f"{source.name}: {err.read_text(errors='replace').strip()}")
+    return _header_lines(hdr, hdrnr, source.name), _read_stats(stats)
 
 
 def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                     extra_records: dict[str, Any] | None = None, lengths: tuple[int, ...] = ()) -> BuildOutput:
     """Validate, sort, compress, index and check `source` as `spec`; the artifacts go in ctx.workdir."""
     work = ctx.workdir
-    body, header, header_lines, stats = split_lines(spec, ctx, source)
-    csi = stats["maxend"] >= TBI_MAX or any(n >= TBI_MAX for n in (*declared_lengths(header_lines), *lengths))
     out = work / f"sorted.{spec.extension}.gz"
+    tmp = work / "sort-tmp"
+    tmp.mkdir(exist_ok=True)
+    with ctx.stage("sort"):
+        header, stats = run_validated(SORT_AND_COMPRESS, spec, ctx, source, out, tmp, ctx.settings.sort_memory,
+                                      ctx.settings.compression_level, *spec.sort_keys)
+    csi = stats["maxend"] >= TBI_MAX or any(n >= TBI_MAX for n in (*declared_lengths(header), *lengths))
     index = out.with_name(out.name + (".csi" if csi else ".tbi"))
-    with ctx.stage("compress"):
-        shell.pipe(COMPRESS, header, body, out, ctx.settings.compression_level, ctx.settings.threads,
-                   context=f"compressing {source.name}")
     with ctx.stage("index"):
         flags = ["--csi", "-m", str(CSI_MIN_SHIFT)] if csi else []
-        skip = ["-S", str(len(header_lines))] if spec.kind == "bed" and stats["track"] else []
+        skip = ["-S", str(len(header))] if spec.kind == "bed" and stats["track"] else []
         shell.run(["tabix", "-f", "-p", spec.preset, *flags, *skip, str(out)], context=f"indexing {source.name}")
     with ctx.stage("verify"):
-        lines = int(shell.pipe(COUNT_LINES, out, ctx.settings.threads, context="counting output").stdout)
-        records_out = lines - len(header_lines)
+        back = shell.pipe(READ_BACK, out, ctx.settings.threads, len(header), context="reading the output back")
+        count, first, last = back.stdout.decode("utf-8", "replace").split("\n")[:3]
+        records_out = int(count) - len(header)
         if records_out != stats["records"]:
             raise ToolError(["bgzip", "-dc", out.name], 0,
                             f"{stats['records']} data lines read, {records_out} written",
                             context=f"checking {source.name}")
-        _spot_check(spec, out, index, body, stats["contigs"], source.name)
+        if records_out:
+            _spot_check(spec, out, index, (first, last), stats["contigs"], source.name)
     records: dict[str, Any] = {
-        "in": stats["records"], "out": records_out, "header_lines": len(header_lines),
+        "in": stats["records"], "out": records_out, "header_lines": len(header),
         "dropped": {k: stats[k] for k in ("blank", "track", "fasta") if stats[k]},
         "index": "csi" if csi else "tbi", "contigs": len(stats["contigs"]),
     }
@@ -241,18 +263,17 @@ def _read_stats(path: Path) -> dict[str, Any]:
     return stats
 
 
-def _clean_header(raw: Path, out: Path, name: str) -> list[str]:
-    """Header lines without their line-number prefix; InputError for one that is not UTF-8."""
-    lines: list[str] = []
-    with open(raw, "rb") as stream, open(out, "wb") as target:
-        for row in stream:
-            number, _, text = row.partition(b"\t")
-            try:
-                lines.append(text.decode("utf-8").rstrip("\n"))
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{name}: line {int(number)}: header is not valid UTF-8 ({exc.reason} "
-                                 f"at byte {exc.start})") from None
-            target.write(text)
+def _header_lines(hdr: Path, numbers: Path, name: str) -> list[str]:
+    """The header lines as text; InputError naming the line when one is not valid UTF-8."""
+    raw = hdr.read_bytes().split(b"\n")[:-1] if hdr.exists() else []
+    line_numbers = numbers.read_text().split() if numbers.exists() else []
+    lines = []
+    for number, row in zip(line_numbers, raw, strict=True):
+        try:
+            lines.append(row.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{name}: line {number}: header is not valid UTF-8 ({exc.reason} at byte {exc.start})") \
+                from None
     return lines
 
 
@@ -267,19 +288,17 @@ def declared_lengths(header: list[str]) -> list[int]:
     return found
 
 
-def _spot_check(spec: IntervalFormat, out: Path, index: Path, body: Path, contigs: list[str], name: str) -> None:
+def _spot_check(spec: IntervalFormat, out: Path, index: Path, ends: tuple[str, str], contigs: list[str],
+                name: str) -> None:
     """The index opens, lists every contig, and a query over the first and last record returns them."""
     import pysam
 
-    first, last = _first_and_last_line(body)
     try:
         with pysam.TabixFile(str(out), index=str(index)) as tbx:
             if sorted(tbx.contigs) != sorted(contigs):
                 raise ToolError(["tabix", out.name], 0, f"index lists {len(tbx.contigs)} contigs, data has "
                                 f"{len(contigs)}", context=f"checking {name}")
-            for line in (first, last):
-                if line is None:
-                    continue
+            for line in ends:
                 contig, start, end = _region(spec, line)
                 found = {row for row in tbx.fetch(contig, max(0, start - 1), end + 1)}
                 if line not in found:
@@ -298,17 +317,6 @@ def _region(spec: IntervalFormat, line: str) -> tuple[str, int, int]:
     if spec.kind == "gff":
         return cols[0], start - 1, end
     return cols[0], start, max(end, start + 1)
-
-
-def _first_and_last_line(path: Path) -> tuple[str | None, str | None]:
-    size = path.stat().st_size
-    if size == 0:
-        return None, None
-    with open(path, "rb") as stream:
-        first = stream.readline().decode("utf-8", "replace").rstrip("\n")
-        stream.seek(max(0, size - 65536))
-        last = stream.read().rstrip(b"\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
-    return first, last
 
 
 def _interval(name: str, formats: dict[str, tuple[str, ...]], kind: str, preset: str, extension: str,
@@ -347,7 +355,9 @@ class GtfPipeline:
         return {**GFF3.parameters(settings), "gffread": list(GFFREAD_ARGS)}
 
     def build(self, ctx: BuildContext) -> BuildOutput:
-        body, _, _, _ = split_lines(GTF_AS_GFF, ctx, ctx.source, sort=False, prefix="gtf-")
+        body = ctx.workdir / "gtf-body.txt"
+        with ctx.stage("validate"):
+            run_validated(VALIDATE_ONLY, GTF_AS_GFF, ctx, ctx.source, body, prefix="gtf-")
         converted = ctx.workdir / "converted.gff3"
         with ctx.stage("convert"):
             raw = ctx.workdir / "gffread.gff3"

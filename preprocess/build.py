@@ -46,12 +46,16 @@ def cached_result(doc: FileDoc, fmt: str, store: ArtifactStore, manifest: Manife
 
 def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
     """Build (or find cached) the artifacts of one document; never raises."""
-    pipeline = registry.pipeline_for(fmt)
-    common: dict[str, Any] = {"format": fmt, "pipeline": pipeline.name, "source": redact_url(doc.access_url)}
+    common: dict[str, Any] = {"format": fmt, "source": redact_url(doc.access_url)}
     timings: dict[str, float] = {}
-    scratch = Path(tempfile.mkdtemp(prefix=f"preprocess-{_safe(doc.id)}-",
-                                    dir=sources.scratch_dir(settings.scratch)))
     key = None
+    try:
+        pipeline = registry.pipeline_for(fmt)
+        common["pipeline"] = pipeline.name
+        scratch = Path(tempfile.mkdtemp(prefix=f"preprocess-{_safe(doc.id)}-",
+                                        dir=sources.scratch_dir(settings.scratch)))
+    except Exception as exc:  # noqa: BLE001 - a worker without the pipeline or without scratch space
+        return RunResult.failure(doc.id, describe(exc), **common)
     try:
         store = open_store(settings)
         started = time.perf_counter()
