@@ -40,7 +40,7 @@ def store_files(store: Path) -> list[Path]:
     return sorted(p for p in store.rglob("*") if p.is_file()) if store.exists() else []
 
 
-@pytest.fixture(params=["local", "memory", "s3", "az"])
+@pytest.fixture(params=["local", "file-url", "memory", "s3", "az", "abfs"])
 def any_store(request, tmp_path: Path):
     """The same ArtifactStore contract on every backend: S3 on moto, Azure Blob on Azurite."""
     import uuid
@@ -49,11 +49,13 @@ def any_store(request, tmp_path: Path):
 
     if request.param == "local":
         return ArtifactStore(str(tmp_path / "store"))
+    if request.param == "file-url":
+        return ArtifactStore(f"file://{tmp_path}/store")
     if request.param == "memory":
         return ArtifactStore(f"memory://store-{uuid.uuid4().hex}")
     if request.param == "s3":
         return ArtifactStore(f"s3://{request.getfixturevalue('s3_bucket')}/prefix")
-    return ArtifactStore(f"az://{request.getfixturevalue('az_container')}/prefix")
+    return ArtifactStore(f"{request.param}://{request.getfixturevalue('az_container')}/prefix")
 
 
 # -- loopback only --------------------------------------------------------------------------------
