@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 
 from .errors import ConfigError, ToolError
 
 STDERR_TAIL_LINES = 20
+STDERR_CAP_BYTES = 64 * 1024
 _ENV = {"LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
 
 
@@ -39,22 +42,24 @@ def require(tool: str) -> str:
     return found
 
 
-def run(argv: Sequence[str | Path], *, context: str = "", stdout: Path | None = None,
-        cwd: Path | None = None) -> str:
-    """Run argv (no shell); return its stdout (or write it to `stdout`); raise ToolError on failure."""
+def _execute(argv: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.CompletedProcess[bytes]:
+    """Run argv; stdout in memory (ours are small), stderr through a file of which only the tail is kept,
+    so a tool that warns about every line of a huge malformed input cannot exhaust memory."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=cwd, check=False)
+        size = err.seek(0, os.SEEK_END)
+        err.seek(max(0, size - STDERR_CAP_BYTES))
+        return subprocess.CompletedProcess(argv, proc.returncode, proc.stdout, err.read())
+
+
+def run(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None) -> str:
+    """Run argv (no shell) and return its stdout; raise ToolError on failure."""
     args = [str(a) for a in argv]
     require(args[0])
-    if stdout is not None:
-        with open(stdout, "wb") as out:
-            proc = subprocess.run(args, stdout=out, stderr=subprocess.PIPE, env=environment(), cwd=cwd,
-                                  check=False)
-        text = ""
-    else:
-        proc = subprocess.run(args, capture_output=True, env=environment(), cwd=cwd, check=False)
-        text = proc.stdout.decode("utf-8", "replace")
+    proc = _execute(args, environment(), cwd)
     if proc.returncode != 0:
         raise ToolError(args, proc.returncode, tail(proc.stderr.decode("utf-8", "replace")), context)
-    return text
+    return proc.stdout.decode("utf-8", "replace")
 
 
 def pipe(script: str, *args: str | Path | int, context: str = "", env: Mapping[str, str] | None = None,
@@ -62,13 +67,14 @@ def pipe(script: str, *args: str | Path | int, context: str = "", env: Mapping[s
     """Run a constant bash script under `-o pipefail` with `args` as $1, $2, ...; raise ToolError."""
     argv = ["bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c", script, "preprocess-pipe",
             *(str(a) for a in args)]
-    proc = subprocess.run(argv, capture_output=True, env=environment(env), cwd=cwd, check=False)
+    proc = _execute(argv, environment(env), cwd)
     if proc.returncode != 0:
         shown = ["bash", "-o", "pipefail", "-c", " ".join(script.split()), *argv[9:]]
         raise ToolError(shown, proc.returncode, tail(proc.stderr.decode("utf-8", "replace")), context)
     return proc
 
 
+@cache
 def version(tool: str) -> str:
     """The first line of `tool --version`, for the manifest's provenance."""
     try:
