@@ -107,6 +107,70 @@ def sign_uri(uri: str, expires: int) -> None:
     click.echo(sign(uri, expires))
 
 
+@cli.command("gc")
+@_store_option
+@click.option("--older-than", default="24h", show_default=True, metavar="AGE",
+              help="Only debris older than this (e.g. 30m, 24h, 7d), so running commits are left alone.")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+def gc_store(store: str | None, older_than: str, dry_run: bool) -> None:
+    """Remove debris of interrupted commits: key folders without a manifest, temp files, stale uploads."""
+    from .build import open_store
+    from .gc import collect
+
+    settings = _settings(store, None, None, None)
+    artifact_store = open_store(settings)
+    artifact_store.check()
+    report = collect(artifact_store, _age(older_than), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for path in report.removed:
+        click.echo(f"{verb} {path}")
+    for upload in report.aborted_uploads:
+        click.echo(f"{'would abort' if dry_run else 'aborted'} upload {upload.split('#')[0]}")
+    click.echo(f"{len(report.removed)} file(s), {len(report.aborted_uploads)} unfinished upload(s): {report.store}")
+
+
+def _age(text: str) -> Any:
+    from datetime import timedelta
+
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise click.BadParameter(f"{text!r}: expected a number and a unit (s, m, h, d), e.g. 24h")
+    return timedelta(**{units[text[-1]]: int(text[:-1])})
+
+
+@cli.command()
+@_store_option
+def doctor(store: str | None) -> None:
+    """Check the tools, the Python packages and the store a build needs; exit 2 if something is missing."""
+    import importlib.metadata
+    import shutil
+
+    from . import shell
+
+    problems = 0
+    for tool in ("samtools", "bgzip", "tabix", "gffread", "sort", "awk", "gzip", "bash"):
+        found = shutil.which(tool)
+        problems += not found
+        click.echo(f"{'ok ' if found else 'MISSING'} {tool:12} {shell.version(tool) if found else ''}")
+    for package in ("pysam", "dask", "distributed", "fsspec", "pybigtools", "s3fs", "adlfs"):
+        try:
+            click.echo(f"ok  {package:12} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            optional = package in ("s3fs", "adlfs")
+            problems += not optional
+            click.echo(f"{'-- ' if optional else 'MISSING'} {package:12} {'(optional)' if optional else ''}")
+    settings = _settings(store, None, None, None)
+    from .build import open_store
+
+    try:
+        open_store(settings).check()
+        click.echo(f"ok  {'store':12} {settings.store.url}")
+    except ConfigError as exc:
+        problems += 1
+        click.echo(f"FAIL {'store':11} {exc}")
+    sys.exit(2 if problems else 0)
+
+
 def _run(docs: list[Any], settings: Any) -> BatchReport:
     from tqdm import tqdm
 

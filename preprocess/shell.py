@@ -76,10 +76,14 @@ def pipe(script: str, *args: str | Path | int, context: str = "", env: Mapping[s
 
 @cache
 def version(tool: str) -> str:
-    """The first line of `tool --version`, for the manifest's provenance."""
-    try:
-        out = subprocess.run([tool, "--version"], capture_output=True, check=False, env=environment())
-    except OSError:
-        return "unknown"
-    first = (out.stdout or out.stderr).decode("utf-8", "replace").strip().splitlines()
-    return first[0] if first else "unknown"
+    """The first line of `tool --version` (mawk: `-W version`), for the manifest's provenance."""
+    for flag in (["--version"], ["-W", "version"]):
+        try:
+            out = subprocess.run([tool, *flag], capture_output=True, check=False, env=environment(),
+                                 stdin=subprocess.DEVNULL, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        first = (out.stdout or out.stderr).decode("utf-8", "replace").strip().splitlines()
+        if out.returncode == 0 and first:
+            return first[0]
+    return "unknown"

@@ -1,0 +1,82 @@
+"""gc removes the debris of interrupted commits, only when old enough, and never a committed key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+
+import preprocess
+from preprocess.gc import collect
+from preprocess.store import ArtifactStore
+from tests import samples
+
+
+def committed_and_debris(store: ArtifactStore, tmp_path, settings_for) -> tuple[str, str]:
+    """One built key, and one key folder holding an artifact but no manifest (a commit cut short)."""
+    sam = samples.sam(tmp_path / "g.sam", reads=200)
+    result = preprocess.run({"id": "g", "access_url": str(sam), "format": "SAM"}, settings=settings_for(store.url))
+    orphan = "ab" * 32
+    store.fs.makedirs(store.key_dir(orphan), exist_ok=True)
+    store.fs.pipe_file(store.path(orphan, "sorted.bam"), b"half of a bam")
+    return result.key, orphan
+
+
+@pytest.fixture
+def settings_for(tmp_path):
+    from preprocess.config import load_settings
+
+    return lambda url: load_settings(**{"store.url": url, "cluster.profile": "sync", "scratch": str(tmp_path)})
+
+
+@pytest.mark.parametrize("backend", ["local", "s3", "az"])
+def test_gc_removes_orphans_only_once_they_are_old_enough(backend, tmp_path, settings_for, request):
+    url = {"local": lambda: str(tmp_path / "store"),
+           "s3": lambda: f"s3://{request.getfixturevalue('s3_bucket')}/p",
+           "az": lambda: f"az://{request.getfixturevalue('az_container')}/p"}[backend]()
+    store = ArtifactStore(url)
+    key, orphan = committed_and_debris(store, tmp_path, settings_for)
+    young = collect(store, timedelta(hours=1))
+    assert young.removed == []  # a commit could still be running: leave it
+    time.sleep(1.1)
+    old = collect(store, timedelta(seconds=1))
+    assert [p.rsplit("/", 2)[-2] for p in old.removed] == [orphan]
+    assert not store.fs.exists(store.path(orphan, "sorted.bam"))
+    assert backend != "local" or not os.path.exists(store.key_dir(orphan))
+    manifest = store.lookup(key)
+    assert manifest is not None and all(store.fs.exists(store.path(key, a.name)) for a in manifest.artifacts)
+
+
+def test_gc_aborts_stale_multipart_uploads_on_s3(s3_bucket, tmp_path):
+    store = ArtifactStore(f"s3://{s3_bucket}/p")
+    key = f"p/v1/cd/{'cd' * 32}/sorted.bam"
+    store.fs.call_s3("create_multipart_upload", Bucket=s3_bucket, Key=key)  # what kill -9 mid-upload leaves
+    dry = collect(store, timedelta(0), dry_run=True)
+    assert [u.split("#")[0] for u in dry.aborted_uploads] == [key]
+    collect(store, timedelta(0))
+    assert store.fs.call_s3("list_multipart_uploads", Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_gc_command_dry_run_lists_and_keeps(tmp_path, settings_for):
+    store = ArtifactStore(str(tmp_path / "store"))
+    _, orphan = committed_and_debris(store, tmp_path, settings_for)
+    old = time.time() - 7200
+    os.utime(store.path(orphan, "sorted.bam"), (old, old))
+    out = subprocess.run([sys.executable, "-m", "preprocess", "gc", "--store", store.url, "--older-than", "1h",
+                          "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and f"would remove {store.path(orphan, 'sorted.bam')}" in out.stdout
+    assert store.fs.exists(store.path(orphan, "sorted.bam"))
+    bad = subprocess.run([sys.executable, "-m", "preprocess", "gc", "--store", store.url, "--older-than", "soon"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+
+
+def test_doctor_reports_tools_and_store(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "preprocess", "doctor", "--store", str(tmp_path / "s")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout
+    assert "ok  samtools" in out.stdout and "ok  gffread" in out.stdout and "ok  store" in out.stdout
