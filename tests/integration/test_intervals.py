@@ -183,6 +183,7 @@ def _gz_truncated(data: Path) -> Path:
     ("order.bed", b"chr1\t1\t5\nchr1\t9\t6\n", "BED", "line 2: start 9 is greater than end 6"),
     ("nonnum.bed", b"track x\nchr1\t1\t5\nchr1\tten\t20\n", "BED", "line 3: start 'ten' in column 2"),
     ("neg.bed", b"chr1\t-1\t5\n", "BED", "line 1: start '-1'"),
+    ("zero.bed", b"chr1\t5\t6\nchr1\t0\t0\n", "BED", "line 2: start 0 and end 0: tabix cannot index"),
     ("few.narrowPeak", b"chr1\t1\t5\tp\t0\t.\t1\t1\t1\n", "narrowPeak",
      "9 tab-separated column(s), expected exactly 10"),
     ("pos.vcf", b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr1\tX\t.\tA\tC\t1\t.\t.\n", "VCF",
