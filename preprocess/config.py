@@ -76,7 +76,9 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings.model_validate(_dashes(raw))
     except ValidationError as exc:
-        raise ConfigError(f"invalid preprocess configuration: {exc}") from None
+        # Name the key and the rule, never the value: a value may be a credential.
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+        raise ConfigError(f"invalid preprocess configuration: {reasons}") from None
 
 
 _OPAQUE = {"storage-options", "fargate"}  # passed to other libraries as written

@@ -54,3 +54,9 @@ def test_environment_variable_reaches_the_same_key():
 def test_bad_values_are_config_errors(override):
     with pytest.raises(ConfigError, match="invalid preprocess configuration"):
         load_settings(**override)
+
+
+def test_a_config_error_names_the_key_but_never_echoes_the_value():
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**{"store.verify": "s3cr3t-value"})
+    assert "store.verify" in str(caught.value) and "s3cr3t-value" not in str(caught.value)
