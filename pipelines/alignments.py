@@ -6,6 +6,7 @@ pysam reads the header and the index statistics. Coordinates are not touched her
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def sniff(path: Path) -> str:
     """"bam" for BGZF-compressed BAM, "sam" for text that looks like SAM, "other" otherwise."""
     with open(path, "rb") as stream:
         head = stream.read(4096)
-    if head.startswith(BGZF_MAGIC):
+    if head.startswith(b"\x1f\x8b"):
         import gzip
         import zlib
 
@@ -82,8 +83,10 @@ def sniff(path: Path) -> str:
             with gzip.open(path, "rb") as inner:
                 magic = inner.read(4)
         except (OSError, EOFError, zlib.error):
-            return "bam"  # let quickcheck name the damage
-        return "bam" if magic == BAM_MAGIC else "other"
+            return "bam" if head.startswith(BGZF_MAGIC) else "other"  # let quickcheck name the damage
+        if magic == BAM_MAGIC:
+            return "bam"
+        return "sam" if magic[:1] == b"@" else "other"  # gzip- or bgzip-compressed SAM: htslib reads it
     if head[:1] == b"@" or (head and b"\t" in head.split(b"\n", 1)[0] and b"\0" not in head):
         return "sam"
     if not head:
@@ -110,10 +113,15 @@ def _reference_lengths(path: Path) -> dict[str, int]:
 
 
 def _count(path: Path, threads: int, context: str) -> int:
+    """Records in the input; InputError when one is unreadable or names a reference the header lacks."""
     try:
-        out = shell.run(["samtools", "view", "-c", "--no-PG", "-@", str(threads), str(path)], context=context)
+        out, warnings = shell.run_with_stderr(["samtools", "view", "-c", "--no-PG", "-@", str(threads), str(path)],
+                                              context=context)
     except ToolError as exc:
         raise InputError(f"{path.name}: unreadable alignment records: {exc.stderr_tail}") from None
+    unknown = re.search(r"recognized reference name (\S+?);", warnings)
+    if unknown:  # htslib would quietly make such a read unmapped
+        raise InputError(f"{path.name}: a record names reference {unknown.group(1)}, which no @SQ line declares")
     return int(out.strip())
 
 

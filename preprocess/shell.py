@@ -54,12 +54,18 @@ def _execute(argv: list[str], env: dict[str, str], cwd: Path | None) -> subproce
 
 def run(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None) -> str:
     """Run argv (no shell) and return its stdout; raise ToolError on failure."""
+    return run_with_stderr(argv, context=context, cwd=cwd)[0]
+
+
+def run_with_stderr(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None) -> tuple[str, str]:
+    """Run argv (no shell); return stdout and the tail of stderr, where a tool's warnings go."""
     args = [str(a) for a in argv]
     require(args[0])
     proc = _execute(args, environment(), cwd)
+    stderr = tail(proc.stderr.decode("utf-8", "replace"))
     if proc.returncode != 0:
-        raise ToolError(args, proc.returncode, tail(proc.stderr.decode("utf-8", "replace")), context)
-    return proc.stdout.decode("utf-8", "replace")
+        raise ToolError(args, proc.returncode, stderr, context)
+    return proc.stdout.decode("utf-8", "replace"), stderr
 
 
 def pipe(script: str, *args: str | Path | int, context: str = "", env: Mapping[str, str] | None = None,

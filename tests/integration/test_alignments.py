@@ -89,6 +89,16 @@ def _broken_header(data: Path) -> Path:
     return path
 
 
+HEADER = "@HD\tVN:1.6\n@SQ\tSN:chr1\tLN:1000\n"
+
+
+def _text(name: str, text: str):
+    def make(data: Path) -> Path:
+        (data / name).write_text(text)
+        return data / name
+    return make
+
+
 def _binary_as_sam(data: Path) -> Path:
     path = data / "x.sam"
     path.write_bytes(b"\x00\x01\x02 not sam at all \xff" * 50)
@@ -101,6 +111,11 @@ def _binary_as_sam(data: Path) -> Path:
     (_corrupt_bam, "BAM", "InputError", "c.bam"),
     (_broken_header, "SAM", "InputError", "header"),
     (_binary_as_sam, "SAM", "InputError", "not SAM or BAM"),
+    (_text("empty.sam", ""), "SAM", "InputError", "header"),
+    (_text("undeclared.sam", HEADER + "r1\t0\tchrZ\t5\t60\t4M\t*\t0\t0\tACGT\tIIII\n"), "SAM", "InputError",
+     'reference "chrZ", which no @SQ line declares'),
+    (_text("badcigar.sam", HEADER + "r1\t0\tchr1\t5\t60\t4M\t*\t0\t0\tACG\tIIII\n"), "SAM", "InputError",
+     "Parse error at line 3"),
     (lambda d: samples.sam(d / "u.sam", reads=10), "CRAM", "InputError", "unknown format 'CRAM'"),
 ])
 def test_bad_input_fails_classified_naming_the_file_and_leaves_nothing(data, settings, store_dir, make, fmt, cls,
@@ -114,6 +129,15 @@ def test_bad_input_fails_classified_naming_the_file_and_leaves_nothing(data, set
     assert words in bad.error.message and (path.name in bad.error.message or fmt in bad.error.message)
     assert ok.status == "built"  # the batch went on
     assert all(ok.key in str(p) for p in store_files(store_dir))  # nothing of the bad file in the store
+
+
+def test_header_only_sam_and_gzipped_sam_build(data, settings):
+    empty = _text("header.sam", HEADER)(data)
+    result = preprocess.run({"id": "h", "access_url": str(empty), "format": "SAM"}, settings=settings)
+    assert result.status == "built" and result.records["in"] == result.records["out"] == 0
+    zipped = samples.write_gzip(data / "reads.sam.gz", samples.sam(data / "reads.sam", reads=200).read_bytes())
+    result = preprocess.run({"id": "z", "access_url": str(zipped)}, settings=settings)  # format from the name
+    assert result.format == "SAM" and result.records["out"] == 220
 
 
 def test_md5_mismatch_is_an_input_error_and_run_raises_it(data, settings, store_dir):
