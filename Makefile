@@ -40,7 +40,7 @@ test: system $(STAMP) $(AZURITE) lint
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest -q
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest -q tests/unit
+	$(VENV)/bin/pytest -q -m "not integration"
 
 bench: system $(STAMP)
 	$(PY) -m benchmarks.run

@@ -18,7 +18,7 @@ from typing import Any
 from . import registry, sources
 from .build import build_doc, cached_result, key_for
 from .config import Settings
-from .errors import InputError, describe
+from .errors import InputError, StoreError, describe
 from .keys import task_key
 from .model import FileDoc, RunResult, redact_url
 from .store import ArtifactStore
@@ -54,6 +54,7 @@ def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: 
          store: ArtifactStore) -> Plan:
     """Sort documents into results known now (cached, passthrough, invalid) and tasks to run."""
     out = Plan()
+    keyed: list[tuple[int, FileDoc, str, str]] = []  # documents with an md5: looked up together below
     for index, item in enumerate(docs):
         doc_id = _doc_id(item, index)
         fmt = None
@@ -67,19 +68,24 @@ def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: 
                 out.results[index] = _passthrough(doc, fmt, pipeline.name)
                 continue
             if doc.md5:
-                key = key_for(pipeline, doc.md5, settings)
-                manifest = store.lookup(key)
-                if manifest is not None:
-                    out.results[index] = cached_result(doc, fmt, store, manifest)
-                    continue
-                name = task_key(pipeline.stage, key)
-            else:
-                from dask.base import tokenize
+                keyed.append((index, doc, fmt, key_for(pipeline, doc.md5, settings)))
+                continue
+            from dask.base import tokenize
 
-                name = f"{pipeline.stage}-{tokenize(doc.access_url, doc.size, fmt)}"
+            name = f"{pipeline.stage}-{tokenize(doc.access_url, doc.size, fmt)}"
             out.tasks.setdefault(name, []).append((index, doc, fmt))
         except Exception as exc:  # noqa: BLE001 - reported per document; the batch goes on
             out.results[index] = RunResult.failure(doc_id, describe(exc), format=fmt)
+    manifests = store.lookup_many(key for _, _, _, key in keyed)
+    for index, doc, fmt, key in keyed:
+        manifest = manifests[key]
+        if isinstance(manifest, StoreError):
+            out.results[index] = RunResult.failure(doc.id, describe(manifest), format=fmt)
+        elif manifest is not None:
+            out.results[index] = cached_result(doc, fmt, store, manifest)
+        else:
+            name = task_key(registry.pipeline_for(fmt).stage, key)
+            out.tasks.setdefault(name, []).append((index, doc, fmt))
     return out
 
 

@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,24 @@ class ArtifactStore:
             return Manifest.model_validate_json(data)
         except ValueError as exc:
             raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {exc}") from None
+
+    def lookup_many(self, keys: Iterable[str]) -> dict[str, Manifest | None | StoreError]:
+        """lookup() for many keys, concurrently on object stores, so a cached catalogue of thousands
+        of files costs a few round trips' time rather than one per file. A key whose manifest cannot
+        be read maps to its StoreError, so one bad key does not stop the others."""
+        def one(key: str) -> Manifest | None | StoreError:
+            try:
+                return self.lookup(key)
+            except StoreError as exc:
+                return exc
+
+        unique = list(dict.fromkeys(keys))
+        if self.local or len(unique) < 2:
+            return {key: one(key) for key in unique}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(32, len(unique))) as pool:
+            return dict(zip(unique, pool.map(one, unique), strict=True))
 
     def artifact_uris(self, manifest: Manifest) -> dict[str, str]:
         return {art.kind: self.uri(manifest.key, art.name) for art in manifest.artifacts}

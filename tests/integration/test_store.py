@@ -92,3 +92,13 @@ def test_local_store_leaves_no_temp_files(tmp_path, files):
     store.commit(make_manifest(key, files), files)
     names = sorted(p.name for p in (tmp_path / "s").rglob("*") if p.is_file())
     assert names == ["manifest.json", "sorted.bam", "sorted.bam.bai"]
+
+
+def test_lookup_many_answers_each_key_and_isolates_a_corrupt_manifest(any_store, files):
+    good, missing, corrupt = new_key(), new_key(), new_key()
+    any_store.commit(make_manifest(good, files), files)
+    any_store.fs.makedirs(any_store.key_dir(corrupt), exist_ok=True)
+    any_store.fs.pipe_file(any_store.path(corrupt, "manifest.json"), b"{not json")
+    found = any_store.lookup_many([good, missing, corrupt, good])
+    assert list(found) == [good, missing, corrupt]
+    assert found[good].key == good and found[missing] is None and isinstance(found[corrupt], StoreError)
