@@ -28,8 +28,9 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
              on_client: Callable[[Any], None] | None = None) -> BatchReport:
     """Build every document's artifacts; a failure is recorded in its result and the rest go on.
 
-    Cached and passthrough documents are answered from the store alone; a cluster (or `client`) is
-    used only when something needs building. `progress` is called with each finished result and
+    Cached and passthrough documents are answered from the store alone; a cluster is used only when
+    something needs building: `client`, else a Client already connected in this process (profile
+    local), else one started for the call. `progress` is called with each finished result and
     `on_client` with the client once one is connected (the CLI shows its dashboard link).
     """
     settings = settings or load_settings()
@@ -45,6 +46,7 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
             progress(result)
     dashboard = None
     if pending.needs_cluster:
+        client = client or _current_client(settings)
         if client is not None:
             results.update(execute(pending, settings, client, progress))
         else:
@@ -57,6 +59,21 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
     ordered = [results[i] for i in sorted(results)]
     return BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
                        dashboard=dashboard)
+
+
+def _current_client(settings: Settings) -> Any | None:
+    """The notebook's own distributed.Client, when one is already connected and the profile is the
+    default: a notebook that made a Client expects work to run there, not on a second cluster."""
+    import sys
+
+    if settings.cluster.profile != "local" or "distributed" not in sys.modules:
+        return None  # never import distributed just to ask
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 def sign(uri: str, expires: int = 3600, *, settings: Settings | None = None) -> str:

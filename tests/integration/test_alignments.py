@@ -145,3 +145,17 @@ def test_md5_mismatch_is_an_input_error_and_run_raises_it(data, settings, store_
     with pytest.raises(preprocess.InputError, match="md5 mismatch for .*m.sam"):
         preprocess.run({"id": "m", "access_url": str(sam), "format": "SAM", "md5": "0" * 32}, settings=settings)
     assert store_files(store_dir) == []
+
+
+def test_run_uses_the_notebooks_connected_client_rather_than_starting_a_cluster(data, store_dir, tmp_path):
+    from distributed import Client, LocalCluster
+
+    from preprocess.config import load_settings
+
+    settings = load_settings(**{"store.url": str(store_dir), "scratch": str(tmp_path)})  # profile: local
+    sam = samples.sam(data / "nb.sam", reads=300)
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        result = preprocess.run({"id": "nb", "access_url": str(sam), "format": "SAM"}, settings=settings)
+        ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert result.status == "built" and "sort_bam" in ran
