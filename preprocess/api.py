@@ -13,7 +13,6 @@ from .cluster import open_client
 from .config import Settings, load_settings
 from .graph import execute, plan
 from .model import BatchReport, FileDoc, RunResult, redact_url
-from .store import ArtifactStore
 
 Doc = FileDoc | Mapping[str, Any]
 
@@ -84,16 +83,7 @@ def sign(uri: str, expires: int = 3600, *, settings: Settings | None = None) -> 
     else:
         scheme, rest = uri.split("://", 1)
         root = f"{scheme}://{rest.split('/', 1)[0]}"  # the bucket or container
-    return open_configured(root, settings).sign(uri, expires)
-
-
-def open_configured(url: str, settings: Settings) -> ArtifactStore:
-    """The store at `url`; the configured storage options apply when it uses the configured store's protocol."""
-    def scheme(text: str) -> str:
-        return text.split("://", 1)[0] if "://" in text else "file"
-
-    options = settings.store.storage_options if scheme(url) == scheme(settings.store.url) else {}
-    return ArtifactStore(url, options, settings.store.verify)
+    return open_store(settings, root).sign(uri, expires)
 
 
 def run(doc: Doc, *, store: str | None = None, client: Any | None = None,

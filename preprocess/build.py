@@ -29,8 +29,15 @@ def build_settings(settings: Settings) -> BuildSettings:
                          compression_level=settings.compression_level)
 
 
-def open_store(settings: Settings) -> ArtifactStore:
-    return ArtifactStore(settings.store.url, settings.store.storage_options, settings.store.verify)
+def open_store(settings: Settings, url: str | None = None) -> ArtifactStore:
+    """The configured store, or the one at `url`: configured storage options apply to a URL of the
+    configured store's scheme; another scheme gets its library's defaults (credential chains)."""
+    def scheme(text: str) -> str:
+        return text.split("://", 1)[0] if "://" in text else "file"
+
+    url = url or settings.store.url
+    options = settings.store.storage_options if scheme(url) == scheme(settings.store.url) else {}
+    return ArtifactStore(url, options, settings.store.verify)
 
 
 def key_for(pipeline: Pipeline, md5: str, settings: Settings) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from .build import open_store
 from .config import Settings, load_settings
 from .errors import describe
 from .store import CHUNK, ArtifactStore
@@ -24,10 +25,8 @@ class MirrorReport(BaseModel):
 
 def mirror(source: str, destination: str, *, settings: Settings | None = None) -> MirrorReport:
     """Copy every key the destination lacks; artifacts first, each verified, the manifest last."""
-    from .api import open_configured
-
     settings = settings or load_settings()
-    src, dst = open_configured(source, settings), open_configured(destination, settings)
+    src, dst = open_store(settings, source), open_store(settings, destination)
     src.check()
     dst.check()
     report = MirrorReport(source=src.url, destination=dst.url)

@@ -50,3 +50,13 @@ def test_report_json_has_error_class_and_counts():
     assert data["results"][1]["error"] == {"class": "InputError", "message": "md5 mismatch"}
     assert data["results"][0]["error"] is None
     assert not report.ok
+
+
+def test_a_dict_document_keeps_unknown_fields_in_extra_and_a_bad_one_is_an_input_error():
+    from preprocess.errors import InputError
+    from preprocess.graph import coerce
+
+    doc = coerce({"id": "a", "access_url": "x.bam", "project": "P1"})
+    assert doc.extra == {"project": "P1"}
+    with pytest.raises(InputError, match="b: invalid file document.*access_url"):
+        coerce({"id": "b", "format": "BAM"})
