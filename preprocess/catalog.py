@@ -7,8 +7,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .errors import ConfigError, InputError
-from .model import FileDoc
+from .model import FileDoc, validation_reasons
 
 REQUIRED = ("id", "access_url", "format")
 KNOWN = ("id", "access_url", "format", "md5", "size", "filename")
@@ -76,9 +78,8 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
                 yield FileDoc(id=values["id"], access_url=url, format=values["format"] or None,
                               md5=values.get("md5") or None, size=values.get("size") or None,  # type: ignore[arg-type]
                               filename=values.get("filename") or None, extra=extra)
-            except ValueError as exc:
-                reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # type: ignore[attr-defined]
-                yield _row_error(path, line, reasons, values["id"])
+            except ValidationError as exc:
+                yield _row_error(path, line, validation_reasons(exc), values["id"])
 
 
 def _row_error(path: Path, line: int, reason: str, doc_id: str | None = None) -> InputError:

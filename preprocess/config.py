@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .model import validation_reasons
 
 DEFAULTS_PATH = pathlib.Path(__file__).with_name("preprocess.yaml")
 
@@ -76,9 +77,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings.model_validate(_dashes(raw))
     except ValidationError as exc:
-        # Name the key and the rule, never the value: a value may be a credential.
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
-        raise ConfigError(f"invalid preprocess configuration: {reasons}") from None
+        raise ConfigError(f"invalid preprocess configuration: {validation_reasons(exc)}") from None
 
 
 _OPAQUE = {"storage-options", "fargate"}  # passed to other libraries as written

@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from . import registry, sources
 from .build import build_doc, cached_result, key_for
 from .config import Settings
 from .errors import InputError, StoreError, describe
 from .keys import task_key
-from .model import FileDoc, RunResult, redact_url
+from .model import FileDoc, RunResult, redact_url, validation_reasons
 from .store import ArtifactStore
 
 
@@ -46,8 +48,8 @@ def coerce(doc: FileDoc | Mapping[str, Any]) -> FileDoc:
         data["extra"] = {**data.get("extra", {}), **extra}
     try:
         return FileDoc.model_validate(data)
-    except ValueError as exc:
-        raise InputError(f"{doc.get('id', '?')}: invalid file document: {exc}") from None
+    except ValidationError as exc:
+        raise InputError(f"{doc.get('id', '?')}: invalid file document: {validation_reasons(exc)}") from None
 
 
 def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: Settings,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Status = Literal["built", "cached", "passthrough", "failed"]
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -57,6 +57,12 @@ class FileDoc(BaseModel):
         if self.filename:
             return self.filename
         return urlsplit(self.access_url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def validation_reasons(exc: ValidationError) -> str:
+    """`field: rule` for each error, never the input: an input may hold a signed URL or a credential."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}"
+                     for e in exc.errors(include_input=False, include_url=False))
 
 
 def redact_url(url: str) -> str:
