@@ -91,3 +91,16 @@ def test_any_valid_bed_loses_no_record_and_comes_out_sorted(tmp_path_factory, ro
         for contig in tbx.contigs:
             starts = [int(row.split("\t")[1]) for row in tbx.fetch(contig)]
             assert starts == sorted(starts)
+
+
+def test_hostile_file_names_are_data_never_code(tmp_path):
+    folder = tmp_path / "we$(touch pwned)ird dir; rm -rf x"
+    folder.mkdir()
+    sam = samples.sam(folder / "a 'quoted' $(touch pwned2) `id`.sam", reads=200)
+    bed = samples.bed(folder / '-n "b"; touch pwned3.bed', records=50)
+    for path, fmt in ((sam, "SAM"), (bed, "BED")):
+        result = build_doc(FileDoc(id=path.name, access_url=str(path), format=fmt), fmt,
+                           settings_with(tmp_path, f"store {fmt} $(touch pwned4)"))
+        assert result.status == "built", result.error
+    assert not any(p.name.startswith("pwned") for p in tmp_path.rglob("*"))
+    assert not any(Path.cwd().glob("pwned*"))
