@@ -65,13 +65,16 @@ function q(s) { return "'" (length(s) > 40 ? substr(s, 1, 40) "..." : s) "'" }
   }
   if ($1 == "") bad("empty sequence name in column 1")
   s = $sc
-  if (s !~ /^[0-9]+$/) bad(sprintf("start %s in column %d is not a non-negative integer", q(s), sc))
   if (isvcf) {
+    if (s !~ /^[0-9]+$/) bad(sprintf("start %s in column %d is not a non-negative integer", q(s), sc))
     e = s + length($4) - 1
     if (e < s + 0) e = s + 0
   } else {
     e = $ec
-    if (e !~ /^[0-9]+$/) bad(sprintf("end %s in column %d is not a non-negative integer", q(e), ec))
+    if ((s "\t" e) !~ /^[0-9]+\t[0-9]+$/) {  # one match for both columns: this line runs millions of times
+      if (s !~ /^[0-9]+$/) bad(sprintf("start %s in column %d is not a non-negative integer", q(s), sc))
+      bad(sprintf("end %s in column %d is not a non-negative integer", q(e), ec))
+    }
     if (s + 0 > e + 0) bad(sprintf("start %s is greater than end %s", s, e))
     if (isgff && s + 0 < 1) bad("start 0: GFF coordinates are 1-based")
     if (isbed && e + 0 == 0) bad("start 0 and end 0: tabix cannot index a zero-length interval at the very start")
