@@ -177,3 +177,24 @@ def test_connection_dropped_mid_upload_leaves_no_manifest_and_no_object(s3_bucke
     direct = ArtifactStore(f"s3://{s3_bucket}/p")
     assert direct.lookup(result.key) is None
     assert direct.fs.find(f"{s3_bucket}/p") == []  # the partial upload was aborted, not committed
+
+
+def test_connection_dropped_mid_upload_to_azure_leaves_no_manifest_and_no_blob(az_container, azurite_connection,
+                                                                                 tmp_path):
+    port = int(azurite_connection.split("BlobEndpoint=http://127.0.0.1:", 1)[1].split("/", 1)[0])
+    proxy = DropProxy(port, limit=256 * 1024)
+    try:
+        through_proxy = azurite_connection.replace(f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port}")
+        # About 90 s: azure-storage-blob retries with a 15 s initial backoff, and adlfs has no setting for it.
+        options = {"connection_string": through_proxy}
+        settings = load_settings(**{"store.url": f"az://{az_container}/p", "store.storage-options": options,
+                                    "cluster.profile": "sync", "scratch": str(tmp_path)})
+        sam = samples.sam(tmp_path / "big.sam", reads=40000)
+        result = run_many([{"id": "big", "access_url": str(sam), "format": "SAM"}], settings=settings).results[0]
+    finally:
+        proxy.close()
+    assert result.status == "failed" and result.error.class_ == "StoreError", result
+    assert proxy.dropped >= 1
+    direct = ArtifactStore(f"az://{az_container}/p")
+    assert direct.lookup(result.key) is None
+    assert direct.fs.find(f"{az_container}/p") == []  # uncommitted blocks are not a blob
