@@ -165,7 +165,9 @@ class ArtifactStore:
         """Upload every artifact whole, verify it, then write the manifest; return the one committed.
 
         `files` maps artifact name to the local file. When another writer committed the same key
-        first, its manifest stands (builds are deterministic, so its artifacts are the same bytes).
+        first, its manifest stands: builds are deterministic, so its artifacts are our bytes. If they
+        are not (workers with other tool versions, say), our upload may have replaced its bytes; the
+        key is then un-committed (manifest removed, to be rebuilt) rather than left inconsistent.
         """
         for art in manifest.artifacts:
             self._put(files[art.name], self.path(manifest.key, art.name))
@@ -178,8 +180,24 @@ class ArtifactStore:
             existing = self.lookup(manifest.key)
             if existing is None:
                 raise StoreError(f"{self.uri(manifest.key, MANIFEST)} vanished while committing") from None
-            return existing
+            ours = {art.name: art.sha256 for art in manifest.artifacts}
+            if all(ours.get(art.name) == art.sha256 for art in existing.artifacts):
+                return existing
+            return self._reconcile(existing)
         return manifest
+
+    def _reconcile(self, existing: Manifest) -> Manifest:
+        """Two builds of one key gave different bytes: keep the commit only if its bytes survived."""
+        try:
+            for art in existing.artifacts:
+                self._verify(existing.key, art, sha256=True)
+        except StoreError:
+            self.fs.rm_file(self.path(existing.key, MANIFEST))
+            raise StoreError(f"two builds of key {existing.key} produced different bytes (nondeterministic tools, "
+                             "or workers with different tool versions); the key was un-committed and will be "
+                             "rebuilt") from None
+        raise StoreError(f"this build of key {existing.key} differs from the committed one (nondeterministic "
+                         "tools, or workers with different tool versions); the committed artifacts stand")
 
     def _put(self, local: Path, target: str) -> None:
         try:
@@ -209,13 +227,14 @@ class ArtifactStore:
         except Exception as exc:
             raise StoreError(f"uploading {target}: {type(exc).__name__}: {exc}") from exc
 
-    def _verify(self, key: str, art: Artifact) -> None:
+    def _verify(self, key: str, art: Artifact, sha256: bool = False) -> None:
+        """Stored size (and, on object stores or when asked, sha256) equal the artifact's."""
         path = self.path(key, art.name)
         try:
             size = self.fs.size(path)
             if size != art.size:
                 raise StoreError(f"{self.uri(key, art.name)}: stored size {size} != {art.size}")
-            if not self.local and self.verify == "sha256":
+            if sha256 or (not self.local and self.verify == "sha256"):
                 digest = hashlib.sha256()
                 with self.fs.open(path, "rb", block_size=CHUNK) as stream:
                     while block := stream.read(CHUNK):

@@ -102,3 +102,14 @@ def test_lookup_many_answers_each_key_and_isolates_a_corrupt_manifest(any_store,
     found = any_store.lookup_many([good, missing, corrupt, good])
     assert list(found) == [good, missing, corrupt]
     assert found[good].key == good and found[missing] is None and isinstance(found[corrupt], StoreError)
+
+
+def test_a_racing_build_with_other_bytes_never_leaves_a_manifest_over_the_wrong_bytes(any_store, files, tmp_path):
+    key = new_key()
+    any_store.commit(make_manifest(key, files), files)
+    other = tmp_path / "other.bam"
+    other.write_bytes(b"different bytes" * 1000)  # as a worker with another samtools version might build
+    rival = {"sorted.bam": other, "sorted.bam.bai": files["sorted.bam.bai"]}
+    with pytest.raises(StoreError, match="un-committed"):
+        any_store.commit(make_manifest(key, rival), rival)
+    assert any_store.lookup(key) is None  # invisible until rebuilt, never inconsistent
