@@ -3,6 +3,7 @@ and a TCP proxy that drops a connection mid-upload."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -200,22 +201,17 @@ class DropProxy:
 
     def _pipe(self, src: socket.socket, dst: socket.socket, upload: bool) -> None:
         sent = 0
-        try:
+        with contextlib.suppress(OSError):  # either side closing ends the relay; that is the point
             while block := src.recv(65536):
                 sent += len(block)
                 if upload and sent > self.limit:
                     self.dropped += 1
                     break
                 dst.sendall(block)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):  # already closed by the other relay thread
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
     def close(self) -> None:
         self._stop.set()

@@ -161,12 +161,11 @@ def test_transient_http_failures_are_retried_then_reported_as_source_errors(tmp_
     assert results[3].error.class_ == "InputError" and "md5 mismatch" in results[3].error.message
 
 
-def test_connection_dropped_mid_upload_leaves_no_manifest_and_no_object(s3_bucket, s3_endpoint, tmp_path):
-    proxy = DropProxy(int(s3_endpoint.rsplit(":", 1)[1]), limit=256 * 1024)
+def _build_through_dropping_proxy(store_url: str, upstream_port: int, options_for, tmp_path: Path):
+    """Build one 40,000-read SAM into `store_url`, reached through a proxy that cuts uploads at 256 KiB."""
+    proxy = DropProxy(upstream_port, limit=256 * 1024)
     try:
-        options = {"endpoint_url": f"http://127.0.0.1:{proxy.port}",
-                   "config_kwargs": {"retries": {"max_attempts": 1}}}
-        settings = load_settings(**{"store.url": f"s3://{s3_bucket}/p", "store.storage-options": options,
+        settings = load_settings(**{"store.url": store_url, "store.storage-options": options_for(proxy.port),
                                     "cluster.profile": "sync", "scratch": str(tmp_path)})
         sam = samples.sam(tmp_path / "big.sam", reads=40000)
         result = run_many([{"id": "big", "access_url": str(sam), "format": "SAM"}], settings=settings).results[0]
@@ -174,27 +173,24 @@ def test_connection_dropped_mid_upload_leaves_no_manifest_and_no_object(s3_bucke
         proxy.close()
     assert result.status == "failed" and result.error.class_ == "StoreError", result
     assert proxy.dropped >= 1
-    direct = ArtifactStore(f"s3://{s3_bucket}/p")
+    direct = ArtifactStore(store_url)
     assert direct.lookup(result.key) is None
-    assert direct.fs.find(f"{s3_bucket}/p") == []  # the partial upload was aborted, not committed
+    assert direct.fs.find(direct.root) == []  # nothing visible: no manifest, no partial object
+
+
+def test_connection_dropped_mid_upload_to_s3_leaves_no_manifest_and_no_object(s3_bucket, s3_endpoint, tmp_path):
+    _build_through_dropping_proxy(
+        f"s3://{s3_bucket}/p", int(s3_endpoint.rsplit(":", 1)[1]),
+        lambda port: {"endpoint_url": f"http://127.0.0.1:{port}", "config_kwargs": {"retries": {"max_attempts": 1}}},
+        tmp_path)
 
 
 def test_connection_dropped_mid_upload_to_azure_leaves_no_manifest_and_no_blob(az_container, azurite_connection,
                                                                                  tmp_path):
+    # About 90 s: azure-storage-blob retries with a 15 s initial backoff, and adlfs has no setting for it.
     port = int(azurite_connection.split("BlobEndpoint=http://127.0.0.1:", 1)[1].split("/", 1)[0])
-    proxy = DropProxy(port, limit=256 * 1024)
-    try:
-        through_proxy = azurite_connection.replace(f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port}")
-        # About 90 s: azure-storage-blob retries with a 15 s initial backoff, and adlfs has no setting for it.
-        options = {"connection_string": through_proxy}
-        settings = load_settings(**{"store.url": f"az://{az_container}/p", "store.storage-options": options,
-                                    "cluster.profile": "sync", "scratch": str(tmp_path)})
-        sam = samples.sam(tmp_path / "big.sam", reads=40000)
-        result = run_many([{"id": "big", "access_url": str(sam), "format": "SAM"}], settings=settings).results[0]
-    finally:
-        proxy.close()
-    assert result.status == "failed" and result.error.class_ == "StoreError", result
-    assert proxy.dropped >= 1
-    direct = ArtifactStore(f"az://{az_container}/p")
-    assert direct.lookup(result.key) is None
-    assert direct.fs.find(f"{az_container}/p") == []  # uncommitted blocks are not a blob
+    _build_through_dropping_proxy(
+        f"az://{az_container}/p", port,
+        lambda proxy_port: {"connection_string": azurite_connection.replace(f"127.0.0.1:{port}",
+                                                                            f"127.0.0.1:{proxy_port}")},
+        tmp_path)
