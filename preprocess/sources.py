@@ -1,7 +1,8 @@
 """Fetch a document's bytes to the worker's scratch, hashing on the way and checking md5 and size.
 
-Local paths and file:// URLs are read in place (hashed, not copied). Other URLs stream through
-fsspec (https, s3, az/abfs, gs); drs://host/id is first resolved through the GA4GH DRS API.
+Local paths and file:// URLs are read in place (hashed, not copied). http(s) streams with one GET
+(requests); s3, az/abfs and gs stream through fsspec; drs://host/id is first resolved through the
+GA4GH DRS API. Transient failures are retried with backoff, then reported as SourceError.
 """
 
 from __future__ import annotations
