@@ -1,12 +1,14 @@
 """VCF, BED, narrowPeak, broadPeak, GFF3 and GTF -> sorted, bgzipped, tabix-indexed text.
 
-One streaming pass decompresses (by magic bytes), strips CR, splits header from data lines,
-validates every data line (columns, integer coordinates, start <= end) and sorts with
-`LC_ALL=C sort -s`; a second pass writes header + sorted body through bgzip; then tabix.
-Coordinates: BED family 0-based half-open; VCF POS and GFF start/end 1-based closed.
-Header lines (VCF/GFF `#`, BED `#`/track/browser) keep their relative order at the top; blank
-lines and a GFF3 ##FASTA section are dropped and counted. Nothing else is ever dropped: the
-data lines written must equal the data lines read.
+One streaming pipe decompresses (by magic bytes), strips CR, splits header from data lines,
+validates every data line (columns, integer coordinates, start <= end), sorts with
+`LC_ALL=C sort -s`, puts the header first and bgzips; then tabix, then every record is read
+back through the index. Coordinates: BED family 0-based half-open; VCF POS and GFF start/end
+1-based closed. VCF records follow the contig order of the header's ##contig lines (undeclared
+contigs last, by name); other formats sort contigs by name. Header lines (VCF/GFF `#`, BED
+`#`/track/browser) keep their relative order at the top; blank lines and a GFF3 ##FASTA section
+are dropped and counted. Nothing else is ever dropped: the records reachable through the index
+must equal the data lines read.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ function q(s) { return "'" (length(s) > 40 ? substr(s, 1, 40) "..." : s) "'" }
   c = substr($0, 1, 1)
   if (c == "#") {
     if (isgff && $0 ~ /^##FASTA/) { infasta = 1; fasta++; next }
+    if (isvcf && $0 ~ /^##contig=<ID=/) {
+      id = substr($0, 14); sub(/[,>].*$/, "", id)
+      if (!(id in rank)) rank[id] = ++nrank
+    }
     header(); next
   }
   if (isbed && (c == "t" || c == "b") && ($0 ~ /^track([ \t]|$)/ || $0 ~ /^browser([ \t]|$)/)) {
@@ -86,7 +92,8 @@ function q(s) { return "'" (length(s) > 40 ? substr(s, 1, 40) "..." : s) "'" }
   }
   if ($1 != last) { last = $1; if (!($1 in seen)) { seen[$1] = 1; contigs[++ncontig] = $1 } }
   records++
-  print
+  if (isvcf) printf "%d\t%s\n", (($1 in rank) ? rank[$1] : 999999999), $0  # sort in header contig order
+  else print
 }
 END {
   close(hdr); close(hdrnr)  # complete before stdout closes, so the header is whole when sort emits
@@ -99,16 +106,19 @@ END {
 
 # One pass: decompress | validate | sort | header first | bgzip. The header goes in when sort emits
 # its first line (or ends empty): sort emits nothing before its input ends, so awk has finished
-# writing the header by then.
+# writing the header by then. VCF lines arrive prefixed with their contig's rank in the header
+# (the order bcftools and GATK expect), which is cut off again after the sort.
 SORT_AND_COMPRESS = r"""
 decompress=$1; src=$2; out=$3; threads=$4; tmpdir=$5; mem=$6; level=$7; shift 7
 tab=$(printf '\t')
+unrank() { if [ "$PP_KIND" = vcf ]; then cut -f2-; else cat; fi; }
 case $decompress in
   bgzf) bgzip -dc -@ "$threads" -- "$src" ;;
   gzip) gzip -dc -- "$src" ;;
   *) cat -- "$src" ;;
 esac | awk "$PP_PROGRAM" \
   | sort -s -t "$tab" -S "$mem" -T "$tmpdir" --parallel="$threads" "$@" \
+  | unrank \
   | { if IFS= read -r first; then cat -- "$PP_HDR"; printf '%s\n' "$first"; cat; else cat -- "$PP_HDR"; fi; } \
   | bgzip -c -l "$level" -@ "$threads" > "$out"
 """
@@ -335,7 +345,9 @@ def _interval(name: str, formats: dict[str, tuple[str, ...]], kind: str, preset:
 
 
 BED_KEYS = ("-k1,1", "-k2,2n", "-k3,3n")
-VCF = _interval("vcf", {"VCF": (".vcf",)}, "vcf", "vcf", "vcf", ("-k1,1", "-k2,2n"), 8, end_column=2)
+# VCF lines carry their header contig rank in front while sorting: rank, then name (contigs the
+# header does not declare come last, by name), then POS.
+VCF = _interval("vcf", {"VCF": (".vcf",)}, "vcf", "vcf", "vcf", ("-k1,1n", "-k2,2", "-k3,3n"), 8, end_column=2)
 BED = _interval("bed", {"BED": (".bed", ".bedgraph")}, "bed", "bed", "bed", BED_KEYS, 3)
 NARROWPEAK = _interval("narrowpeak", {"narrowPeak": (".narrowpeak",)}, "bed", "bed", "narrowPeak",
                        BED_KEYS, 10, exact_columns=10)

@@ -233,3 +233,17 @@ def test_a_batch_of_every_format_builds_then_is_all_cached(tmp_path, settings):
     second = run_many(read_catalog(manifest), settings=settings)
     assert second.counts == {"built": 0, "cached": 9, "passthrough": 2, "failed": 0}
     assert [r.artifacts for r in second.results] == [r.artifacts for r in first.results]
+
+
+def test_vcf_records_follow_the_header_contig_order_then_undeclared_by_name(data, settings):
+    head = ["##fileformat=VCFv4.2", "##contig=<ID=chr2,length=1000>", "##contig=<ID=chr10,length=1000>",
+            "##contig=<ID=chr1,length=1000>", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    body = [f"{c}\t{p}\t.\tA\tC\t.\t.\t." for c, p in
+            [("chrZ", 5), ("chr1", 9), ("chr10", 3), ("chrA", 1), ("chr2", 7), ("chr1", 2), ("chr2", 1)]]
+    path = data / "order.vcf"
+    path.write_text("\n".join(head + body) + "\n")
+    result = build(path, "VCF", settings)
+    out = [line for line in lines(result.artifacts["data"]) if not line.startswith("#")]
+    assert [tuple(line.split("\t")[:2]) for line in out] == [
+        ("chr2", "1"), ("chr2", "7"), ("chr10", "3"), ("chr1", "2"), ("chr1", "9"), ("chrA", "1"), ("chrZ", "5")]
+    assert lines(result.artifacts["data"])[: len(head)] == head
