@@ -108,28 +108,31 @@ END {
 # its first line (or ends empty): sort emits nothing before its input ends, so awk has finished
 # writing the header by then. VCF lines arrive prefixed with their contig's rank in the header
 # (the order bcftools and GATK expect), which is cut off again after the sort.
-SORT_AND_COMPRESS = r"""
-decompress=$1; src=$2; out=$3; threads=$4; tmpdir=$5; mem=$6; level=$7; shift 7
+# Both scripts take $1 decompressor, $2 source, $3 output, $4 threads; this prints the source as text.
+READ_TEXT = r"""
+decompress=$1; src=$2; out=$3; threads=$4
+read_text() {
+  case $decompress in
+    bgzf) bgzip -dc -@ "$threads" -- "$src" ;;
+    gzip) gzip -dc -- "$src" ;;
+    *) cat -- "$src" ;;
+  esac
+}
+"""
+
+SORT_AND_COMPRESS = READ_TEXT + r"""
+tmpdir=$5; mem=$6; level=$7; shift 7
 tab=$(printf '\t')
 unrank() { if [ "$PP_KIND" = vcf ]; then cut -f2-; else cat; fi; }
-case $decompress in
-  bgzf) bgzip -dc -@ "$threads" -- "$src" ;;
-  gzip) gzip -dc -- "$src" ;;
-  *) cat -- "$src" ;;
-esac | awk "$PP_PROGRAM" \
+read_text | awk "$PP_PROGRAM" \
   | sort -s -t "$tab" -S "$mem" -T "$tmpdir" --parallel="$threads" "$@" \
   | unrank \
   | { if IFS= read -r first; then cat -- "$PP_HDR"; printf '%s\n' "$first"; cat; else cat -- "$PP_HDR"; fi; } \
   | bgzip -c -l "$level" -@ "$threads" > "$out"
 """
 
-VALIDATE_ONLY = r"""
-decompress=$1; src=$2; out=$3; threads=$4
-case $decompress in
-  bgzf) bgzip -dc -@ "$threads" -- "$src" ;;
-  gzip) gzip -dc -- "$src" ;;
-  *) cat -- "$src" ;;
-esac | awk "$PP_PROGRAM" > "$out"
+VALIDATE_ONLY = READ_TEXT + r"""
+read_text | awk "$PP_PROGRAM" > "$out"
 """
 
 # Every record reachable through the index (one region per contig, $2), counted, with the first and
