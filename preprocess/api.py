@@ -11,7 +11,7 @@ from . import errors
 from .build import open_store
 from .cluster import open_client
 from .config import Settings, load_settings
-from .graph import execute, plan
+from .graph import Plan, execute, plan
 from .model import BatchReport, FileDoc, RunResult, redact_url
 
 Doc = FileDoc | Mapping[str, Any]
@@ -24,13 +24,15 @@ def _now() -> str:
 def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, client: Any | None = None,
              settings: Settings | None = None,
              progress: Callable[[RunResult], None] | None = None,
-             on_client: Callable[[Any], None] | None = None) -> BatchReport:
+             on_client: Callable[[Any], None] | None = None,
+             record: Mapping[str, Any] | None = None) -> BatchReport:
     """Build every document's artifacts; a failure is recorded in its result and the rest go on.
 
     Cached and passthrough documents are answered from the store alone; a cluster is used only when
     something needs building: `client`, else a Client already connected in this process (profile
     local), else one started for the call. `progress` is called with each finished result and
-    `on_client` with the client once one is connected (the CLI shows its dashboard link).
+    `on_client` with the client once one is connected (the CLI shows its dashboard link). With
+    `record` (the options to note, secrets are dropped), a run record is written to the store's runs/.
     """
     settings = settings or load_settings()
     if store is not None:
@@ -43,21 +45,35 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
     if progress:
         for result in pending.results.values():
             progress(result)
-    dashboard = None
-    if pending.needs_cluster:
-        client = client or _current_client(settings)
-        if client is not None:
-            results.update(execute(pending, settings, client, progress))
-        else:
-            with open_client(settings.cluster) as started_client:
-                if started_client is not None:
-                    dashboard = getattr(started_client, "dashboard_link", None)
-                    if on_client:
-                        on_client(started_client)
-                results.update(execute(pending, settings, started_client, progress))
+    built, dashboard = execute_plan(pending, settings, client, progress, on_client)
+    results.update(built)
     ordered = [results[i] for i in sorted(results)]
-    return BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
-                       dashboard=dashboard)
+    report = BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
+                         dashboard=dashboard)
+    if record is not None:
+        from .runs import write_batch_record
+
+        write_batch_record(artifact_store, report, record)
+    return report
+
+
+def execute_plan(pending: Plan, settings: Settings, client: Any | None = None,
+                 progress: Callable[[RunResult], None] | None = None,
+                 on_client: Callable[[Any], None] | None = None) -> tuple[dict[int, RunResult], str | None]:
+    """Run a plan's tasks on `client`, the notebook's client, or a cluster started for the call (only
+    when there is work); return the results by position and the dashboard link of a started cluster."""
+    if not pending.needs_cluster:
+        return {}, None
+    client = client or _current_client(settings)
+    if client is not None:
+        return execute(pending, settings, client, progress), None
+    with open_client(settings.cluster) as started_client:
+        dashboard = None
+        if started_client is not None:
+            dashboard = getattr(started_client, "dashboard_link", None)
+            if on_client:
+                on_client(started_client)
+        return execute(pending, settings, started_client, progress), dashboard
 
 
 def _current_client(settings: Settings) -> Any | None:

@@ -51,8 +51,9 @@ def cached_result(doc: FileDoc, fmt: str, store: ArtifactStore, manifest: Manife
                      manifest=store.uri(manifest.key, "manifest.json"), records=manifest.records)
 
 
-def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
-    """Build (or find cached) the artifacts of one document; never raises."""
+def build_doc(doc: FileDoc, fmt: str, settings: Settings, rebuild: bool = False) -> RunResult:
+    """Build (or find cached) the artifacts of one document; never raises. `rebuild` builds even when
+    the key is committed, to restore a missing or corrupt artifact (the commit keeps its manifest)."""
     common: dict[str, Any] = {"format": fmt, "source": redact_url(doc.access_url)}
     timings: dict[str, float] = {}
     key = None
@@ -69,7 +70,7 @@ def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
         fetched = sources.fetch(doc, scratch, settings.source)
         timings["fetch"] = round(time.perf_counter() - started, 4)
         key = key_for(pipeline, fetched.md5, settings)
-        found = store.lookup(key)
+        found = None if rebuild else store.lookup(key)
         if found is not None:
             return cached_result(doc, fmt, store, found)
         workdir = scratch / "work"
