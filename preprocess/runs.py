@@ -86,11 +86,16 @@ def write_record(store: ArtifactStore, record: dict[str, Any]) -> str:
     the run's own outcome stands."""
     started = datetime.fromisoformat(record["started"])
     path = f"{store.root}/{RUNS}/{record_name(started, record['run'])}"
-    body = json.dumps(record, indent=2).encode()
+    body = json.dumps(record, separators=(",", ":")).encode()  # compact: the C encoder, ~1 µs a row
     try:
-        if store.local:
+        if store.local:  # whole or absent: a temp name, then a rename (names are unique: no race)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        store._create(path, body)
+            tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as stream:
+                stream.write(body)
+            os.replace(tmp, path)
+        else:
+            store.fs.pipe_file(path, body)  # one PUT: an object appears whole
     except Exception as exc:  # noqa: BLE001 - history is worth a warning, not a failed run
         print(f"warning: could not write the run record {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
     return path
