@@ -137,10 +137,9 @@ def bench_local(rows: int, repeat: int, workdir: Path) -> None:
 
 def bench_s3(rows: int, repeat: int, workdir: Path) -> None:
     import s3fs
+    from moto.server import ThreadedMotoServer
 
     from tests.servers import HOST, free_port, wait_for_port
-
-    from moto.server import ThreadedMotoServer
 
     log = RequestLog()
     werkzeug = logging.getLogger("werkzeug")
