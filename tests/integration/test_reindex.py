@@ -69,6 +69,16 @@ def store_url(request, tmp_path) -> str:
     return f"s3://{request.getfixturevalue('s3_bucket')}/catalogue"
 
 
+@pytest.fixture(params=["local", "s3", "az"])
+def lease_store_url(request, tmp_path) -> str:
+    """Leases rest on each store's exclusive create: a link locally, If-None-Match on S3, Azure's own."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    if request.param == "s3":
+        return f"s3://{request.getfixturevalue('s3_bucket')}/catalogue"
+    return f"az://{request.getfixturevalue('az_container')}/catalogue"
+
+
 @pytest.mark.parametrize("plan_from", ["keys", "shards"])
 def test_reindex_builds_only_what_is_stale(store_url, plan_from, tmp_path):
     settings = settings_for(store_url, tmp_path)
@@ -172,7 +182,7 @@ def test_a_held_lease_makes_a_second_run_exit_or_wait(tmp_path):
     assert f"run {held.run} on host" in busy.stderr and "renewed until" in busy.stderr
     assert not (store_dir / "v1").exists()  # nothing was built
     waiting = subprocess.Popen([sys.executable, "-m", "preprocess", "reindex", str(manifest), "--store",
-                                str(store_dir), "--cluster", "sync", "--wait", "120", "--json", "-"],
+                                str(store_dir), "--workers", "1", "--wait", "120", "--json", "-"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1)
     held.release()
@@ -203,7 +213,8 @@ def test_two_overlapping_runs_build_each_key_once(tmp_path):
     assert len(records) == 2 and records[0]["finished"] <= records[1]["started"]  # one after the other
 
 
-def test_an_expired_lease_is_taken_over(store_url):
+def test_an_expired_lease_is_taken_over(lease_store_url):
+    store_url = lease_store_url
     store = ArtifactStore(store_url)
     dead = acquire(store, expiry=timedelta(milliseconds=200))  # never renewed: its holder died
     live = acquire(ArtifactStore(store_url), expiry=timedelta(hours=1), wait=5, poll=0.1)
@@ -219,7 +230,8 @@ def test_an_expired_lease_is_taken_over(store_url):
     again.release()
 
 
-def test_of_two_runs_racing_for_a_free_lease_exactly_one_gets_it(store_url):
+def test_of_two_runs_racing_for_a_free_lease_exactly_one_gets_it(lease_store_url):
+    store_url = lease_store_url
     got, refused = [], []
     barrier = threading.Barrier(4)
 
