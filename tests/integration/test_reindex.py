@@ -330,6 +330,12 @@ def test_run_records_say_what_happened_and_hold_no_secret(s3_bucket, tmp_path):
         assert outcome["signed"] == "failed"
     assert records[0]["results"][0]["status"] == "built" and records[0]["results"][0]["timings"]
     assert records[0]["tools"]["samtools"] and records[1]["counts"]["status"]["cached"] == 1
+    seen = cli("status", str(manifest), "--store", url, "--json", cwd=tmp_path, env=secret_env)
+    assert seen.returncode == 0, seen.stderr
+    state = json.loads(seen.stdout)
+    assert state["keys"] == {"bam": 1} and [r["command"] for r in state["runs"]] == ["batch", "reindex"]
+    assert [f["id"] for f in state["failures"]] == ["signed"] and "TOPSECRETSIG" not in seen.stdout
+    assert {r["id"]: r["state"] for r in state["rows"]} == {"a": "current", "signed": "failing"}
 
 
 def test_retry_failed_reruns_only_the_rows_that_failed(tmp_path):
