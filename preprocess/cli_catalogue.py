@@ -3,6 +3,7 @@ and status.py, registered on the group in cli.py."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ def reindex_catalogue(manifest: Path, store: str | None, profile: str | None, ad
         if getattr(client, "dashboard_link", None):
             bar.write(f"dashboard: {client.dashboard_link}", file=sys.stderr)
 
+    # systemd and ECS stop a task with SIGTERM: exit through the finally blocks, so the lease is released.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         report = reindex(docs, settings=settings, verify=verify, dry_run=dry_run, wait=wait,
                          lease_expiry=_age(lease_expiry), plan_from=plan_from,  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from .reindex import INDEX_SUFFIXES, reindex
 from .runs import list_records
 from .store import MANIFEST, ArtifactStore
 
-HISTORY = 20  # run records read to find each row's latest outcome
+HISTORY = 10  # run records read to find each row's latest outcome
 
 
 class RowState(BaseModel):
@@ -101,9 +101,13 @@ def _latest_outcomes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
     for record in records:
         if record.get("options", {}).get("dry_run"):
             continue
+        when = {"run": record.get("run"), "when": record.get("started")}
         for entry in record.get("results", []):
             if entry.get("status") in ("built", "cached", "passthrough", "failed"):
-                latest[entry["id"]] = {**entry, "run": record.get("run"), "when": record.get("started")}
+                latest[entry["id"]] = {**entry, **when}
+        for doc_id, md5 in record.get("ok", []):  # reindex lists unchanged rows as [id, md5]
+            latest[doc_id] = {**latest.get(doc_id, {}), "id": doc_id, "status": "cached", "md5": md5, "error": None,
+                              **when}
     return latest
 
 

@@ -330,6 +330,7 @@ def test_run_records_say_what_happened_and_hold_no_secret(s3_bucket, tmp_path):
         assert outcome["signed"] == "failed"
     assert records[0]["results"][0]["status"] == "built" and records[0]["results"][0]["timings"]
     assert records[0]["tools"]["samtools"] and records[1]["counts"]["status"]["cached"] == 1
+    assert records[1]["ok"] == [["a", md5(sam)]]  # unchanged rows, compactly
     seen = cli("status", str(manifest), "--store", url, "--json", cwd=tmp_path, env=secret_env)
     assert seen.returncode == 0, seen.stderr
     state = json.loads(seen.stdout)
@@ -352,3 +353,24 @@ def test_retry_failed_reruns_only_the_rows_that_failed(tmp_path):
     assert [(r["id"], r["status"]) for r in json.loads(retry.stdout)["results"]] == [("late", "built")]
     assert "retrying 1 row(s)" in retry.stderr
     assert cli("batch", str(manifest), "--retry-failed", "nope.json", cwd=tmp_path).returncode == 2
+
+
+def test_a_stopped_reindex_releases_its_lease(tmp_path):
+    """systemd and ECS stop with SIGTERM: the lease goes with the run, and the next starts at once."""
+    store_dir = tmp_path / "store"
+    rows = []
+    for i in range(8):
+        sam = samples.sam(tmp_path / f"s{i}.sam", reads=20000, seed=i + 1)
+        rows.append((f"s{i}", sam, "SAM", md5(sam)))
+    manifest = catalogue(tmp_path, rows)
+    proc = subprocess.Popen([sys.executable, "-m", "preprocess", "reindex", str(manifest), "--store", str(store_dir),
+                             "--cluster", "sync"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 200
+    while not list(store_dir.glob("v1/*/*/manifest.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert not list(store_dir.glob("leases/*.json"))
+    finish = reindex(read_catalog(manifest), settings=settings_for(str(store_dir), tmp_path))
+    assert finish.lease and finish.lease["taken_over"] is None
+    assert all(r.status in ("built", "cached") for r in finish.results)
