@@ -163,8 +163,11 @@ def test_gc_command_with_catalogues_lists_then_deletes(tmp_path):
     dry = cli("gc", str(only_sam), "--store", str(store_dir), "--older-than", "0s", cwd=tmp_path)
     assert dry.returncode == 0 and "2 superseded key(s)" in dry.stdout and "would remove superseded key" in dry.stdout
     assert len(list((store_dir / "v1").glob("*/*/manifest.json"))) == 3
+    held = acquire(ArtifactStore(str(store_dir)))  # a reindex running meanwhile: its lease is no debris
     done = cli("gc", str(only_sam), "--store", str(store_dir), "--older-than", "0s", "--delete", cwd=tmp_path)
     assert done.returncode == 0 and "removed superseded key" in done.stdout
+    assert os.path.exists(held.path)
+    held.release()
     assert len(list((store_dir / "v1").glob("*/*/manifest.json"))) == 1
     assert list((store_dir / "runs").glob("*.json")) and (store_dir / "runs").is_dir()
     remote = catalogue(tmp_path, [("r", "s3://elsewhere/r.sam", "SAM", "")])
