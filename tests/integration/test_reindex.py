@@ -367,12 +367,14 @@ def test_a_stopped_reindex_releases_its_lease(tmp_path):
         rows.append((f"s{i}", sam, "SAM", md5(sam)))
     manifest = catalogue(tmp_path, rows)
     proc = subprocess.Popen([sys.executable, "-m", "preprocess", "reindex", str(manifest), "--store", str(store_dir),
-                             "--cluster", "sync"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--cluster", "sync"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.monotonic() + 200
     while not list(store_dir.glob("v1/*/*/manifest.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
     assert not list(store_dir.glob("leases/*.json"))
     finish = reindex(read_catalog(manifest), settings=settings_for(str(store_dir), tmp_path))
     assert finish.lease and finish.lease["taken_over"] is None
