@@ -257,7 +257,7 @@ def test_of_two_runs_racing_for_a_free_lease_exactly_one_gets_it(lease_store_url
 def test_an_interrupted_reindex_is_finished_by_the_next(tmp_path):
     store_dir = tmp_path / "store"
     rows = []
-    for i in range(10):
+    for i in range(16):  # enough that the run cannot finish between its first commit and the kill
         sam = samples.sam(tmp_path / f"s{i}.sam", reads=20000, seed=i + 1)
         rows.append((f"s{i}", sam, "SAM", md5(sam)))
     manifest = catalogue(tmp_path, rows)
@@ -271,7 +271,7 @@ def test_an_interrupted_reindex_is_finished_by_the_next(tmp_path):
     proc.wait()
     store = ArtifactStore(str(store_dir))
     committed = set(store.keys())
-    assert 1 <= len(committed) < 10
+    assert 1 <= len(committed) < 16
     for key in committed:  # consistent: every manifest's artifacts whole
         found = store.lookup(key)
         assert found is not None
@@ -283,7 +283,7 @@ def test_an_interrupted_reindex_is_finished_by_the_next(tmp_path):
     assert {r.key for r in finish.results if r.action == "ok"} == committed
     assert all(r.status == "built" for r in finish.results if r.key not in committed)
     final = reindex(read_catalog(manifest), settings=settings, verify=True)
-    assert all(r.action == "ok" for r in final.results) and len(set(store.keys())) == 10
+    assert all(r.action == "ok" for r in final.results) and len(set(store.keys())) == 16
 
 
 def test_status_on_an_empty_and_a_full_store(tmp_path):
@@ -362,7 +362,7 @@ def test_a_stopped_reindex_releases_its_lease(tmp_path):
     """systemd and ECS stop with SIGTERM: the lease goes with the run, and the next starts at once."""
     store_dir = tmp_path / "store"
     rows = []
-    for i in range(8):
+    for i in range(16):
         sam = samples.sam(tmp_path / f"s{i}.sam", reads=20000, seed=i + 1)
         rows.append((f"s{i}", sam, "SAM", md5(sam)))
     manifest = catalogue(tmp_path, rows)
