@@ -16,7 +16,7 @@ BIGBED_MAGIC = (0x8789F2EB).to_bytes(4, "little")
 @dataclass(frozen=True)
 class BigBedPipeline:
     name: str = "bigbed"
-    version: str = "1"
+    version: str = "2"  # as BED
     formats: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"bigBed": (".bb", ".bigbed")})
     stage: str = "sort_bigbed"
     passthrough: bool = False

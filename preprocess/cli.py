@@ -145,13 +145,19 @@ def doctor(store: str | None) -> None:
     import importlib.metadata
     import shutil
 
+    from pipelines.pins import TOOLS
+
     from . import shell
 
     problems = 0
     for tool in ("samtools", "bgzip", "tabix", "gffread", "sort", "awk", "gzip", "bash"):
         found = shutil.which(tool)
         problems += not found
-        click.echo(f"{'ok ' if found else 'MISSING'} {tool:12} {shell.version(tool) if found else ''}")
+        seen = shell.version(tool) if found else ""
+        pinned = TOOLS.get(tool, seen)
+        click.echo(f"{'ok ' if found else 'MISSING'} {tool:12} {seen}"
+                   + ("" if seen == pinned else f"  (differs from {pinned!r}, which the pipelines' output pins were "
+                                                "made with: keys built here may name other bytes)"))
     for package in ("pysam", "dask", "distributed", "fsspec", "pybigtools", "s3fs", "adlfs"):
         try:
             click.echo(f"ok  {package:12} {importlib.metadata.version(package)}")

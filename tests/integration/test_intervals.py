@@ -190,6 +190,27 @@ def _gz_truncated(data: Path) -> Path:
      "line 2: start 'X' in column 2"),
     ("zero.gff3", b"##gff-version 3\nchr1\t.\tgene\t0\t10\t.\t+\t.\tID=a\n", "GFF3", "line 2: start 0"),
     ("huge.bed", f"chr1\t1\t{2**33}\n".encode(), "BED", "beyond what a tabix index can address"),
+    # Where htslib's strtoll(base 0) and a plain reading of the digits disagree, refuse: "010" is octal 8
+    # to tabix, so chr1:18-20 would find nothing while every count matched.
+    ("octal.bed", b"chr1\t5\t9\nchr1\t010\t020\n", "BED", "line 2: start '010' in column 2 has a leading zero"),
+    ("octal-end.bed", b"chr1\t10\t020\n", "BED", "line 1: end '020' in column 3 has a leading zero"),
+    ("octal.gff3", b"##gff-version 3\nchr1\t.\tgene\t1\t0100\t.\t+\t.\tID=a\n", "GFF3",
+     "line 2: end '0100' in column 5 has a leading zero"),
+    ("octal.vcf", b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr1\t012\t.\tA\tC\t1\t.\t.\n", "VCF",
+     "line 2: start '012' in column 2 has a leading zero"),
+    ("hex.bed", b"chr1\t0x10\t20\n", "BED", "line 1: start '0x10' in column 2 is not a non-negative integer"),
+    ("plus.bed", b"chr1\t+10\t20\n", "BED", "line 1: start '+10' in column 2 is not a non-negative integer"),
+    ("space-num.bed", b"chr1\t 10\t20\n", "BED", "line 1: start ' 10' in column 2 is not"),
+    ("trailing.gff3", b"chr1\t.\tgene\t1\t10 \t.\t+\t.\tID=a\n", "GFF3", "line 1: end '10 ' in column 5 is not"),
+    ("long.bed", b"chr1\t1\t" + b"9" * 30 + b"\n", "BED", "beyond what a tabix index can address"),
+    ("end-octal.vcf", b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr1\t5\t.\tA\t<DEL>\t1\t.\tSVLEN=5;END=010\n",
+     "VCF", "line 2: INFO/END '010' has a leading zero"),
+    ("end-text.vcf", b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr1\t5\t.\tA\t<DEL>\t1\t.\tEND=ten\n",
+     "VCF", "line 2: INFO/END 'ten' in column 8 is not a positive integer"),
+    ("end-before.vcf", b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr1\t50\t.\tA\t<DEL>\t1\t.\tEND=9\n",
+     "VCF", "line 2: INFO/END 9 is before POS 50"),
+    ("end-huge.vcf", b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr1\t5\t.\tA\t<DEL>\t1\t.\tEND=9" +
+     b"0" * 12 + b"\n", "VCF", "coordinate 9000000000000 is beyond what a tabix index can address"),
     ("utf8.vcf", b"##fileformat=VCFv4.2\n##x=\xff\xfe\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n", "VCF",
      "line 2: header is not valid UTF-8"),
     ("binary.bed", b"chr1\t1\t2\n\x00\x00\x00", "BED", "binary content"),
@@ -247,3 +268,27 @@ def test_vcf_records_follow_the_header_contig_order_then_undeclared_by_name(data
     assert [tuple(line.split("\t")[:2]) for line in out] == [
         ("chr2", "1"), ("chr2", "7"), ("chr10", "3"), ("chr1", "2"), ("chr1", "9"), ("chrA", "1"), ("chrZ", "5")]
     assert lines(result.artifacts["data"])[: len(head)] == head
+
+
+SV_HEAD = ("##fileformat=VCFv4.2\n##contig=<ID=chr1>\n##INFO=<ID=END,Number=1,Type=Integer,"
+           "Description=\"End\">\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+
+
+def test_structural_variants_are_indexed_by_info_end_with_csi_beyond_2_pow_29(data, settings):
+    """A deletion's end is INFO/END, as htslib reads it: an END past 2^29 needs CSI, and a query inside the
+    deleted span, far from POS, finds the record (the browser shows the whole deletion)."""
+    path = data / "sv.vcf"
+    path.write_text(SV_HEAD +
+                    "chr1\t100\tdel1\tA\t<DEL>\t.\tPASS\tSVTYPE=DEL;END=5000\n"
+                    "chr1\t200\tsnv\tA\tC\t.\tPASS\tSVEND=9;DP=3\n")
+    small = build(path, "vcf", settings)
+    assert small.artifacts["index"].endswith(".tbi")
+    with pysam.TabixFile(small.artifacts["data"], index=small.artifacts["index"]) as tbx:
+        assert [row.split("\t")[2] for row in tbx.fetch("chr1", 3000, 3001)] == ["del1"]
+        assert [row.split("\t")[2] for row in tbx.fetch("chr1", 199, 200)] == ["del1", "snv"]  # SVEND is not END
+    big = data / "sv-big.vcf"
+    big.write_text(SV_HEAD + f"chr1\t100\tdel2\tA\t<DEL>\t.\tPASS\tEND={2**29 + 10}\n")
+    result = build(big, "vcf", settings)
+    assert result.artifacts["index"].endswith(".csi") and result.records["out"] == 1
+    with pysam.TabixFile(result.artifacts["data"], index=result.artifacts["index"]) as tbx:
+        assert [row.split("\t")[2] for row in tbx.fetch("chr1", 2**29, 2**29 + 1)] == ["del2"]
