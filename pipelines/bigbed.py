@@ -8,7 +8,7 @@ from typing import Any
 from preprocess.errors import InputError
 
 from .base import BuildContext, BuildOutput, BuildSettings
-from .intervals import BED, build_intervals
+from .intervals import BED, build_intervals, converted_line
 
 BIGBED_MAGIC = (0x8789F2EB).to_bytes(4, "little")
 
@@ -27,18 +27,19 @@ class BigBedPipeline:
     def build(self, ctx: BuildContext) -> BuildOutput:
         bed = ctx.workdir / "converted.bed"
         with ctx.stage("convert"):
-            lengths, records = to_bed(ctx.source, bed)
+            lengths, records = to_bed(ctx.source, bed, ctx.label)
         return build_intervals(BED, ctx, bed, lengths=tuple(lengths.values()),
-                               extra_records={"conversion": {"tool": "pybigtools", "records": records}})
+                               extra_records={"conversion": {"tool": "pybigtools", "records": records}},
+                               where=converted_line(bed, "the bigBed record"))
 
 
-def to_bed(path: Any, out: Any) -> tuple[dict[str, int], int]:
+def to_bed(path: Any, out: Any, label: str) -> tuple[dict[str, int], int]:
     """Write every record of a bigBed as a BED line (0-based, half-open); return lengths and count."""
     import pybigtools
 
     with open(path, "rb") as stream:
         if stream.read(4) != BIGBED_MAGIC:
-            raise InputError(f"{path.name}: not a bigBed file (bad magic number)")
+            raise InputError(f"{label}: not a bigBed file (bad magic number)")
     count = 0
     try:
         reader = pybigtools.open(str(path))
@@ -52,7 +53,7 @@ def to_bed(path: Any, out: Any) -> tuple[dict[str, int], int]:
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - pybigtools raises its own and plain errors for bad files
-        raise InputError(f"{path.name}: unreadable bigBed: {type(exc).__name__}: {exc}") from None
+        raise InputError(f"{label}: unreadable bigBed: {type(exc).__name__}: {exc}") from None
     return lengths, count
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import subprocess
 from pathlib import Path
 
 import pysam
@@ -292,3 +293,57 @@ def test_structural_variants_are_indexed_by_info_end_with_csi_beyond_2_pow_29(da
     assert result.artifacts["index"].endswith(".csi") and result.records["out"] == 1
     with pysam.TabixFile(result.artifacts["data"], index=result.artifacts["index"]) as tbx:
         assert [row.split("\t")[2] for row in tbx.fetch("chr1", 2**29, 2**29 + 1)] == ["del2"]
+
+
+def test_gff3_attributes_in_utf8_and_other_bytes_are_kept_byte_for_byte(data, settings):
+    """FlyBase writes en dashes and accents in attributes; other files carry Latin-1. Text is bytes."""
+    rows = [b"##gff-version 3", b"chr1\t.\tgene\t1\t100\t.\t+\t.\tID=g1;Note=caf\xc3\xa9 \xe2\x80\x93 kinase",
+            b"chr1\t.\tgene\t50\t300\t.\t-\t.\tID=g2;Note=Latin-1 \xe9", b"chr2\t.\tgene\t7\t9\t.\t+\t.\tID=g3"]
+    path = data / "utf8.gff3"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    result = build(path, "GFF3", settings)
+    assert result.records["in"] == result.records["out"] == 3
+    with gzip.open(result.artifacts["data"], "rb") as stream:
+        assert stream.read().split(b"\n")[:-1] == rows
+    with pysam.TabixFile(result.artifacts["data"], index=result.artifacts["index"], encoding="utf-8") as tbx:
+        assert [row.split("\t")[8] for row in tbx.fetch("chr1", 0, 10)] == ["ID=g1;Note=café – kinase"]
+
+
+def test_an_error_in_a_downloaded_file_names_the_users_file_and_line(tmp_path, settings):
+    from tests.servers import FileServer
+
+    with FileServer() as server:
+        url = server.add("peaks.bed", b"chr1\t5\t9\nchr1\t7\t3\n")
+        result = run_many([{"id": "d", "access_url": url + "?sig=x", "format": "BED"}], settings=settings).results[0]
+    assert result.error.class_ == "InputError"
+    assert result.error.message.startswith("peaks.bed: line 2: start 7 is greater than end 3"), result.error.message
+
+
+def test_a_bigbed_record_tabix_cannot_index_is_named_by_its_content_not_an_intermediate(data, settings):
+    import pybigtools
+
+    path = data / "ragged.bb"
+    pybigtools.open(str(path), "w").write({"chr1": 1000}, [("chr1", 5, 9, "a\t1"), ("chr1", 10, 20, "b")])
+    result = run_many([{"id": "z", "access_url": str(path), "format": "bigBed"}], settings=settings).results[0]
+    assert result.error.class_ == "InputError"
+    assert result.error.message == ("ragged.bb: the bigBed record 'chr1 10 20 b': 4 columns, but the bigBed record "
+                                    "'chr1 5 9 a 1' has 5 (ragged rows)")
+
+
+def test_a_record_the_index_does_not_reach_is_named_by_its_line_in_the_users_file(data, tmp_path):
+    """The last guard behind the validator: when htslib reads a record otherwise (as it did `010`), the count
+    through the index falls short and the error names the first record missing and its line."""
+    from pipelines.intervals import _unreachable
+
+    source = data / "src.bed"
+    source.write_text("track name=x\nchr2\t1\t5\nchr1\t1\t5\nchr2\t9\t12\n")
+    out = tmp_path / "sorted.bed.gz"
+    plain = tmp_path / "sorted.bed"
+    plain.write_text("track name=x\nchr1\t1\t5\nchr2\t1\t5\nchr2\t9\t12\n")
+    samples.bgzip(plain, out)
+    subprocess.run(["tabix", "-p", "bed", "-S", "1", str(out)], check=True)
+    regions = tmp_path / "regions.bed"
+    regions.write_text("chr1\t0\t100\n")  # as if chr2's records were out of the index's reach
+    error = _unreachable(source, out, regions, 1, 3, 1, "src.bed", lambda n: f"line {n}")
+    assert str(error) == ("src.bed: line 2: not reachable through the tabix index, which reads it otherwise "
+                          "('chr2\\t1\\t5'); 3 records read, 1 reachable through the tabix index")
