@@ -193,7 +193,7 @@ class IntervalFormat:
 
 
 # Where a line of the validated file is, in the user's terms: "line 12" of their file, or for a
-# converted source (GTF through gffread, bigBed through pybigtools) what it came from.
+# converted source (GTF through gffread, bigBed through pipelines/bigbed.py) what it came from.
 Where = Callable[[int], str]
 
 

@@ -140,6 +140,57 @@ def test_bigbed_becomes_indexed_bed(data, settings):
     assert len(all_records(result)) == 250 and result.artifacts["data"].endswith(".bed.gz")
 
 
+AUTOSQL = b"""table gene
+"a gene track with extra fields, as UCSC's own tracks have"
+(
+string chrom; "Reference"
+uint chromStart; "Start"
+uint chromEnd; "End"
+string name; "Name"
+uint score; "Score"
+char[1] strand; "Strand"
+string description; "Free text, with spaces"
+string alias; "May be empty"
+)"""
+ROWS = [("chr1", 5, 9, b"a\t0\t+\tzinc finger protein\t"), ("chr2", 1, 3, b"b\t0\t-\t\tB1"),
+        ("chr1", 2, 4, b"c\t1\t.\tcaf\xc3\xa9\tC1")]
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_bigbed_of_either_byte_order_keeps_every_autosql_field_as_stored(data, settings, order):
+    """Descriptions with spaces and empty fields stay one field each (pybigtools' reader would split them on
+    whitespace and drop the empty ones); a big-endian file reads as its little-endian twin."""
+    path = samples.bigbed_raw(data / "genes.bb", {"chr1": 100, "chr2": 50}, ROWS, order=order, autosql=AUTOSQL)
+    result = build(path, "bigBed", settings)
+    assert result.records["in"] == result.records["out"] == 3
+    assert result.records["conversion"]["byte_order"] == ("big-endian" if order == ">" else "little-endian")
+    with gzip.open(result.artifacts["data"], "rb") as stream:
+        assert stream.read() == (b"chr1\t2\t4\tc\t1\t.\tcaf\xc3\xa9\tC1\n"
+                                 b"chr1\t5\t9\ta\t0\t+\tzinc finger protein\t\n"
+                                 b"chr2\t1\t3\tb\t0\t-\t\tB1\n")
+    twin = samples.bigbed_raw(data / "twin.bb", {"chr1": 100, "chr2": 50}, ROWS, order="<>"[order == "<"],
+                              autosql=AUTOSQL)
+    assert build(twin, "bigBed", settings).key != result.key  # another file, the same bytes out:
+    assert Path(build(twin, "bigBed", settings).artifacts["data"]).read_bytes() == \
+        Path(result.artifacts["data"]).read_bytes()
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda raw: raw[:-40], "truncated bigBed (a whole file ends with the magic number"),
+    (lambda raw: raw[:600] + bytes(800) + raw[1400:], "truncated or corrupt bigBed"),
+    (lambda raw: raw[:30], "not a bigBed file (shorter than its 64-byte header)"),
+    (lambda raw: b"\x26\xfc\x8f\x88" + raw[4:], "not a bigBed file (its first bytes are not the bigBed magic "
+                                                 "number) (it is a bigWig)"),
+])
+def test_a_damaged_bigbed_is_an_input_error_in_the_users_terms(data, settings, store_dir, damage, words):
+    good = samples.bigbed(data / "good.bb", records=200)
+    path = data / "bad.bb"
+    path.write_bytes(damage(good.read_bytes()))
+    result = run_many([{"id": "b", "access_url": str(path), "format": "bigBed"}], settings=settings).results[0]
+    assert result.error.class_ == "InputError" and result.error.message.startswith(f"bad.bb: {words}"), result
+    assert store_files(store_dir) == []
+
+
 def test_csi_when_a_coordinate_or_declared_contig_length_reaches_2_pow_29(data, settings):
     far = data / "far.bed"
     far.write_text(f"chr1\t10\t20\nchr1\t{2**29 + 5}\t{2**29 + 50}\n")
