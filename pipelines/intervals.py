@@ -30,135 +30,9 @@ TABIX_MAX = 2**32        # the largest end tabix's CSI (min_shift 14) stores; be
 CSI_MIN_SHIFT = 14
 GZIP_MAGIC = b"\x1f\x8b"
 
-# Reads the decompressed text on stdin; data lines to stdout, header lines to $PP_HDR (and their
-# line numbers to $PP_HDRNR), the first error to $PP_ERR (exit 3), counts and contigs to $PP_STATS.
-# mawk and gawk both run it; values arrive through ENVIRON so no path is parsed by awk -v.
-VALIDATE_AWK = r"""
-BEGIN {
-  FS = "\t"; hdr = ENVIRON["PP_HDR"]; hdrnr = ENVIRON["PP_HDRNR"]; err = ENVIRON["PP_ERR"]
-  stats = ENVIRON["PP_STATS"]; kind = ENVIRON["PP_KIND"]; mincol = ENVIRON["PP_MINCOL"] + 0
-  exact = ENVIRON["PP_EXACT"] + 0; sc = ENVIRON["PP_START"] + 0; ec = ENVIRON["PP_END"] + 0
-  maxc = ENVIRON["PP_MAX"] + 0; OCTAL = " has a leading zero, which htslib reads as octal; write it without"
-  isbed = kind == "bed"; isgff = kind == "gff"; isvcf = kind == "vcf"
-  records = 0; blank = 0; browser = 0; fasta = 0; headers = 0; width = 0; maxend = 0; fail = 0
-  printf "" > hdr; printf "" > hdrnr
-}
-function bad(msg) { printf "line %d: %s\n", NR, msg > err; fail = 1; exit 3 }
-function header() { headers++; print > hdr; print NR > hdrnr }
-function q(s) { return "'" (length(s) > 40 ? substr(s, 1, 40) "..." : s) "'" }
-# htslib reads coordinates with strtoll(base 0): "010" is octal 8 and "0x10" is 16. Only plain
-# decimals without a leading zero mean the same to this validator and to tabix.
-function notint(v, what, col) {
-  if (v ~ /^0[0-9]+$/)
-    bad(sprintf("%s %s in column %d%s", what, q(v), col, OCTAL))
-  bad(sprintf("%s %s in column %d is not a non-negative integer", what, q(v), col))
-}
-# VCF INFO/END, found as htslib finds it (an INFO starting "END=", else the first ";END="); "." is no END.
-function info_end(info, pos,   i, v) {
-  if (substr(info, 1, 4) == "END=") i = 5
-  else { i = index(info, ";END="); if (!i) return -1; i += 5 }
-  v = substr(info, i); i = index(v, ";"); if (i) v = substr(v, 1, i - 1)
-  if (v == ".") return -1
-  if (v !~ /^[1-9][0-9]*$/) {
-    if (v ~ /^0[0-9]+$/) bad(sprintf("INFO/END %s%s", q(v), OCTAL))
-    bad(sprintf("INFO/END %s in column 8 is not a positive integer", q(v)))
-  }
-  if (length(v) < length(pos) || (length(v) == length(pos) && v < pos))
-    bad(sprintf("INFO/END %s is before POS %s", v, pos))
-  return v
-}
-{
-  if (index($0, "\r")) sub(/\r$/, "")
-  if (infasta) { fasta++; next }
-  if (NF <= 1 && $0 ~ /^[ \t]*$/) { blank++; next }
-  c = substr($0, 1, 1)
-  if (c == "#") {
-    if (isgff && $0 ~ /^##FASTA/) { infasta = 1; fasta++; next }
-    if (isvcf && $0 ~ /^##contig=<ID=/) {
-      id = substr($0, 14); sub(/[,>].*$/, "", id)
-      if (!(id in rank)) rank[id] = ++nrank
-    }
-    header(); next
-  }
-  if (isbed && (c == "t" || c == "b") && ($0 ~ /^track([ \t]|$)/ || $0 ~ /^browser([ \t]|$)/)) {
-    browser++; header(); next
-  }
-  if (NF != width) {
-    if (NF < mincol || (exact && NF != exact)) {
-      hint = (index($0, " ") > 0) ? " (space-delimited? columns must be separated by tabs)" : ""
-      want = exact ? "exactly " exact : "at least " mincol
-      bad(sprintf("%d tab-separated column(s), expected %s%s", NF, want, hint))
-    }
-    if (width) bad(sprintf("%d columns, but line %d has %d (ragged rows)", NF, wline, width))
-    width = NF; wline = NR
-  }
-  if ($1 == "") bad("empty sequence name in column 1")
-  s = $sc
-  if (isvcf) {
-    if (s !~ /^(0|[1-9][0-9]*)$/) notint(s, "start", sc)
-    e = s + length($4) - 1
-    if (e < s + 0) e = s + 0
-    big = s  # the value the user wrote, for a message
-    if (index($8, "END=") && (v = info_end($8, s)) != -1) big = e = v  # the end tabix indexes (SVs, gVCF blocks)
-  } else {
-    e = $ec
-    if ((s "\t" e) !~ /^(0|[1-9][0-9]*)\t(0|[1-9][0-9]*)$/) {  # one match for both: runs millions of times
-      if (s !~ /^(0|[1-9][0-9]*)$/) notint(s, "start", sc)
-      notint(e, "end", ec)
-    }
-    if (s + 0 > e + 0) bad(sprintf("start %s is greater than end %s", s, e))
-    if (isgff && s + 0 < 1) bad("start 0: GFF coordinates are 1-based")
-    if (isbed && e + 0 == 0) bad("start 0 and end 0: tabix cannot index a zero-length interval at the very start")
-  }
-  if (e + 0 > maxend) {
-    if (length(s) > 15 || length(e) > 15 || e + 0 > maxc)
-      bad(sprintf("coordinate %s is beyond what a tabix index can address (%d)", (isvcf ? big : e), maxc))
-    maxend = e + 0
-  }
-  if ($1 != last) { last = $1; if (!($1 in seen)) { seen[$1] = 1; contigs[++ncontig] = $1 } }
-  records++
-  if (isvcf) printf "%d\t%s\n", (($1 in rank) ? rank[$1] : 999999999), $0  # sort in header contig order
-  else print
-}
-END {
-  close(hdr); close(hdrnr)  # complete before stdout closes, so the header is whole when sort emits
-  if (fail) exit 3
-  printf "records\t%d\nblank\t%d\ntrack\t%d\nfasta\t%d\nheaders\t%d\nmaxend\t%d\ncolumns\t%d\n", \
-    records, blank, browser, fasta, headers, maxend, width > stats
-  for (i = 1; i <= ncontig; i++) print "contig\t" contigs[i] > stats
-}
-"""
-
-# One pass: decompress | validate | sort | header first | bgzip. The header goes in when sort emits
-# its first line (or ends empty): sort emits nothing before its input ends, so awk has finished
-# writing the header by then. VCF lines arrive prefixed with their contig's rank in the header
-# (the order bcftools and GATK expect), which is cut off again after the sort.
-# Both scripts take $1 decompressor, $2 source, $3 output, $4 threads; this prints the source as text.
-READ_TEXT = r"""
-decompress=$1; src=$2; out=$3; threads=$4
-read_text() {
-  case $decompress in
-    bgzf) bgzip -dc -@ "$threads" -- "$src" ;;
-    gzip) gzip -dc -- "$src" ;;
-    *) cat -- "$src" ;;
-  esac
-}
-"""
-
-SORT_AND_COMPRESS = READ_TEXT + r"""
-tmpdir=$5; mem=$6; level=$7; shift 7
-tab=$(printf '\t')
-unrank() { if [ "$PP_KIND" = vcf ]; then cut -f2-; else cat; fi; }
-read_text | awk "$PP_PROGRAM" \
-  | sort -s -t "$tab" -S "$mem" -T "$tmpdir" --parallel="$threads" "$@" \
-  | unrank \
-  | { if IFS= read -r first; then cat -- "$PP_HDR"; printf '%s\n' "$first"; cat; else cat -- "$PP_HDR"; fi; } \
-  | bgzip -c -l "$level" -@ "$threads" > "$out"
-"""
-
-VALIDATE_ONLY = READ_TEXT + r"""
-read_text | awk "$PP_PROGRAM" > "$out"
-"""
+SCRIPTS = Path(__file__).with_name("scripts")
+VALIDATE_AWK = SCRIPTS / "validate.awk"   # every data line checked; header, blank, track lines counted
+PASS_SH = SCRIPTS / "intervals.sh"        # decompress | validate [| sort | header first | bgzip]
 
 # Every record reachable through the index (one region per contig, $2), counted, with the first and
 # the last: tabix exits 0 even when it skips a line, so reading back through the index is the check.
@@ -210,12 +84,12 @@ def converted_line(path: Path, intro: str) -> Where:
     return where
 
 
-def run_validated(script: str, spec: IntervalFormat, ctx: BuildContext, source: Path, out: Path,
+def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Path, out: Path,
                   *more: str | Path | int, prefix: str = "",
                   where: Where = line_of_source) -> tuple[list[str], dict[str, Any]]:
-    """Run `script` (VALIDATE_ONLY or SORT_AND_COMPRESS) over `source`: header lines and stats.
+    """Run intervals.sh in `mode` ("validate" or "sort") over `source`: header lines and stats.
 
-    The script gets $1 decompressor, $2 source, $3 output, $4 threads, then `more`. Errors name the
+    The script gets the mode, decompressor, source, output and threads, then `more`. Errors name the
     user's file (ctx.label) and place the line with `where`.
     """
     work = ctx.workdir
@@ -224,13 +98,13 @@ def run_validated(script: str, spec: IntervalFormat, ctx: BuildContext, source: 
                               work / f"{prefix}errors.txt", work / f"{prefix}stats.tsv")
     decompress = sniff_compression(source)
     _refuse_binary(source, decompress, label)
-    env = {"PP_PROGRAM": VALIDATE_AWK, "PP_HDR": str(hdr), "PP_HDRNR": str(hdrnr), "PP_ERR": str(err),
+    env = {"PP_AWK": str(VALIDATE_AWK), "PP_HDR": str(hdr), "PP_HDRNR": str(hdrnr), "PP_ERR": str(err),
            "PP_STATS": str(stats), "PP_KIND": spec.kind, "PP_MINCOL": str(spec.min_columns),
            "PP_EXACT": str(spec.exact_columns), "PP_START": str(spec.start_column),
            "PP_END": str(spec.end_column), "PP_MAX": str(TABIX_MAX)}
     try:
-        shell.pipe(script, decompress, source, out, ctx.settings.threads, *more, env=env,
-                   context=f"reading {label}")
+        shell.script(PASS_SH, mode, decompress, source, out, ctx.settings.threads, *more, env=env,
+                     context=f"reading {label}")
     except ToolError as exc:
         raise _classify(label, decompress, err, exc, where) from None
     if err.exists() and err.stat().st_size:
@@ -259,7 +133,7 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     tmp = work / "sort-tmp"
     tmp.mkdir(exist_ok=True)
     with ctx.stage("sort"):
-        header, stats = run_validated(SORT_AND_COMPRESS, spec, ctx, source, out, tmp, ctx.settings.sort_memory,
+        header, stats = run_validated("sort", spec, ctx, source, out, tmp, ctx.settings.sort_memory,
                                       ctx.settings.compression_level, *spec.sort_keys, where=where)
     csi = stats["maxend"] >= TBI_MAX or any(n >= TBI_MAX for n in (*declared_lengths(header), *lengths))
     index = out.with_name(out.name + (".csi" if csi else ".tbi"))
@@ -476,7 +350,7 @@ class GtfPipeline:
     def build(self, ctx: BuildContext) -> BuildOutput:
         body = ctx.workdir / "gtf-body.txt"
         with ctx.stage("validate"):
-            run_validated(VALIDATE_ONLY, GTF_AS_GFF, ctx, ctx.source, body, prefix="gtf-")
+            run_validated("validate", GTF_AS_GFF, ctx, ctx.source, body, prefix="gtf-")
         converted = ctx.workdir / "converted.gff3"
         with ctx.stage("convert"):
             raw = ctx.workdir / "gffread.gff3"

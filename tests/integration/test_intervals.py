@@ -398,3 +398,19 @@ def test_a_record_the_index_does_not_reach_is_named_by_its_line_in_the_users_fil
     error = _unreachable(source, out, regions, 1, 3, 1, "src.bed", lambda n: f"line {n}")
     assert str(error) == ("src.bed: line 2: not reachable through the tabix index, which reads it otherwise "
                           "('chr2\\t1\\t5'); 3 records read, 1 reachable through the tabix index")
+
+
+def test_the_validator_script_runs_on_its_own(tmp_path):
+    """pipelines/scripts/validate.awk is a program of its own: data lines through, header and counts aside."""
+    from pipelines.intervals import TABIX_MAX, VALIDATE_AWK
+
+    env = {"PP_HDR": tmp_path / "h", "PP_HDRNR": tmp_path / "n", "PP_ERR": tmp_path / "e", "PP_STATS": tmp_path / "s",
+           "PP_KIND": "bed", "PP_MINCOL": 3, "PP_EXACT": 0, "PP_START": 2, "PP_END": 3, "PP_MAX": TABIX_MAX}
+    run = subprocess.run(["awk", "-f", str(VALIDATE_AWK)], input=b"track x\nchr2\t5\t9\n\nchr1\t1\t2\r\n",
+                         capture_output=True, env={"LC_ALL": "C", **{k: str(v) for k, v in env.items()}}, check=True)
+    assert run.stdout == b"chr2\t5\t9\nchr1\t1\t2\n"
+    assert (tmp_path / "h").read_bytes() == b"track x\n" and (tmp_path / "n").read_text() == "1\n"
+    assert "records\t2\nblank\t1\ntrack\t1\n" in (tmp_path / "s").read_text()
+    bad = subprocess.run(["awk", "-f", str(VALIDATE_AWK)], input=b"chr1\t010\t20\n", capture_output=True,
+                         env={k: str(v) for k, v in env.items()}, check=False)
+    assert bad.returncode == 3 and (tmp_path / "e").read_text().startswith("line 1: start '010' in column 2 has")
