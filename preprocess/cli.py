@@ -1,4 +1,4 @@
-"""python -m preprocess {run,batch,mirror,sign,gc,doctor}: parse options, call the API, report, exit.
+"""python -m preprocess {run,batch,mirror,sign,gc,doctor,cluster}: parse options, call the API, report, exit.
 
 Exit codes: 0 every file succeeded, 1 some failed, 2 a usage or configuration error.
 """
@@ -127,6 +127,22 @@ def gc_store(store: str | None, older_than: str, dry_run: bool) -> None:
     for upload in report.aborted_uploads:
         click.echo(f"{'would abort' if dry_run else 'aborted'} upload {upload.split('#')[0]}")
     click.echo(f"{len(report.removed)} file(s), {len(report.aborted_uploads)} unfinished upload(s): {report.store}")
+
+
+@cli.command("cluster")
+@click.option("--profile", type=click.Choice(["fargate"]), required=True, help="The cluster profile to resolve.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved arguments and warnings as JSON; call nothing.")
+@_store_option
+def cluster_plan(profile: str, dry_run: bool, store: str | None) -> None:
+    """Show the cluster a batch would start: arguments as resolved from config, and the traps that apply."""
+    import json
+
+    if not dry_run:
+        raise click.UsageError("only --dry-run is supported: `batch --cluster fargate` starts the cluster itself")
+    from .fargate import plan
+
+    settings = _settings(store, profile, None, None)
+    click.echo(json.dumps(plan(settings.cluster.fargate, settings.store.url), indent=2))
 
 
 def _age(text: str) -> Any:
