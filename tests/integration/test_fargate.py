@@ -1,0 +1,184 @@
+"""`batch --cluster fargate` end to end: an unmodified FargateCluster against moto (ECS, EC2, IAM, Logs,
+S3) in this process, with tests/ecs_agent.py running the tasks' commands as local processes; then
+nothing the run created may remain. `cluster --profile fargate --dry-run` calls no AWS at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pysam
+import pytest
+import yaml
+
+from tests import samples
+from tests.conftest import md5
+from tests.ecs_agent import GUARD_SITE, EcsAgent
+from tests.servers import HOST, free_port
+
+REGION = "us-east-1"
+
+
+def _boto(service: str, endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION)
+
+
+@pytest.fixture
+def ecs_emulator(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[str, EcsAgent]]:
+    """moto made to run FargateCluster as measured in issue 7: managed IAM policies, long task ARNs (for
+    tags), tasks that stay RUNNING until stopped, task ENIs on 127.0.0.1 (never a 10.x address), and an
+    agent that runs the tasks."""
+    import moto.ecs.models
+    from moto.moto_api import state_manager
+
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    monkeypatch.setattr(moto.ecs.models, "random_private_ip", lambda *args, **kwargs: HOST)
+    state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
+    _boto("ecs", s3_endpoint).put_account_setting(name="taskLongArnFormat", value="enabled")
+    task_role = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "task-role-key-id",
+                 "AWS_SECRET_ACCESS_KEY": "task-role-secret", "AWS_DEFAULT_REGION": REGION}
+    try:
+        with EcsAgent(s3_endpoint, tmp_path / "ecs-tasks", task_role) as agent:
+            yield s3_endpoint, agent
+    finally:
+        state_manager.unset_transition("ecs::task")
+
+
+def _leftovers(endpoint: str) -> dict[str, list[str]]:
+    """Every ECS cluster, running task, task definition, IAM role and security group that
+    dask-cloudprovider creates, as AWS reports them now."""
+    ecs, ec2, iam = _boto("ecs", endpoint), _boto("ec2", endpoint), _boto("iam", endpoint)
+    cluster_arns = ecs.list_clusters()["clusterArns"]
+    clusters = ecs.describe_clusters(clusters=cluster_arns)["clusters"] if cluster_arns else []
+    active = [c["clusterArn"] for c in clusters if c["status"] == "ACTIVE"]
+    tasks = []
+    for arn in cluster_arns:
+        task_arns = ecs.list_tasks(cluster=arn)["taskArns"]
+        if task_arns:
+            tasks += [t["taskArn"] for t in ecs.describe_tasks(cluster=arn, tasks=task_arns)["tasks"]
+                      if t["lastStatus"] != "STOPPED"]
+    definitions = [a for status in ("ACTIVE", "INACTIVE")
+                   for a in ecs.list_task_definitions(status=status)["taskDefinitionArns"] if "/dask-" in a]
+    roles = [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith("dask-")]
+    groups = [g["GroupId"] for g in ec2.describe_security_groups(
+        Filters=[{"Name": "tag:createdBy", "Values": ["dask-cloudprovider"]}])["SecurityGroups"]]
+    return {"clusters": active, "tasks": tasks, "task definitions": definitions, "roles": roles,
+            "security groups": groups}
+
+
+def _fargate_config(directory: Path, port: int) -> Path:
+    """The user's ~/.config/dask/preprocess.yaml for this run: the worker image, two workers, the scheduler
+    on its own port and on loopback (in the test), private IP (moto gives no public one)."""
+    loopback = ["--host", HOST, "--no-dashboard"]
+    config = {"preprocess": {"cluster": {"fargate": {
+        "image": "preprocess-worker:test", "region_name": REGION, "n_workers": 2,
+        "scheduler_cpu": 512, "scheduler_mem": 1024, "worker_cpu": 1024, "worker_mem": 2048,
+        "scheduler_port": port, "scheduler_extra_args": ["--port", str(port), *loopback],
+        "worker_extra_args": loopback, "fargate_use_private_ip": True}}}}
+    directory.mkdir()
+    (directory / "preprocess.yaml").write_text(yaml.safe_dump(config))
+    return directory
+
+
+def test_batch_on_fargate_builds_every_file_and_leaves_nothing_behind(ecs_emulator, s3_bucket, tmp_path):
+    import s3fs
+
+    endpoint, agent = ecs_emulator
+    before = _leftovers(endpoint)
+    assert not any(before.values()), before
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    sources = f"{s3_bucket}/sources"
+    data = tmp_path / "data"
+    data.mkdir()
+    files = {"s1": (samples.sam(data / "s1.sam", reads=1200), "SAM"),
+             "v1": (samples.bgzip(samples.vcf(data / "v1.vcf", records=200), data / "v1.vcf.gz"), "VCF"),
+             "b1": (samples.bed(data / "b1.bed", records=200), "BED")}
+    lines = ["id,access_url,format,md5"]
+    for doc_id, (path, fmt) in files.items():
+        fs.put(str(path), f"{sources}/{path.name}")
+        lines.append(f"{doc_id},s3://{sources}/{path.name},{fmt},{md5(path)}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "DASK_CONFIG": str(_fargate_config(tmp_path / "dask-config", free_port())),
+           "PYTHONPATH": str(GUARD_SITE)}
+    store = f"s3://{s3_bucket}/artifacts"
+
+    out = subprocess.run([sys.executable, "-m", "preprocess", "batch", "manifest.csv", "--cluster", "fargate",
+                          "--store", store, "--json", "report.json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=240)
+
+    context = f"{out.stdout}\n{out.stderr}\n{agent.logs()}\nagent errors: {agent.errors}"
+    assert out.returncode == 0, context
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {r["id"]: r["status"] for r in report["results"]} == {"s1": "built", "v1": "built", "b1": "built"}
+    # the tasks ran the commands dask-cloudprovider wrote, as the image runs them: a scheduler, two workers
+    commands = sorted(c.command[0] for c in agent.containers.values())
+    assert commands == ["dask-scheduler", "dask-worker", "dask-worker"], context
+    assert all(c.error is None for c in agent.containers.values()), context
+    # every artifact is whole and readable
+    local = tmp_path / "artifacts"
+    for result in report["results"]:
+        target = local / result["id"]
+        target.mkdir(parents=True)
+        for uri in result["artifacts"].values():
+            assert uri.startswith(store + "/")
+            fs.get(uri, str(target / uri.rsplit("/", 1)[-1]))
+    with pysam.AlignmentFile(str(files["s1"][0])) as sam:
+        reads = sum(1 for _ in sam)
+    with pysam.AlignmentFile(str(local / "s1" / "sorted.bam")) as bam:
+        assert bam.check_index() and sum(1 for _ in bam.fetch(until_eof=True)) == reads
+    with pysam.VariantFile(str(local / "v1" / "sorted.vcf.gz")) as vcf:
+        assert sum(1 for _ in vcf.fetch()) == 200
+    with pysam.TabixFile(str(local / "b1" / "sorted.bed.gz")) as bed:
+        assert sum(1 for contig in bed.contigs for _ in bed.fetch(contig)) == 200
+    # nothing the run created remains, and nothing was left to dask-cloudprovider's exit-time teardown
+    assert _leftovers(endpoint) == before, context
+    assert agent.running() == [], context
+    assert "IOLoop is closed" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert "task-role-secret" not in out.stdout + out.stderr
+
+
+def test_dry_run_resolves_the_arguments_and_warns_without_calling_aws(tmp_path):
+    config = {"preprocess": {"cluster": {"fargate": {
+        "image": "123.dkr.ecr.us-east-1.amazonaws.com/preprocess:1", "worker_cpu": 2048, "worker_mem": 8192,
+        "adaptive": {"minimum": 0, "maximum": 20}, "subnets": ["subnet-1"],
+        "environment": {"AWS_SECRET_ACCESS_KEY": "do-not-print-me", "LOG_LEVEL": "info"}}}},
+        "cloudprovider": {"ecs": {"fargate_use_private_ip": True}}}
+    (tmp_path / "preprocess.yaml").write_text(yaml.safe_dump(config))
+    code = ("import json, sys\nfrom preprocess.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "loaded = [m for m in ('botocore', 'aiobotocore', 'boto3', 'dask_cloudprovider.aws') if m in sys.modules]\n"
+            "print(json.dumps(loaded))")
+    env = {**os.environ, "DASK_CONFIG": str(tmp_path), "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+           "PYTHONPATH": str(GUARD_SITE)}
+    out = subprocess.run([sys.executable, "-c", code, "cluster", "--profile", "fargate", "--dry-run",
+                          "--store", "s3://bucket/artifacts"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    plan_text, _, loaded = out.stdout.rstrip().rpartition("\n")
+    assert json.loads(loaded) == []  # no AWS SDK imported, so no AWS call made
+    plan = json.loads(plan_text)
+    args = plan["arguments"]
+    assert args["image"].endswith("/preprocess:1")
+    assert args["workers"]["adaptive"] == {"minimum": 0, "maximum": 20} and args["workers"]["cpu"] == 2048
+    assert args["networking"]["fargate_use_private_ip"] is True  # taken from cloudprovider config, explicitly
+    assert args["environment"] == {"AWS_SECRET_ACCESS_KEY": "***", "LOG_LEVEL": "***"}
+    assert "do-not-print-me" not in out.stdout
+    codes = {w["code"] for w in plan["warnings"]}
+    assert {"world-open-security-group", "config-private-ip", "default-vpc-lookup", "ephemeral-storage",
+            "no-task-role", "credentials-in-environment", "private-ip"} <= codes
+    assert not codes & {"public-ip", "default-image", "local-store", "no-workers"}
+
+
+def test_dry_run_flags_a_public_scheduler_and_a_store_workers_cannot_reach(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "preprocess", "cluster", "--profile", "fargate", "--dry-run",
+                          "--store", str(tmp_path / "store")], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "DASK_CONFIG": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    codes = {w["code"] for w in json.loads(out.stdout)["warnings"]}
+    assert {"public-ip", "world-open-security-group", "default-image", "local-store", "no-workers"} <= codes
