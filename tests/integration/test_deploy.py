@@ -90,7 +90,7 @@ def test_the_task_role_policy_allows_every_s3_call_a_build_and_gc_make(s3_calls,
 
     policy = json.loads((DEPLOY / "iam" / "task-role-policy.json").read_text())
     execution = json.loads((DEPLOY / "iam" / "execution-role-policy.json").read_text())
-    trust = json.loads((DEPLOY / "iam" / "task-role-trust.json").read_text())
+    trust = json.loads((DEPLOY / "iam" / "ecs-tasks-trust.json").read_text())
     assert trust["Statement"][0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
     for action in ("ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
                    "logs:CreateLogStream", "logs:PutLogEvents"):
@@ -126,3 +126,91 @@ def test_the_task_role_policy_allows_every_s3_call_a_build_and_gc_make(s3_calls,
     assert _allows(policy, "s3:ListBucketMultipartUploads", "arn:aws:s3:::STORE_BUCKET")
     assert _allows(policy, "s3:AbortMultipartUpload", "arn:aws:s3:::STORE_BUCKET/STORE_PREFIX/v1/ab/x/sorted.bam")
     assert not _allows(policy, "s3:PutObject", "arn:aws:s3:::SOURCES_BUCKET/in/s1.sam")  # sources are read-only
+
+
+# -- scheduled reindex: ECS scheduled task, cron, systemd -------------------------------------------
+SCHEDULED = DEPLOY / "ecs-scheduled-task"
+
+
+def _reindex_argv(argv: list[str]) -> list[str]:
+    """The `preprocess reindex MANIFEST --store URL` part of a command line; fails if absent."""
+    start = next(i for i, word in enumerate(argv) if word.endswith("python") and argv[i + 1:i + 4] == [
+        "-m", "preprocess", "reindex"])
+    args = argv[start + 4:]
+    assert args[0].endswith(".csv") and args[1] == "--store" and args[2].startswith("s3://"), argv
+    from preprocess.cli import cli
+
+    command = cli.commands.get("reindex")  # merged from the reindex branch: then its own parser checks the line
+    if command is not None:
+        command.make_context("reindex", list(args))
+    return args
+
+
+def test_the_ecs_scheduled_reindex_registers_against_the_emulator(s3_endpoint, s3_bucket):
+    import boto3
+
+    def aws(service: str) -> Any:
+        return boto3.client(service, endpoint_url=s3_endpoint, region_name="us-east-1")
+
+    ecs, ec2, iam, events = aws("ecs"), aws("ec2"), aws("iam"), aws("events")
+    [vpc] = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"][0]["SubnetId"]
+    group = ec2.create_security_group(GroupName=f"reindex-{s3_bucket}", Description="reindex: egress only",
+                                      VpcId=vpc["VpcId"])["GroupId"]
+    cluster = f"preprocess-{s3_bucket}"
+    ecs.create_cluster(clusterName=cluster)
+    values = {"ACCOUNT_ID": "123456789012", "REGION": "us-east-1", "CLUSTER_NAME": cluster, "SUBNET_ID": subnet,
+              "SECURITY_GROUP_ID": group, "EFS_ID": "fs-0123456789abcdef0", "IMAGE_TAG": "2026.11",
+              "STORE_BUCKET": s3_bucket, "STORE_PREFIX": "artifacts"}
+
+    def load(path: Path) -> Any:
+        text = path.read_text()
+        for name, value in values.items():
+            text = text.replace(name, value)
+        return json.loads(text)
+
+    # the roles the task definition and the rule name, with the policies shipped beside them (moto checks them)
+    iam_dir, ecs_trust = DEPLOY / "iam", DEPLOY / "iam" / "ecs-tasks-trust.json"
+    roles = {"preprocess-execution-role": (ecs_trust, iam_dir / "execution-role-policy.json"),
+             "preprocess-task-role": (ecs_trust, iam_dir / "task-role-policy.json"),
+             "preprocess-events-role": (SCHEDULED / "events-role-trust.json", SCHEDULED / "events-role-policy.json")}
+    for role, (trust, policy) in roles.items():
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(load(trust)))
+        iam.put_role_policy(RoleName=role, PolicyName=role, PolicyDocument=json.dumps(load(policy)))
+
+    definition = ecs.register_task_definition(**load(SCHEDULED / "task-definition.json"))["taskDefinition"]
+    rule = events.put_rule(**load(SCHEDULED / "rule.json"))
+    put = events.put_targets(**load(SCHEDULED / "targets.json"))
+
+    assert put["FailedEntryCount"] == 0
+    [container] = definition["containerDefinitions"]
+    args = _reindex_argv(container["command"])
+    assert args[2] == f"s3://{s3_bucket}/artifacts" and args[0].startswith("/catalogue/")
+    assert any(m["containerPath"] == "/catalogue" for m in container["mountPoints"])
+    described = events.describe_rule(Name="preprocess-nightly-reindex")
+    assert described["Arn"] == rule["RuleArn"] and described["State"] == "ENABLED"
+    assert re.fullmatch(r"cron\((\S+ ){5}\S+\)|rate\(\d+ \w+\)", described["ScheduleExpression"])
+    [target] = events.list_targets_by_rule(Rule="preprocess-nightly-reindex")["Targets"]
+    assert target["Arn"] == ecs.describe_clusters(clusters=[cluster])["clusters"][0]["clusterArn"]
+    assert definition["taskDefinitionArn"].startswith(target["EcsParameters"]["TaskDefinitionArn"] + ":")
+    assert target["RoleArn"] == iam.get_role(RoleName="preprocess-events-role")["Role"]["Arn"]
+    for arn in (definition["executionRoleArn"], definition["taskRoleArn"]):
+        assert arn in {iam.get_role(RoleName=r)["Role"]["Arn"] for r in roles}
+
+
+def test_the_cron_line_and_systemd_units_run_reindex():
+    import shlex
+
+    [line] = [x for x in (DEPLOY / "cron" / "preprocess-reindex").read_text().splitlines()
+              if x.strip() and not x.startswith("#")]
+    fields = line.split(None, 6)
+    assert all(re.fullmatch(r"[\d*/,-]+", f) for f in fields[:5]) and fields[5] == "preprocess", fields
+    assert "flock -n" in fields[6]
+    _reindex_argv(shlex.split(fields[6].replace("%", "")))
+    service = (DEPLOY / "systemd" / "preprocess-reindex.service").read_text()
+    timer = (DEPLOY / "systemd" / "preprocess-reindex.timer").read_text()
+    [exec_start] = re.findall(r"^ExecStart=(.+)$", service, re.M)
+    _reindex_argv(shlex.split(exec_start))
+    assert re.search(r"^Type=oneshot$", service, re.M)  # never two at once
+    assert re.search(r"^Unit=preprocess-reindex\.service$", timer, re.M) and re.search(r"^OnCalendar=\S", timer, re.M)
+    assert re.search(r"^WantedBy=timers\.target$", timer, re.M)
