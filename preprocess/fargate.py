@@ -170,7 +170,11 @@ def fargate_client(options: dict[str, Any]) -> Iterator[Any]:
     cluster = None
     try:
         log.info("starting FargateCluster %s", name)
-        cluster = FargateCluster(**args)
+        try:
+            cluster = FargateCluster(**args)
+        except Exception as exc:  # noqa: BLE001 - any failure to start is reported the same way, after teardown
+            raise ConfigError(f"FargateCluster {name} did not start ({type(exc).__name__}: {exc}); "
+                              "what it had created is deleted") from exc
         if adaptive:
             cluster.adapt(**adaptive)
         with Client(cluster) as client:

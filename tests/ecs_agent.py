@@ -36,6 +36,7 @@ class EcsAgent:
     endpoint: str
     workdir: Path
     task_role_env: dict[str, str]
+    images: set[str]  # what this host can pull: the image deploy/Dockerfile builds, here the project's venv
     containers: dict[str, Container] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -63,8 +64,9 @@ class EcsAgent:
         return [c for c in self.containers.values() if c.proc is not None and c.proc.poll() is None]
 
     def logs(self) -> str:
-        return "\n".join(f"--- {c.command[:1]} {c.task_arn.rsplit('/', 1)[-1]}\n{c.log.read_text(errors='replace')}"
-                         for c in self.containers.values() if c.log.exists())
+        return "\n".join(f"--- {c.command[:1]} {c.task_arn.rsplit('/', 1)[-1]} {c.error or ''}\n"
+                         f"{c.log.read_text(errors='replace') if c.log.is_file() else ''}"
+                         for c in self.containers.values())
 
     def _loop(self) -> None:
         import boto3
@@ -100,6 +102,12 @@ class EcsAgent:
                          if o.get("name") == spec["name"]), {})
         command = list(override.get("command") or spec.get("command") or [])
         env_list = list(spec.get("environment", [])) + list(override.get("environment", []))
+        if spec["image"] not in self.images:  # ECS stops a task whose image cannot be pulled
+            reason = f"CannotPullContainerError: {spec['image']}"
+            self.containers[task["taskArn"]] = Container(task["taskArn"], cluster_arn, command, [], self.workdir,
+                                                         error=reason)
+            ecs.stop_task(cluster=cluster_arn, task=task["taskArn"], reason=reason)
+            return
         task_id = task["taskArn"].rsplit("/", 1)[-1]
         task_dir = self.workdir / task_id
         task_dir.mkdir(parents=True)

@@ -22,6 +22,7 @@ from tests.ecs_agent import GUARD_SITE, EcsAgent
 from tests.servers import HOST, free_port
 
 REGION = "us-east-1"
+IMAGE = "preprocess-worker:test"  # deploy/Dockerfile's image, which the agent runs from the project's venv
 
 
 def _boto(service: str, endpoint: str) -> Any:
@@ -45,7 +46,7 @@ def ecs_emulator(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     task_role = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "task-role-key-id",
                  "AWS_SECRET_ACCESS_KEY": "task-role-secret", "AWS_DEFAULT_REGION": REGION}
     try:
-        with EcsAgent(s3_endpoint, tmp_path / "ecs-tasks", task_role) as agent:
+        with EcsAgent(s3_endpoint, tmp_path / "ecs-tasks", task_role, images={IMAGE}) as agent:
             yield s3_endpoint, agent
     finally:
         state_manager.unset_transition("ecs::task")
@@ -73,18 +74,26 @@ def _leftovers(endpoint: str) -> dict[str, list[str]]:
             "security groups": groups}
 
 
-def _fargate_config(directory: Path, port: int) -> Path:
+def _fargate_config(directory: Path, port: int, image: str = IMAGE) -> Path:
     """The user's ~/.config/dask/preprocess.yaml for this run: the worker image, two workers, the scheduler
     on its own port and on loopback (in the test), private IP (moto gives no public one)."""
     loopback = ["--host", HOST, "--no-dashboard"]
     config = {"preprocess": {"cluster": {"fargate": {
-        "image": "preprocess-worker:test", "region_name": REGION, "n_workers": 2,
+        "image": image, "region_name": REGION, "n_workers": 2,
         "scheduler_cpu": 512, "scheduler_mem": 1024, "worker_cpu": 1024, "worker_mem": 2048,
         "scheduler_port": port, "scheduler_extra_args": ["--port", str(port), *loopback],
         "worker_extra_args": loopback, "fargate_use_private_ip": True}}}}
     directory.mkdir()
     (directory / "preprocess.yaml").write_text(yaml.safe_dump(config))
     return directory
+
+
+def _batch_on_fargate(cwd: Path, store: str, dask_config: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m preprocess batch manifest.csv --cluster fargate`, as a user runs it, loopback-guarded."""
+    environ = {**os.environ, "DASK_CONFIG": str(dask_config), "PYTHONPATH": str(GUARD_SITE), **env}
+    return subprocess.run([sys.executable, "-m", "preprocess", "batch", "manifest.csv", "--cluster", "fargate",
+                           "--store", store, "--json", "report.json"], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=240)
 
 
 def test_batch_on_fargate_builds_every_file_and_leaves_nothing_behind(ecs_emulator, s3_bucket, tmp_path):
@@ -105,13 +114,9 @@ def test_batch_on_fargate_builds_every_file_and_leaves_nothing_behind(ecs_emulat
         fs.put(str(path), f"{sources}/{path.name}")
         lines.append(f"{doc_id},s3://{sources}/{path.name},{fmt},{md5(path)}")
     (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
-    env = {**os.environ, "DASK_CONFIG": str(_fargate_config(tmp_path / "dask-config", free_port())),
-           "PYTHONPATH": str(GUARD_SITE)}
     store = f"s3://{s3_bucket}/artifacts"
 
-    out = subprocess.run([sys.executable, "-m", "preprocess", "batch", "manifest.csv", "--cluster", "fargate",
-                          "--store", store, "--json", "report.json"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=240)
+    out = _batch_on_fargate(tmp_path, store, _fargate_config(tmp_path / "dask-config", free_port()))
 
     context = f"{out.stdout}\n{out.stderr}\n{agent.logs()}\nagent errors: {agent.errors}"
     assert out.returncode == 0, context
@@ -142,6 +147,59 @@ def test_batch_on_fargate_builds_every_file_and_leaves_nothing_behind(ecs_emulat
     assert agent.running() == [], context
     assert "IOLoop is closed" not in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert "task-role-secret" not in out.stdout + out.stderr
+
+
+def test_a_cluster_that_cannot_start_says_so_and_leaves_nothing_behind(ecs_emulator, s3_bucket, tmp_path):
+    endpoint, agent = ecs_emulator
+    before = _leftovers(endpoint)
+    (tmp_path / "manifest.csv").write_text(f"id,access_url,format,md5\ns1,s3://{s3_bucket}/in/s1.sam,SAM,{'0' * 32}\n")
+    config = _fargate_config(tmp_path / "dask-config", free_port(), image="daskdev/dask:latest")  # not pullable here
+
+    out = _batch_on_fargate(tmp_path, f"s3://{s3_bucket}/artifacts", config,
+                            DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="5s")
+
+    assert out.returncode == 2, f"{out.stdout}\n{out.stderr}\n{agent.logs()}"
+    assert "did not start" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert [c.error for c in agent.containers.values()] == ["CannotPullContainerError: daskdev/dask:latest"]
+    assert _leftovers(endpoint) == before
+
+
+def test_teardown_deletes_only_what_its_own_cluster_created(s3_endpoint):
+    """The deletion is selected by the dask_cluster_name tag: a colleague's cluster in the same account stays."""
+    from preprocess.fargate import teardown
+
+    ecs, ec2, iam = _boto("ecs", s3_endpoint), _boto("ec2", s3_endpoint), _boto("iam", s3_endpoint)
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                                "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]})
+    [vpc] = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+
+    def resources(name: str) -> None:
+        """What FargateCluster(name=name) creates, named and tagged the way it names and tags them."""
+        tags = {"createdBy": "dask-cloudprovider", "cluster": f"dask-{name}", "dask_cluster_name": name}
+        ecs_tags = [{"key": k, "value": v} for k, v in tags.items()]
+        ecs.create_cluster(clusterName=f"dask-{name}", tags=ecs_tags)
+        for role in ("execution", "task"):
+            iam.create_role(RoleName=f"dask-{name}-{role}-role", AssumeRolePolicyDocument=trust,
+                            Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        ec2.create_security_group(GroupName=f"dask-{name}-security-group", Description="dask", VpcId=vpc["VpcId"],
+                                  TagSpecifications=[{"ResourceType": "security-group",
+                                                      "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+        for role in ("scheduler", "worker"):
+            ecs.register_task_definition(family=f"dask-{name}-{role}", tags=ecs_tags, containerDefinitions=[
+                {"name": f"dask-{role}", "image": IMAGE, "memory": 512, "command": [f"dask-{role}"]}])
+
+    resources("preprocess-mine")
+    resources("someone-else")
+    untouched = _leftovers(s3_endpoint)
+
+    deleted = teardown("preprocess-mine", region_name=REGION)
+
+    assert len(deleted) == 6  # ECS cluster, 2 task definitions, security group, 2 roles
+    left = _leftovers(s3_endpoint)
+    assert not any("preprocess-mine" in item for items in left.values() for item in items)
+    assert sum(len(v) for v in untouched.values()) - sum(len(v) for v in left.values()) == 6
+    assert len(teardown("someone-else", region_name=REGION)) == 6  # leave the session's moto clean
+    assert teardown("preprocess-mine", region_name=REGION) == []  # idempotent
 
 
 def test_dry_run_resolves_the_arguments_and_warns_without_calling_aws(tmp_path):
