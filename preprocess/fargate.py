@@ -45,8 +45,11 @@ def cluster_arguments(options: dict[str, Any], name: str | None = None) -> dict[
 
     `fargate_use_private_ip` is passed explicitly: FargateCluster's constructor default (False) wins
     over `cloudprovider.ecs.fargate_use_private_ip` in config, so a value set there is otherwise lost.
+    `skip_cleanup` defaults to True: dask-cloudprovider's start-up sweep deletes, account-wide, every
+    resource it tagged whose ECS cluster has no running task (and fails on an untagged ECS cluster).
     """
     args = {k: v for k, v in options.items() if k not in OUR_KEYS}
+    args.setdefault("skip_cleanup", True)  # teardown() deletes what this run created; see plan()'s warning
     if "fargate_use_private_ip" not in args:
         args["fargate_use_private_ip"] = bool(ecs_config().get("fargate_use_private_ip", False))
     args["name"] = name or args.get("name") or f"preprocess-{uuid.uuid4().hex[:8]}"
@@ -96,7 +99,7 @@ def plan(options: dict[str, Any], store_url: str) -> dict[str, Any]:
                   "task_role_policies": get("task_role_policies") or []},
         "tags": {**(get("tags") or {}), **CREATED_BY, "dask_cluster_name": args["name"]},
         "environment": {name: "***" for name in environment},
-        "skip_cleanup": bool(get("skip_cleanup")),
+        "skip_cleanup": bool(args["skip_cleanup"]),
     }
     return {"profile": "fargate", "arguments": resolved, "warnings": warnings(options, args, config, store_url)}
 
@@ -145,10 +148,10 @@ def warnings(options: dict[str, Any], args: dict[str, Any], config: dict[str, An
         warn("default-image", f"image {image!r} has no samtools/htslib/gffread or preprocess: every build "
              "fails. Build and push deploy/Dockerfile.")
     if not get("skip_cleanup"):
-        warn("stale-resource-sweep", "on start, dask-cloudprovider deletes every resource tagged "
-             "createdBy=dask-cloudprovider whose ECS cluster has no running task, account-wide in the region "
-             "(a colleague's cluster that is still starting included). skip_cleanup: true turns it off; "
-             "preprocess deletes what its own run created.")
+        warn("stale-resource-sweep", "skip_cleanup is false: on start, dask-cloudprovider deletes every "
+             "resource tagged createdBy=dask-cloudprovider whose ECS cluster has no running task, account-wide "
+             "in the region (a colleague's cluster that is still starting included). preprocess deletes what "
+             "its own run created; after a killed run: `preprocess cluster --profile fargate --teardown NAME`.")
     if "://" not in store_url or store_url.startswith(("file://", "memory://")):
         warn("local-store", f"store {store_url!r} is on this machine: Fargate workers cannot write it. "
              "Use s3://bucket/prefix.")

@@ -40,6 +40,7 @@ def ecs_emulator(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     from moto.moto_api import state_manager
 
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    _load_managed_policies()
     monkeypatch.setattr(moto.ecs.models, "random_private_ip", lambda *args, **kwargs: HOST)
     state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
     _boto("ecs", s3_endpoint).put_account_setting(name="taskLongArnFormat", value="enabled")
@@ -50,6 +51,18 @@ def ecs_emulator(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
             yield s3_endpoint, agent
     finally:
         state_manager.unset_transition("ecs::task")
+
+
+def _load_managed_policies() -> None:
+    """AWS managed policies (which FargateCluster attaches) in moto's IAM, even if an earlier test of the
+    session created the IAM backend before MOTO_IAM_LOAD_MANAGED_POLICIES was set."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.iam.models import iam_backends
+
+    backend = iam_backends[DEFAULT_ACCOUNT_ID]["global"]
+    if not backend.aws_managed_policies:
+        backend.aws_managed_policies = backend._init_aws_policies()
+        backend.managed_policies.update(backend._init_managed_policies())
 
 
 def _leftovers(endpoint: str) -> dict[str, list[str]]:
@@ -101,7 +114,6 @@ def test_batch_on_fargate_builds_every_file_and_leaves_nothing_behind(ecs_emulat
 
     endpoint, agent = ecs_emulator
     before = _leftovers(endpoint)
-    assert not any(before.values()), before
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     sources = f"{s3_bucket}/sources"
     data = tmp_path / "data"
@@ -198,8 +210,16 @@ def test_teardown_deletes_only_what_its_own_cluster_created(s3_endpoint):
     left = _leftovers(s3_endpoint)
     assert not any("preprocess-mine" in item for items in left.values() for item in items)
     assert sum(len(v) for v in untouched.values()) - sum(len(v) for v in left.values()) == 6
-    assert len(teardown("someone-else", region_name=REGION)) == 6  # leave the session's moto clean
     assert teardown("preprocess-mine", region_name=REGION) == []  # idempotent
+    # what a killed run leaves behind, deleted from the command line (and the session's moto left clean)
+    out = subprocess.run([sys.executable, "-m", "preprocess", "cluster", "--profile", "fargate",
+                          "--teardown", "someone-else"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(GUARD_SITE)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("deleted ") == 6 and "dask-someone-else-task-role" in out.stdout
+    left = _leftovers(s3_endpoint)
+    assert left["roles"] == left["task definitions"] == left["security groups"] == []
+    assert not [arn for arn in left["clusters"] if "/dask-" in arn]
 
 
 def test_dry_run_resolves_the_arguments_and_warns_without_calling_aws(tmp_path):
@@ -230,7 +250,7 @@ def test_dry_run_resolves_the_arguments_and_warns_without_calling_aws(tmp_path):
     codes = {w["code"] for w in plan["warnings"]}
     assert {"world-open-security-group", "config-private-ip", "default-vpc-lookup", "ephemeral-storage",
             "no-task-role", "credentials-in-environment", "private-ip"} <= codes
-    assert not codes & {"public-ip", "default-image", "local-store", "no-workers"}
+    assert not codes & {"public-ip", "default-image", "local-store", "no-workers", "stale-resource-sweep"}
 
 
 def test_dry_run_flags_a_public_scheduler_and_a_store_workers_cannot_reach(tmp_path):
