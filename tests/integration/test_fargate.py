@@ -162,6 +162,12 @@ def test_batch_on_fargate_builds_every_file_and_leaves_nothing_behind(ecs_emulat
     assert agent.running() == [], context
     assert "IOLoop is closed" not in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert "task-role-secret" not in out.stdout + out.stderr
+    # a re-run with everything cached starts no cluster at all
+    started = len(agent.containers)
+    again = _batch_on_fargate(tmp_path, store, tmp_path / "dask-config")
+    assert again.returncode == 0, again.stderr
+    assert {r["status"] for r in json.loads((tmp_path / "report.json").read_text())["results"]} == {"cached"}
+    assert len(agent.containers) == started and _leftovers(endpoint) == before
 
 
 def test_a_cluster_that_cannot_start_says_so_and_leaves_nothing_behind(ecs_emulator, s3_bucket, tmp_path):
