@@ -1,4 +1,4 @@
-"""python -m preprocess {run,batch,mirror,sign,gc,doctor,cluster}: parse options, call the API, report, exit.
+"""python -m preprocess {run,batch,mirror,sign,gc,doctor}: parse options, call the API, report, exit.
 
 Exit codes: 0 every file succeeded, 1 some failed, 2 a usage or configuration error.
 """
