@@ -210,7 +210,8 @@ def test_the_cron_line_and_systemd_units_run_reindex():
     fields = line.split(None, 6)
     assert all(re.fullmatch(r"[\d*/,-]+", f) for f in fields[:5]) and fields[5] == "preprocess", fields
     assert "flock -n" in fields[6]
-    _reindex_argv(shlex.split(fields[6].replace("%", "")))
+    assert "%" not in fields[6].replace("\\%", "")  # cron ends the command at an unescaped %
+    _reindex_argv(shlex.split(fields[6].replace("$(date +\\%F)", "2026-01-01")))
     service = (DEPLOY / "systemd" / "preprocess-reindex.service").read_text()
     timer = (DEPLOY / "systemd" / "preprocess-reindex.timer").read_text()
     [exec_start] = re.findall(r"^ExecStart=(.+)$", service, re.M)
