@@ -76,7 +76,7 @@ def build_doc(doc: FileDoc, fmt: str, settings: Settings, rebuild: bool = False)
         workdir = scratch / "work"
         workdir.mkdir()
         ctx = BuildContext(source=fetched.path, format=fmt, workdir=workdir, settings=build_settings(settings),
-                           timings=timings)
+                           timings=timings, name=doc.name)
         output = pipeline.build(ctx)
         started = time.perf_counter()
         artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))

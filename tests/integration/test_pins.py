@@ -1,0 +1,86 @@
+"""Each pipeline version's output bytes are pinned (pipelines/pins.py): same version, same bytes.
+
+A change of output bytes without a version bump would let one key name two sets of bytes in a store;
+this fails first, printing the entry to record beside the bumped version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import preprocess
+from pipelines import pins
+from preprocess import registry, shell
+from tests import samples
+
+BIG = {"chr1": 2**29 + 1000, "chr2": 150_000}
+
+
+def _csi_vcf(path: Path) -> Path:
+    text = samples.vcf(path.with_suffix(".tmp.vcf"), records=200).read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1].split("\t")  # a structural variant ending past 2^29
+    sv = ["chr1", str(2**29 + 5), "sv1", "A", "<DEL>", ".", "PASS", f"SVTYPE=DEL;END={2**29 + 900}", *last[8:]]
+    return _write(path, text + "\t".join(sv) + "\n")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# pipeline name -> cases: (case, format, how to make the reference input in a folder)
+CASES: dict[str, list[tuple[str, str, Callable[[Path], Path]]]] = {
+    "alignments": [("bai", "BAM", lambda d: samples.bam(d / "a.bam", reads=3000)),
+                   ("csi", "SAM", lambda d: samples.sam(d / "b.sam", reads=1000, contigs=BIG))],
+    "vcf": [("tbi", "VCF", lambda d: samples.vcf(d / "a.vcf", records=600)),
+            ("csi", "VCF", lambda d: _csi_vcf(d / "b.vcf"))],
+    "bed": [("tbi", "BED", lambda d: samples.bed(d / "a.bed", records=600))],
+    "narrowpeak": [("tbi", "narrowPeak", lambda d: samples.narrowpeak(d / "a.narrowPeak"))],
+    "broadpeak": [("tbi", "broadPeak", lambda d: samples.narrowpeak(d / "a.broadPeak", broad=True))],
+    "gff3": [("tbi", "GFF3", lambda d: samples.gff3(d / "a.gff3"))],
+    "gtf": [("tbi", "GTF", lambda d: samples.gtf(d / "a.gtf"))],
+    "bigbed": [("tbi", "bigBed", lambda d: samples.bigbed(d / "a.bb"))],
+}
+
+
+def _built_pipelines() -> dict[str, str]:
+    found = {}
+    for fmt in registry.formats():
+        pipeline = registry.pipeline_for(fmt)
+        if not pipeline.passthrough:
+            found[pipeline.name] = pipeline.version
+    return found
+
+
+def test_the_tools_are_the_ones_the_pins_were_made_with():
+    """Output bytes depend on samtools, htslib (and its deflate), gffread and sort: a machine with other
+    versions would build other bytes under the same keys. The worker image installs these."""
+    assert {tool: shell.version(tool) for tool in pins.TOOLS} == pins.TOOLS
+
+
+def test_every_built_pipeline_has_reference_inputs():
+    assert set(_built_pipelines()) == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_output_bytes_match_the_pins_of_the_pipeline_version(name, tmp_path, settings):
+    version = _built_pipelines()[name]
+    got = {}
+    for case, fmt, make in CASES[name]:
+        folder = tmp_path / case
+        folder.mkdir()
+        source = make(folder)
+        result = preprocess.run({"id": case, "access_url": str(source), "format": fmt}, settings=settings)
+        assert result.pipeline == name
+        for uri in result.artifacts.values():
+            got[f"{case}:{Path(uri).name}"] = hashlib.sha256(Path(uri).read_bytes()).hexdigest()
+    entry = f"({name!r}, {version!r}): {json.dumps(got, indent=4, sort_keys=True)},"
+    pinned = pins.OUTPUTS.get((name, version))
+    assert pinned is not None, f"no pins for {name} version {version}; record in pipelines/pins.py:\n{entry}"
+    assert got == pinned, (f"{name} version {version} now makes other bytes: bump its version and record in "
+                           f"pipelines/pins.py:\n{entry}")
