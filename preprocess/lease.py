@@ -43,6 +43,8 @@ class Lease:
     expiry: timedelta
     taken_over: dict[str, Any] | None = None  # the expired lease this one replaced, if any
     lost: bool = False                         # a later generation appeared: someone took over
+    acquired: datetime = field(default_factory=lambda: datetime.now(UTC))
+    released: datetime | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -75,6 +77,16 @@ class Lease:
             self._thread.join()
         with contextlib.suppress(FileNotFoundError):
             self.store.fs.rm_file(self.path)
+        self.released = datetime.now(UTC)
+
+    def info(self) -> dict[str, Any]:
+        """What a report and a run record say about the lease."""
+        def stamp(when: datetime | None) -> str | None:
+            return when.isoformat(timespec="milliseconds") if when else None
+
+        return {"generation": self.generation, "expiry_seconds": self.expiry.total_seconds(),
+                "acquired": stamp(self.acquired), "released": stamp(self.released), "taken_over": self.taken_over,
+                "lost": self.lost}
 
     def __enter__(self) -> Lease:
         return self

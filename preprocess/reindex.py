@@ -166,9 +166,7 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
     report = ReindexReport(
         run=run_id, store=redact_url(artifact_store.url), started=started, finished=_now(), dry_run=dry_run,
         verify=verify, planned_from=mode, dashboard=dashboard, results=[results[i] for i in sorted(results)],
-        lease=None if lease is None else {"generation": lease.generation, "expiry_seconds":
-                                          lease.expiry.total_seconds(), "taken_over": lease.taken_over,
-                                          "lost": lease.lost})
+        lease=None if lease is None else lease.info())
     if not dry_run:
         _write_record(artifact_store, report, {**(options or {}), "verify": verify, "plan_seconds": planning})
     return report

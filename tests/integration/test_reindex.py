@@ -212,8 +212,8 @@ def test_two_overlapping_runs_build_each_key_once(tmp_path):
         reports.append(json.loads(out))
     built = [r["key"] for report in reports for r in report["results"] if r["status"] == "built"]
     assert sorted(built) == sorted({r["key"] for r in reports[0]["results"]})  # every key built, none twice
-    records = list_records(ArtifactStore(str(store_dir)))
-    assert len(records) == 2 and records[0]["finished"] <= records[1]["started"]  # one after the other
+    leases = sorted((r["lease"] for r in list_records(ArtifactStore(str(store_dir)))), key=lambda x: x["acquired"])
+    assert len(leases) == 2 and leases[0]["released"] <= leases[1]["acquired"]  # one after the other
 
 
 def test_an_expired_lease_is_taken_over(lease_store_url):
