@@ -62,11 +62,13 @@ def sha256(store: ArtifactStore, key: str, name: str) -> str:
     return hashlib.sha256(store.fs.cat_file(store.path(key, name))).hexdigest()
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "az"])
 def store_url(request, tmp_path) -> str:
     if request.param == "local":
         return str(tmp_path / "store")
-    return f"s3://{request.getfixturevalue('s3_bucket')}/catalogue"
+    if request.param == "s3":
+        return f"s3://{request.getfixturevalue('s3_bucket')}/catalogue"
+    return f"az://{request.getfixturevalue('az_container')}/catalogue"
 
 
 @pytest.fixture(params=["local", "s3", "az"])
