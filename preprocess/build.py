@@ -71,7 +71,9 @@ def build_doc(doc: FileDoc, fmt: str, settings: Settings, rebuild: bool = False)
         timings["fetch"] = round(time.perf_counter() - started, 4)
         key = key_for(pipeline, fetched.md5, settings)
         found = None if rebuild else store.lookup(key)
-        if found is not None:
+        # Found only now, after fetching (no md5 in the document): worth a look that its artifacts are
+        # all there, since no plan could list them; a gone one is rebuilt in place.
+        if found is not None and all(store.fs.exists(store.path(key, a.name)) for a in found.artifacts):
             return cached_result(doc, fmt, store, found)
         workdir = scratch / "work"
         workdir.mkdir()

@@ -381,3 +381,23 @@ def test_a_stopped_reindex_releases_its_lease(tmp_path):
     finish = reindex(read_catalog(manifest), settings=settings_for(str(store_dir), tmp_path))
     assert finish.lease and finish.lease["taken_over"] is None
     assert all(r.status in ("built", "cached") for r in finish.results)
+
+
+def test_a_remote_row_without_md5_is_hashed_by_its_worker_and_repaired(s3_bucket, tmp_path):
+    import s3fs
+
+    sam = samples.sam(tmp_path / "r.sam", reads=300)
+    s3fs.S3FileSystem(skip_instance_cache=True).put_file(str(sam), f"{s3_bucket}/src/r.sam")
+    manifest = catalogue(tmp_path, [("r", f"s3://{s3_bucket}/src/r.sam", "SAM", "")])
+    settings = settings_for(str(tmp_path / "store"), tmp_path)
+    first = reindex(read_catalog(manifest), settings=settings)
+    assert actions(first) == {"r": ("hash", "built")} and first.results[0].key
+    assert "no md5" in (first.results[0].reason or "")
+    store = ArtifactStore(str(tmp_path / "store"))
+    key = first.results[0].key
+    built = store.lookup(key)
+    assert built is not None
+    assert actions(reindex(read_catalog(manifest), settings=settings)) == {"r": ("hash", "cached")}
+    store.fs.rm_file(store.path(key, built.artifact("index").name))
+    assert actions(reindex(read_catalog(manifest), settings=settings)) == {"r": ("hash", "built")}
+    assert sha256(store, key, built.artifact("index").name) == built.artifact("index").sha256
