@@ -51,7 +51,8 @@ def reindex_catalogue(manifest: Path, store: str | None, profile: str | None, ad
     try:
         report = reindex(docs, settings=settings, verify=verify, dry_run=dry_run, wait=wait,
                          lease_expiry=_age(lease_expiry), plan_from=plan_from,  # type: ignore[arg-type]
-                         progress=lambda _: bar.update(1), on_client=announce, options=options)
+                         progress=lambda _: bar.update(1), on_client=announce, options=options,
+                         on_wait=lambda message: bar.write(message, file=sys.stderr))
     except LeaseHeld as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(3)

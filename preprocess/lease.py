@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,11 +97,12 @@ class Lease:
 
 
 def acquire(store: ArtifactStore, name: str = "reindex", expiry: timedelta = DEFAULT_EXPIRY,
-            wait: float = 0, poll: float = 1.0) -> Lease:
-    """Take the store's `name` lease, waiting up to `wait` seconds for a live holder to finish;
-    LeaseHeld when it does not. An expired lease is taken over (recorded in `taken_over`)."""
+            wait: float = 0, poll: float = 1.0, on_wait: Callable[[str], None] | None = None) -> Lease:
+    """Take the store's `name` lease, waiting up to `wait` seconds for a live holder to finish (told
+    once to `on_wait`); LeaseHeld when it does not. An expired lease is taken over (`taken_over`)."""
     run = uuid.uuid4().hex[:12]
     deadline = time.monotonic() + wait
+    told = False
     while True:
         generations = _generations(store, name)
         top = generations[-1] if generations else 0
@@ -108,6 +110,9 @@ def acquire(store: ArtifactStore, name: str = "reindex", expiry: timedelta = DEF
         if top and holder is not None and not _expired(holder):
             if time.monotonic() >= deadline:
                 raise LeaseHeld(_held_message(store, holder))
+            if on_wait and not told:
+                on_wait(f"waiting up to {wait:g}s: {_held_message(store, holder).split('; ')[0]}")
+                told = True
             time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
             continue
         if top and holder is None and _exists(store, _path(store, name, top)):

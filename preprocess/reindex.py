@@ -101,7 +101,7 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
             settings: Settings | None = None, verify: bool = False, dry_run: bool = False,
             client: Any | None = None, wait: float = 0, lease_expiry: timedelta = DEFAULT_EXPIRY,
             plan_from: PlanFrom = "auto", progress: Callable[[RunResult], None] | None = None,
-            on_client: Callable[[Any], None] | None = None,
+            on_client: Callable[[Any], None] | None = None, on_wait: Callable[[str], None] | None = None,
             options: Mapping[str, Any] | None = None) -> ReindexReport:
     """Bring the store up to date with a catalogue, building only what is stale; see the module doc.
 
@@ -120,7 +120,7 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
     started = _now()
     lease: Lease | None = None
     if not dry_run:
-        lease = acquire(artifact_store, "reindex", lease_expiry, wait=wait)
+        lease = acquire(artifact_store, "reindex", lease_expiry, wait=wait, on_wait=on_wait)
         lease.keep_alive()
     try:
         clock = time.perf_counter()

@@ -189,7 +189,9 @@ def test_a_held_lease_makes_a_second_run_exit_or_wait(tmp_path):
     waiting = subprocess.Popen([sys.executable, "-m", "preprocess", "reindex", str(manifest), "--store",
                                 str(store_dir), "--workers", "1", "--wait", "120", "--json", "-"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1)
+    assert waiting.stderr is not None
+    told = waiting.stderr.readline()  # it says it waits, and for whom
+    assert f"waiting up to 120s: another reindex of {store_dir} is running: run {held.run}" in told
     held.release()
     out, err = waiting.communicate(timeout=240)
     assert waiting.returncode == 0, err
