@@ -4,10 +4,11 @@ Decoding a CRAM needs the sequences its reads were compressed against. They come
 tags, from the document's `reference` FASTA (written here into a directory named by md5), from
 htslib's REF_CACHE / REF_PATH (local entries only: htslib's default of fetching from the EBI is
 never used), or from references embedded in the CRAM itself. A CRAM that decodes with no outside
-reference (embedded references, or none needed) is written self-contained again (`embed_ref=2`,
-decoded and encoded with no outside reference), so the bytes a key names never depend on what a
-worker's cache holds. The output CRAM names its sequences by M5 exactly as the input did: a
-browser reads it with CRAM + CRAI + the FASTA.
+reference (embedded references, or none needed) is written self-contained again (`no_ref=1`:
+bases stored as they are; decoded and encoded with no outside reference), so the bytes a key names
+never depend on what a worker's cache holds. Not `embed_ref=2`: @gmod/cram 8.0.4 (JBrowse,
+IGV.js) reads an embedded reference as empty and fails its md5 check. The output CRAM names its
+sequences by M5 exactly as the input did: a browser reads it with CRAM + CRAI + the FASTA.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ _URL_SCHEMES = ("http", "https", "ftp", "s3", "gs")
 @dataclass(frozen=True)
 class CramPipeline:
     name: str = "cram"
-    version: str = "1"
+    version: str = "2"  # 2: self-contained output as no_ref=1, not embed_ref=2 (which @gmod/cram misreads)
     formats: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"CRAM": (".cram",)})
     stage: str = "sort_cram"
     passthrough: bool = False
@@ -69,7 +70,7 @@ class CramPipeline:
                     raise InputError(_explain(ctx, sq, missing.sq_index, given, missing.mismatch)) from None
         bam = ctx.settings.cram_output == "bam"
         out = work / ("sorted.bam" if bam else "sorted.cram")
-        layout = "bam" if bam else ("cram,embed_ref=2" if embedded else "cram")
+        layout = "bam" if bam else ("cram,no_ref=1" if embedded else "cram")
         with ctx.stage("sort"):
             # cwd and a relative output name: htslib writes the CRAM's file name into its header
             shell.run(["samtools", "sort", "--no-PG", "-O", layout, "-l", str(ctx.settings.compression_level),
