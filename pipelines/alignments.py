@@ -41,7 +41,7 @@ class AlignmentPipeline:
             if kind == "other":
                 raise InputError(f"{ctx.shown}: not SAM or BAM (neither BGZF-compressed BAM nor SAM text)")
             if kind == "bam":
-                _quickcheck(src, "input", ctx.shown)
+                _quickcheck(src, ctx.shown)
             lengths = _reference_lengths(src, ctx.shown)
         with ctx.stage("count"):
             records_in = _count(src, ctx.settings.threads, "counting input records", ctx.shown)
@@ -58,7 +58,7 @@ class AlignmentPipeline:
             shell.run(["samtools", "index", *flag, "-@", str(ctx.settings.threads), str(out), str(index)],
                       context=f"indexing {ctx.shown}")
         with ctx.stage("verify"):
-            _quickcheck(out, "output", out.name)
+            shell.run(["samtools", "quickcheck", "-u", "-v", str(out)], context="checking the sorted output")
             records_out = _indexed_records(out, index)
             if records_out != records_in:
                 raise ToolError(["samtools", "sort"], 0,
@@ -94,11 +94,11 @@ def sniff(path: Path) -> str:
     return "other"
 
 
-def _quickcheck(path: Path, role: str, shown: str) -> None:
+def _quickcheck(path: Path, shown: str) -> None:
     try:  # -u: an unaligned BAM (no @SQ: PacBio HiFi, GATK uBAM) is valid, not a damaged header
         shell.run(["samtools", "quickcheck", "-u", "-v", str(path)])
     except ToolError:
-        raise InputError(f"{shown}: {role} BAM is truncated or corrupt (samtools quickcheck failed: "
+        raise InputError(f"{shown}: BAM is truncated or corrupt (samtools quickcheck failed: "
                          "missing EOF block, bad header or unreadable)") from None
 
 
@@ -109,7 +109,7 @@ def _reference_lengths(path: Path, shown: str) -> dict[str, int]:
         with pysam.AlignmentFile(str(path), check_sq=False) as aln:
             return {name: int(aln.get_reference_length(name)) for name in aln.references}
     except (ValueError, OSError) as exc:
-        raise InputError(f"{shown}: cannot read the SAM/BAM header: {exc}") from None
+        raise InputError(f"{shown}: cannot read the SAM/BAM header: {users_terms(str(exc), path, shown)}") from None
 
 
 def _count(path: Path, threads: int, context: str, shown: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 from pathlib import Path
 
 import pysam
@@ -20,9 +21,9 @@ from tests.servers import FileServer
 
 def decoded(path: str, reference: Path | None = None) -> list[tuple[str, int, int, str]]:
     """(name, reference id, position, sequence) of every record; decoding checks every slice's md5."""
-    with pysam.AlignmentFile(path, reference_filename=str(reference) if reference else None) as aln:
+    with pysam.AlignmentFile(path, reference_filename=str(reference) if reference else None, check_sq=False) as aln:
         return [(r.query_name, r.reference_id if r.reference_id >= 0 else 1 << 30, r.reference_start,
-                 r.query_sequence) for r in aln]
+                 r.query_sequence) for r in aln.fetch(until_eof=True)]
 
 
 def serve(server: FileServer, reference: Path, name: str = "ref.fa") -> str:
@@ -117,6 +118,17 @@ def test_cram_with_the_wrong_reference_names_the_sequence_that_differs(data, set
     with pytest.raises(preprocess.InputError, match=r"w.cram: no reference sequence for @SQ SN:chr\w+ .*"
                        r"the document's reference has chr\w+ with md5 [0-9a-f]{32}, not the M5"):
         preprocess.run({"id": "w", "access_url": str(cram), "reference": str(other)}, settings=settings)
+
+
+def test_unaligned_cram_builds_with_no_reference(data, settings):
+    """Unaligned reads (PacBio HiFi) kept as CRAM: no @SQ, nothing to look up."""
+    cram = data / "hifi.cram"
+    subprocess.run(["samtools", "view", "--no-PG", "-C", "-o", str(cram),
+                    str(samples.unaligned_bam(data / "hifi.bam", reads=200))], check=True)
+    result = preprocess.run({"id": "hifi", "access_url": str(cram)}, settings=settings)
+    assert result.records == {"in": 200, "out": 200, "index": "crai", "references": 0, "output": "cram",
+                              "reference": "embedded"}
+    assert len(decoded(result.artifacts["data"])) == 200
 
 
 def test_cram_to_bam_by_the_cram_output_setting_gets_its_own_key(data, settings, reference, store_dir, tmp_path):
