@@ -28,7 +28,7 @@ from .base import BuildContext, BuildOutput, BuildSettings
 
 CRAM_MAGIC = b"CRAM"
 _MISSING = re.compile(r"Failed to populate reference for id (-?\d+)|Unable to fetch reference #(-?\d+)")
-_MISMATCH = re.compile(r"MD5 checksum reference mismatch", re.IGNORECASE)
+_MISMATCH = re.compile(r"MD5 checksum reference mismatch at (\S+):\d+-\d+")
 _URL_SCHEMES = ("http", "https", "ftp", "s3", "gs")
 
 
@@ -60,12 +60,12 @@ class CramPipeline:
             alone = _environment(work, outside=False)
             everything = _environment(work, outside=True)
             try:
-                records_in = _count(src, alone, ctx.settings.threads, ctx.shown)
+                records_in = _count(src, alone, ctx.settings.threads, ctx.shown, sq)
                 env, embedded = alone, True
             except _MissingReference:
                 env, embedded = everything, False
                 try:
-                    records_in = _count(src, everything, ctx.settings.threads, ctx.shown)
+                    records_in = _count(src, everything, ctx.settings.threads, ctx.shown, sq)
                 except _MissingReference as missing:
                     raise InputError(_explain(ctx, sq, missing.sq_index, given, missing.mismatch)) from None
         bam = ctx.settings.cram_output == "bam"
@@ -182,16 +182,21 @@ def _environment(work: Path, outside: bool) -> dict[str, str]:
     return {"REF_PATH": ":".join(paths) or nowhere, "REF_CACHE": cache if cache.startswith("/") else ""}
 
 
-def _count(path: Path, env: dict[str, str], threads: int, shown: str) -> int:
-    """Records in a CRAM, decoding every one; _MissingReference when a sequence cannot be found."""
+def _count(path: Path, env: dict[str, str], threads: int, shown: str,
+           sq: list[tuple[str, int, dict[str, str]]]) -> int:
+    """Records in a CRAM, decoding every one; _MissingReference when a sequence cannot be found, or
+    one was found whose bases differ from those a slice was encoded against (htslib checks md5s)."""
     try:
         out = shell.run(["samtools", "view", "-c", "--no-PG", "-@", str(threads), str(path)], env=env)
     except ToolError as exc:
         missing = _MISSING.search(exc.stderr_tail)
-        if missing or _MISMATCH.search(exc.stderr_tail):
-            number = (missing.group(1) or missing.group(2)) if missing else None
-            raise _MissingReference(int(number) if number else None,
-                                    bool(_MISMATCH.search(exc.stderr_tail))) from None
+        if missing:
+            raise _MissingReference(int(missing.group(1) or missing.group(2))) from None
+        mismatch = _MISMATCH.search(exc.stderr_tail)
+        if mismatch:
+            names = [name for name, _, _ in sq]
+            found = names.index(mismatch.group(1)) if mismatch.group(1) in names else None
+            raise _MissingReference(found, mismatch=True) from None
         raise InputError(f"{shown}: unreadable CRAM records: {users_terms(exc.stderr_tail, path, shown)}") from None
     return int(out.strip())
 
@@ -207,8 +212,8 @@ def _explain(ctx: BuildContext, sq: list[tuple[str, int, dict[str, str]]], index
         name, length, tags = sq[index]
         which = f"@SQ SN:{name} LN:{length}" + (f" M5:{tags['M5']}" if "M5" in tags else "")
     if mismatch:
-        return (f"{ctx.shown}: the reference found for {which} does not match the md5 the CRAM records "
-                "(a different assembly or edited sequence)")
+        return (f"{ctx.shown}: the reference sequence found for {which} (in REF_CACHE or REF_PATH on the worker) "
+                "has other bases than the CRAM was encoded against: the md5 of a slice differs")
     tried = ["not embedded in the CRAM"]
     if "M5" not in tags:
         tried.append("the @SQ line has no M5 tag, so no reference can be matched to it by content")

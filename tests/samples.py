@@ -88,11 +88,12 @@ def read_sequences(path: Path) -> dict[str, str]:
 
 
 def cram(path: Path, reference: Path, reads: int = 1500, seed: int = 12, embed: bool = False,
-         unmapped: int = 10) -> Path:
+         unmapped: int = 10, ordered: bool | None = None) -> Path:
     """An unsorted CRAM of reads drawn from `reference` (some with a mismatch), written by samtools.
 
     @SQ lines carry M5 (as samtools writes them) and a UR naming a path that exists nowhere, so
-    the reference is found only where a test puts it. `embed` stores the reference in the CRAM."""
+    the reference is found only where a test puts it. `embed` stores the reference in the CRAM;
+    `ordered` (default: as `embed`) sorts the reads, so each slice holds one reference and its md5."""
     rng = random.Random(seed)
     seqs = read_sequences(reference)
     lines = ["@HD\tVN:1.6\tSO:unsorted"]
@@ -112,7 +113,7 @@ def cram(path: Path, reference: Path, reads: int = 1500, seed: int = 12, embed: 
     for i in range(unmapped):
         seq = "".join(rng.choice(BASES) for _ in range(50))
         lines.append(f"u{i:07d}\t4\t*\t0\t0\t*\t*\t0\t0\t{seq}\t{'I' * 50}\tRG:Z:rg1")
-    if embed:  # as files with embedded references usually are: sorted, so each container embeds a span once
+    if embed if ordered is None else ordered:  # embedded: sorted, as such files are, so a span is embedded once
         body = sorted(lines[len(seqs) + 2:], key=lambda r: (names.index(r.split("\t")[2])
                                                            if r.split("\t")[2] in names else len(names),
                                                            int(r.split("\t")[3])))

@@ -131,6 +131,20 @@ def test_unaligned_cram_builds_with_no_reference(data, settings):
     assert len(decoded(result.artifacts["data"])) == 200
 
 
+def test_a_cached_reference_with_other_bases_is_an_input_error_not_a_silent_misread(data, settings, reference,
+                                                                                   monkeypatch):
+    cram = samples.cram(data / "s.cram", reference, reads=300, ordered=True)  # one reference per slice: md5s
+    edited = data / "edited"
+    edited.mkdir()
+    for bases in samples.read_sequences(reference).values():  # filed under the right M5, one base changed
+        middle = len(bases) // 2
+        (edited / hashlib.md5(bases.encode()).hexdigest()).write_text(bases[:middle] + "N" + bases[middle + 1:])
+    monkeypatch.setenv("REF_PATH", f"{edited}/%s")
+    with pytest.raises(preprocess.InputError, match=r"s.cram: the reference sequence found for @SQ SN:chr\w+ "
+                       r".*has other bases than the CRAM was encoded against"):
+        preprocess.run({"id": "s", "access_url": str(cram)}, settings=settings)
+
+
 def test_cram_to_bam_by_the_cram_output_setting_gets_its_own_key(data, settings, reference, store_dir, tmp_path):
     cram = samples.cram(data / "b.cram", reference, reads=500)
     doc = {"id": "b", "access_url": str(cram), "reference": str(reference)}
