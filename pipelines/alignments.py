@@ -39,30 +39,30 @@ class AlignmentPipeline:
         with ctx.stage("inspect"):
             kind = sniff(src)
             if kind == "other":
-                raise InputError(f"{ctx.shown}: not SAM or BAM (neither BGZF-compressed BAM nor SAM text)")
+                raise InputError(f"{ctx.label}: not SAM or BAM (neither BGZF-compressed BAM nor SAM text)")
             if kind == "bam":
-                _quickcheck(src, ctx.shown)
-            lengths = _reference_lengths(src, ctx.shown)
+                _quickcheck(src, ctx.label)
+            lengths = _reference_lengths(src, ctx.label)
         with ctx.stage("count"):
-            records_in = _count(src, ctx.settings.threads, "counting input records", ctx.shown)
+            records_in = _count(src, ctx.settings.threads, "counting input records", ctx.label)
         out = ctx.workdir / "sorted.bam"
         with ctx.stage("sort"):
             shell.run(["samtools", "sort", "--no-PG", "-l", str(ctx.settings.compression_level),
                        "-m", ctx.settings.sort_memory, "-@", str(ctx.settings.threads),
                        "-T", str(ctx.workdir / "sort-tmp"), "-o", str(out), str(src)],
-                      context=f"sorting {ctx.shown}")
+                      context=f"sorting {ctx.label}")
         csi = any(length >= BAI_MAX_LENGTH for length in lengths.values())
         index = out.with_name(out.name + (".csi" if csi else ".bai"))
         with ctx.stage("index"):
             flag = ["-c", "-m", str(CSI_MIN_SHIFT)] if csi else ["-b"]
             shell.run(["samtools", "index", *flag, "-@", str(ctx.settings.threads), str(out), str(index)],
-                      context=f"indexing {ctx.shown}")
+                      context=f"indexing {ctx.label}")
         with ctx.stage("verify"):
             shell.run(["samtools", "quickcheck", "-u", "-v", str(out)], context="checking the sorted output")
             records_out = _indexed_records(out, index)
             if records_out != records_in:
                 raise ToolError(["samtools", "sort"], 0,
-                                f"{records_in} records in, {records_out} out", context=f"checking {ctx.shown}")
+                                f"{records_in} records in, {records_out} out", context=f"checking {ctx.label}")
         return BuildOutput(
             artifacts={"data": out, "index": index},
             records={"in": records_in, "out": records_out, "index": "csi" if csi else "bai",

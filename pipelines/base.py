@@ -31,12 +31,11 @@ class BuildContext:
     workdir: Path         # empty, private to this build, removed afterwards
     settings: BuildSettings
     timings: dict[str, float] = field(default_factory=dict)
-    name: str = ""                 # the user's file name, for messages: `source` may be a download called "source"
+    name: str = ""        # the user's file name for messages (a download is `source` on disk)
     reference: Path | None = None  # the document's reference FASTA (.fai beside it), for pipelines that take one
 
     @property
-    def shown(self) -> str:
-        """The name an error message gives the input: the user's, never an intermediate's."""
+    def label(self) -> str:
         return self.name or self.source.name
 
     @contextmanager

@@ -52,20 +52,20 @@ class CramPipeline:
         with ctx.stage("inspect"):
             with open(src, "rb") as stream:
                 if stream.read(4) != CRAM_MAGIC:
-                    raise InputError(f"{ctx.shown}: not a CRAM file (it does not start with the CRAM magic)")
-            _quickcheck(src, ctx.shown)
-            sq = _sq_lines(src, ctx.shown)
+                    raise InputError(f"{ctx.label}: not a CRAM file (it does not start with the CRAM magic)")
+            _quickcheck(src, ctx.label)
+            sq = _sq_lines(src, ctx.label)
             given = _write_reference_dir(ctx.reference, sq, work / "refs") if ctx.reference else {}
         with ctx.stage("count"):
             alone = _environment(work, outside=False)
             everything = _environment(work, outside=True)
             try:
-                records_in = _count(src, alone, ctx.settings.threads, ctx.shown, sq)
+                records_in = _count(src, alone, ctx.settings.threads, ctx.label, sq)
                 env, embedded = alone, True
             except _MissingReference:
                 env, embedded = everything, False
                 try:
-                    records_in = _count(src, everything, ctx.settings.threads, ctx.shown, sq)
+                    records_in = _count(src, everything, ctx.settings.threads, ctx.label, sq)
                 except _MissingReference as missing:
                     raise InputError(_explain(ctx, sq, missing.sq_index, given, missing.mismatch)) from None
         bam = ctx.settings.cram_output == "bam"
@@ -75,20 +75,20 @@ class CramPipeline:
             # cwd and a relative output name: htslib writes the CRAM's file name into its header
             shell.run(["samtools", "sort", "--no-PG", "-O", layout, "-l", str(ctx.settings.compression_level),
                        "-m", ctx.settings.sort_memory, "-@", str(ctx.settings.threads), "-T", "sort-tmp",
-                       "-o", out.name, str(src)], context=f"sorting {ctx.shown}", cwd=work, env=env)
+                       "-o", out.name, str(src)], context=f"sorting {ctx.label}", cwd=work, env=env)
         csi = bam and any(length >= BAI_MAX_LENGTH for _, length, _ in sq)
         index = out.with_name(out.name + (".csi" if csi else ".bai" if bam else ".crai"))
         with ctx.stage("index"):
             flag = ["-c", "-m", str(CSI_MIN_SHIFT)] if csi else ["-b"] if bam else []
             shell.run(["samtools", "index", *flag, "-@", str(ctx.settings.threads), out.name, index.name],
-                      context=f"indexing {ctx.shown}", cwd=work, env=env)
+                      context=f"indexing {ctx.label}", cwd=work, env=env)
         with ctx.stage("verify"):
             shell.run(["samtools", "quickcheck", "-u", "-v", str(out)], context="checking the sorted output")
             records_out = (_indexed_records(out, index) if bam
                            else _indexed_cram_records(out, index, sq, env, ctx.settings.threads))
             if records_out != records_in:
                 raise ToolError(["samtools", "sort"], 0, f"{records_in} records in, {records_out} out",
-                                context=f"checking {ctx.shown}")
+                                context=f"checking {ctx.label}")
         return BuildOutput(
             artifacts={"data": out, "index": index},
             records={"in": records_in, "out": records_out, "index": index.suffix.lstrip("."),
@@ -212,7 +212,7 @@ def _explain(ctx: BuildContext, sq: list[tuple[str, int, dict[str, str]]], index
         name, length, tags = sq[index]
         which = f"@SQ SN:{name} LN:{length}" + (f" M5:{tags['M5']}" if "M5" in tags else "")
     if mismatch:
-        return (f"{ctx.shown}: the reference sequence found for {which} (in REF_CACHE or REF_PATH on the worker) "
+        return (f"{ctx.label}: the reference sequence found for {which} (in REF_CACHE or REF_PATH on the worker) "
                 "has other bases than the CRAM was encoded against: the md5 of a slice differs")
     tried = ["not embedded in the CRAM"]
     if "M5" not in tags:
@@ -229,7 +229,7 @@ def _explain(ctx: BuildContext, sq: list[tuple[str, int, dict[str, str]]], index
     tried.append(f"REF_PATH {':'.join(local)}" if local else "no local REF_PATH on the worker (URLs are never used)")
     if "UR" in tags:
         tried.append(f"UR {tags['UR']} is not readable on the worker")
-    return f"{ctx.shown}: no reference sequence for {which}: " + "; ".join(tried)
+    return f"{ctx.label}: no reference sequence for {which}: " + "; ".join(tried)
 
 
 def _indexed_cram_records(cram: Path, index: Path, sq: list[tuple[str, int, dict[str, str]]],

@@ -158,7 +158,7 @@ def doctor(store: str | None) -> None:
         click.echo(f"{'ok ' if found else 'MISSING'} {tool:12} {seen}"
                    + ("" if seen == pinned else f"  (differs from {pinned!r}, which the pipelines' output pins were "
                                                 "made with: keys built here may name other bytes)"))
-    for package in ("pysam", "dask", "distributed", "fsspec", "pybigtools", "s3fs", "adlfs"):
+    for package in ("pysam", "dask", "distributed", "fsspec", "s3fs", "adlfs"):
         try:
             click.echo(f"ok  {package:12} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
