@@ -30,6 +30,10 @@ CRAM_MAGIC = b"CRAM"
 _MISSING = re.compile(r"Failed to populate reference for id (-?\d+)|Unable to fetch reference #(-?\d+)")
 _MISMATCH = re.compile(r"MD5 checksum reference mismatch at (\S+):\d+-\d+")
 _URL_SCHEMES = ("http", "https", "ftp", "s3", "gs")
+# Sort on every thread, but encode CRAM on one: htslib picks each block's codec by trial compressions
+# whose running statistics its encoder threads share, so with two or more the bytes vary run to run.
+_SORT_TO_CRAM = 'samtools sort --no-PG -u -m "$1" -@ "$2" -T sort-tmp -o - "$3" | ' \
+                'samtools view --no-PG -O "$4" -@ 1 -o "$5" -'
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,16 @@ class CramPipeline:
                     raise InputError(_explain(ctx, sq, missing.sq_index, given, missing.mismatch)) from None
         bam = ctx.settings.cram_output == "bam"
         out = work / ("sorted.bam" if bam else "sorted.cram")
-        layout = "bam" if bam else ("cram,no_ref=1" if embedded else "cram")
         with ctx.stage("sort"):
-            # cwd and a relative output name: htslib writes the CRAM's file name into its header
-            shell.run(["samtools", "sort", "--no-PG", "-O", layout, "-l", str(ctx.settings.compression_level),
-                       "-m", ctx.settings.sort_memory, "-@", str(ctx.settings.threads), "-T", "sort-tmp",
-                       "-o", out.name, str(src)], context=f"sorting {ctx.label}", cwd=work, env=env)
+            # cwd and relative output names: htslib writes the CRAM's file name into its header
+            if bam:
+                shell.run(["samtools", "sort", "--no-PG", "-O", "bam", "-l", str(ctx.settings.compression_level),
+                           "-m", ctx.settings.sort_memory, "-@", str(ctx.settings.threads), "-T", "sort-tmp",
+                           "-o", out.name, str(src)], context=f"sorting {ctx.label}", cwd=work, env=env)
+            else:
+                layout = f"cram,{'no_ref=1,' if embedded else ''}level={ctx.settings.compression_level}"
+                shell.pipe(_SORT_TO_CRAM, ctx.settings.sort_memory, ctx.settings.threads, src, layout, out.name,
+                           context=f"sorting {ctx.label}", cwd=work, env=env)
         csi = bam and any(length >= BAI_MAX_LENGTH for _, length, _ in sq)
         index = out.with_name(out.name + (".csi" if csi else ".bai" if bam else ".crai"))
         with ctx.stage("index"):

@@ -173,3 +173,20 @@ def test_a_reference_without_its_fai_or_a_truncated_cram_is_an_input_error(data,
 
 def _sha(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("embed", [False, True])
+def test_threads_and_sort_memory_do_not_change_cram_bytes(data, tmp_path, embed):
+    """Many ties and a tiny sort buffer force temp files and merges; CRAM containers must not move."""
+    (data / "small").mkdir()
+    reference = samples.fasta(data / "small" / "ref.fa", contigs={"chr1": 400, "chr2": 400})
+    cram = samples.cram(data / "ties.cram", reference, reads=20000, embed=embed)
+    doc = {"id": "ties", "access_url": str(cram), "reference": str(reference)}
+    built = []
+    for name, threads, memory in (("a", 1, "768M"), ("b", 3, "1M")):
+        settings = load_settings(**{"store.url": str(tmp_path / name), "cluster.profile": "sync",
+                                    "scratch": str(tmp_path), "threads": threads, "sort-memory": memory})
+        built.append(preprocess.run(doc, settings=settings))
+    one, two = built
+    assert one.key == two.key and one.records["out"] == 20010
+    assert {k: _sha(v) for k, v in one.artifacts.items()} == {k: _sha(v) for k, v in two.artifacts.items()}
