@@ -172,7 +172,7 @@ def _site_ref_path() -> list[str]:
         if skip and not (part.startswith("/") and not part.startswith("//")):
             continue
         skip = False
-        if part.startswith("/") and "%s" in part:
+        if part.startswith("/"):  # a directory (htslib appends /<md5>) or a template with %s
             kept.append(part)
     return kept
 
