@@ -122,8 +122,27 @@ def _count(path: Path, threads: int, context: str, shown: str) -> int:
         raise InputError(f"{shown}: unreadable alignment records: {reason}") from None
     unknown = re.search(r"recognized reference name (\S+?);", warnings)
     if unknown:  # htslib would quietly make such a read unmapped
-        raise InputError(f"{shown}: a record names reference {unknown.group(1)}, which no @SQ line declares")
+        line = _first_line_naming(path, unknown.group(1).strip('"'))
+        where = f"{shown}: line {line}" if line else shown
+        raise InputError(f"{where}: a record names reference {unknown.group(1)}, which no @SQ line declares")
     return int(out.strip())
+
+
+def _first_line_naming(path: Path, name: str) -> int | None:
+    """The line number of the first SAM record whose RNAME or RNEXT is `name`; None for BAM."""
+    import gzip
+
+    if sniff(path) != "sam":
+        return None
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+    key = name.encode()
+    with (gzip.open(path, "rb") if compressed else open(path, "rb")) as text:
+        for number, line in enumerate(text, 1):
+            fields = line.split(b"\t", 7)
+            if not line.startswith(b"@") and len(fields) > 6 and key in (fields[2], fields[6]):
+                return number
+    return None
 
 
 def users_terms(text: str, path: Path, shown: str) -> str:

@@ -162,7 +162,8 @@ def test_unaligned_bam_and_bam_with_no_records_build_valid_indexed_bams(data, se
 
 
 @pytest.mark.parametrize("name, text, words", [
-    ("undeclared.sam", HEADER + "r1\t0\tchrZ\t5\t60\t4M\t*\t0\t0\tACGT\tIIII\n", 'reference "chrZ"'),
+    ("undeclared.sam", HEADER + "r0\t0\tchr1\t5\t60\t4M\t*\t0\t0\tACGT\tIIII\n"
+     "r1\t0\tchrZ\t5\t60\t4M\t*\t0\t0\tACGT\tIIII\n", 'line 4: a record names reference "chrZ"'),
     ("badcigar.sam", HEADER + "r1\t0\tchr1\t5\t60\t4M\t*\t0\t0\tACG\tIIII\n", "Parse error at line 3"),
     ("notsam.bam", "just text, no tabs\n", "not SAM or BAM"),
 ])
