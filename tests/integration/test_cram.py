@@ -4,8 +4,10 @@ from REF_CACHE by M5; a CRAM whose reference is nowhere is an input error that s
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pysam
@@ -190,3 +192,17 @@ def test_threads_and_sort_memory_do_not_change_cram_bytes(data, tmp_path, embed)
     one, two = built
     assert one.key == two.key and one.records["out"] == 20010
     assert {k: _sha(v) for k, v in one.artifacts.items()} == {k: _sha(v) for k, v in two.artifacts.items()}
+
+
+def test_a_cached_cram_with_its_reference_md5_is_answered_without_pysam_dask_or_the_reference(
+        data, settings, reference, store_dir):
+    cram = samples.cram(data / "k.cram", reference, reads=200)
+    doc = {"id": "k", "access_url": str(cram), "md5": md5(cram), "reference": str(reference),
+           "reference_md5": md5(reference)}
+    assert preprocess.run(doc, settings=settings).status == "built"
+    reference.unlink()  # not needed to find the artifacts again
+    code = ("import json, sys, preprocess; r = preprocess.run(json.loads(sys.argv[1]), store=sys.argv[2]); "
+            "print(r.status, 'pysam' in sys.modules, 'distributed' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(doc), str(store_dir)], capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["cached", "False", "False"]
