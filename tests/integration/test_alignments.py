@@ -192,8 +192,8 @@ def test_run_uses_the_notebooks_connected_client_rather_than_starting_a_cluster(
 
     settings = load_settings(**{"store.url": str(store_dir), "scratch": str(tmp_path)})  # profile: local
     sam = samples.sam(data / "nb.sam", reads=300)
-    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         result = preprocess.run({"id": "nb", "access_url": str(sam), "format": "SAM"}, settings=settings)
         ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert result.status == "built" and "sort_bam" in ran
