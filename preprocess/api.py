@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from . import errors
 from .build import open_store
 from .cluster import open_client
 from .config import Settings, load_settings
@@ -90,15 +89,7 @@ def run(doc: Doc, *, store: str | None = None, client: Any | None = None,
         settings: Settings | None = None) -> RunResult:
     """Build one document's artifacts, or find them cached; raise its classified error on failure."""
     result = run_many([doc], store=store, client=client, settings=settings).results[0]
-    if result.error is not None:
-        raise _as_exception(result.error.class_, result.error.message)
+    exc = result.exception
+    if exc is not None:
+        raise exc
     return result
-
-
-def _as_exception(name: str, message: str) -> Exception:
-    """The classified error a result records, as an exception of that class (PreprocessError if unknown)."""
-    found = getattr(errors, name, None)
-    cls = found if isinstance(found, type) and issubclass(found, errors.PreprocessError) else errors.PreprocessError
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, message if cls is not errors.PreprocessError else f"{name}: {message}")
-    return exc

@@ -18,7 +18,7 @@ from pipelines.base import BuildContext, BuildSettings, Pipeline
 
 from . import registry, sources
 from .config import Settings
-from .errors import describe
+from .errors import InputError
 from .keys import LAYOUT, derive_key
 from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
 from .store import ArtifactStore, sha256_file
@@ -62,7 +62,7 @@ def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
         scratch = Path(tempfile.mkdtemp(prefix=f"preprocess-{_safe(doc.id)}-",
                                         dir=sources.scratch_dir(settings.scratch)))
     except Exception as exc:  # noqa: BLE001 - a worker without the pipeline or without scratch space
-        return RunResult.failure(doc.id, describe(exc), **common)
+        return RunResult.failure(doc.id, _for(doc, exc), **common)
     try:
         store = open_store(settings)
         started = time.perf_counter()
@@ -94,9 +94,16 @@ def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
                          manifest=store.uri(key, "manifest.json"), records=committed.records, timings=timings,
                          **common)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified, in the result
-        return RunResult.failure(doc.id, describe(exc), key=key, timings=timings, **common)
+        return RunResult.failure(doc.id, _for(doc, exc), key=key, timings=timings, **common)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _for(doc: FileDoc, exc: Exception) -> Exception:
+    """The error, naming its document when it is an InputError raised by a pipeline (which never sees ids)."""
+    if isinstance(exc, InputError) and exc.doc_id is None:
+        exc.doc_id = doc.id
+    return exc
 
 
 def _safe(text: str) -> str:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from .errors import ConfigError, InputError
 from .model import FileDoc, validation_reasons
+from .urls import Url
 
 REQUIRED = ("id", "access_url", "format")
 KNOWN = ("id", "access_url", "format", "md5", "size", "filename")
@@ -75,7 +76,7 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
                 url = str(base / url)
             extra = {header[i]: row[i] for i, name in enumerate(lowered) if name not in KNOWN}
             try:
-                yield FileDoc(id=values["id"], access_url=url, format=values["format"] or None,
+                yield FileDoc(id=values["id"], access_url=Url(url), format=values["format"] or None,
                               md5=values.get("md5") or None, size=values.get("size") or None,  # type: ignore[arg-type]
                               filename=values.get("filename") or None, extra=extra)
             except ValidationError as exc:

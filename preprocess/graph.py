@@ -20,10 +20,11 @@ from pydantic import ValidationError
 from . import registry, sources
 from .build import build_doc, cached_result, key_for
 from .config import Settings
-from .errors import InputError, StoreError, describe
+from .errors import InputError, StoreError
 from .keys import task_key
 from .model import FileDoc, RunResult, redact_url, validation_reasons
 from .store import ArtifactStore
+from .urls import Url
 
 
 @dataclass
@@ -77,12 +78,12 @@ def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: 
             name = f"{pipeline.stage}-{tokenize(doc.access_url, doc.size, fmt)}"
             out.tasks.setdefault(name, []).append((index, doc, fmt))
         except Exception as exc:  # noqa: BLE001 - reported per document; the batch goes on
-            out.results[index] = RunResult.failure(doc_id, describe(exc), format=fmt)
+            out.results[index] = RunResult.failure(doc_id, exc, format=fmt)
     manifests = store.lookup_many(key for _, _, _, key in keyed)
     for index, doc, fmt, key in keyed:
         manifest = manifests[key]
         if isinstance(manifest, StoreError):
-            out.results[index] = RunResult.failure(doc.id, describe(manifest), format=fmt)
+            out.results[index] = RunResult.failure(doc.id, manifest, format=fmt)
         elif manifest is not None:
             out.results[index] = cached_result(doc, fmt, store, manifest)
         else:
@@ -120,7 +121,7 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
             result = future.result()
         except Exception as exc:  # noqa: BLE001 - a lost worker fails its documents, not the batch
             _, doc, fmt = pending.tasks[name][0]
-            result = RunResult.failure(doc.id, describe(exc), format=fmt)
+            result = RunResult.failure(doc.id, exc, format=fmt)
         record(name, result)
     return results
 
@@ -134,8 +135,9 @@ def _passthrough(doc: FileDoc, fmt: str, pipeline: str) -> RunResult:
 
 
 def _absolute(doc: FileDoc) -> FileDoc:
-    if sources.is_local(doc.access_url) and not doc.access_url.startswith("file://"):
-        return doc.model_copy(update={"access_url": os.path.abspath(os.path.expanduser(doc.access_url))})
+    url = doc.access_url
+    if sources.is_local(url) and url.scheme != "file":
+        return doc.model_copy(update={"access_url": Url(os.path.abspath(os.path.expanduser(url.reveal())))})
     return doc
 
 

@@ -6,9 +6,10 @@ import json
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from .urls import Url, redact
 
 Status = Literal["built", "cached", "passthrough", "failed"]
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -18,13 +19,14 @@ class FileDoc(BaseModel):
     """One catalogue entry: where a file is and what it should be.
 
     `format` is matched case-insensitively against the registered pipelines and inferred from the
-    file name when empty; `extra` keeps columns this package does not know.
+    file name when empty; `extra` keeps columns this package does not know. `access_url` is a Url:
+    it prints (and serializes) without credentials or query string; `reveal()` gives the raw value.
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     id: str = Field(min_length=1)
-    access_url: str = Field(min_length=1)
+    access_url: Url
     format: str | None = None
     md5: str | None = None
     size: int | None = Field(default=None, ge=0)
@@ -56,7 +58,7 @@ class FileDoc(BaseModel):
         """The file name used to infer a format: `filename`, else the last part of the URL path."""
         if self.filename:
             return self.filename
-        return urlsplit(self.access_url).path.rstrip("/").rsplit("/", 1)[-1]
+        return self.access_url.path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def validation_reasons(exc: ValidationError) -> str:
@@ -65,15 +67,9 @@ def validation_reasons(exc: ValidationError) -> str:
                      for e in exc.errors(include_input=False, include_url=False))
 
 
-def redact_url(url: str) -> str:
+def redact_url(url: str | Url) -> str:
     """The URL without credentials or query string, so a signed URL never reaches a log or report."""
-    parts = urlsplit(url)
-    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return str(url) if isinstance(url, Url) else redact(url)
 
 
 class Artifact(BaseModel):
@@ -140,13 +136,32 @@ class RunResult(BaseModel):
     records: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     error: ErrorInfo | None = None
+    _exception: BaseException | None = PrivateAttr(default=None)  # pickled with the result, not in JSON
 
     @property
     def ok(self) -> bool:
         return self.status != "failed"
 
+    @property
+    def exception(self) -> BaseException | None:
+        """The classified exception a failure raised, with its attributes (ToolError.argv, …)."""
+        if self.error is None:
+            return None
+        if self._exception is not None:
+            return self._exception
+        from .errors import rebuild
+
+        return rebuild(self.error.class_, self.error.message)
+
     @classmethod
-    def failure(cls, doc_id: str, error: dict[str, str], **fields: Any) -> RunResult:
+    def failure(cls, doc_id: str, error: dict[str, str] | BaseException, **fields: Any) -> RunResult:
+        """A failed result; given the exception itself, it travels with the result (see errors.portable)."""
+        if isinstance(error, BaseException):
+            from .errors import describe, portable
+
+            result = cls(id=doc_id, status="failed", error=ErrorInfo.model_validate(describe(error)), **fields)
+            result._exception = portable(error)
+            return result
         return cls(id=doc_id, status="failed", error=ErrorInfo.model_validate(error), **fields)
 
 

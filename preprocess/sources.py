@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from .config import SourceSettings
 from .errors import InputError, SourceError
 from .model import FileDoc, redact_url
+from .urls import Url
 
 CHUNK = 8 * 2**20
 
@@ -34,20 +35,18 @@ class Fetched:
     size: int
 
 
-def is_local(url: str) -> bool:
-    scheme = urlsplit(url).scheme
-    return scheme in ("", "file") or len(scheme) == 1
+def is_local(url: str | Url) -> bool:
+    return Url(url).scheme in ("", "file")
 
 
-def local_path(url: str) -> Path:
-    if url.startswith("file://"):
-        return Path(urlsplit(url).path)
-    return Path(url)
+def local_path(url: str | Url) -> Path:
+    url = Url(url)
+    return Path(url.path)
 
 
 def fetch(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
     """The document's file on local disk, md5- and size-checked; InputError on a mismatch."""
-    shown = redact_url(doc.access_url)
+    shown = str(doc.access_url)
     if is_local(doc.access_url):
         path = local_path(doc.access_url)
         if not path.is_file():
@@ -57,7 +56,7 @@ def fetch(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
         except OSError as exc:
             raise InputError(f"{doc.id}: cannot read {shown}: {exc}") from None
     else:
-        fetched = _with_retries(lambda: _download(doc.access_url, scratch, settings), settings, doc.id, shown)
+        fetched = _with_retries(lambda: _download(doc.access_url.reveal(), scratch, settings), settings, doc.id, shown)
     _check(doc, fetched, shown)
     return fetched
 
