@@ -48,7 +48,7 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
         if client is not None:
             results.update(execute(pending, settings, client, progress))
         else:
-            with open_client(settings.cluster) as started_client:
+            with _workers_configured(settings), open_client(settings.cluster) as started_client:
                 if started_client is not None:
                     dashboard = getattr(started_client, "dashboard_link", None)
                     if on_client:
@@ -57,6 +57,14 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
     ordered = [results[i] for i in sorted(results)]
     return BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
                        dashboard=dashboard)
+
+
+def _workers_configured(settings: Settings) -> Any:
+    """While a cluster starts: the store options in this process's dask config, so the local workers
+    it spawns (each Nanny hands its config to its worker) resolve them without a task carrying them."""
+    import dask.config
+
+    return dask.config.set({"preprocess.store.storage-options": settings.store.options()})
 
 
 def _current_client(settings: Settings) -> Any | None:

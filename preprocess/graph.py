@@ -112,9 +112,10 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
     from distributed import as_completed
 
     futures = {}
+    carried = settings.for_workers()  # no credential in a task's arguments: workers have their own
     for name, members in pending.tasks.items():
         _, doc, fmt = members[0]
-        futures[client.submit(build_doc, doc, fmt, settings, key=name, pure=False)] = name
+        futures[client.submit(build_doc, doc, fmt, carried, key=name, pure=False)] = name
     for future in as_completed(futures):
         name = futures[future]
         try:

@@ -17,6 +17,7 @@ from typing import Any
 from .errors import ConfigError, StoreError
 from .keys import LAYOUT, is_key
 from .model import Artifact, Manifest
+from .urls import Url, scrub
 
 MANIFEST = "manifest.json"
 CHUNK = 8 * 2**20
@@ -33,14 +34,19 @@ def sha256_file(path: Path) -> str:
 
 
 class ArtifactStore:
-    """The store at `url` (a local path, file://, s3://, az://, abfs://, gs://, memory://)."""
+    """The store at `url` (a local path, file://, s3://, az://, abfs://, gs://, memory://).
 
-    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None,
+    `url` is kept redacted (no userinfo, no query string): it appears in messages and reports; the
+    storage options go to fsspec and are not kept here.
+    """
+
+    def __init__(self, url: str | Url, storage_options: Mapping[str, Any] | None = None,
                  verify: str = "sha256") -> None:
         import fsspec
 
         self.verify = verify  # "sha256": re-read uploads and compare; "size": compare sizes only
-        self.storage_options = dict(storage_options or {})
+        shown = Url(url)
+        url = shown.reveal()
         scheme = url.split("://", 1)[0] if "://" in url else "file"
         self.protocol = scheme
         try:
@@ -49,14 +55,14 @@ class ArtifactStore:
                 root = os.path.abspath(os.path.expanduser(path))
                 self.fs = fsspec.filesystem("file")
             else:
-                self.fs, root = fsspec.url_to_fs(url, **self.storage_options)
+                self.fs, root = fsspec.url_to_fs(url, **dict(storage_options or {}))
         except ImportError as exc:
             package = _INSTALL_HINT.get(scheme, scheme)
-            raise ConfigError(f"store {url}: install {package} to use {scheme}:// stores ({exc})") from None
+            raise ConfigError(f"store {shown}: install {package} to use {scheme}:// stores ({exc})") from None
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"store {url}: {exc}") from None
+            raise ConfigError(f"store {shown}: {scrub(str(exc))}") from None
         self.root = root.rstrip("/")
-        self.url = url
+        self.url = str(shown)
         self.local = scheme == "file"
 
     # -- naming -------------------------------------------------------------------------------------
@@ -94,7 +100,7 @@ class ArtifactStore:
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - any backend failure here is a configuration problem
-            raise ConfigError(f"store {self.url}: cannot be reached: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(f"store {self.url}: cannot be reached: {type(exc).__name__}: {scrub(str(exc))}") from None
 
     def lookup(self, key: str) -> Manifest | None:
         """The committed manifest of `key`, or None when nothing is committed there."""

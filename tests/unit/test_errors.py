@@ -83,3 +83,23 @@ def test_a_result_read_back_from_json_rebuilds_its_class_where_it_can():
     assert type(stored.exception) is InputError and str(stored.exception) == "bad row"
     tool = RunResult.model_validate_json(RunResult.failure("s1", EXAMPLES[6]).model_dump_json())
     assert type(tool.exception) is PreprocessError and str(tool.exception).startswith("ToolError: sorting x.bam")
+
+
+def test_a_url_prints_without_userinfo_or_query_in_every_text_form_but_pickles_whole():
+    import json
+
+    from preprocess.config import load_settings
+    from preprocess.model import FileDoc
+    from preprocess.urls import Url
+
+    raw = "https://user:PW-SECRET@host:8443/a/b.bam?X-Amz-Signature=SIG-SECRET"
+    url = Url(raw)
+    doc = FileDoc(id="a", access_url=raw)
+    texts = [str(url), repr(url), f"{url}", "{}".format(url), repr(doc), doc.model_dump_json(),  # noqa: UP032
+             json.dumps(doc.model_dump(mode="json"))]
+    assert all("SECRET" not in text for text in texts) and str(url) == "https://host:8443/a/b.bam"
+    assert pickle.loads(pickle.dumps(doc)).access_url.reveal() == raw
+    settings = load_settings(**{"store.url": "s3://b/p", "store.storage-options": {"secret": "OPT-SECRET"}})
+    assert "OPT-SECRET" not in repr(settings) + settings.model_dump_json()
+    assert b"OPT-SECRET" not in pickle.dumps(settings.for_workers())
+    assert settings.store.options() == {"secret": "OPT-SECRET"}
