@@ -67,7 +67,8 @@ def settings(tmp_path: Path, **more):
                             **more}).source
 
 
-def test_a_missing_optional_package_is_a_config_error_without_retries(tmp_path):
+def test_a_missing_optional_package_is_a_config_error_without_retries(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # as if not installed, whatever this machine has
     doc = FileDoc(id="g", access_url="gs://bucket/x.bam")
     with pytest.raises(ConfigError, match="gcsfs"):
         fetch(doc, tmp_path, settings(tmp_path, **{"source.attempts": 50}))
