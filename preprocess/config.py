@@ -52,6 +52,7 @@ class SourceSettings(_Section):
     attempts: int = Field(default=4, ge=1)
     backoff: float = Field(default=1.0, ge=0)
     drs_scheme: Literal["https", "http"] = "https"
+    drs_access_schemes: list[str] = Field(default_factory=lambda: ["https", "s3", "az", "gs"])
 
 
 class Settings(_Section):

@@ -73,10 +73,10 @@ def redact_url(url: str | Url) -> str:
 
 
 class Artifact(BaseModel):
-    kind: str  # "data" or "index"
-    name: str
-    size: int
-    sha256: str
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")  # "data" or "index"
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # a file name, never a path
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class SourceInfo(BaseModel):
@@ -96,7 +96,7 @@ class PipelineInfo(BaseModel):
 class Manifest(BaseModel):
     """manifest.json: written last; its presence is what makes a key's artifacts visible."""
 
-    key: str
+    key: str = Field(pattern=r"^[0-9a-f]{64}$")
     layout: str
     source: SourceInfo
     pipeline: PipelineInfo

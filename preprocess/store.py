@@ -25,6 +25,16 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _INSTALL_HINT = {"s3": "s3fs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs", "gs": "gcsfs", "gcs": "gcsfs"}
 
 
+def _refuse_dot_segments(shown: Url, root: str) -> None:
+    """An object-store prefix with `.` or `..` segments (or their %-encoded forms) is refused: stores
+    and tools disagree on whether they climb, so the store would not be where it says."""
+    from urllib.parse import unquote
+
+    segments = unquote(unquote(root)).replace("\\", "/").split("/")
+    if any(segment in (".", "..") for segment in segments):
+        raise ConfigError(f"store {shown}: '.' and '..' are not allowed in an object store's prefix")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -61,6 +71,8 @@ class ArtifactStore:
             raise ConfigError(f"store {shown}: install {package} to use {scheme}:// stores ({exc})") from None
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"store {shown}: {scrub(str(exc))}") from None
+        if scheme != "file":
+            _refuse_dot_segments(shown, root)
         self.root = root.rstrip("/")
         self.url = str(shown)
         self.local = scheme == "file"
@@ -112,9 +124,12 @@ class ArtifactStore:
         except Exception as exc:
             raise StoreError(f"reading {self.uri(key, MANIFEST)}: {type(exc).__name__}: {exc}") from exc
         try:
-            return Manifest.model_validate_json(data)
+            manifest = Manifest.model_validate_json(data)
         except ValueError as exc:
             raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {exc}") from None
+        if manifest.key != key:  # a copied or forged manifest must not make one key serve another's bytes
+            raise StoreError(f"{self.uri(key, MANIFEST)} claims key {manifest.key[:80]!r}, not the key of its folder")
+        return manifest
 
     def lookup_many(self, keys: Iterable[str]) -> dict[str, Manifest | None | StoreError]:
         """lookup() for many keys, concurrently on object stores, so a cached catalogue of thousands

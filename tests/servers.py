@@ -100,6 +100,7 @@ class FileServer:
         self.files: dict[str, bytes] = {}
         self.drs: dict[str, str] = {}      # object id -> file name
         self.fail: dict[str, int] = {}
+        self.drs_access: dict[str, str] = {}  # object id -> the access URL to answer with, if not its file's
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
@@ -125,7 +126,8 @@ class FileServer:
                                 "access_methods": [{"type": "https", "access_id": "a1"}]}
                         return self._send(200, json.dumps(body).encode(), "application/json")
                     if parts[5:] == ["access", "a1"]:
-                        body = {"url": f"{server.base}/files/{name}", "headers": {"Authorization": "Bearer drs-token"}}
+                        url = server.drs_access.get(parts[4], f"{server.base}/files/{name}")
+                        body = {"url": url, "headers": {"Authorization": "Bearer drs-token"}}
                         return self._send(200, json.dumps(body).encode(), "application/json")
                 return self._send(404, b"not found")
 
