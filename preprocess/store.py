@@ -35,6 +35,15 @@ def _refuse_dot_segments(shown: Url, root: str) -> None:
         raise ConfigError(f"store {shown}: '.' and '..' are not allowed in an object store's prefix")
 
 
+def _fsync(path: str) -> None:
+    """Flush a file's (or a folder's entries') writes to disk, so a crash cannot keep a name without its bytes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -205,6 +214,9 @@ class ArtifactStore:
             if all(ours.get(art.name) == art.sha256 for art in existing.artifacts):
                 return existing
             return self._reconcile(existing)
+        except Exception as exc:  # a refused or failed manifest write: nothing was committed
+            raise StoreError(f"writing {self.uri(manifest.key, MANIFEST)}: {type(exc).__name__}: "
+                             f"{scrub(str(exc))}") from exc
         return manifest
 
     def _reconcile(self, existing: Manifest) -> Manifest:
@@ -227,7 +239,9 @@ class ArtifactStore:
                 tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
                 try:
                     self.fs.put_file(str(local), tmp)
+                    _fsync(tmp)  # the bytes are on disk before the name, and both before the manifest
                     os.replace(tmp, target)
+                    _fsync(os.path.dirname(target))
                 finally:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
@@ -280,5 +294,6 @@ class ArtifactStore:
                 os.link(tmp, target)  # atomic, and fails when a manifest is already there
             finally:
                 os.unlink(tmp)
+            _fsync(os.path.dirname(target))
             return
         self.fs.pipe_file(target, body, mode="create")
