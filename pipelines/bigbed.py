@@ -51,7 +51,10 @@ def to_bed(path: Any, out: Any) -> tuple[dict[str, int], int]:
                     count += 1
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - pybigtools raises its own and plain errors for bad files
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - pybigtools raises its own errors for bad files, and on
+        # some (a flipped byte in a data block) panics: a PanicException, which is not an Exception
         raise InputError(f"{path.name}: unreadable bigBed: {type(exc).__name__}: {exc}") from None
     return lengths, count
 

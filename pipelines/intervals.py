@@ -212,7 +212,7 @@ def run_validated(script: str, spec: IntervalFormat, ctx: BuildContext, source: 
         raise _classify(source, decompress, err, exc) from None
     if err.exists() and err.stat().st_size:
         raise InputError(f"{source.name}: {err.read_text(errors='replace').strip()}")
-    return _header_lines(hdr, hdrnr, source.name), _read_stats(stats)
+    return _header_lines(hdr, hdrnr, source.name), _read_stats(stats, source.name)
 
 
 def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
@@ -225,6 +225,10 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     with ctx.stage("sort"):
         header, stats = run_validated(SORT_AND_COMPRESS, spec, ctx, source, out, tmp, ctx.settings.sort_memory,
                                       ctx.settings.compression_level, *spec.sort_keys)
+    if spec.preset == "vcf" and not (header and header[0].startswith("##fileformat=VCF")
+                                     and header[-1].startswith("#CHROM\t")):
+        raise InputError(f"{source.name}: not a VCF: the header must begin with ##fileformat=VCF and end with "
+                         "the #CHROM line (VCF readers refuse a file without them)")
     csi = stats["maxend"] >= TBI_MAX or any(n >= TBI_MAX for n in (*declared_lengths(header), *lengths))
     index = out.with_name(out.name + (".csi" if csi else ".tbi"))
     with ctx.stage("index"):
@@ -297,14 +301,17 @@ def _classify(source: Path, decompress: str, err: Path, exc: ToolError) -> Excep
     return exc
 
 
-def _read_stats(path: Path) -> dict[str, Any]:
+def _read_stats(path: Path, source: str) -> dict[str, Any]:
+    """The validator's counts and contig names; a contig name that is not ASCII is the input's fault."""
     stats: dict[str, Any] = {"contigs": []}
-    for line in path.read_text().splitlines():
-        name, _, value = line.partition("\t")
-        if name == "contig":
-            stats["contigs"].append(value)
+    for line in path.read_bytes().splitlines():
+        name, _, value = line.partition(b"\t")
+        if name == b"contig":
+            if not value.isascii():  # htslib and pysam read contig names as ASCII; VCF allows no other
+                raise InputError(f"{source}: contig name {value[:100]!r} is not ASCII")
+            stats["contigs"].append(value.decode("ascii"))
         else:
-            stats[name] = int(value)
+            stats[name.decode("ascii")] = int(value)
     return stats
 
 
