@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import os
 import random
-from pathlib import Path
 
 import pysam
 import pytest
