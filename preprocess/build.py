@@ -107,6 +107,8 @@ def _for(doc: FileDoc, exc: Exception, scratch: Path | None = None) -> Exception
             or isinstance(exc, ToolError) and "No space left on device" in exc.stderr_tail)
     if full and scratch is not None:
         return ScratchError(str(scratch.parent), needed=doc.size, detail=str(exc)[:300])
+    if isinstance(exc, ScratchError) and scratch is not None and exc.folder == str(scratch):
+        return ScratchError(str(scratch.parent), exc.needed, exc.detail)  # the configured folder, not ours
     return exc
 
 

@@ -86,7 +86,8 @@ def _download(url: str, scratch: Path, settings: SourceSettings, expected: int |
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
     resolved, headers = resolve(url, settings)
-    with _open(resolved, headers, settings) as blocks, open(target, "wb") as out:
+    with _open(resolved, headers, settings) as (blocks, announced), open(target, "wb") as out:
+        expected = expected or announced
         for block in blocks:
             md5.update(block)
             sha.update(block)
@@ -96,7 +97,7 @@ def _download(url: str, scratch: Path, settings: SourceSettings, expected: int |
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise ScratchError(str(scratch), needed=expected or None,
-                                       detail=f"{size} bytes of the source written before it filled") from None
+                                       detail=f"{size} bytes of the source received when it filled") from None
                 raise
     return Fetched(target, md5.hexdigest(), sha.hexdigest(), size)
 
@@ -111,8 +112,9 @@ def resolve(url: str, settings: SourceSettings) -> tuple[str, dict[str, str]]:
 
 
 @contextmanager
-def _open(url: str, headers: dict[str, str], settings: SourceSettings) -> Iterator[Iterator[bytes]]:
-    """The URL's bytes as blocks: one streaming GET for http(s), fsspec for object stores."""
+def _open(url: str, headers: dict[str, str], settings: SourceSettings) -> Iterator[tuple[Iterator[bytes], int | None]]:
+    """The URL's bytes as blocks, and its size when the server says: one streaming GET for http(s),
+    fsspec for object stores."""
     scheme = urlsplit(url).scheme
     if scheme in ("http", "https"):
         import requests
@@ -123,7 +125,8 @@ def _open(url: str, headers: dict[str, str], settings: SourceSettings) -> Iterat
             if response.status_code in (404, 410):
                 raise FileNotFoundError(url)
             response.raise_for_status()
-            yield response.iter_content(CHUNK)
+            length = response.headers.get("Content-Length", "")
+            yield response.iter_content(CHUNK), int(length) if length.isdigit() else None
         return
     try:
         import fsspec
@@ -132,7 +135,8 @@ def _open(url: str, headers: dict[str, str], settings: SourceSettings) -> Iterat
         if scheme in ("s3", "s3a"):
             fs.retries = 1  # s3fs's own loop off: botocore's policy makes every try (an instance of our own)
         with fs.open(path, "rb") as stream:
-            yield iter(lambda: stream.read(CHUNK), b"")
+            size = getattr(stream, "size", None)
+            yield iter(lambda: stream.read(CHUNK), b""), size if isinstance(size, int) else None
     except ImportError as exc:
         package = {"s3": "s3fs", "az": "adlfs", "abfs": "adlfs", "gs": "gcsfs", "gcs": "gcsfs"}.get(scheme, scheme)
         raise ConfigError(f"{scheme}:// sources need {package}: pip install {package} ({exc.name} is missing)") \
