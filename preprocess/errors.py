@@ -92,13 +92,15 @@ def describe(exc: BaseException) -> dict[str, str]:
 
 def portable(exc: BaseException) -> BaseException:
     """`exc` itself when it can travel from a worker and be raised to the user as it is: a classified
-    error, or a builtin one (a bug) whose arguments are plain text or numbers and hold no secret.
+    error that pickles, or a builtin one (a bug) whose arguments are plain text or numbers and hold no secret.
     Anything else (a library's exception, which may carry a request with a signed URL) becomes a
     PreprocessError naming the original class, with a scrubbed message."""
     info = describe(exc)
     plain = all(isinstance(arg, str | int | float | type(None)) for arg in exc.args)
-    ours = isinstance(exc, PreprocessError) or getattr(builtins, type(exc).__name__, None) is type(exc)
-    if ours and plain and info["message"] == (str(exc) or repr(exc)):
+    builtin = getattr(builtins, type(exc).__name__, None) is type(exc)
+    # Our own messages are built from redacted URLs and scrubbed library text: kept whole. A builtin
+    # error is kept only when scrubbing would not change it.
+    if isinstance(exc, PreprocessError) or builtin and plain and info["message"] == (str(exc) or repr(exc)):
         try:
             pickle.loads(pickle.dumps(exc))
             return exc

@@ -103,3 +103,11 @@ def test_a_url_prints_without_userinfo_or_query_in_every_text_form_but_pickles_w
     assert "OPT-SECRET" not in repr(settings) + settings.model_dump_json()
     assert b"OPT-SECRET" not in pickle.dumps(settings.for_workers())
     assert settings.store.options() == {"secret": "OPT-SECRET"}
+
+
+def test_a_classified_error_quoting_a_query_like_text_keeps_its_class():
+    exc = InputError("x.vcf: line 3: INFO field 'a?b=c' is malformed", doc_id="v")
+    assert portable(exc) is exc
+    import preprocess
+
+    assert preprocess.ScratchError is ScratchError
