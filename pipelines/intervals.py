@@ -68,6 +68,8 @@ function info_end(info, pos,   i, v) {
 {
   if (index($0, "\r")) sub(/\r$/, "")
   if (infasta) { fasta++; next }
+  # htslib takes text holding control characters for binary and refuses to index it
+  if ($0 ~ /[\001-\010\013\014\016-\037\177]/) bad("a control character (a byte below 32 other than tab) in text")
   if (NF <= 1 && $0 ~ /^[ \t]*$/) { blank++; next }
   c = substr($0, 1, 1)
   if (c == "#") {
@@ -241,7 +243,7 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
         records_out, first, last = 0, "", ""
         if stats["contigs"]:
             back = shell.pipe(READ_BACK, out, regions, context="reading the output back through its index")
-            count, first, last = back.stdout.decode("utf-8", "replace").split("\n")[:3]
+            count, first, last = back.stdout.decode("latin-1").split("\n")[:3]  # byte for byte, as checked below
             records_out = int(count)
         if records_out != stats["records"]:
             raise ToolError(["tabix", "-R", regions.name, out.name], 0,
@@ -309,6 +311,8 @@ def _read_stats(path: Path, source: str) -> dict[str, Any]:
         if name == b"contig":
             if not value.isascii():  # htslib and pysam read contig names as ASCII; VCF allows no other
                 raise InputError(f"{source}: contig name {value[:100]!r} is not ASCII")
+            if any(c <= 0x20 or c == 0x7F for c in value):  # no format allows them; tabix splits or chokes
+                raise InputError(f"{source}: contig name {value[:100]!r} contains whitespace or a control character")
             stats["contigs"].append(value.decode("ascii"))
         else:
             stats[name.decode("ascii")] = int(value)
@@ -346,7 +350,7 @@ def _spot_check(spec: IntervalFormat, out: Path, index: Path, ends: tuple[str, s
     import pysam
 
     try:
-        with pysam.TabixFile(str(out), index=str(index)) as tbx:
+        with pysam.TabixFile(str(out), index=str(index), encoding="latin-1") as tbx:  # any bytes a column holds
             if sorted(tbx.contigs) != sorted(contigs):
                 raise ToolError(["tabix", out.name], 0, f"index lists {len(tbx.contigs)} contigs, data has "
                                 f"{len(contigs)}", context=f"checking {name}")
@@ -415,7 +419,14 @@ class GtfPipeline:
         converted = ctx.workdir / "converted.gff3"
         with ctx.stage("convert"):
             raw = ctx.workdir / "gffread.gff3"
-            shell.run(["gffread", str(body), *GFFREAD_ARGS, "-o", str(raw)], context=f"converting {ctx.source.name}")
+            try:
+                shell.run(["gffread", str(body), *GFFREAD_ARGS, "-o", str(raw)],
+                          context=f"converting {ctx.source.name}")
+            except ToolError as exc:  # on validated input, gffread fails only on what it cannot parse
+                if "No space left on device" in exc.stderr_tail:
+                    raise
+                raise InputError(f"{ctx.source.name}: gffread cannot read it as GTF: {exc.stderr_tail.strip()}") \
+                    from None
             before = feature_counts(body)
             with open(raw, "rb") as src, open(converted, "wb") as dst:
                 for line in src:
