@@ -230,15 +230,18 @@ class FaultProxy:
     """An HTTP proxy to `target_port` that answers chosen requests with an error instead of forwarding.
 
     `fail(method, path) -> bool` picks the requests; `budget` is how many it fails (None: all of them).
+    `hold(method, path) -> bool` picks requests to keep waiting (whole) until `release` is set.
     Every request is recorded as (method, path, status answered).
     """
 
     def __init__(self, target_port: int, fail: Callable[[str, str], bool], budget: int | None = None,
-                 status: int = 500) -> None:
+                 status: int = 500, hold: Callable[[str, str], bool] | None = None) -> None:
         import http.client
 
         self.requests: list[tuple[str, str, int]] = []
         self.budget = budget
+        self.held = threading.Event()     # set when a request `hold` picks has arrived
+        self.release = threading.Event()  # held requests go on (forwarded) once this is set
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -250,6 +253,9 @@ class FaultProxy:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if hold is not None and hold(self.command, self.path):
+                    proxy.held.set()
+                    proxy.release.wait()
                 if fail(self.command, self.path) and (proxy.budget is None or proxy.budget > 0):
                     if proxy.budget is not None:
                         proxy.budget -= 1
@@ -286,5 +292,6 @@ class FaultProxy:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
