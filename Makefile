@@ -6,8 +6,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_TOOLS := samtools tabix bgzip gffread
+SYSTEM_TOOLS := samtools tabix bgzip gffread shellcheck
 AZURITE := .tools/node_modules/.bin/azurite-blob
+# The readers JBrowse and IGV.js use, for tests/integration/test_browsers.py (versions pinned: their bytes decide)
+READERS := .tools/node_modules/@gmod/cram/package.json
+READER_PACKAGES := @gmod/bam@7.1.17 @gmod/cram@8.0.4 @gmod/tabix@3.3.9 @gmod/indexedfasta@5.0.2 generic-filehandle2@2.1.10
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test unit lint bench system clean
@@ -16,7 +19,7 @@ system:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system tools:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread >/dev/null; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread shellcheck >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -28,15 +31,19 @@ $(STAMP): pyproject.toml
 $(AZURITE):
 	npm install --silent --no-audit --no-fund --prefix .tools azurite@3
 
+$(READERS): | $(AZURITE)
+	npm install --silent --no-audit --no-fund --prefix .tools $(READER_PACKAGES)
+
 demo: system $(STAMP)
 	@[ -f demo/manifest.csv ] || $(PY) -m tests.samples demo
 	$(PY) -m preprocess batch demo/manifest.csv --json demo/report.json
 
-lint: $(STAMP)
+lint: system $(STAMP)
 	$(VENV)/bin/ruff check preprocess pipelines tests benchmarks
+	shellcheck pipelines/scripts/*.sh
 	$(VENV)/bin/mypy preprocess pipelines
 
-test: system $(STAMP) $(AZURITE) lint
+test: system $(STAMP) $(AZURITE) $(READERS) lint
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest -q
 
 unit: $(STAMP)

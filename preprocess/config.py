@@ -64,6 +64,7 @@ class Settings(_Section):
     threads: int = Field(default=1, ge=1)
     sort_memory: str = "768M"
     compression_level: int = Field(default=6, ge=0, le=9)
+    cram_output: Literal["cram", "bam"] = "cram"
     source: SourceSettings
 
     def for_workers(self) -> Settings:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import registry, sources
-from .build import build_doc, cached_result, key_for
+from .build import build_doc, cached_result, key_for, takes_reference
 from .config import Settings
 from .errors import InputError, StoreError
 from .keys import task_key
@@ -70,12 +70,13 @@ def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: 
             if pipeline.passthrough:
                 out.results[index] = _passthrough(doc, fmt, pipeline.name)
                 continue
-            if doc.md5:
-                keyed.append((index, doc, fmt, key_for(pipeline, doc.md5, settings)))
+            reference_md5 = doc.reference_md5 if takes_reference(pipeline, doc) else None
+            if doc.md5 and (reference_md5 or not takes_reference(pipeline, doc)):
+                keyed.append((index, doc, fmt, key_for(pipeline, doc.md5, settings, reference_md5)))
                 continue
             from dask.base import tokenize
 
-            name = f"{pipeline.stage}-{tokenize(doc.access_url, doc.size, fmt)}"
+            name = f"{pipeline.stage}-{tokenize(doc.access_url, doc.size, fmt, doc.reference)}"
             out.tasks.setdefault(name, []).append((index, doc, fmt))
         except Exception as exc:  # noqa: BLE001 - reported per document; the batch goes on
             out.results[index] = RunResult.failure(doc_id, exc, format=fmt)

@@ -52,16 +52,19 @@ def _execute(argv: list[str], env: dict[str, str], cwd: Path | None) -> subproce
         return subprocess.CompletedProcess(argv, proc.returncode, proc.stdout, err.read())
 
 
-def run(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None) -> str:
+def run(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None,
+        env: Mapping[str, str] | None = None) -> str:
     """Run argv (no shell) and return its stdout; raise ToolError on failure."""
-    return run_with_stderr(argv, context=context, cwd=cwd)[0]
+    return run_with_stderr(argv, context=context, cwd=cwd, env=env)[0]
 
 
-def run_with_stderr(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None) -> tuple[str, str]:
-    """Run argv (no shell); return stdout and the tail of stderr, where a tool's warnings go."""
+def run_with_stderr(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None,
+                    env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """Run argv (no shell); return stdout and the tail of stderr, where a tool's warnings go.
+    `env` adds to (or overrides) the environment the tool sees."""
     args = [str(a) for a in argv]
     require(args[0])
-    proc = _execute(args, environment(), cwd)
+    proc = _execute(args, environment(env), cwd)
     stderr = tail(proc.stderr.decode("utf-8", "replace"))
     if proc.returncode != 0:
         raise ToolError(args, proc.returncode, stderr, context)
@@ -77,6 +80,16 @@ def pipe(script: str, *args: str | Path | int, context: str = "", env: Mapping[s
     if proc.returncode != 0:
         shown = ["bash", "-o", "pipefail", "-c", " ".join(script.split()), *argv[9:]]
         raise ToolError(shown, proc.returncode, tail(proc.stderr.decode("utf-8", "replace")), context)
+    return proc
+
+
+def script(path: Path, *args: str | Path | int, context: str = "", env: Mapping[str, str] | None = None,
+           cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run a bash script file of the package (it sets pipefail itself) with `args` as $1, $2, ...; raise ToolError."""
+    argv = ["bash", str(path), *(str(a) for a in args)]
+    proc = _execute(argv, environment(env), cwd)
+    if proc.returncode != 0:
+        raise ToolError(argv, proc.returncode, tail(proc.stderr.decode("utf-8", "replace")), context)
     return proc
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import os
 import random
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -58,6 +60,102 @@ def sam(path: Path, reads: int = 2000, seed: int = 1, contigs: dict[str, int] | 
 def bam(path: Path, **kwargs: object) -> Path:
     """An unsorted BAM made from sam() by samtools."""
     text = sam(path.with_suffix(".tmp.sam"), **kwargs)  # type: ignore[arg-type]
+    subprocess.run(["samtools", "view", "--no-PG", "-b", "-o", str(path), str(text)], check=True)
+    text.unlink()
+    return path
+
+
+def fasta(path: Path, contigs: dict[str, int] | None = None, seed: int = 9) -> Path:
+    """A random reference FASTA (60 bases a line) with its .fai beside it."""
+    rng = random.Random(seed)
+    with open(path, "w") as out:
+        for name, length in (contigs or CONTIGS).items():
+            bases = "".join(rng.choice(BASES) for _ in range(length))
+            out.write(f">{name}\n" + "".join(bases[i:i + 60] + "\n" for i in range(0, length, 60)))
+    subprocess.run(["samtools", "faidx", str(path)], check=True)
+    return path
+
+
+def read_sequences(path: Path) -> dict[str, str]:
+    """The sequences of a FASTA by name, upper case."""
+    found: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith(">"):
+            current = found.setdefault(line[1:].split()[0], [])
+        elif line:
+            current.append(line.strip().upper())
+    return {name: "".join(parts) for name, parts in found.items()}
+
+
+def cram(path: Path, reference: Path, reads: int = 1500, seed: int = 12, embed: bool = False,
+         unmapped: int = 10, ordered: bool | None = None) -> Path:
+    """An unsorted CRAM of reads drawn from `reference` (some with a mismatch), written by samtools.
+
+    @SQ lines carry M5 (as samtools writes them) and a UR naming a path that exists nowhere, so
+    the reference is found only where a test puts it. `embed` stores the reference in the CRAM;
+    `ordered` (default: as `embed`) sorts the reads, so each slice holds one reference and its md5."""
+    rng = random.Random(seed)
+    seqs = read_sequences(reference)
+    lines = ["@HD\tVN:1.6\tSO:unsorted"]
+    lines += [f"@SQ\tSN:{n}\tLN:{len(s)}\tM5:{hashlib.md5(s.encode()).hexdigest()}\tUR:file:/generated/ref.fa"
+              for n, s in seqs.items()]
+    lines.append("@RG\tID:rg1\tSM:sample1")
+    names = list(seqs)
+    for i in range(reads):
+        ref = rng.choice(names)
+        pos = rng.randint(1, len(seqs[ref]) - 60)
+        seq = list(seqs[ref][pos - 1:pos + 49])
+        if rng.random() < 0.3:
+            at = rng.randrange(50)
+            seq[at] = rng.choice([b for b in BASES if b != seq[at]])
+        lines.append(f"c{i:07d}\t{rng.choice((0, 16))}\t{ref}\t{pos}\t60\t50M\t*\t0\t0\t{''.join(seq)}\t{'I' * 50}"
+                     "\tRG:Z:rg1")
+    for i in range(unmapped):
+        seq = "".join(rng.choice(BASES) for _ in range(50))
+        lines.append(f"u{i:07d}\t4\t*\t0\t0\t*\t*\t0\t0\t{seq}\t{'I' * 50}\tRG:Z:rg1")
+    if embed if ordered is None else ordered:  # embedded: sorted, as such files are, so a span is embedded once
+        body = sorted(lines[len(seqs) + 2:], key=lambda r: (names.index(r.split("\t")[2])
+                                                           if r.split("\t")[2] in names else len(names),
+                                                           int(r.split("\t")[3])))
+        lines = lines[:len(seqs) + 2] + body
+    text = path.with_suffix(".tmp.sam")
+    text.write_text("\n".join(lines) + "\n")
+    # The reference reaches samtools by M5 (REF_PATH), not -T, which would rewrite UR to its own path.
+    refs = path.with_name(path.name + ".refs")
+    refs.mkdir()
+    for bases in seqs.values():
+        (refs / hashlib.md5(bases.encode()).hexdigest()).write_text(bases)
+    options = ["--output-fmt-option", "embed_ref=1"] if embed else []
+    env = {**os.environ, "REF_PATH": f"{refs}/%s", "REF_CACHE": ""}
+    # cwd and relative names: a CRAM's header holds the name it was written under
+    subprocess.run(["samtools", "view", "--no-PG", "-C", *options, "-o", path.name, text.name], check=True, env=env,
+                   cwd=path.parent)
+    text.unlink()
+    shutil.rmtree(refs)
+    return path
+
+
+def unaligned_bam(path: Path, reads: int = 300, seed: int = 13) -> Path:
+    """A PacBio-HiFi-like unaligned BAM: no @SQ lines, every read unmapped, with kinetics-free tags."""
+    rng = random.Random(seed)
+    lines = ["@HD\tVN:1.6\tSO:unknown\tpb:5.0.0", "@RG\tID:ab12cd34\tPL:PACBIO\tDS:READTYPE=CCS\tSM:hifi"]
+    for i in range(reads):
+        length = rng.randint(80, 400)
+        seq = "".join(rng.choice(BASES) for _ in range(length))
+        lines.append(f"m64011_190830_220126/{i}/ccs\t4\t*\t0\t255\t*\t*\t0\t0\t{seq}\t{'~' * length}"
+                     f"\tRG:Z:ab12cd34\tnp:i:{rng.randint(3, 30)}\trq:f:0.99")
+    text = path.with_suffix(".tmp.sam")
+    text.write_text("\n".join(lines) + "\n")
+    subprocess.run(["samtools", "view", "--no-PG", "-b", "-o", str(path), str(text)], check=True)
+    text.unlink()
+    return path
+
+
+def empty_bam(path: Path) -> Path:
+    """A BAM with a header (two references, a read group) and no records."""
+    text = path.with_suffix(".tmp.sam")
+    text.write_text("@HD\tVN:1.6\tSO:coordinate\n" + "".join(f"@SQ\tSN:{n}\tLN:{ln}\n" for n, ln in CONTIGS.items())
+                    + "@RG\tID:rg1\tSM:none\n")
     subprocess.run(["samtools", "view", "--no-PG", "-b", "-o", str(path), str(text)], check=True)
     text.unlink()
     return path
@@ -152,6 +250,52 @@ def bigbed(path: Path, records: int = 300, seed: int = 7) -> Path:
     rows = sorted((ref, start, start + rng.randint(1, 500)) for ref, start in _positions(rng, records, CONTIGS))
     writer = pybigtools.open(str(path), "w")
     writer.write(dict(CONTIGS), [(r, s, e, f"item{i}\t{i % 1000}\t+") for i, (r, s, e) in enumerate(rows)])
+    return path
+
+
+def bigbed_raw(path: Path, chroms: dict[str, int], rows: list[tuple[str, int, int, bytes]], order: str = ">",
+               autosql: bytes = b"") -> Path:
+    """A minimal bigBed in either byte order ('>' big-endian, as old SPARC/PowerPC builds of UCSC's tools wrote):
+    UCSC's layout with no zoom levels, one zlib block per chromosome (the format allows no more) and a one-node
+    R-tree; `rest` bytes as given."""
+    import struct
+    import zlib
+
+    names = sorted(chroms)
+    ids = {name: i for i, name in enumerate(names)}
+    rows = sorted(rows, key=lambda r: (ids[r[0]], r[1], r[2]))
+    key = max(len(name) for name in names)
+    fields = 3 + (rows[0][3].count(b"\t") + 1 if rows[0][3] else 0)
+    out = bytearray(64)
+    autosql_at = len(out) if autosql else 0
+    out += autosql + b"\0" if autosql else b""
+    tree_at = len(out)
+    out += struct.pack(order + "IIIIQQ", 0x78CA8C91, len(names), key, 8, len(names), 0)
+    out += struct.pack(order + "BBH", 1, 0, len(names))
+    for name in names:
+        out += name.encode().ljust(key, b"\0") + struct.pack(order + "II", ids[name], chroms[name])
+    data_at = len(out)
+    out += struct.pack(order + "Q", len(rows))
+    leaves, largest = [], 0
+    for name in names:
+        mine = [r for r in rows if r[0] == name]
+        if not mine:
+            continue
+        raw = b"".join(struct.pack(order + "III", ids[c], s, e) + rest + b"\0" for c, s, e, rest in mine)
+        block = zlib.compress(raw)
+        largest = max(largest, len(raw))
+        leaves.append((ids[name], mine[0][1], ids[name], max(r[2] for r in mine), len(out), len(block)))
+        out += block
+    index_at = len(out)
+    out += struct.pack(order + "IIQIIIIQII", 0x2468ACE0, 256, len(leaves), leaves[0][0], leaves[0][1],
+                       leaves[-1][2], leaves[-1][3], index_at, 1, 0)
+    out += struct.pack(order + "BBH", 1, 0, len(leaves))
+    for leaf in leaves:
+        out += struct.pack(order + "IIIIQQ", *leaf)
+    out += struct.pack(order + "I", 0x8789F2EB)  # a whole file ends with its magic number again
+    out[:64] = struct.pack(order + "IHHQQQHHQQIQ", 0x8789F2EB, 4, 0, tree_at, data_at, index_at, fields, fields,
+                           autosql_at, 0, largest, 0)
+    path.write_bytes(bytes(out))
     return path
 
 

@@ -140,13 +140,14 @@ def test_reads_past_the_declared_reference_length_are_refused_or_reachable(tmp_p
 
 
 def test_a_bigbed_that_aborts_its_reader_fails_classified_and_the_process_lives_on(originals, tmp_path):
-    # Found by the test above: on this file pybigtools aborts the process (SIGABRT), which used to take
-    # the worker (or a notebook's own process, in profile sync) down with it.
+    # Found by the test above: on this file pybigtools aborted the process (SIGABRT), taking the worker (or a
+    # notebook's own process, in profile sync) with it; the reader that replaced it read a corrupt block size
+    # as a request for gigabytes (MemoryError).
     path = tmp_path / "aborts.bb"
     path.write_bytes(mutate("bigBed", originals["bigBed"], "flip", random.Random(72)))
     settings = load_settings(**{"store.url": str(tmp_path / "store"), "cluster.profile": "sync",
                                 "scratch": str(tmp_path)})
     result = build_doc(FileDoc(id="bb", access_url=str(path), format="bigBed"), "bigBed", settings)
     assert result.status == "failed" and result.error.class_ == "InputError"
-    assert "aborts.bb: unreadable bigBed" in result.error.message
+    assert "aborts.bb: truncated or corrupt bigBed" in result.error.message
     assert store_files(tmp_path / "store") == []
