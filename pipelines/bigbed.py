@@ -12,6 +12,8 @@ string; 0-based half-open as in BED), and an R-tree whose leaves give each block
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -55,6 +57,10 @@ def to_bed(path: Path, out: Path, label: str) -> tuple[dict[str, int], int, str]
         with open(path, "rb") as stream:
             return _convert(stream, out, label)
     except (struct.error, zlib.error, EOFError, IndexError, ValueError) as exc:
+        raise InputError(f"{label}: truncated or corrupt bigBed ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:  # a corrupt offset: seek() past what the OS allows (EINVAL); a full disk stays itself
+        if exc.errno == errno.ENOSPC:
+            raise
         raise InputError(f"{label}: truncated or corrupt bigBed ({type(exc).__name__}: {exc})") from None
 
 
@@ -100,9 +106,13 @@ def _convert(stream: BinaryIO, out: Path, label: str) -> tuple[dict[str, int], i
 
 
 def _read(stream: BinaryIO, size: int) -> bytes:
+    at = stream.tell()
+    left = os.fstat(stream.fileno()).st_size - at
+    if size < 0 or size > left:  # a corrupt size must not become a read of gigabytes (MemoryError, or an OOM kill)
+        raise EOFError(f"wanted {size} bytes at offset {at}, file has {max(left, 0)} left")
     data = stream.read(size)
-    if len(data) != size or size < 0:
-        raise EOFError(f"wanted {size} bytes at offset {stream.tell() - len(data)}, file has {len(data)}")
+    if len(data) != size:
+        raise EOFError(f"wanted {size} bytes at offset {at}, file has {len(data)}")
     return data
 
 

@@ -109,7 +109,7 @@ def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Pa
         raise _classify(label, decompress, err, exc, where) from None
     if err.exists() and err.stat().st_size:
         raise _placed(label, err.read_text(errors="replace").strip(), where)
-    return _header_lines(hdr, hdrnr, label, where), _read_stats(stats)
+    return _header_lines(hdr, hdrnr, label, where), _read_stats(stats, label)
 
 
 _LINE = re.compile(r"\bline (\d+)\b")
@@ -135,6 +135,10 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     with ctx.stage("sort"):
         header, stats = run_validated("sort", spec, ctx, source, out, tmp, ctx.settings.sort_memory,
                                       ctx.settings.compression_level, *spec.sort_keys, where=where)
+    if spec.preset == "vcf" and not (header and header[0].startswith("##fileformat=VCF")
+                                     and header[-1].startswith("#CHROM\t")):
+        raise InputError(f"{label}: not a VCF: the header must begin with ##fileformat=VCF and end with "
+                         "the #CHROM line (VCF readers refuse a file without them)")
     csi = stats["maxend"] >= TBI_MAX or any(n >= TBI_MAX for n in (*declared_lengths(header), *lengths))
     index = out.with_name(out.name + (".csi" if csi else ".tbi"))
     with ctx.stage("index"):
@@ -243,14 +247,19 @@ def _unreachable(source: Path, out: Path, regions: Path, header_lines: int, reco
                       f"({shown!r}); {summary}")
 
 
-def _read_stats(path: Path) -> dict[str, Any]:
+def _read_stats(path: Path, source: str) -> dict[str, Any]:
+    """The validator's counts and contig names; a contig name htslib cannot take is the input's fault."""
     stats: dict[str, Any] = {"contigs": []}
-    for line in path.read_text().splitlines():
-        name, _, value = line.partition("\t")
-        if name == "contig":
-            stats["contigs"].append(value)
+    for line in path.read_bytes().split(b"\n")[:-1]:  # not splitlines(): a name may hold a CR, which it splits on
+        name, _, value = line.partition(b"\t")
+        if name == b"contig":
+            if not value.isascii():  # htslib and pysam read contig names as ASCII; VCF allows no other
+                raise InputError(f"{source}: contig name {value[:100]!r} is not ASCII")
+            if any(c <= 0x20 or c == 0x7F for c in value):  # no format allows them; tabix splits or chokes
+                raise InputError(f"{source}: contig name {value[:100]!r} contains whitespace or a control character")
+            stats["contigs"].append(value.decode("ascii"))
         else:
-            stats[name] = int(value)
+            stats[name.decode("ascii")] = int(value)
     return stats
 
 
@@ -354,7 +363,12 @@ class GtfPipeline:
         converted = ctx.workdir / "converted.gff3"
         with ctx.stage("convert"):
             raw = ctx.workdir / "gffread.gff3"
-            shell.run(["gffread", str(body), *GFFREAD_ARGS, "-o", str(raw)], context=f"converting {ctx.label}")
+            try:
+                shell.run(["gffread", str(body), *GFFREAD_ARGS, "-o", str(raw)], context=f"converting {ctx.label}")
+            except ToolError as exc:  # on validated input, gffread fails only on what it cannot parse
+                if "No space left on device" in exc.stderr_tail:
+                    raise
+                raise InputError(f"{ctx.label}: gffread cannot read it as GTF: {exc.stderr_tail.strip()}") from None
             before = feature_counts(body)
             with open(raw, "rb") as src, open(converted, "wb") as dst:
                 for line in src:

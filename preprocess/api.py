@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from . import errors
 from .build import open_store
 from .cluster import open_client
 from .config import Settings, load_settings
@@ -67,13 +66,21 @@ def execute_plan(pending: Plan, settings: Settings, client: Any | None = None,
     client = client or _current_client(settings)
     if client is not None:
         return execute(pending, settings, client, progress), None
-    with open_client(settings.cluster) as started_client:
+    with _workers_configured(settings), open_client(settings.cluster) as started_client:
         dashboard = None
         if started_client is not None:
             dashboard = getattr(started_client, "dashboard_link", None)
             if on_client:
                 on_client(started_client)
         return execute(pending, settings, started_client, progress), dashboard
+
+
+def _workers_configured(settings: Settings) -> Any:
+    """While a cluster starts: the store options in this process's dask config, so the local workers
+    it spawns (each Nanny hands its config to its worker) resolve them without a task carrying them."""
+    import dask.config
+
+    return dask.config.set({"preprocess.store.storage-options": settings.store.options()})
 
 
 def _current_client(settings: Settings) -> Any | None:
@@ -106,15 +113,7 @@ def run(doc: Doc, *, store: str | None = None, client: Any | None = None,
         settings: Settings | None = None) -> RunResult:
     """Build one document's artifacts, or find them cached; raise its classified error on failure."""
     result = run_many([doc], store=store, client=client, settings=settings).results[0]
-    if result.error is not None:
-        raise _as_exception(result.error.class_, result.error.message)
+    exc = result.exception
+    if exc is not None:
+        raise exc
     return result
-
-
-def _as_exception(name: str, message: str) -> Exception:
-    """The classified error a result records, as an exception of that class (PreprocessError if unknown)."""
-    found = getattr(errors, name, None)
-    cls = found if isinstance(found, type) and issubclass(found, errors.PreprocessError) else errors.PreprocessError
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, message if cls is not errors.PreprocessError else f"{name}: {message}")
-    return exc

@@ -7,6 +7,7 @@ becomes a failed result with its classified error rather than an exception.
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import tempfile
@@ -18,10 +19,11 @@ from pipelines.base import BuildContext, BuildSettings, Pipeline
 
 from . import registry, sources
 from .config import Settings
-from .errors import describe
+from .errors import InputError, ScratchError, ToolError
 from .keys import LAYOUT, derive_key
 from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
 from .store import ArtifactStore, sha256_file
+from .urls import Url
 
 
 def build_settings(settings: Settings) -> BuildSettings:
@@ -32,12 +34,9 @@ def build_settings(settings: Settings) -> BuildSettings:
 def open_store(settings: Settings, url: str | None = None) -> ArtifactStore:
     """The configured store, or the one at `url`: configured storage options apply to a URL of the
     configured store's scheme; another scheme gets its library's defaults (credential chains)."""
-    def scheme(text: str) -> str:
-        return text.split("://", 1)[0] if "://" in text else "file"
-
-    url = url or settings.store.url
-    options = settings.store.storage_options if scheme(url) == scheme(settings.store.url) else {}
-    return ArtifactStore(url, options, settings.store.verify)
+    target, configured = Url(url or settings.store.url), Url(settings.store.url)
+    same = (target.scheme or "file") == (configured.scheme or "file")
+    return ArtifactStore(target, settings.store.options() if same else {}, settings.store.verify)
 
 
 def takes_reference(pipeline: Pipeline, doc: FileDoc) -> bool:
@@ -76,7 +75,7 @@ def build_doc(doc: FileDoc, fmt: str, settings: Settings, rebuild: bool = False)
         scratch = Path(tempfile.mkdtemp(prefix=f"preprocess-{_safe(doc.id)}-",
                                         dir=sources.scratch_dir(settings.scratch)))
     except Exception as exc:  # noqa: BLE001 - a worker without the pipeline or without scratch space
-        return RunResult.failure(doc.id, describe(exc), **common)
+        return RunResult.failure(doc.id, _for(doc, exc), **common)
     try:
         store = open_store(settings)
         started = time.perf_counter()
@@ -119,9 +118,23 @@ def build_doc(doc: FileDoc, fmt: str, settings: Settings, rebuild: bool = False)
                          manifest=store.uri(key, "manifest.json"), records=committed.records, timings=timings,
                          **common)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified, in the result
-        return RunResult.failure(doc.id, describe(exc), key=key, timings=timings, **common)
+        return RunResult.failure(doc.id, _for(doc, exc, scratch), key=key, timings=timings, **common)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _for(doc: FileDoc, exc: Exception, scratch: Path | None = None) -> Exception:
+    """The error, naming its document when it is an InputError raised by a pipeline (which never sees
+    ids); a full scratch disk, met by a tool or by Python, becomes a ScratchError naming the folder."""
+    if isinstance(exc, InputError) and exc.doc_id is None:
+        exc.doc_id = doc.id
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+            or isinstance(exc, ToolError) and "No space left on device" in exc.stderr_tail)
+    if full and scratch is not None:
+        return ScratchError(str(scratch.parent), needed=doc.size, detail=str(exc)[:300])
+    if isinstance(exc, ScratchError) and scratch is not None and exc.folder == str(scratch):
+        return ScratchError(str(scratch.parent), exc.needed, exc.detail)  # the configured folder, not ours
+    return exc
 
 
 def _safe(text: str) -> str:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from .errors import ConfigError, InputError
 from .model import FileDoc, validation_reasons
+from .urls import Url
 
 REQUIRED = ("id", "access_url", "format")
 KNOWN = ("id", "access_url", "format", "md5", "size", "filename", "reference", "reference_md5")
@@ -75,9 +76,9 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
                 url = str(base / url)
             extra = {header[i]: row[i] for i, name in enumerate(lowered) if name not in KNOWN}
             try:
-                yield FileDoc(id=values["id"], access_url=url, format=values["format"] or None,
+                yield FileDoc(id=values["id"], access_url=Url(url), format=values["format"] or None,
                               md5=values.get("md5") or None, size=values.get("size") or None,  # type: ignore[arg-type]
-                              filename=values.get("filename") or None, reference=_reference(values, base),
+                              filename=values.get("filename") or None, reference=_url(_reference(values, base)),
                               reference_md5=values.get("reference_md5") or None, extra=extra)
             except ValidationError as exc:
                 yield _row_error(path, line, validation_reasons(exc), values["id"])
@@ -89,6 +90,10 @@ def _reference(values: dict[str, str], base: Path) -> str | None:
     if url and "://" not in url and not os.path.isabs(url):
         url = str(base / url)
     return url
+
+
+def _url(text: str | None) -> Url | None:
+    return Url(text) if text else None
 
 
 def _row_error(path: Path, line: int, reason: str, doc_id: str | None = None) -> InputError:

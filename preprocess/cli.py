@@ -171,7 +171,7 @@ def cluster_plan(profile: str, dry_run: bool, teardown: str | None, store: str |
     if dry_run == bool(teardown):
         raise click.UsageError("give one of --dry-run or --teardown NAME")
     if dry_run:
-        click.echo(json.dumps(fargate.plan(settings.cluster.fargate, settings.store.url), indent=2))
+        click.echo(json.dumps(fargate.plan(settings.cluster.fargate, str(settings.store.url)), indent=2))
         return
     options = settings.cluster.fargate
     for item in fargate.teardown(str(teardown), region_name=options.get("region_name"),

@@ -9,10 +9,11 @@ from typing import Any, Literal
 
 import dask.config
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Secret, ValidationError, field_validator
 
 from .errors import ConfigError
 from .model import validation_reasons
+from .urls import Url
 
 DEFAULTS_PATH = pathlib.Path(__file__).with_name("preprocess.yaml")
 
@@ -22,9 +23,19 @@ class _Section(BaseModel):
 
 
 class StoreSettings(_Section):
-    url: str
-    storage_options: dict[str, Any] = Field(default_factory=dict)
+    """`url` prints without credentials; `storage_options` (keys, SAS tokens, connection strings) are a
+    Secret: hidden from repr and JSON, and withheld (None) from the settings a task carries to a worker,
+    which takes them from its own configuration instead (`options()`)."""
+
+    url: Url
+    storage_options: Secret[dict[str, Any]] | None = Field(default_factory=lambda: Secret({}))
     verify: Literal["sha256", "size"] = "sha256"
+
+    def options(self) -> dict[str, Any]:
+        """The storage options to open the store with: this process's own configuration when withheld."""
+        if self.storage_options is None:
+            return dict(dask.config.get("preprocess.store.storage-options", default=None) or {})
+        return dict(self.storage_options.get_secret_value())
 
 
 class ClusterSettings(_Section):
@@ -41,6 +52,7 @@ class SourceSettings(_Section):
     attempts: int = Field(default=4, ge=1)
     backoff: float = Field(default=1.0, ge=0)
     drs_scheme: Literal["https", "http"] = "https"
+    drs_access_schemes: list[str] = Field(default_factory=lambda: ["https", "s3", "az", "gs"])
 
 
 class Settings(_Section):
@@ -54,6 +66,12 @@ class Settings(_Section):
     compression_level: int = Field(default=6, ge=0, le=9)
     cram_output: Literal["cram", "bam"] = "cram"
     source: SourceSettings
+
+    def for_workers(self) -> Settings:
+        """These settings without secret values, as a task carries them to a worker (whose logs may
+        print its arguments): a worker resolves the store's credentials from its own environment,
+        role or dask configuration."""
+        return self.model_copy(update={"store": self.store.model_copy(update={"storage_options": None})})
 
     @field_validator("sort_memory")
     @classmethod

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlsplit
 
 from .config import SourceSettings
 from .errors import InputError, SourceError
+from .urls import redact
 
 PREFERRED = ("https", "http", "s3", "gs", "az")
 
@@ -21,22 +22,36 @@ def resolve_drs(url: str, settings: SourceSettings) -> tuple[str, dict[str, str]
     import requests
 
     parts = urlsplit(url)
+    shown = redact(url)
     object_id = parts.path.lstrip("/")
     if not parts.netloc or not object_id:
-        raise InputError(f"malformed DRS URI {url!r}: expected drs://host/object-id")
+        raise InputError(f"malformed DRS URI {shown!r}: expected drs://host/object-id")
     base = f"{settings.drs_scheme}://{parts.netloc}/ga4gh/drs/v1/objects/{quote(object_id, safe='')}"
-    obj = _get_json(requests, base, settings, url)
+    obj = _get_json(requests, base, settings, shown)
     methods = sorted(obj.get("access_methods") or [],
                      key=lambda m: PREFERRED.index(m.get("type")) if m.get("type") in PREFERRED else len(PREFERRED))
+    allowed = {scheme.lower() for scheme in settings.drs_access_schemes} | {settings.drs_scheme}
+    refused: list[str] = []
     for method in methods:
         access = method.get("access_url")
         if isinstance(access, dict) and access.get("url"):
-            return access["url"], dict(access.get("headers") or {})
-        if method.get("access_id"):
-            found = _get_json(requests, f"{base}/access/{quote(str(method['access_id']), safe='')}", settings, url)
-            if found.get("url"):
-                return found["url"], dict(found.get("headers") or {})
-    raise InputError(f"DRS object {url} offers no access method this package can use")
+            found = access
+        elif method.get("access_id"):
+            found = _get_json(requests, f"{base}/access/{quote(str(method['access_id']), safe='')}", settings, shown)
+        else:
+            continue
+        target = found.get("url")
+        if not isinstance(target, str) or not target:
+            continue
+        scheme = urlsplit(target).scheme.lower()
+        if scheme not in allowed:  # a DRS answer must never make a worker read its own files
+            refused.append(scheme or "a bare path")
+            continue
+        return target, {str(k): str(v) for k, v in dict(found.get("headers") or {}).items()}
+    if refused:
+        raise InputError(f"DRS object {shown} answered with access URL scheme(s) {', '.join(sorted(set(refused)))}, "
+                         f"which source.drs-access-schemes does not allow ({', '.join(sorted(allowed))})")
+    raise InputError(f"DRS object {shown} offers no access method this package can use")
 
 
 def _get_json(requests: Any, endpoint: str, settings: SourceSettings, shown: str) -> dict[str, Any]:

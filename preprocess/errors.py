@@ -1,8 +1,17 @@
-"""The error classes every failure is reported as; a batch records the class name and message."""
+"""The error classes every failure is reported as; a batch records the class name and message.
+
+Every class pickles with all its attributes, so the exception a worker raised is the one `run()`
+raises on the client (tests/unit/test_errors.py).
+"""
 
 from __future__ import annotations
 
+import builtins
+import pickle
 from collections.abc import Sequence
+from typing import Any
+
+from .urls import scrub
 
 
 class PreprocessError(Exception):
@@ -21,7 +30,7 @@ class InputError(PreprocessError):
         super().__init__(message)
         self.doc_id = doc_id  # for a catalogue row that never became a document
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.doc_id))
 
 
@@ -33,6 +42,21 @@ class SourceError(PreprocessError):
 
 class StoreError(PreprocessError):
     """The artifact store refused or failed a read or write."""
+
+
+class ScratchError(PreprocessError):
+    """The worker's scratch folder ran out of space: names the folder and the bytes the build needed."""
+
+    def __init__(self, folder: str, needed: int | None = None, detail: str = "") -> None:
+        self.folder = str(folder)
+        self.needed = needed
+        self.detail = detail
+        wanted = f" (about {needed} bytes needed)" if needed else ""
+        super().__init__(f"scratch folder {self.folder} is full{wanted}: free space there or set "
+                         f"preprocess.scratch to a larger folder{': ' + detail if detail else ''}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.folder, self.needed, self.detail))
 
 
 class ConfigError(PreprocessError):
@@ -53,12 +77,42 @@ class ToolError(PreprocessError):
         prefix = f"{context}: " if context else ""
         super().__init__(f"{prefix}{shown} returned with error {returncode}: {stderr_tail.strip()}")
 
-    def __reduce__(self):  # keep the fields when the error travels from a worker process
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the fields when the error travels from a worker process
         return (type(self), (self.argv, self.returncode, self.stderr_tail, self.context))
 
 
 def describe(exc: BaseException) -> dict[str, str]:
-    """The {class, message} record for any exception; unclassified ones keep their own class name."""
+    """The {class, message} record for any exception; unclassified ones keep their own class name.
+    Messages pass through `scrub`: a library may have written a signed URL into its own."""
     if isinstance(exc, PreprocessError):
-        return exc.info()
-    return {"class": type(exc).__name__, "message": str(exc) or repr(exc)}
+        info = exc.info()
+        return {**info, "message": scrub(info["message"])}
+    return {"class": type(exc).__name__, "message": scrub(str(exc) or repr(exc))}
+
+
+def portable(exc: BaseException) -> BaseException:
+    """`exc` itself when it can travel from a worker and be raised to the user as it is: a classified
+    error that pickles, or a builtin one (a bug) whose arguments are plain text or numbers and hold no secret.
+    Anything else (a library's exception, which may carry a request with a signed URL) becomes a
+    PreprocessError naming the original class, with a scrubbed message."""
+    info = describe(exc)
+    plain = all(isinstance(arg, str | int | float | type(None)) for arg in exc.args)
+    builtin = getattr(builtins, type(exc).__name__, None) is type(exc)
+    # Our own messages are built from redacted URLs and scrubbed library text: kept whole. A builtin
+    # error is kept only when scrubbing would not change it.
+    if isinstance(exc, PreprocessError) or builtin and plain and info["message"] == (str(exc) or repr(exc)):
+        try:
+            pickle.loads(pickle.dumps(exc))
+            return exc
+        except Exception:  # noqa: BLE001, S110 - not portable: replaced below
+            pass
+    return PreprocessError(f"{info['class']}: {info['message']}")
+
+
+def rebuild(name: str, message: str) -> PreprocessError:
+    """An exception for a recorded {class, message} when the original is not at hand (a report read
+    back from JSON): the class itself where its message alone builds it, else PreprocessError."""
+    cls = globals().get(name)
+    if isinstance(cls, type) and issubclass(cls, PreprocessError) and cls not in (ToolError, ScratchError):
+        return cls(message)
+    return PreprocessError(f"{name}: {message}")

@@ -20,10 +20,11 @@ from pydantic import ValidationError
 from . import registry, sources
 from .build import build_doc, cached_result, key_for, takes_reference
 from .config import Settings
-from .errors import InputError, StoreError, describe
+from .errors import InputError, StoreError
 from .keys import task_key
 from .model import FileDoc, RunResult, redact_url, validation_reasons
 from .store import ArtifactStore
+from .urls import Url
 
 
 @dataclass
@@ -68,7 +69,7 @@ def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: 
     for index, doc, fmt, key in keyed:
         manifest = manifests[key]
         if isinstance(manifest, StoreError):
-            out.results[index] = RunResult.failure(doc.id, describe(manifest), format=fmt)
+            out.results[index] = RunResult.failure(doc.id, manifest, format=fmt)
         elif manifest is not None:
             out.results[index] = cached_result(doc, fmt, store, manifest)
         else:
@@ -103,7 +104,7 @@ def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
             name = f"{pipeline.stage}-{tokenize(doc.access_url, doc.size, fmt, doc.reference)}"
             out.tasks.setdefault(name, []).append((index, doc, fmt))
         except Exception as exc:  # noqa: BLE001 - reported per document; the batch goes on
-            out.results[index] = RunResult.failure(doc_id, describe(exc), format=fmt)
+            out.results[index] = RunResult.failure(doc_id, exc, format=fmt)
     return out, keyed
 
 
@@ -127,9 +128,10 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
     from distributed import as_completed
 
     futures = {}
+    carried = settings.for_workers()  # no credential in a task's arguments: workers have their own
     for name, members in pending.tasks.items():
         _, doc, fmt = members[0]
-        futures[client.submit(build_doc, doc, fmt, settings, rebuild=name in pending.rebuild, key=name,
+        futures[client.submit(build_doc, doc, fmt, carried, rebuild=name in pending.rebuild, key=name,
                               pure=False)] = name
     for future in as_completed(futures):
         name = futures[future]
@@ -137,7 +139,7 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
             result = future.result()
         except Exception as exc:  # noqa: BLE001 - a lost worker fails its documents, not the batch
             _, doc, fmt = pending.tasks[name][0]
-            result = RunResult.failure(doc.id, describe(exc), format=fmt)
+            result = RunResult.failure(doc.id, exc, format=fmt)
         record(name, result)
     return results
 
@@ -151,8 +153,9 @@ def _passthrough(doc: FileDoc, fmt: str, pipeline: str) -> RunResult:
 
 
 def _absolute(doc: FileDoc) -> FileDoc:
-    if sources.is_local(doc.access_url) and not doc.access_url.startswith("file://"):
-        return doc.model_copy(update={"access_url": os.path.abspath(os.path.expanduser(doc.access_url))})
+    url = doc.access_url
+    if sources.is_local(url) and url.scheme != "file":
+        return doc.model_copy(update={"access_url": Url(os.path.abspath(os.path.expanduser(url.reveal())))})
     return doc
 
 

@@ -6,9 +6,10 @@ import json
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from .urls import Url, redact
 
 Status = Literal["built", "cached", "passthrough", "failed"]
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -18,18 +19,19 @@ class FileDoc(BaseModel):
     """One catalogue entry: where a file is and what it should be.
 
     `format` is matched case-insensitively against the registered pipelines and inferred from the
-    file name when empty; `extra` keeps columns this package does not know.
+    file name when empty; `extra` keeps columns this package does not know. `access_url` is a Url:
+    it prints (and serializes) without credentials or query string; `reveal()` gives the raw value.
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     id: str = Field(min_length=1)
-    access_url: str = Field(min_length=1)
+    access_url: Url
     format: str | None = None
     md5: str | None = None
     size: int | None = Field(default=None, ge=0)
     filename: str | None = None
-    reference: str | None = None      # CRAM: URL of the FASTA (with .fai beside it) its reads were aligned to
+    reference: Url | None = None      # CRAM: URL of the FASTA (with .fai beside it) its reads were aligned to
     reference_md5: str | None = None  # the FASTA's md5: a cached CRAM is then found without fetching it
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -58,7 +60,7 @@ class FileDoc(BaseModel):
         """The file name used to infer a format: `filename`, else the last part of the URL path."""
         if self.filename:
             return self.filename
-        return urlsplit(self.access_url).path.rstrip("/").rsplit("/", 1)[-1]
+        return self.access_url.path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def validation_reasons(exc: ValidationError) -> str:
@@ -67,22 +69,16 @@ def validation_reasons(exc: ValidationError) -> str:
                      for e in exc.errors(include_input=False, include_url=False))
 
 
-def redact_url(url: str) -> str:
+def redact_url(url: str | Url) -> str:
     """The URL without credentials or query string, so a signed URL never reaches a log or report."""
-    parts = urlsplit(url)
-    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return str(url) if isinstance(url, Url) else redact(url)
 
 
 class Artifact(BaseModel):
-    kind: str  # "data" or "index"
-    name: str
-    size: int
-    sha256: str
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")  # "data" or "index"
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # a file name, never a path
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class SourceInfo(BaseModel):
@@ -102,7 +98,7 @@ class PipelineInfo(BaseModel):
 class Manifest(BaseModel):
     """manifest.json: written last; its presence is what makes a key's artifacts visible."""
 
-    key: str
+    key: str = Field(pattern=r"^[0-9a-f]{64}$")
     layout: str
     source: SourceInfo
     pipeline: PipelineInfo
@@ -142,13 +138,32 @@ class RunResult(BaseModel):
     records: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     error: ErrorInfo | None = None
+    _exception: BaseException | None = PrivateAttr(default=None)  # pickled with the result, not in JSON
 
     @property
     def ok(self) -> bool:
         return self.status != "failed"
 
+    @property
+    def exception(self) -> BaseException | None:
+        """The classified exception a failure raised, with its attributes (ToolError.argv, …)."""
+        if self.error is None:
+            return None
+        if self._exception is not None:
+            return self._exception
+        from .errors import rebuild
+
+        return rebuild(self.error.class_, self.error.message)
+
     @classmethod
-    def failure(cls, doc_id: str, error: dict[str, str], **fields: Any) -> RunResult:
+    def failure(cls, doc_id: str, error: dict[str, str] | BaseException, **fields: Any) -> RunResult:
+        """A failed result; given the exception itself, it travels with the result (see errors.portable)."""
+        if isinstance(error, BaseException):
+            from .errors import describe, portable
+
+            result = cls(id=doc_id, status="failed", error=ErrorInfo.model_validate(describe(error)), **fields)
+            result._exception = portable(error)
+            return result
         return cls(id=doc_id, status="failed", error=ErrorInfo.model_validate(error), **fields)
 
 

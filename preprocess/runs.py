@@ -104,8 +104,8 @@ def write_record(store: ArtifactStore, record: dict[str, Any]) -> str:
 def base_record(command: str, run_id: str, started: str, finished: str, store: ArtifactStore,
                 options: Mapping[str, Any]) -> dict[str, Any]:
     opts = safe_options(options)
-    if store.storage_options:
-        opts["storage_options"] = sorted(store.storage_options)
+    if store.option_names:
+        opts["storage_options"] = store.option_names
     return {"run": run_id, "command": command, "started": started, "finished": finished,
             "host": socket.gethostname(), "pid": os.getpid(), "store": redact_url(store.url),
             "versions": versions(), "options": opts}

@@ -2,15 +2,16 @@
 
 Local paths and file:// URLs are read in place (hashed, not copied). http(s) streams with one GET
 (requests); s3, az/abfs and gs stream through fsspec; drs://host/id is first resolved through the
-GA4GH DRS API. Transient failures are retried with backoff, then reported as SourceError.
+GA4GH DRS API. Only known-transient failures are retried (tenacity, jittered backoff), then reported
+as SourceError; a missing package is a ConfigError, a full scratch disk a ScratchError, a bug itself.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .config import SourceSettings
-from .errors import InputError, SourceError
-from .model import FileDoc, redact_url
+from .errors import ConfigError, InputError, PreprocessError, ScratchError, SourceError
+from .model import FileDoc
+from .urls import Url, scrub
 
 CHUNK = 8 * 2**20
 
@@ -34,20 +36,18 @@ class Fetched:
     size: int
 
 
-def is_local(url: str) -> bool:
-    scheme = urlsplit(url).scheme
-    return scheme in ("", "file") or len(scheme) == 1
+def is_local(url: str | Url) -> bool:
+    return Url(url).scheme in ("", "file")
 
 
-def local_path(url: str) -> Path:
-    if url.startswith("file://"):
-        return Path(urlsplit(url).path)
-    return Path(url)
+def local_path(url: str | Url) -> Path:
+    url = Url(url)
+    return Path(url.path)
 
 
 def fetch(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
     """The document's file on local disk, md5- and size-checked; InputError on a mismatch."""
-    shown = redact_url(doc.access_url)
+    shown = str(doc.access_url)
     if is_local(doc.access_url):
         path = local_path(doc.access_url)
         if not path.is_file():
@@ -57,7 +57,8 @@ def fetch(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
         except OSError as exc:
             raise InputError(f"{doc.id}: cannot read {shown}: {exc}") from None
     else:
-        fetched = _with_retries(lambda: _download(doc.access_url, scratch, settings), settings, doc.id, shown)
+        url = doc.access_url.reveal()
+        fetched = _with_retries(lambda: _download(url, scratch, settings, doc.size), url, settings, doc.id, shown)
     _check(doc, fetched, shown)
     return fetched
 
@@ -84,9 +85,10 @@ def fetch_reference(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fe
     """The document's reference FASTA on local disk with its .fai (and .gzi when bgzipped) beside it,
     fetched like a source; InputError when an index is missing or the md5 is not the document's."""
     assert doc.reference is not None
-    shown = redact_url(doc.reference)
-    if is_local(doc.reference):
-        path = local_path(doc.reference)
+    reference = Url(doc.reference)
+    shown = str(reference)
+    if is_local(reference):
+        path = local_path(reference)
         if not path.is_file():
             raise InputError(f"{doc.id}: reference {shown} does not exist or is not a file")
         fetched = _hash_file(path)
@@ -95,13 +97,16 @@ def fetch_reference(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fe
                 raise InputError(f"{doc.id}: reference {shown} has no {suffix} index beside it "
                                  "(make one with samtools faidx)")
     else:
-        fetched = _with_retries(lambda: _download(doc.reference or "", scratch, settings, "reference.fa"),
-                                settings, doc.id, shown)
+        raw = reference.reveal()
+        fetched = _with_retries(lambda: _download(raw, scratch, settings, None, "reference.fa"), raw, settings,
+                                doc.id, shown)
         for suffix in _index_suffixes(fetched.path):
-            index_url = _beside(doc.reference, suffix)
+            index_url = _beside(raw, suffix)
+            def get_index(u: str = index_url, s: str = suffix) -> Fetched:
+                return _download(u, scratch, settings, None, "reference.fa" + s)
+
             try:
-                _with_retries(lambda u=index_url, s=suffix: _download(u, scratch, settings, "reference.fa" + s),
-                              settings, doc.id, f"{shown}{suffix}")
+                _with_retries(get_index, index_url, settings, doc.id, f"{shown}{suffix}")
             except InputError:
                 raise InputError(f"{doc.id}: reference {shown} has no {suffix} index beside it "
                                  "(make one with samtools faidx)") from None
@@ -122,17 +127,25 @@ def _beside(url: str, suffix: str) -> str:
     return urlunsplit(parts._replace(path=parts.path + suffix))
 
 
-def _download(url: str, scratch: Path, settings: SourceSettings, name: str = "source") -> Fetched:
+def _download(url: str, scratch: Path, settings: SourceSettings, expected: int | None,
+              name: str = "source") -> Fetched:
     target = scratch / name
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
     resolved, headers = resolve(url, settings)
-    with _open(resolved, headers, settings) as blocks, open(target, "wb") as out:
+    with _open(resolved, headers, settings) as (blocks, announced), open(target, "wb") as out:
+        expected = expected or announced
         for block in blocks:
             md5.update(block)
             sha.update(block)
             size += len(block)
-            out.write(block)
+            try:
+                out.write(block)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise ScratchError(str(scratch), needed=expected or None,
+                                       detail=f"{size} bytes of the source received when it filled") from None
+                raise
     return Fetched(target, md5.hexdigest(), sha.hexdigest(), size)
 
 
@@ -146,57 +159,141 @@ def resolve(url: str, settings: SourceSettings) -> tuple[str, dict[str, str]]:
 
 
 @contextmanager
-def _open(url: str, headers: dict[str, str], settings: SourceSettings) -> Iterator[Iterator[bytes]]:
-    """The URL's bytes as blocks: one streaming GET for http(s), fsspec for object stores."""
-    if urlsplit(url).scheme in ("http", "https"):
+def _open(url: str, headers: dict[str, str], settings: SourceSettings) -> Iterator[tuple[Iterator[bytes], int | None]]:
+    """The URL's bytes as blocks, and its size when the server says: one streaming GET for http(s),
+    fsspec for object stores."""
+    scheme = urlsplit(url).scheme
+    if scheme in ("http", "https"):
         import requests
 
         # requests, not fsspec's HTTP layer: fsspec reports a 503 as FileNotFoundError, which would
-        # turn a passing outage into an input error.
+        # turn a passing outage into an input error. requests itself does not retry (urllib3 Retry(0)).
         with requests.get(url, headers=headers, stream=True, timeout=(30, settings.timeout)) as response:
             if response.status_code in (404, 410):
                 raise FileNotFoundError(url)
             response.raise_for_status()
-            yield response.iter_content(CHUNK)
+            length = response.headers.get("Content-Length", "")
+            yield response.iter_content(CHUNK), int(length) if length.isdigit() else None
         return
-    import fsspec
+    try:
+        import fsspec
 
-    with fsspec.open(url, "rb") as stream:
-        yield iter(lambda: stream.read(CHUNK), b"")
-
-
-def _with_retries(action: Any, settings: SourceSettings, doc_id: str, shown: str) -> Fetched:
-    delay = settings.backoff
-    for attempt in range(1, settings.attempts + 1):
-        try:
-            return action()
-        except (InputError, SourceError):
-            raise
-        except FileNotFoundError:
-            raise InputError(f"{doc_id}: source {shown} does not exist") from None
-        except PermissionError as exc:
-            raise SourceError(f"{doc_id}: access to {shown} denied: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - network stacks raise many kinds; all may pass
-            if not _transient(exc) or attempt == settings.attempts:
-                raise SourceError(f"{doc_id}: fetching {shown} failed after {attempt} attempt(s): "
-                                  f"{type(exc).__name__}: {_redact_message(str(exc), doc_id)}") from None
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+        fs, path = fsspec.url_to_fs(url, **library_retries(scheme, settings))
+        if scheme in ("s3", "s3a"):
+            fs.retries = 1  # s3fs's own loop off: botocore's policy makes every try (an instance of our own)
+        with fs.open(path, "rb") as stream:
+            size = getattr(stream, "size", None)
+            yield iter(lambda: stream.read(CHUNK), b""), size if isinstance(size, int) else None
+    except ImportError as exc:
+        package = {"s3": "s3fs", "az": "adlfs", "abfs": "adlfs", "gs": "gcsfs", "gcs": "gcsfs"}.get(scheme, scheme)
+        raise ConfigError(f"{scheme}:// sources need {package}: pip install {package} ({exc.name} is missing)") \
+            from None
 
 
-def _transient(exc: BaseException) -> bool:
-    response = getattr(exc, "response", None)
-    status = getattr(exc, "status", None) or getattr(response, "status_code", None)
-    if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+def library_retries(scheme: str, settings: SourceSettings) -> dict[str, Any]:
+    """fsspec options giving an object-store source `attempts` tries in all, made by the library's own
+    retry policy (botocore "standard": throttling codes, 5xx, connection errors, jittered backoff),
+    with s3fs's own loop off so the two do not multiply. Azure and GCS keep their libraries' policies
+    (docs/design-notes.md says how many tries those make); this module adds none on top."""
+    if scheme in ("s3", "s3a"):
+        return {"config_kwargs": {"retries": {"mode": "standard", "total_max_attempts": settings.attempts}}}
+    return {}
+
+
+def _attempts(url: str, settings: SourceSettings) -> int:
+    """Tries made here: every configured attempt for http(s) and DRS, which nothing else retries;
+    one for object stores, whose libraries retry themselves (see library_retries)."""
+    return settings.attempts if urlsplit(url).scheme in ("http", "https", "drs") else 1
+
+
+def _with_retries(action: Callable[[], Fetched], url: str, settings: SourceSettings, doc_id: str,
+                  shown: str) -> Fetched:
+    """Run `action`, retrying only known-transient failures with jittered exponential backoff; classify
+    the rest at once (see _classify). A bug raises as itself."""
+    import tenacity
+
+    attempts = _attempts(url, settings)
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential_jitter(multiplier=settings.backoff, max=max(settings.backoff, 60),
+                                              jitter=settings.backoff),
+        retry=tenacity.retry_if_exception(transient), reraise=True)
+    try:
+        return retrying(action)
+    except (PreprocessError, tenacity.TryAgain):
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified below; a bug is re-raised as itself
+        tries = retrying.statistics.get("attempt_number", 1)
+        raise _classify(exc, doc_id, shown, tries) from None
+
+
+# Class names, anywhere in an exception's MRO, of failures that may pass: connection resets and
+# refusals, timeouts, a connection cut mid-body (requests, urllib3, aiohttp, botocore, azure-core).
+_TRANSIENT_CLASSES = {
+    "ConnectionError", "Timeout", "TimeoutError", "ChunkedEncodingError", "ProtocolError", "ReadTimeoutError",
+    "NewConnectionError", "ClientConnectionError", "ClientPayloadError", "ServerDisconnectedError",
+    "IncompleteRead", "EndpointConnectionError", "ConnectionClosedError", "ServiceRequestError",
+    "ServiceResponseError", "FSTimeoutError",
+}
+# Throttling and server-side error codes of S3 and Azure Storage.
+_TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+    "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "ServerBusy",
+    "OperationTimedOut", "InternalServerError",
+}
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether trying again may help: a known-transient class, HTTP 408/429/5xx, or a throttling code."""
+    if isinstance(exc, PreprocessError):
+        return exc.retry
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"SSLError", "InvalidURL", "InvalidSchema", "MissingSchema"}:  # trying again cannot help
         return False
-    return True
+    if names & _TRANSIENT_CLASSES:
+        return True
+    if _code(exc) in _TRANSIENT_CODES:
+        return True
+    status = _status(exc)
+    return status is not None and (status in (408, 429) or status >= 500)
 
 
-def _redact_message(message: str, doc_id: str) -> str:
-    # Library messages can echo a signed URL, whole or as a path ("Max retries exceeded with url:
-    # /x.bam?sig=…" from urllib3); keep only what precedes any query string.
-    return " ".join(redact_url(word) if "://" in word else word.split("?", 1)[0] for word in message.split())
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    for value in (getattr(exc, "status_code", None), getattr(exc, "status", None),
+                  getattr(response, "status_code", None),
+                  (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") if isinstance(response, dict)
+                  else None):
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return (response.get("Error") or {}).get("Code")
+    code = getattr(exc, "error_code", None)
+    return str(code) if code else None
+
+
+def _classify(exc: Exception, doc_id: str, shown: str, tries: int) -> Exception:
+    """The classified error for a fetch that failed for good; an unknown builtin error (a bug) as itself."""
+    reason = f"{type(exc).__name__}: {scrub(str(exc))}"
+    if isinstance(exc, ImportError):
+        return ConfigError(f"{doc_id}: fetching {shown} needs a package that is not installed: {exc.name}")
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"{doc_id}: source {shown} does not exist", doc_id=doc_id)
+    status = _status(exc)
+    if isinstance(exc, PermissionError) or status in (401, 403):
+        return SourceError(f"{doc_id}: access to {shown} denied: {reason}")
+    if transient(exc):
+        return SourceError(f"{doc_id}: fetching {shown} failed after {tries} attempt(s): {reason}")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return ScratchError(getattr(exc, "filename", None) or "scratch", detail=scrub(str(exc)))
+    if type(exc).__module__ == "builtins" and not isinstance(exc, OSError):
+        return exc  # a bug: raised as itself, never retried
+    return SourceError(f"{doc_id}: fetching {shown} failed: {reason}")
 
 
 def scratch_dir(base: str | None) -> Path:

@@ -17,11 +17,31 @@ from typing import Any
 from .errors import ConfigError, StoreError
 from .keys import LAYOUT, is_key
 from .model import Artifact, Manifest
+from .urls import Url, scrub
 
 MANIFEST = "manifest.json"
 CHUNK = 8 * 2**20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _INSTALL_HINT = {"s3": "s3fs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs", "gs": "gcsfs", "gcs": "gcsfs"}
+
+
+def _refuse_dot_segments(shown: Url, root: str) -> None:
+    """An object-store prefix with `.` or `..` segments (or their %-encoded forms) is refused: stores
+    and tools disagree on whether they climb, so the store would not be where it says."""
+    from urllib.parse import unquote
+
+    segments = unquote(unquote(root)).replace("\\", "/").split("/")
+    if any(segment in (".", "..") for segment in segments):
+        raise ConfigError(f"store {shown}: '.' and '..' are not allowed in an object store's prefix")
+
+
+def _fsync(path: str) -> None:
+    """Flush a file's (or a folder's entries') writes to disk, so a crash cannot keep a name without its bytes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: Path) -> str:
@@ -33,14 +53,19 @@ def sha256_file(path: Path) -> str:
 
 
 class ArtifactStore:
-    """The store at `url` (a local path, file://, s3://, az://, abfs://, gs://, memory://)."""
+    """The store at `url` (a local path, file://, s3://, az://, abfs://, gs://, memory://).
 
-    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None,
+    `url` is kept redacted (no userinfo, no query string): it appears in messages and reports; the
+    storage options go to fsspec and are not kept here.
+    """
+
+    def __init__(self, url: str | Url, storage_options: Mapping[str, Any] | None = None,
                  verify: str = "sha256") -> None:
         import fsspec
 
         self.verify = verify  # "sha256": re-read uploads and compare; "size": compare sizes only
-        self.storage_options = dict(storage_options or {})
+        shown = Url(url)
+        url = shown.reveal()
         scheme = url.split("://", 1)[0] if "://" in url else "file"
         self.protocol = scheme
         try:
@@ -49,14 +74,17 @@ class ArtifactStore:
                 root = os.path.abspath(os.path.expanduser(path))
                 self.fs = fsspec.filesystem("file")
             else:
-                self.fs, root = fsspec.url_to_fs(url, **self.storage_options)
+                self.fs, root = fsspec.url_to_fs(url, **dict(storage_options or {}))
         except ImportError as exc:
             package = _INSTALL_HINT.get(scheme, scheme)
-            raise ConfigError(f"store {url}: install {package} to use {scheme}:// stores ({exc})") from None
+            raise ConfigError(f"store {shown}: install {package} to use {scheme}:// stores ({exc})") from None
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"store {url}: {exc}") from None
+            raise ConfigError(f"store {shown}: {scrub(str(exc))}") from None
+        if scheme != "file":
+            _refuse_dot_segments(shown, root)
         self.root = root.rstrip("/")
-        self.url = url
+        self.url = str(shown)
+        self.option_names = sorted(storage_options or {})  # for run records: which options, never their values
         self.local = scheme == "file"
 
     # -- naming -------------------------------------------------------------------------------------
@@ -94,7 +122,7 @@ class ArtifactStore:
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - any backend failure here is a configuration problem
-            raise ConfigError(f"store {self.url}: cannot be reached: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(f"store {self.url}: cannot be reached: {type(exc).__name__}: {scrub(str(exc))}") from None
 
     def lookup(self, key: str) -> Manifest | None:
         """The committed manifest of `key`, or None when nothing is committed there."""
@@ -109,9 +137,12 @@ class ArtifactStore:
         except Exception as exc:
             raise StoreError(f"reading {self.uri(key, MANIFEST)}: {type(exc).__name__}: {exc}") from exc
         try:
-            return Manifest.model_validate_json(data)
+            manifest = Manifest.model_validate_json(data)
         except ValueError as exc:
             raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {exc}") from None
+        if manifest.key != key:  # a copied or forged manifest must not make one key serve another's bytes
+            raise StoreError(f"{self.uri(key, MANIFEST)} claims key {manifest.key[:80]!r}, not the key of its folder")
+        return manifest
 
     def lookup_many(self, keys: Iterable[str]) -> dict[str, Manifest | None | StoreError]:
         """lookup() for many keys, concurrently on object stores, so a cached catalogue of thousands
@@ -187,6 +218,9 @@ class ArtifactStore:
             if all(ours.get(art.name) == art.sha256 for art in existing.artifacts):
                 return existing
             return self._reconcile(existing)
+        except Exception as exc:  # a refused or failed manifest write: nothing was committed
+            raise StoreError(f"writing {self.uri(manifest.key, MANIFEST)}: {type(exc).__name__}: "
+                             f"{scrub(str(exc))}") from exc
         return manifest
 
     def _reconcile(self, existing: Manifest) -> Manifest:
@@ -209,7 +243,9 @@ class ArtifactStore:
                 tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
                 try:
                     self.fs.put_file(str(local), tmp)
+                    _fsync(tmp)  # the bytes are on disk before the name, and both before the manifest
                     os.replace(tmp, target)
+                    _fsync(os.path.dirname(target))
                 finally:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
@@ -262,5 +298,6 @@ class ArtifactStore:
                 os.link(tmp, target)  # atomic, and fails when a manifest is already there
             finally:
                 os.unlink(tmp)
+            _fsync(os.path.dirname(target))
             return
         self.fs.pipe_file(target, body, mode="create")

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -100,6 +100,7 @@ class FileServer:
         self.files: dict[str, bytes] = {}
         self.drs: dict[str, str] = {}      # object id -> file name
         self.fail: dict[str, int] = {}
+        self.drs_access: dict[str, str] = {}  # object id -> the access URL to answer with, if not its file's
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
@@ -125,7 +126,8 @@ class FileServer:
                                 "access_methods": [{"type": "https", "access_id": "a1"}]}
                         return self._send(200, json.dumps(body).encode(), "application/json")
                     if parts[5:] == ["access", "a1"]:
-                        body = {"url": f"{server.base}/files/{name}", "headers": {"Authorization": "Bearer drs-token"}}
+                        url = server.drs_access.get(parts[4], f"{server.base}/files/{name}")
+                        body = {"url": url, "headers": {"Authorization": "Bearer drs-token"}}
                         return self._send(200, json.dumps(body).encode(), "application/json")
                 return self._send(404, b"not found")
 
@@ -222,3 +224,74 @@ def tool_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+class FaultProxy:
+    """An HTTP proxy to `target_port` that answers chosen requests with an error instead of forwarding.
+
+    `fail(method, path) -> bool` picks the requests; `budget` is how many it fails (None: all of them).
+    `hold(method, path) -> bool` picks requests to keep waiting (whole) until `release` is set.
+    Every request is recorded as (method, path, status answered).
+    """
+
+    def __init__(self, target_port: int, fail: Callable[[str, str], bool], budget: int | None = None,
+                 status: int = 500, hold: Callable[[str, str], bool] | None = None) -> None:
+        import http.client
+
+        self.requests: list[tuple[str, str, int]] = []
+        self.budget = budget
+        self.held = threading.Event()     # set when a request `hold` picks has arrived
+        self.release = threading.Event()  # held requests go on (forwarded) once this is set
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if hold is not None and hold(self.command, self.path):
+                    proxy.held.set()
+                    proxy.release.wait()
+                if fail(self.command, self.path) and (proxy.budget is None or proxy.budget > 0):
+                    if proxy.budget is not None:
+                        proxy.budget -= 1
+                    proxy.requests.append((self.command, self.path, status))
+                    error = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code>"
+                             b"<Message>injected fault</Message></Error>")
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                upstream = http.client.HTTPConnection(HOST, target_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("expect",)}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+                proxy.requests.append((self.command, self.path, answer.status))
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(key, value)
+                length = answer.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay  # noqa: N815 - the stdlib's names
+
+        self.httpd = ThreadingHTTPServer((HOST, 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()

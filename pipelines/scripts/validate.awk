@@ -38,6 +38,8 @@ function info_end(info, pos,   i, v) {
 {
   if (index($0, "\r")) sub(/\r$/, "")
   if (infasta) { fasta++; next }
+  # htslib takes text holding control characters for binary and refuses to index it
+  if ($0 ~ /[\001-\010\013\014\016-\037\177]/) bad("a control character (a byte below 32 other than tab) in text")
   if (NF <= 1 && $0 ~ /^[ \t]*$/) { blank++; next }
   c = substr($0, 1, 1)
   if (c == "#") {
