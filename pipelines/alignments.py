@@ -60,6 +60,7 @@ class AlignmentPipeline:
         with ctx.stage("verify"):
             shell.run(["samtools", "quickcheck", "-u", "-v", str(out)], context="checking the sorted output")
             records_out = _indexed_records(out, index)
+            _refuse_past_the_end(out, index, lengths, src, ctx.label)
             if records_out != records_in:
                 raise ToolError(["samtools", "sort"], 0,
                                 f"{records_in} records in, {records_out} out", context=f"checking {ctx.label}")
@@ -107,9 +108,31 @@ def _reference_lengths(path: Path, shown: str) -> dict[str, int]:
 
     try:
         with pysam.AlignmentFile(str(path), check_sq=False) as aln:
-            return {name: int(aln.get_reference_length(name)) for name in aln.references}
+            text = str(aln.header)
+            lengths = {name: int(aln.get_reference_length(name)) for name in aln.references}
     except (ValueError, OSError) as exc:
         raise InputError(f"{shown}: cannot read the SAM/BAM header: {users_terms(str(exc), path, shown)}") from None
+    for number, line in enumerate(text.split("\n"), 1):  # htslib reads LN:1000x as 1000, and says nothing
+        bad = line.startswith("@SQ\t") and next((f for f in line.split("\t") if f.startswith("LN:")
+                                                 and not re.fullmatch(r"LN:[1-9][0-9]*", f)), None)
+        if bad:
+            raise InputError(f"{shown}: header line {number}: @SQ {bad!r} is not a positive integer length")
+    return lengths
+
+
+def _refuse_past_the_end(bam: Path, index: Path, lengths: dict[str, int], source: Path, shown: str) -> None:
+    """A read placed at or past its reference's length is kept by samtools, but no region query a browser
+    makes reaches it: refuse the file, naming the first such read. Reads only the bins past each end."""
+    import pysam
+
+    with pysam.AlignmentFile(str(bam), index_filename=str(index), check_sq=False) as aln:
+        for name, length in lengths.items():
+            for read in aln.fetch(name, max(0, length - 1), 2**31 - 1):
+                if read.reference_start >= length:
+                    line = _first_line_of_read(source, read.query_name or "")
+                    where = f"{shown}: line {line}" if line else f"{shown}: read {read.query_name}"
+                    raise InputError(f"{where}: a read at {name}:{read.reference_start + 1} starts past the end of "
+                                     f"{name} (length {length} on its @SQ line), where no region query reaches it")
 
 
 def _count(path: Path, threads: int, context: str, shown: str) -> int:
@@ -141,6 +164,22 @@ def _first_line_naming(path: Path, name: str) -> int | None:
         for number, line in enumerate(text, 1):
             fields = line.split(b"\t", 7)
             if not line.startswith(b"@") and len(fields) > 6 and key in (fields[2], fields[6]):
+                return number
+    return None
+
+
+def _first_line_of_read(path: Path, qname: str) -> int | None:
+    """The line number of the first SAM record named `qname`; None for BAM."""
+    import gzip
+
+    if sniff(path) != "sam":
+        return None
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+    key = qname.encode() + b"\t"
+    with (gzip.open(path, "rb") if compressed else open(path, "rb")) as text:
+        for number, line in enumerate(text, 1):
+            if line.startswith(key):
                 return number
     return None
 

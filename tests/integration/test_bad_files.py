@@ -124,19 +124,23 @@ def test_a_generated_bad_file_is_built_whole_or_refused_classified(fmt, original
     check()
 
 
-@pytest.mark.xfail(strict=True, reason="defect found by the test above: samtools keeps reads placed past their "
-                   "reference's declared length (here from a malformed @SQ LN:1000x it reads as 1000), and no "
-                   "region query reaches them; the alignments pipeline does not refuse them yet")
-def test_reads_past_the_declared_reference_length_are_refused_or_reachable(tmp_path):
+@pytest.mark.parametrize("length, words", [
+    ("1000x", "past.sam: header line 2: @SQ 'LN:1000x' is not a positive integer length"),  # htslib reads 1000
+    ("1000", "past.sam: line 5: a read at chr1:5000 starts past the end of chr1 (length 1000 on its @SQ line)"),
+])
+def test_reads_past_the_declared_reference_length_are_refused(tmp_path, length, words):
+    """Found by the test above: samtools keeps reads placed past their reference's length (and reads a
+    malformed LN:1000x as 1000); no region query a browser makes reaches them."""
     sam = tmp_path / "past.sam"
-    sam.write_text("@HD\tVN:1.6\n@SQ\tSN:chr1\tLN:1000x\n"
+    sam.write_text(f"@HD\tVN:1.6\n@SQ\tSN:chr1\tLN:{length}\n"
                    + "".join(f"r{i}\t0\tchr1\t{pos}\t60\t4M\t*\t0\t0\tACGT\tIIII\n"
-                             for i, pos in enumerate((10, 500, 5000, 9000))))
+                             for i, pos in enumerate((10, 997, 5000, 9000))))
     settings = load_settings(**{"store.url": str(tmp_path / "store"), "cluster.profile": "sync",
                                 "scratch": str(tmp_path)})
     result = build_doc(FileDoc(id="past", access_url=str(sam), format="SAM"), "SAM", settings)
-    assert result.status == "failed" and result.error.class_ == "InputError" or (
-        result.status == "built" and count_through_index(result) == result.records["out"] == 4)
+    assert result.status == "failed" and result.error.class_ == "InputError", result
+    assert result.error.message.startswith(words), result.error.message
+    assert store_files(tmp_path / "store") == []
 
 
 def test_a_bigbed_that_aborts_its_reader_fails_classified_and_the_process_lives_on(originals, tmp_path):
