@@ -59,43 +59,19 @@ def any_store(request, tmp_path: Path):
 
 
 # -- loopback only --------------------------------------------------------------------------------
-import ipaddress  # noqa: E402
-import socket  # noqa: E402
+from tests.loopback_site import loopback_guard  # noqa: E402
 
-_REAL_CONNECT = socket.socket.connect
-_REAL_CONNECT_EX = socket.socket.connect_ex
-
-
-def _check_loopback(sock: socket.socket, address: object) -> None:
-    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(address, tuple):
-        return
-    host = str(address[0])
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = ipaddress.ip_address(socket.gethostbyname(host))
-    if not ip.is_loopback:
-        raise ConnectionRefusedError(f"test guard: refusing a connection to {host}, which is not loopback")
-
-
-def _guarded_connect(self: socket.socket, address: object) -> None:
-    _check_loopback(self, address)
-    return _REAL_CONNECT(self, address)
-
-
-def _guarded_connect_ex(self: socket.socket, address: object) -> int:
-    _check_loopback(self, address)
-    return _REAL_CONNECT_EX(self, address)
+GUARD_SITE = Path(__file__).resolve().parent / "loopback_site"
+# Every Python process a test starts (Dask workers, the CLI, servers) imports the guard at start-up.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(GUARD_SITE), os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(autouse=True, scope="session")
 def loopback_only():
     """Any connection this test process opens to a non-loopback address fails."""
-    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    loopback_guard.install()
     yield
-    socket.socket.connect = _REAL_CONNECT  # type: ignore[method-assign]
-    socket.socket.connect_ex = _REAL_CONNECT_EX  # type: ignore[method-assign]
+    loopback_guard.uninstall()
 
 
 # -- real S3 (moto) and Azure Blob (Azurite) --------------------------------------------------------

@@ -14,3 +14,13 @@ def test_loopback_connections_still_work():
         port = server.getsockname()[1]
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
+
+
+def test_python_processes_a_test_starts_are_guarded_too():
+    """Dask workers, the CLI and servers are child processes: the guard reaches them through PYTHONPATH."""
+    import subprocess
+    import sys
+
+    code = "import socket; socket.create_connection(('10.255.255.1', 9), timeout=5)"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert child.returncode != 0 and "test guard: refusing a connection to 10.255.255.1" in child.stderr
