@@ -7,20 +7,19 @@ becomes a failed result with its classified error rather than an exception.
 
 from __future__ import annotations
 
-import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from pipelines.base import BuildContext, BuildSettings, Pipeline
 
-from . import registry, sources
+from . import registry, shell, sources
 from .config import Settings
 from .errors import describe
 from .keys import LAYOUT, derive_key
 from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
+from .scratch import make_scratch
 from .store import ArtifactStore, sha256_file
 
 
@@ -52,52 +51,56 @@ def cached_result(doc: FileDoc, fmt: str, store: ArtifactStore, manifest: Manife
 
 
 def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
-    """Build (or find cached) the artifacts of one document; never raises."""
+    """Build (or find cached) the artifacts of one document; never raises. Past preprocess.task-timeout
+    its tools are killed and it fails with TimeLimitError."""
     common: dict[str, Any] = {"format": fmt, "source": redact_url(doc.access_url)}
     timings: dict[str, float] = {}
-    key = None
+    keyed: list[str] = []  # the key, once the source is hashed, for a failure's report
     try:
         pipeline = registry.pipeline_for(fmt)
         common["pipeline"] = pipeline.name
-        scratch = Path(tempfile.mkdtemp(prefix=f"preprocess-{_safe(doc.id)}-",
-                                        dir=sources.scratch_dir(settings.scratch)))
+        scratch = make_scratch(settings.scratch, doc.id)
     except Exception as exc:  # noqa: BLE001 - a worker without the pipeline or without scratch space
         return RunResult.failure(doc.id, describe(exc), **common)
     try:
-        store = open_store(settings)
-        started = time.perf_counter()
-        fetched = sources.fetch(doc, scratch, settings.source)
-        timings["fetch"] = round(time.perf_counter() - started, 4)
-        key = key_for(pipeline, fetched.md5, settings)
-        found = store.lookup(key)
-        if found is not None:
-            return cached_result(doc, fmt, store, found)
-        workdir = scratch / "work"
-        workdir.mkdir()
-        ctx = BuildContext(source=fetched.path, format=fmt, workdir=workdir, settings=build_settings(settings),
-                           timings=timings)
-        output = pipeline.build(ctx)
-        started = time.perf_counter()
-        artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))
-                     for kind, path in output.artifacts.items()]
-        manifest = Manifest(
-            key=key, layout=LAYOUT,
-            source=SourceInfo(url=redact_url(doc.access_url), format=fmt, md5=fetched.md5,
-                              sha256=fetched.sha256, size=fetched.size),
-            pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
-                                  parameters=pipeline.parameters(ctx.settings)),
-            tools=output.tools, artifacts=artifacts, records=output.records, timings=timings,
-        )
-        committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()})
-        timings["commit"] = round(time.perf_counter() - started, 4)
-        return RunResult(id=doc.id, status="built", key=key, artifacts=store.artifact_uris(committed),
-                         manifest=store.uri(key, "manifest.json"), records=committed.records, timings=timings,
-                         **common)
+        with shell.time_cap(settings.task_timeout):
+            return _build(doc, fmt, settings, pipeline, scratch, timings, keyed, common)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified, in the result
-        return RunResult.failure(doc.id, describe(exc), key=key, timings=timings, **common)
+        return RunResult.failure(doc.id, describe(exc), key=keyed[0] if keyed else None, timings=timings, **common)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:40]
+def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scratch: Path, timings: dict[str, float],
+           keyed: list[str], common: dict[str, Any]) -> RunResult:
+    store = open_store(settings)
+    started = time.perf_counter()
+    fetched = sources.fetch(doc, scratch, settings.source)
+    timings["fetch"] = round(time.perf_counter() - started, 4)
+    shell.check_time("fetching the source")
+    key = key_for(pipeline, fetched.md5, settings)
+    keyed.append(key)
+    found = store.lookup(key)
+    if found is not None:
+        return cached_result(doc, fmt, store, found)
+    workdir = scratch / "work"
+    workdir.mkdir()
+    ctx = BuildContext(source=fetched.path, format=fmt, workdir=workdir, settings=build_settings(settings),
+                       timings=timings)
+    output = pipeline.build(ctx)
+    shell.check_time("building")
+    started = time.perf_counter()
+    artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))
+                 for kind, path in output.artifacts.items()]
+    manifest = Manifest(
+        key=key, layout=LAYOUT,
+        source=SourceInfo(url=redact_url(doc.access_url), format=fmt, md5=fetched.md5,
+                          sha256=fetched.sha256, size=fetched.size),
+        pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
+                              parameters=pipeline.parameters(ctx.settings)),
+        tools=output.tools, artifacts=artifacts, records=output.records, timings=timings,
+    )
+    committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()})
+    timings["commit"] = round(time.perf_counter() - started, 4)
+    return RunResult(id=doc.id, status="built", key=key, artifacts=store.artifact_uris(committed),
+                     manifest=store.uri(key, "manifest.json"), records=committed.records, timings=timings, **common)

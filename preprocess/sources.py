@@ -8,7 +8,6 @@ GA4GH DRS API. Transient failures are retried with backoff, then reported as Sou
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +17,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import SourceSettings
-from .errors import InputError, SourceError
+from .errors import InputError, SourceError, TimeLimitError
 from .model import FileDoc, redact_url
+from .shell import check_time
 
 CHUNK = 8 * 2**20
 
@@ -91,6 +91,7 @@ def _download(url: str, scratch: Path, settings: SourceSettings) -> Fetched:
             sha.update(block)
             size += len(block)
             out.write(block)
+            check_time("downloading the source")
     return Fetched(target, md5.hexdigest(), sha.hexdigest(), size)
 
 
@@ -128,7 +129,7 @@ def _with_retries(action: Any, settings: SourceSettings, doc_id: str, shown: str
     for attempt in range(1, settings.attempts + 1):
         try:
             return action()
-        except (InputError, SourceError):
+        except (InputError, SourceError, TimeLimitError):
             raise
         except FileNotFoundError:
             raise InputError(f"{doc_id}: source {shown} does not exist") from None
@@ -140,6 +141,7 @@ def _with_retries(action: Any, settings: SourceSettings, doc_id: str, shown: str
                                   f"{type(exc).__name__}: {_redact_message(str(exc), doc_id)}") from None
             time.sleep(delay)
             delay *= 2
+            check_time("waiting to retry the source")
     raise AssertionError("unreachable")
 
 
@@ -154,9 +156,3 @@ def _transient(exc: BaseException) -> bool:
 def _redact_message(message: str, doc_id: str) -> str:
     # Library messages can echo a signed URL; keep only what precedes any query string.
     return " ".join(redact_url(word) if "://" in word else word for word in message.split())
-
-
-def scratch_dir(base: str | None) -> Path:
-    root = Path(base) if base else Path(os.environ.get("TMPDIR", "/tmp"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
