@@ -10,7 +10,7 @@ SYSTEM_TOOLS := samtools tabix bgzip gffread
 AZURITE := .tools/node_modules/.bin/azurite-blob
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test unit lint bench system clean
+.PHONY: demo test unit lint bench system browser clean
 
 system:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
@@ -18,6 +18,11 @@ system:
 	  echo "installing system tools:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread >/dev/null; \
 	fi
+
+# headless Chromium screenshots the Dask dashboard in the tests (make test only; demo needs no browser)
+browser:
+	@command -v chromium >/dev/null || { echo "installing chromium"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +41,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check preprocess pipelines tests benchmarks
 	$(VENV)/bin/mypy preprocess pipelines
 
-test: system $(STAMP) $(AZURITE) lint
+test: system browser $(STAMP) $(AZURITE) lint
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest -q
 
 unit: $(STAMP)

@@ -11,7 +11,7 @@ from . import errors
 from .build import open_store
 from .cluster import open_client
 from .config import Settings, load_settings
-from .graph import execute, plan
+from .graph import Plan, execute, plan
 from .model import BatchReport, FileDoc, RunResult, redact_url
 
 Doc = FileDoc | Mapping[str, Any]
@@ -24,13 +24,16 @@ def _now() -> str:
 def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, client: Any | None = None,
              settings: Settings | None = None,
              progress: Callable[[RunResult], None] | None = None,
-             on_client: Callable[[Any], None] | None = None) -> BatchReport:
+             on_client: Callable[[Any], None] | None = None,
+             report: str | os.PathLike[str] | None = None) -> BatchReport:
     """Build every document's artifacts; a failure is recorded in its result and the rest go on.
 
     Cached and passthrough documents are answered from the store alone; a cluster is used only when
     something needs building: `client`, else a Client already connected in this process (profile
     local), else one started for the call. `progress` is called with each finished result and
-    `on_client` with the client once one is connected (the CLI shows its dashboard link).
+    `on_client` with the client once one is connected (the CLI shows its dashboard link). `report`:
+    where to save distributed's performance report (HTML) of the run; written only when a cluster ran
+    something (a fully cached batch starts none, and writes none).
     """
     settings = settings or load_settings()
     if store is not None:
@@ -43,21 +46,36 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
     if progress:
         for result in pending.results.values():
             progress(result)
-    dashboard = None
+    dashboard = written = None
     if pending.needs_cluster:
         client = client or _current_client(settings)
         if client is not None:
-            results.update(execute(pending, settings, client, progress))
+            written = _execute_reported(pending, settings, client, progress, report, results)
         else:
             with open_client(settings.cluster) as started_client:
                 if started_client is not None:
                     dashboard = getattr(started_client, "dashboard_link", None)
                     if on_client:
                         on_client(started_client)
-                results.update(execute(pending, settings, started_client, progress))
+                written = _execute_reported(pending, settings, started_client, progress, report, results)
     ordered = [results[i] for i in sorted(results)]
     return BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
-                       dashboard=dashboard)
+                       dashboard=dashboard, performance_report=written)
+
+
+def _execute_reported(pending: Plan, settings: Settings, client: Any | None,
+                      progress: Callable[[RunResult], None] | None,
+                      report: str | os.PathLike[str] | None, results: dict[int, RunResult]) -> str | None:
+    """execute() into `results`, inside distributed's performance_report when one is asked for and a
+    cluster runs the work; the report's path when one was written."""
+    if report is None or client is None:
+        results.update(execute(pending, settings, client, progress))
+        return None
+    from distributed import performance_report
+
+    with client.as_current(), performance_report(filename=os.fspath(report)):
+        results.update(execute(pending, settings, client, progress))
+    return os.path.abspath(report)
 
 
 def _current_client(settings: Settings) -> Any | None:

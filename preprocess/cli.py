@@ -47,14 +47,16 @@ def cli() -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @_store_option
 @_cluster_options
+@click.option("--report", "report_path", metavar="HTML", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save Dask's performance report of the run (written only when something was built).")
 def batch(manifest: Path, store: str | None, profile: str | None, address: str | None, workers: int | None,
-          json_path: str | None) -> None:
+          json_path: str | None, report_path: Path | None) -> None:
     """Build every row of a catalogue CSV (columns id, access_url, format; md5, size, filename optional)."""
     from .catalog import read_catalog
 
     settings = _settings(store, profile, address, workers)
     docs = read_catalog(manifest)
-    _finish(_run(docs, settings), json_path)
+    _finish(_run(docs, settings, report_path), json_path)
 
 
 @cli.command("run")
@@ -177,7 +179,7 @@ def doctor(store: str | None) -> None:
     sys.exit(2 if problems else 0)
 
 
-def _run(docs: list[Any], settings: Any) -> BatchReport:
+def _run(docs: list[Any], settings: Any, report_path: Path | None = None) -> BatchReport:
     from tqdm import tqdm
 
     from .api import run_many
@@ -195,7 +197,11 @@ def _run(docs: list[Any], settings: Any) -> BatchReport:
             bar.write(f"dashboard: {link}", file=sys.stderr)
 
     try:
-        return run_many(docs, settings=settings, progress=progress, on_client=announce)
+        report = run_many(docs, settings=settings, progress=progress, on_client=announce, report=report_path)
+        if report_path is not None:
+            bar.write(f"performance report: {report.performance_report}" if report.performance_report else
+                      f"performance report: not written to {report_path}, nothing needed a cluster", file=sys.stderr)
+        return report
     finally:
         bar.close()
 

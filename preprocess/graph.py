@@ -149,6 +149,9 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
 
     from distributed import as_completed
 
+    from .plugins import install
+
+    install(client, settings)
     futures = {}
     for name, members in pending.tasks.items():
         _, doc, fmt = members[0]
