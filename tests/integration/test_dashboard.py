@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -139,4 +141,18 @@ def test_no_performance_report_when_everything_is_cached(tmp_path, settings):
     assert preprocess.run_many([doc], settings=settings).results[0].status == "built"
     again = preprocess.run_many([doc], settings=settings, report=tmp_path / "again.html")
     assert again.results[0].status == "cached" and again.performance_report is None
+    assert not (tmp_path / "again.html").exists()
+
+
+def test_batch_report_option_writes_the_report_only_when_something_ran(tmp_path):
+    samples.sam(tmp_path / "a.sam", reads=200)
+    (tmp_path / "catalogue.csv").write_text("id,access_url,format\na,a.sam,SAM\n")
+    args = [sys.executable, "-m", "preprocess", "batch", "catalogue.csv", "--workers", "1", "--report", "run.html"]
+    first = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr
+    assert f"performance report: {tmp_path / 'run.html'}" in first.stderr
+    assert "Dask Performance Report" in (tmp_path / "run.html").read_text()
+    (tmp_path / "run.html").unlink()
+    again = subprocess.run([*args[:-1], "again.html"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0 and "performance report: not written to again.html" in again.stderr
     assert not (tmp_path / "again.html").exists()
