@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_TOOLS := samtools tabix bgzip gffread
+SYSTEM_TOOLS := samtools tabix bgzip gffread shellcheck
 AZURITE := .tools/node_modules/.bin/azurite-blob
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -16,7 +16,7 @@ system:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system tools:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread >/dev/null; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread shellcheck >/dev/null; \
 	fi
 
 # headless Chromium screenshots the Dask dashboard in the tests (make test only; demo needs no browser)
@@ -37,8 +37,9 @@ demo: system $(STAMP)
 	@[ -f demo/manifest.csv ] || $(PY) -m tests.samples demo
 	$(PY) -m preprocess batch demo/manifest.csv --json demo/report.json
 
-lint: $(STAMP)
+lint: system $(STAMP)
 	$(VENV)/bin/ruff check preprocess pipelines tests benchmarks
+	shellcheck pipelines/scripts/*.sh
 	$(VENV)/bin/mypy preprocess pipelines
 
 test: system browser $(STAMP) $(AZURITE) lint

@@ -30,6 +30,11 @@ class BuildContext:
     workdir: Path         # empty, private to this build, removed afterwards
     settings: BuildSettings
     timings: dict[str, float] = field(default_factory=dict)
+    name: str = ""        # the user's file name for messages (a download is `source` on disk)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.source.name
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -14,6 +14,8 @@ must equal the data lines read.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,135 +30,9 @@ TABIX_MAX = 2**32        # the largest end tabix's CSI (min_shift 14) stores; be
 CSI_MIN_SHIFT = 14
 GZIP_MAGIC = b"\x1f\x8b"
 
-# Reads the decompressed text on stdin; data lines to stdout, header lines to $PP_HDR (and their
-# line numbers to $PP_HDRNR), the first error to $PP_ERR (exit 3), counts and contigs to $PP_STATS.
-# mawk and gawk both run it; values arrive through ENVIRON so no path is parsed by awk -v.
-VALIDATE_AWK = r"""
-BEGIN {
-  FS = "\t"; hdr = ENVIRON["PP_HDR"]; hdrnr = ENVIRON["PP_HDRNR"]; err = ENVIRON["PP_ERR"]
-  stats = ENVIRON["PP_STATS"]; kind = ENVIRON["PP_KIND"]; mincol = ENVIRON["PP_MINCOL"] + 0
-  exact = ENVIRON["PP_EXACT"] + 0; sc = ENVIRON["PP_START"] + 0; ec = ENVIRON["PP_END"] + 0
-  maxc = ENVIRON["PP_MAX"] + 0; OCTAL = " has a leading zero, which htslib reads as octal; write it without"
-  isbed = kind == "bed"; isgff = kind == "gff"; isvcf = kind == "vcf"
-  records = 0; blank = 0; browser = 0; fasta = 0; headers = 0; width = 0; maxend = 0; fail = 0
-  printf "" > hdr; printf "" > hdrnr
-}
-function bad(msg) { printf "line %d: %s\n", NR, msg > err; fail = 1; exit 3 }
-function header() { headers++; print > hdr; print NR > hdrnr }
-function q(s) { return "'" (length(s) > 40 ? substr(s, 1, 40) "..." : s) "'" }
-# htslib reads coordinates with strtoll(base 0): "010" is octal 8 and "0x10" is 16. Only plain
-# decimals without a leading zero mean the same to this validator and to tabix.
-function notint(v, what, col) {
-  if (v ~ /^0[0-9]+$/)
-    bad(sprintf("%s %s in column %d%s", what, q(v), col, OCTAL))
-  bad(sprintf("%s %s in column %d is not a non-negative integer", what, q(v), col))
-}
-# VCF INFO/END, found as htslib finds it (an INFO starting "END=", else the first ";END="); "." is no END.
-function info_end(info, pos,   i, v) {
-  if (substr(info, 1, 4) == "END=") i = 5
-  else { i = index(info, ";END="); if (!i) return -1; i += 5 }
-  v = substr(info, i); i = index(v, ";"); if (i) v = substr(v, 1, i - 1)
-  if (v == ".") return -1
-  if (v !~ /^[1-9][0-9]*$/) {
-    if (v ~ /^0[0-9]+$/) bad(sprintf("INFO/END %s%s", q(v), OCTAL))
-    bad(sprintf("INFO/END %s in column 8 is not a positive integer", q(v)))
-  }
-  if (length(v) < length(pos) || (length(v) == length(pos) && v < pos))
-    bad(sprintf("INFO/END %s is before POS %s", v, pos))
-  return v
-}
-{
-  if (index($0, "\r")) sub(/\r$/, "")
-  if (infasta) { fasta++; next }
-  if (NF <= 1 && $0 ~ /^[ \t]*$/) { blank++; next }
-  c = substr($0, 1, 1)
-  if (c == "#") {
-    if (isgff && $0 ~ /^##FASTA/) { infasta = 1; fasta++; next }
-    if (isvcf && $0 ~ /^##contig=<ID=/) {
-      id = substr($0, 14); sub(/[,>].*$/, "", id)
-      if (!(id in rank)) rank[id] = ++nrank
-    }
-    header(); next
-  }
-  if (isbed && (c == "t" || c == "b") && ($0 ~ /^track([ \t]|$)/ || $0 ~ /^browser([ \t]|$)/)) {
-    browser++; header(); next
-  }
-  if (NF != width) {
-    if (NF < mincol || (exact && NF != exact)) {
-      hint = (index($0, " ") > 0) ? " (space-delimited? columns must be separated by tabs)" : ""
-      want = exact ? "exactly " exact : "at least " mincol
-      bad(sprintf("%d tab-separated column(s), expected %s%s", NF, want, hint))
-    }
-    if (width) bad(sprintf("%d columns, but line %d has %d (ragged rows)", NF, wline, width))
-    width = NF; wline = NR
-  }
-  if ($1 == "") bad("empty sequence name in column 1")
-  s = $sc
-  if (isvcf) {
-    if (s !~ /^(0|[1-9][0-9]*)$/) notint(s, "start", sc)
-    e = s + length($4) - 1
-    if (e < s + 0) e = s + 0
-    big = s  # the value the user wrote, for a message
-    if (index($8, "END=") && (v = info_end($8, s)) != -1) big = e = v  # the end tabix indexes (SVs, gVCF blocks)
-  } else {
-    e = $ec
-    if ((s "\t" e) !~ /^(0|[1-9][0-9]*)\t(0|[1-9][0-9]*)$/) {  # one match for both: runs millions of times
-      if (s !~ /^(0|[1-9][0-9]*)$/) notint(s, "start", sc)
-      notint(e, "end", ec)
-    }
-    if (s + 0 > e + 0) bad(sprintf("start %s is greater than end %s", s, e))
-    if (isgff && s + 0 < 1) bad("start 0: GFF coordinates are 1-based")
-    if (isbed && e + 0 == 0) bad("start 0 and end 0: tabix cannot index a zero-length interval at the very start")
-  }
-  if (e + 0 > maxend) {
-    if (length(s) > 15 || length(e) > 15 || e + 0 > maxc)
-      bad(sprintf("coordinate %s is beyond what a tabix index can address (%d)", (isvcf ? big : e), maxc))
-    maxend = e + 0
-  }
-  if ($1 != last) { last = $1; if (!($1 in seen)) { seen[$1] = 1; contigs[++ncontig] = $1 } }
-  records++
-  if (isvcf) printf "%d\t%s\n", (($1 in rank) ? rank[$1] : 999999999), $0  # sort in header contig order
-  else print
-}
-END {
-  close(hdr); close(hdrnr)  # complete before stdout closes, so the header is whole when sort emits
-  if (fail) exit 3
-  printf "records\t%d\nblank\t%d\ntrack\t%d\nfasta\t%d\nheaders\t%d\nmaxend\t%d\ncolumns\t%d\n", \
-    records, blank, browser, fasta, headers, maxend, width > stats
-  for (i = 1; i <= ncontig; i++) print "contig\t" contigs[i] > stats
-}
-"""
-
-# One pass: decompress | validate | sort | header first | bgzip. The header goes in when sort emits
-# its first line (or ends empty): sort emits nothing before its input ends, so awk has finished
-# writing the header by then. VCF lines arrive prefixed with their contig's rank in the header
-# (the order bcftools and GATK expect), which is cut off again after the sort.
-# Both scripts take $1 decompressor, $2 source, $3 output, $4 threads; this prints the source as text.
-READ_TEXT = r"""
-decompress=$1; src=$2; out=$3; threads=$4
-read_text() {
-  case $decompress in
-    bgzf) bgzip -dc -@ "$threads" -- "$src" ;;
-    gzip) gzip -dc -- "$src" ;;
-    *) cat -- "$src" ;;
-  esac
-}
-"""
-
-SORT_AND_COMPRESS = READ_TEXT + r"""
-tmpdir=$5; mem=$6; level=$7; shift 7
-tab=$(printf '\t')
-unrank() { if [ "$PP_KIND" = vcf ]; then cut -f2-; else cat; fi; }
-read_text | awk "$PP_PROGRAM" \
-  | sort -s -t "$tab" -S "$mem" -T "$tmpdir" --parallel="$threads" "$@" \
-  | unrank \
-  | { if IFS= read -r first; then cat -- "$PP_HDR"; printf '%s\n' "$first"; cat; else cat -- "$PP_HDR"; fi; } \
-  | bgzip -c -l "$level" -@ "$threads" > "$out"
-"""
-
-VALIDATE_ONLY = READ_TEXT + r"""
-read_text | awk "$PP_PROGRAM" > "$out"
-"""
+SCRIPTS = Path(__file__).with_name("scripts")
+VALIDATE_AWK = SCRIPTS / "validate.awk"   # every data line checked; header, blank, track lines counted
+PASS_SH = SCRIPTS / "intervals.sh"        # decompress | validate [| sort | header first | bgzip]
 
 # Every record reachable through the index (one region per contig, $2), counted, with the first and
 # the last: tabix exits 0 even when it skips a line, so reading back through the index is the check.
@@ -190,61 +66,93 @@ class IntervalFormat:
         return build_intervals(self, ctx, ctx.source)
 
 
-def run_validated(script: str, spec: IntervalFormat, ctx: BuildContext, source: Path, out: Path,
-                  *more: str | Path | int, prefix: str = "") -> tuple[list[str], dict[str, Any]]:
-    """Run `script` (VALIDATE_ONLY or SORT_AND_COMPRESS) over `source`: header lines and stats.
+# Where a line of the validated file is, in the user's terms: "line 12" of their file, or for a
+# converted source (GTF through gffread, bigBed through pipelines/bigbed.py) what it came from.
+Where = Callable[[int], str]
 
-    The script gets $1 decompressor, $2 source, $3 output, $4 threads, then `more`.
+
+def line_of_source(number: int) -> str:
+    return f"line {number}"
+
+
+def converted_line(path: Path, intro: str) -> Where:
+    """For a converted source: the record's own text (a line number there would mean nothing to the user)."""
+    def where(number: int) -> str:
+        text = next((line for n, line in enumerate(_text_lines(path), 1) if n == number), b"")
+        shown = text[:80].decode("utf-8", "replace").replace("\t", " ")
+        return f"{intro} {shown!r}"
+    return where
+
+
+def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Path, out: Path,
+                  *more: str | Path | int, prefix: str = "",
+                  where: Where = line_of_source) -> tuple[list[str], dict[str, Any]]:
+    """Run intervals.sh in `mode` ("validate" or "sort") over `source`: header lines and stats.
+
+    The script gets the mode, decompressor, source, output and threads, then `more`. Errors name the
+    user's file (ctx.label) and place the line with `where`.
     """
     work = ctx.workdir
+    label = ctx.label
     hdr, hdrnr, err, stats = (work / f"{prefix}header.txt", work / f"{prefix}header.lines",
                               work / f"{prefix}errors.txt", work / f"{prefix}stats.tsv")
     decompress = sniff_compression(source)
-    _refuse_binary(source, decompress)
-    env = {"PP_PROGRAM": VALIDATE_AWK, "PP_HDR": str(hdr), "PP_HDRNR": str(hdrnr), "PP_ERR": str(err),
+    _refuse_binary(source, decompress, label)
+    env = {"PP_AWK": str(VALIDATE_AWK), "PP_HDR": str(hdr), "PP_HDRNR": str(hdrnr), "PP_ERR": str(err),
            "PP_STATS": str(stats), "PP_KIND": spec.kind, "PP_MINCOL": str(spec.min_columns),
            "PP_EXACT": str(spec.exact_columns), "PP_START": str(spec.start_column),
            "PP_END": str(spec.end_column), "PP_MAX": str(TABIX_MAX)}
     try:
-        shell.pipe(script, decompress, source, out, ctx.settings.threads, *more, env=env,
-                   context=f"reading {source.name}")
+        shell.script(PASS_SH, mode, decompress, source, out, ctx.settings.threads, *more, env=env,
+                     context=f"reading {label}")
     except ToolError as exc:
-        raise _classify(source, decompress, err, exc) from None
+        raise _classify(label, decompress, err, exc, where) from None
     if err.exists() and err.stat().st_size:
-        raise InputError(f"{source.name}: {err.read_text(errors='replace').strip()}")
-    return _header_lines(hdr, hdrnr, source.name), _read_stats(stats)
+        raise _placed(label, err.read_text(errors="replace").strip(), where)
+    return _header_lines(hdr, hdrnr, label, where), _read_stats(stats)
+
+
+_LINE = re.compile(r"\bline (\d+)\b")
+
+
+def _placed(label: str, text: str, where: Where) -> InputError:
+    """The validator's "line N: rule" as an InputError naming the user's file, each line placed by `where`."""
+    return InputError(f"{label}: {_LINE.sub(lambda m: where(int(m.group(1))), text)}")
 
 
 def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
-                    extra_records: dict[str, Any] | None = None, lengths: tuple[int, ...] = ()) -> BuildOutput:
-    """Validate, sort, compress, index and check `source` as `spec`; the artifacts go in ctx.workdir."""
+                    extra_records: dict[str, Any] | None = None, lengths: tuple[int, ...] = (),
+                    where: Where = line_of_source) -> BuildOutput:
+    """Validate, sort, compress, index and check `source` as `spec`; the artifacts go in ctx.workdir.
+
+    `source` is the user's file or one converted from it; `where` says where its line N came from.
+    """
     work = ctx.workdir
+    label = ctx.label
     out = work / f"sorted.{spec.extension}.gz"
     tmp = work / "sort-tmp"
     tmp.mkdir(exist_ok=True)
     with ctx.stage("sort"):
-        header, stats = run_validated(SORT_AND_COMPRESS, spec, ctx, source, out, tmp, ctx.settings.sort_memory,
-                                      ctx.settings.compression_level, *spec.sort_keys)
+        header, stats = run_validated("sort", spec, ctx, source, out, tmp, ctx.settings.sort_memory,
+                                      ctx.settings.compression_level, *spec.sort_keys, where=where)
     csi = stats["maxend"] >= TBI_MAX or any(n >= TBI_MAX for n in (*declared_lengths(header), *lengths))
     index = out.with_name(out.name + (".csi" if csi else ".tbi"))
     with ctx.stage("index"):
         flags = ["--csi", "-m", str(CSI_MIN_SHIFT)] if csi else []
         skip = ["-S", str(len(header))] if spec.kind == "bed" and stats["track"] else []
-        shell.run(["tabix", "-f", "-p", spec.preset, *flags, *skip, str(out)], context=f"indexing {source.name}")
+        shell.run(["tabix", "-f", "-p", spec.preset, *flags, *skip, str(out)], context=f"indexing {label}")
     with ctx.stage("verify"):
         regions = work / "regions.bed"
         regions.write_text("".join(f"{contig}\t0\t{TABIX_MAX}\n" for contig in stats["contigs"]))
         records_out, first, last = 0, "", ""
         if stats["contigs"]:
             back = shell.pipe(READ_BACK, out, regions, context="reading the output back through its index")
-            count, first, last = back.stdout.decode("utf-8", "replace").split("\n")[:3]
+            count, first, last = back.stdout.decode("latin-1").split("\n")[:3]  # bytes as they are: text is bytes
             records_out = int(count)
         if records_out != stats["records"]:
-            raise ToolError(["tabix", "-R", regions.name, out.name], 0,
-                            f"{stats['records']} data lines read, {records_out} reachable through the index",
-                            context=f"checking {source.name}")
+            raise _unreachable(source, out, regions, len(header), stats["records"], records_out, label, where)
         if records_out:
-            _spot_check(spec, out, index, (first, last), stats["contigs"], source.name)
+            _spot_check(spec, out, index, (first, last), stats["contigs"], label)
     records: dict[str, Any] = {
         "in": stats["records"], "out": records_out, "header_lines": len(header),
         "dropped": {k: stats[k] for k in ("blank", "track", "fasta") if stats[k]},
@@ -267,7 +175,7 @@ def sniff_compression(path: Path) -> str:
     return "gzip"
 
 
-def _refuse_binary(path: Path, compression: str) -> None:
+def _refuse_binary(path: Path, compression: str, label: str) -> None:
     import gzip
     import zlib
 
@@ -279,22 +187,60 @@ def _refuse_binary(path: Path, compression: str) -> None:
             with gzip.open(path, "rb") as stream:
                 head = stream.read(65536)
     except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"{path.name}: corrupt or truncated gzip: {exc}") from None
+        raise InputError(f"{label}: corrupt or truncated gzip: {exc}") from None
     if b"\0" in head:
-        raise InputError(f"{path.name}: binary content (NUL bytes) where text was expected")
+        raise InputError(f"{label}: binary content (NUL bytes) where text was expected")
 
 
 _DAMAGED = re.compile(r"unexpected end of file|invalid compressed data|crc error|corrupt|truncated|"
                       r"not in gzip format|format violated|invalid block", re.I)
 
 
-def _classify(source: Path, decompress: str, err: Path, exc: ToolError) -> Exception:
+def _classify(label: str, decompress: str, err: Path, exc: ToolError, where: Where) -> Exception:
     # A damaged stream comes first: the validator may also trip over the cut-off last line.
     if decompress != "plain" and _DAMAGED.search(exc.stderr_tail):
-        return InputError(f"{source.name}: corrupt or truncated {decompress} input: {exc.stderr_tail.strip()}")
+        return InputError(f"{label}: corrupt or truncated {decompress} input: {exc.stderr_tail.strip()}")
     if err.exists() and err.stat().st_size:
-        return InputError(f"{source.name}: {err.read_text(errors='replace').strip()}")
+        return _placed(label, err.read_text(errors="replace").strip(), where)
     return exc
+
+
+def _text_lines(path: Path) -> Any:
+    """The lines of a plain, gzip or BGZF text file as bytes, without line ends."""
+    import gzip
+
+    opened = open(path, "rb") if sniff_compression(path) == "plain" else gzip.open(path, "rb")  # noqa: SIM115
+    with opened as stream:
+        for line in stream:
+            yield line.rstrip(b"\n").removesuffix(b"\r")
+
+
+def _unreachable(source: Path, out: Path, regions: Path, header_lines: int, records_in: int, records_out: int,
+                 label: str, where: Where) -> InputError:
+    """Records the index does not reach are a file htslib reads otherwise than the validator: name the first.
+
+    Only on this failure path: read everything back again, find the first output record that did
+    not come back, and its line in the source.
+    """
+    back = shell.pipe('tabix -R "$2" "$1"', out, regions, context="reading the output back through its index")
+    reached = Counter(back.stdout.split(b"\n")[:-1])
+    missing = None
+    for number, line in enumerate(_text_lines(out), 1):
+        if number <= header_lines:
+            continue
+        if reached[line]:
+            reached[line] -= 1
+        else:
+            missing = line
+            break
+    summary = f"{records_in} records read, {records_out} reachable through the tabix index"
+    if missing is None:
+        return InputError(f"{label}: {summary}")
+    number = next((n for n, line in enumerate(_text_lines(source), 1) if line == missing), 0)
+    place = where(number) if number else "a record"
+    shown = missing[:80].decode("utf-8", "replace")
+    return InputError(f"{label}: {place}: not reachable through the tabix index, which reads it otherwise "
+                      f"({shown!r}); {summary}")
 
 
 def _read_stats(path: Path) -> dict[str, Any]:
@@ -308,7 +254,7 @@ def _read_stats(path: Path) -> dict[str, Any]:
     return stats
 
 
-def _header_lines(hdr: Path, numbers: Path, name: str) -> list[str]:
+def _header_lines(hdr: Path, numbers: Path, name: str, where: Where) -> list[str]:
     """The header lines as text; InputError naming the line when one is not valid UTF-8."""
     raw = hdr.read_bytes().split(b"\n")[:-1] if hdr.exists() else []
     line_numbers = numbers.read_text().split() if numbers.exists() else []
@@ -317,8 +263,8 @@ def _header_lines(hdr: Path, numbers: Path, name: str) -> list[str]:
         try:
             lines.append(row.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise InputError(f"{name}: line {number}: header is not valid UTF-8 ({exc.reason} at byte {exc.start})") \
-                from None
+            raise InputError(f"{name}: {where(int(number))}: header is not valid UTF-8 ({exc.reason} at byte "
+                             f"{exc.start})") from None
     return lines
 
 
@@ -339,7 +285,7 @@ def _spot_check(spec: IntervalFormat, out: Path, index: Path, ends: tuple[str, s
     import pysam
 
     try:
-        with pysam.TabixFile(str(out), index=str(index)) as tbx:
+        with pysam.TabixFile(str(out), index=str(index), encoding="latin-1") as tbx:  # bytes as they are
             if sorted(tbx.contigs) != sorted(contigs):
                 raise ToolError(["tabix", out.name], 0, f"index lists {len(tbx.contigs)} contigs, data has "
                                 f"{len(contigs)}", context=f"checking {name}")
@@ -404,11 +350,11 @@ class GtfPipeline:
     def build(self, ctx: BuildContext) -> BuildOutput:
         body = ctx.workdir / "gtf-body.txt"
         with ctx.stage("validate"):
-            run_validated(VALIDATE_ONLY, GTF_AS_GFF, ctx, ctx.source, body, prefix="gtf-")
+            run_validated("validate", GTF_AS_GFF, ctx, ctx.source, body, prefix="gtf-")
         converted = ctx.workdir / "converted.gff3"
         with ctx.stage("convert"):
             raw = ctx.workdir / "gffread.gff3"
-            shell.run(["gffread", str(body), *GFFREAD_ARGS, "-o", str(raw)], context=f"converting {ctx.source.name}")
+            shell.run(["gffread", str(body), *GFFREAD_ARGS, "-o", str(raw)], context=f"converting {ctx.label}")
             before = feature_counts(body)
             with open(raw, "rb") as src, open(converted, "wb") as dst:
                 for line in src:
@@ -419,7 +365,8 @@ class GtfPipeline:
         added = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
         tool = shell.version("gffread")
         conversion = {"tool": tool, "features_in": before, "features_out": after, "dropped": dropped, "added": added}
-        output = build_intervals(GFF3, ctx, converted, extra_records={"conversion": conversion})
+        output = build_intervals(GFF3, ctx, converted, extra_records={"conversion": conversion},
+                                 where=converted_line(converted, "in the GFF3 that gffread made of it, the record"))
         output.records["gtf_records"] = sum(before.values())
         output.tools["gffread"] = tool
         return output

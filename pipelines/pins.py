@@ -12,14 +12,13 @@ Debian bookworm packages, as CI); the test and `doctor` compare the machine's to
 
 from __future__ import annotations
 
-# The first line each tool prints for --version (pybigtools: the package version).
+# The first line each tool prints for --version.
 TOOLS: dict[str, str] = {
     "samtools": "samtools 1.16.1",
     "tabix": "tabix (htslib) 1.16",
     "bgzip": "bgzip (htslib) 1.16",
     "gffread": "0.12.7",
     "sort": "sort (GNU coreutils) 9.1",
-    "pybigtools": "0.3.0",
 }
 
 # (pipeline name, version) -> artifact name -> sha256 of the reference build.

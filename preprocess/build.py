@@ -86,7 +86,7 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
     workdir = scratch / "work"
     workdir.mkdir()
     ctx = BuildContext(source=fetched.path, format=fmt, workdir=workdir, settings=build_settings(settings),
-                       timings=timings)
+                       timings=timings, name=doc.name)
     output = pipeline.build(ctx)
     shell.check_time("building")
     started = time.perf_counter()

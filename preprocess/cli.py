@@ -131,6 +131,30 @@ def gc_store(store: str | None, older_than: str, dry_run: bool) -> None:
     click.echo(f"{len(report.removed)} file(s), {len(report.aborted_uploads)} unfinished upload(s): {report.store}")
 
 
+@cli.command("cluster")
+@click.option("--profile", type=click.Choice(["fargate"]), required=True, help="The cluster profile to resolve.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved arguments and warnings as JSON; call nothing.")
+@click.option("--teardown", metavar="NAME", help="Delete what cluster NAME created (left by a killed run).")
+@_store_option
+def cluster_plan(profile: str, dry_run: bool, teardown: str | None, store: str | None) -> None:
+    """Show the cluster a batch would start (arguments resolved from config, the traps that apply), or
+    delete what an earlier one left behind. `batch --cluster fargate` starts and deletes its own."""
+    import json
+
+    from . import fargate
+
+    settings = _settings(store, profile, None, None)
+    if dry_run == bool(teardown):
+        raise click.UsageError("give one of --dry-run or --teardown NAME")
+    if dry_run:
+        click.echo(json.dumps(fargate.plan(settings.cluster.fargate, settings.store.url), indent=2))
+        return
+    options = settings.cluster.fargate
+    for item in fargate.teardown(str(teardown), region_name=options.get("region_name"),
+                                 cluster_arn=options.get("cluster_arn")):
+        click.echo(f"deleted {item}")
+
+
 def _age(text: str) -> Any:
     from datetime import timedelta
 
@@ -160,7 +184,7 @@ def doctor(store: str | None) -> None:
         click.echo(f"{'ok ' if found else 'MISSING'} {tool:12} {seen}"
                    + ("" if seen == pinned else f"  (differs from {pinned!r}, which the pipelines' output pins were "
                                                 "made with: keys built here may name other bytes)"))
-    for package in ("pysam", "dask", "distributed", "fsspec", "pybigtools", "s3fs", "adlfs"):
+    for package in ("pysam", "dask", "distributed", "fsspec", "s3fs", "adlfs"):
         try:
             click.echo(f"ok  {package:12} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:

@@ -32,11 +32,9 @@ def open_client(settings: ClusterSettings) -> Iterator[Any | None]:
             yield client
         return
     if settings.profile == "fargate":
-        try:
-            from dask_cloudprovider.aws import FargateCluster
-        except ImportError:
-            raise ConfigError("profile 'fargate' needs dask-cloudprovider: pip install 'preprocess[fargate]'") from None
-        with FargateCluster(**settings.fargate) as cluster, Client(cluster) as client:
+        from .fargate import fargate_client
+
+        with fargate_client(settings.fargate) as client:  # deletes what the cluster created, explicitly
             yield client
         return
     from distributed import LocalCluster

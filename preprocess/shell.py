@@ -129,6 +129,16 @@ def pipe(script: str, *args: str | Path | int, context: str = "", env: Mapping[s
     return proc
 
 
+def script(path: Path, *args: str | Path | int, context: str = "", env: Mapping[str, str] | None = None,
+           cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run a bash script file of the package (it sets pipefail itself) with `args` as $1, $2, ...; raise ToolError."""
+    argv = ["bash", str(path), *(str(a) for a in args)]
+    proc = _execute(argv, environment(env), cwd)
+    if proc.returncode != 0:
+        raise ToolError(argv, proc.returncode, tail(proc.stderr.decode("utf-8", "replace")), context)
+    return proc
+
+
 @cache
 def version(tool: str) -> str:
     """The first line of `tool --version` (mawk: `-W version`), for the manifest's provenance."""

@@ -155,6 +155,52 @@ def bigbed(path: Path, records: int = 300, seed: int = 7) -> Path:
     return path
 
 
+def bigbed_raw(path: Path, chroms: dict[str, int], rows: list[tuple[str, int, int, bytes]], order: str = ">",
+               autosql: bytes = b"") -> Path:
+    """A minimal bigBed in either byte order ('>' big-endian, as old SPARC/PowerPC builds of UCSC's tools wrote):
+    UCSC's layout with no zoom levels, one zlib block per chromosome (the format allows no more) and a one-node
+    R-tree; `rest` bytes as given."""
+    import struct
+    import zlib
+
+    names = sorted(chroms)
+    ids = {name: i for i, name in enumerate(names)}
+    rows = sorted(rows, key=lambda r: (ids[r[0]], r[1], r[2]))
+    key = max(len(name) for name in names)
+    fields = 3 + (rows[0][3].count(b"\t") + 1 if rows[0][3] else 0)
+    out = bytearray(64)
+    autosql_at = len(out) if autosql else 0
+    out += autosql + b"\0" if autosql else b""
+    tree_at = len(out)
+    out += struct.pack(order + "IIIIQQ", 0x78CA8C91, len(names), key, 8, len(names), 0)
+    out += struct.pack(order + "BBH", 1, 0, len(names))
+    for name in names:
+        out += name.encode().ljust(key, b"\0") + struct.pack(order + "II", ids[name], chroms[name])
+    data_at = len(out)
+    out += struct.pack(order + "Q", len(rows))
+    leaves, largest = [], 0
+    for name in names:
+        mine = [r for r in rows if r[0] == name]
+        if not mine:
+            continue
+        raw = b"".join(struct.pack(order + "III", ids[c], s, e) + rest + b"\0" for c, s, e, rest in mine)
+        block = zlib.compress(raw)
+        largest = max(largest, len(raw))
+        leaves.append((ids[name], mine[0][1], ids[name], max(r[2] for r in mine), len(out), len(block)))
+        out += block
+    index_at = len(out)
+    out += struct.pack(order + "IIQIIIIQII", 0x2468ACE0, 256, len(leaves), leaves[0][0], leaves[0][1],
+                       leaves[-1][2], leaves[-1][3], index_at, 1, 0)
+    out += struct.pack(order + "BBH", 1, 0, len(leaves))
+    for leaf in leaves:
+        out += struct.pack(order + "IIIIQQ", *leaf)
+    out += struct.pack(order + "I", 0x8789F2EB)  # a whole file ends with its magic number again
+    out[:64] = struct.pack(order + "IHHQQQHHQQIQ", 0x8789F2EB, 4, 0, tree_at, data_at, index_at, fields, fields,
+                           autosql_at, 0, largest, 0)
+    path.write_bytes(bytes(out))
+    return path
+
+
 def bigwig(path: Path, seed: int = 8) -> Path:
     import pybigtools
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import subprocess
 from pathlib import Path
 
 import pysam
@@ -137,6 +138,57 @@ def test_bigbed_becomes_indexed_bed(data, settings):
     result = build(path, "bigBed", settings)
     assert result.records["out"] == 250 and result.records["conversion"]["records"] == 250
     assert len(all_records(result)) == 250 and result.artifacts["data"].endswith(".bed.gz")
+
+
+AUTOSQL = b"""table gene
+"a gene track with extra fields, as UCSC's own tracks have"
+(
+string chrom; "Reference"
+uint chromStart; "Start"
+uint chromEnd; "End"
+string name; "Name"
+uint score; "Score"
+char[1] strand; "Strand"
+string description; "Free text, with spaces"
+string alias; "May be empty"
+)"""
+ROWS = [("chr1", 5, 9, b"a\t0\t+\tzinc finger protein\t"), ("chr2", 1, 3, b"b\t0\t-\t\tB1"),
+        ("chr1", 2, 4, b"c\t1\t.\tcaf\xc3\xa9\tC1")]
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_bigbed_of_either_byte_order_keeps_every_autosql_field_as_stored(data, settings, order):
+    """Descriptions with spaces and empty fields stay one field each (pybigtools' reader would split them on
+    whitespace and drop the empty ones); a big-endian file reads as its little-endian twin."""
+    path = samples.bigbed_raw(data / "genes.bb", {"chr1": 100, "chr2": 50}, ROWS, order=order, autosql=AUTOSQL)
+    result = build(path, "bigBed", settings)
+    assert result.records["in"] == result.records["out"] == 3
+    assert result.records["conversion"]["byte_order"] == ("big-endian" if order == ">" else "little-endian")
+    with gzip.open(result.artifacts["data"], "rb") as stream:
+        assert stream.read() == (b"chr1\t2\t4\tc\t1\t.\tcaf\xc3\xa9\tC1\n"
+                                 b"chr1\t5\t9\ta\t0\t+\tzinc finger protein\t\n"
+                                 b"chr2\t1\t3\tb\t0\t-\t\tB1\n")
+    twin = samples.bigbed_raw(data / "twin.bb", {"chr1": 100, "chr2": 50}, ROWS, order="<>"[order == "<"],
+                              autosql=AUTOSQL)
+    assert build(twin, "bigBed", settings).key != result.key  # another file, the same bytes out:
+    assert Path(build(twin, "bigBed", settings).artifacts["data"]).read_bytes() == \
+        Path(result.artifacts["data"]).read_bytes()
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda raw: raw[:-40], "truncated bigBed (a whole file ends with the magic number"),
+    (lambda raw: raw[:600] + bytes(800) + raw[1400:], "truncated or corrupt bigBed"),
+    (lambda raw: raw[:30], "not a bigBed file (shorter than its 64-byte header)"),
+    (lambda raw: b"\x26\xfc\x8f\x88" + raw[4:], "not a bigBed file (its first bytes are not the bigBed magic "
+                                                 "number) (it is a bigWig)"),
+])
+def test_a_damaged_bigbed_is_an_input_error_in_the_users_terms(data, settings, store_dir, damage, words):
+    good = samples.bigbed(data / "good.bb", records=200)
+    path = data / "bad.bb"
+    path.write_bytes(damage(good.read_bytes()))
+    result = run_many([{"id": "b", "access_url": str(path), "format": "bigBed"}], settings=settings).results[0]
+    assert result.error.class_ == "InputError" and result.error.message.startswith(f"bad.bb: {words}"), result
+    assert store_files(store_dir) == []
 
 
 def test_csi_when_a_coordinate_or_declared_contig_length_reaches_2_pow_29(data, settings):
@@ -292,3 +344,73 @@ def test_structural_variants_are_indexed_by_info_end_with_csi_beyond_2_pow_29(da
     assert result.artifacts["index"].endswith(".csi") and result.records["out"] == 1
     with pysam.TabixFile(result.artifacts["data"], index=result.artifacts["index"]) as tbx:
         assert [row.split("\t")[2] for row in tbx.fetch("chr1", 2**29, 2**29 + 1)] == ["del2"]
+
+
+def test_gff3_attributes_in_utf8_and_other_bytes_are_kept_byte_for_byte(data, settings):
+    """FlyBase writes en dashes and accents in attributes; other files carry Latin-1. Text is bytes."""
+    rows = [b"##gff-version 3", b"chr1\t.\tgene\t1\t100\t.\t+\t.\tID=g1;Note=caf\xc3\xa9 \xe2\x80\x93 kinase",
+            b"chr1\t.\tgene\t50\t300\t.\t-\t.\tID=g2;Note=Latin-1 \xe9", b"chr2\t.\tgene\t7\t9\t.\t+\t.\tID=g3"]
+    path = data / "utf8.gff3"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    result = build(path, "GFF3", settings)
+    assert result.records["in"] == result.records["out"] == 3
+    with gzip.open(result.artifacts["data"], "rb") as stream:
+        assert stream.read().split(b"\n")[:-1] == rows
+    with pysam.TabixFile(result.artifacts["data"], index=result.artifacts["index"], encoding="utf-8") as tbx:
+        assert [row.split("\t")[8] for row in tbx.fetch("chr1", 0, 10)] == ["ID=g1;Note=café – kinase"]
+
+
+def test_an_error_in_a_downloaded_file_names_the_users_file_and_line(tmp_path, settings):
+    from tests.servers import FileServer
+
+    with FileServer() as server:
+        url = server.add("peaks.bed", b"chr1\t5\t9\nchr1\t7\t3\n")
+        result = run_many([{"id": "d", "access_url": url + "?sig=x", "format": "BED"}], settings=settings).results[0]
+    assert result.error.class_ == "InputError"
+    assert result.error.message.startswith("peaks.bed: line 2: start 7 is greater than end 3"), result.error.message
+
+
+def test_a_bigbed_record_tabix_cannot_index_is_named_by_its_content_not_an_intermediate(data, settings):
+    import pybigtools
+
+    path = data / "ragged.bb"
+    pybigtools.open(str(path), "w").write({"chr1": 1000}, [("chr1", 5, 9, "a\t1"), ("chr1", 10, 20, "b")])
+    result = run_many([{"id": "z", "access_url": str(path), "format": "bigBed"}], settings=settings).results[0]
+    assert result.error.class_ == "InputError"
+    assert result.error.message == ("ragged.bb: the bigBed record 'chr1 10 20 b': 4 columns, but the bigBed record "
+                                    "'chr1 5 9 a 1' has 5 (ragged rows)")
+
+
+def test_a_record_the_index_does_not_reach_is_named_by_its_line_in_the_users_file(data, tmp_path):
+    """The last guard behind the validator: when htslib reads a record otherwise (as it did `010`), the count
+    through the index falls short and the error names the first record missing and its line."""
+    from pipelines.intervals import _unreachable
+
+    source = data / "src.bed"
+    source.write_text("track name=x\nchr2\t1\t5\nchr1\t1\t5\nchr2\t9\t12\n")
+    out = tmp_path / "sorted.bed.gz"
+    plain = tmp_path / "sorted.bed"
+    plain.write_text("track name=x\nchr1\t1\t5\nchr2\t1\t5\nchr2\t9\t12\n")
+    samples.bgzip(plain, out)
+    subprocess.run(["tabix", "-p", "bed", "-S", "1", str(out)], check=True)
+    regions = tmp_path / "regions.bed"
+    regions.write_text("chr1\t0\t100\n")  # as if chr2's records were out of the index's reach
+    error = _unreachable(source, out, regions, 1, 3, 1, "src.bed", lambda n: f"line {n}")
+    assert str(error) == ("src.bed: line 2: not reachable through the tabix index, which reads it otherwise "
+                          "('chr2\\t1\\t5'); 3 records read, 1 reachable through the tabix index")
+
+
+def test_the_validator_script_runs_on_its_own(tmp_path):
+    """pipelines/scripts/validate.awk is a program of its own: data lines through, header and counts aside."""
+    from pipelines.intervals import TABIX_MAX, VALIDATE_AWK
+
+    env = {"PP_HDR": tmp_path / "h", "PP_HDRNR": tmp_path / "n", "PP_ERR": tmp_path / "e", "PP_STATS": tmp_path / "s",
+           "PP_KIND": "bed", "PP_MINCOL": 3, "PP_EXACT": 0, "PP_START": 2, "PP_END": 3, "PP_MAX": TABIX_MAX}
+    run = subprocess.run(["awk", "-f", str(VALIDATE_AWK)], input=b"track x\nchr2\t5\t9\n\nchr1\t1\t2\r\n",
+                         capture_output=True, env={"LC_ALL": "C", **{k: str(v) for k, v in env.items()}}, check=True)
+    assert run.stdout == b"chr2\t5\t9\nchr1\t1\t2\n"
+    assert (tmp_path / "h").read_bytes() == b"track x\n" and (tmp_path / "n").read_text() == "1\n"
+    assert "records\t2\nblank\t1\ntrack\t1\n" in (tmp_path / "s").read_text()
+    bad = subprocess.run(["awk", "-f", str(VALIDATE_AWK)], input=b"chr1\t010\t20\n", capture_output=True,
+                         env={k: str(v) for k, v in env.items()}, check=False)
+    assert bad.returncode == 3 and (tmp_path / "e").read_text().startswith("line 1: start '010' in column 2 has")

@@ -1,0 +1,97 @@
+# Validates the data lines of a VCF, BED-family or GFF text on its way to sort (pipelines/intervals.py).
+# Reads the decompressed text on stdin; data lines to stdout, header lines to $PP_HDR (and their line
+# numbers to $PP_HDRNR), the first error to $PP_ERR (exit 3), counts and contigs to $PP_STATS.
+# mawk and gawk both run it; values arrive through ENVIRON so no path is parsed by awk -v.
+BEGIN {
+  FS = "\t"; hdr = ENVIRON["PP_HDR"]; hdrnr = ENVIRON["PP_HDRNR"]; err = ENVIRON["PP_ERR"]
+  stats = ENVIRON["PP_STATS"]; kind = ENVIRON["PP_KIND"]; mincol = ENVIRON["PP_MINCOL"] + 0
+  exact = ENVIRON["PP_EXACT"] + 0; sc = ENVIRON["PP_START"] + 0; ec = ENVIRON["PP_END"] + 0
+  maxc = ENVIRON["PP_MAX"] + 0; OCTAL = " has a leading zero, which htslib reads as octal; write it without"
+  isbed = kind == "bed"; isgff = kind == "gff"; isvcf = kind == "vcf"
+  records = 0; blank = 0; browser = 0; fasta = 0; headers = 0; width = 0; maxend = 0; fail = 0
+  printf "" > hdr; printf "" > hdrnr
+}
+function bad(msg) { printf "line %d: %s\n", NR, msg > err; fail = 1; exit 3 }
+function header() { headers++; print > hdr; print NR > hdrnr }
+function q(s) { return "'" (length(s) > 40 ? substr(s, 1, 40) "..." : s) "'" }
+# htslib reads coordinates with strtoll(base 0): "010" is octal 8 and "0x10" is 16. Only plain
+# decimals without a leading zero mean the same to this validator and to tabix.
+function notint(v, what, col) {
+  if (v ~ /^0[0-9]+$/)
+    bad(sprintf("%s %s in column %d%s", what, q(v), col, OCTAL))
+  bad(sprintf("%s %s in column %d is not a non-negative integer", what, q(v), col))
+}
+# VCF INFO/END, found as htslib finds it (an INFO starting "END=", else the first ";END="); "." is no END.
+function info_end(info, pos,   i, v) {
+  if (substr(info, 1, 4) == "END=") i = 5
+  else { i = index(info, ";END="); if (!i) return -1; i += 5 }
+  v = substr(info, i); i = index(v, ";"); if (i) v = substr(v, 1, i - 1)
+  if (v == ".") return -1
+  if (v !~ /^[1-9][0-9]*$/) {
+    if (v ~ /^0[0-9]+$/) bad(sprintf("INFO/END %s%s", q(v), OCTAL))
+    bad(sprintf("INFO/END %s in column 8 is not a positive integer", q(v)))
+  }
+  if (length(v) < length(pos) || (length(v) == length(pos) && v < pos))
+    bad(sprintf("INFO/END %s is before POS %s", v, pos))
+  return v
+}
+{
+  if (index($0, "\r")) sub(/\r$/, "")
+  if (infasta) { fasta++; next }
+  if (NF <= 1 && $0 ~ /^[ \t]*$/) { blank++; next }
+  c = substr($0, 1, 1)
+  if (c == "#") {
+    if (isgff && $0 ~ /^##FASTA/) { infasta = 1; fasta++; next }
+    if (isvcf && $0 ~ /^##contig=<ID=/) {
+      id = substr($0, 14); sub(/[,>].*$/, "", id)
+      if (!(id in rank)) rank[id] = ++nrank
+    }
+    header(); next
+  }
+  if (isbed && (c == "t" || c == "b") && ($0 ~ /^track([ \t]|$)/ || $0 ~ /^browser([ \t]|$)/)) {
+    browser++; header(); next
+  }
+  if (NF != width) {
+    if (NF < mincol || (exact && NF != exact)) {
+      hint = (index($0, " ") > 0) ? " (space-delimited? columns must be separated by tabs)" : ""
+      want = exact ? "exactly " exact : "at least " mincol
+      bad(sprintf("%d tab-separated column(s), expected %s%s", NF, want, hint))
+    }
+    if (width) bad(sprintf("%d columns, but line %d has %d (ragged rows)", NF, wline, width))
+    width = NF; wline = NR
+  }
+  if ($1 == "") bad("empty sequence name in column 1")
+  s = $sc
+  if (isvcf) {
+    if (s !~ /^(0|[1-9][0-9]*)$/) notint(s, "start", sc)
+    e = s + length($4) - 1
+    if (e < s + 0) e = s + 0
+    big = s  # the value the user wrote, for a message
+    if (index($8, "END=") && (v = info_end($8, s)) != -1) big = e = v  # the end tabix indexes (SVs, gVCF blocks)
+  } else {
+    e = $ec
+    if ((s "\t" e) !~ /^(0|[1-9][0-9]*)\t(0|[1-9][0-9]*)$/) {  # one match for both: runs millions of times
+      if (s !~ /^(0|[1-9][0-9]*)$/) notint(s, "start", sc)
+      notint(e, "end", ec)
+    }
+    if (s + 0 > e + 0) bad(sprintf("start %s is greater than end %s", s, e))
+    if (isgff && s + 0 < 1) bad("start 0: GFF coordinates are 1-based")
+    if (isbed && e + 0 == 0) bad("start 0 and end 0: tabix cannot index a zero-length interval at the very start")
+  }
+  if (e + 0 > maxend) {
+    if (length(s) > 15 || length(e) > 15 || e + 0 > maxc)
+      bad(sprintf("coordinate %s is beyond what a tabix index can address (%d)", (isvcf ? big : e), maxc))
+    maxend = e + 0
+  }
+  if ($1 != last) { last = $1; if (!($1 in seen)) { seen[$1] = 1; contigs[++ncontig] = $1 } }
+  records++
+  if (isvcf) printf "%d\t%s\n", (($1 in rank) ? rank[$1] : 999999999), $0  # sort in header contig order
+  else print
+}
+END {
+  close(hdr); close(hdrnr)  # complete before stdout closes, so the header is whole when sort emits
+  if (fail) exit 3
+  printf "records\t%d\nblank\t%d\ntrack\t%d\nfasta\t%d\nheaders\t%d\nmaxend\t%d\ncolumns\t%d\n", \
+    records, blank, browser, fasta, headers, maxend, width > stats
+  for (i = 1; i <= ncontig; i++) print "contig\t" contigs[i] > stats
+}
