@@ -34,10 +34,11 @@ class SweepScratch(WorkerPlugin):
 class WorkerTTL(SchedulerPlugin):
     """Lower the scheduler's worker-ttl to ours, so a frozen worker's tasks move on after `seconds`."""
 
-    name = "preprocess-worker-ttl"
+    idempotent = True  # registered by every batch: once per value is enough (a second would warn)
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.name = f"preprocess-worker-ttl-{seconds:g}s"
 
     async def start(self, scheduler: Any) -> None:
         from tornado.ioloop import PeriodicCallback
