@@ -169,8 +169,8 @@ def test_kill_9_of_a_worker_mid_batch(cluster, s3_bucket, tmp_path):
         thread, out = in_background(lambda: preprocess.run_many(docs, settings=settings, client=client))
         wait_until(lambda: fetching(server) >= 2, "both workers fetching")
         address, pid = busy_worker(client)
-        scratch = cluster.scratch[0] if client.scheduler_info()["workers"][address]["name"] == "worker-1" \
-            else cluster.scratch[1]
+        name = client.scheduler_info()["workers"][address]["name"]  # worker-1 or worker-2
+        scratch = cluster.scratch[int(name.rsplit("-", 1)[1]) - 1]
         left = [p for p in task_folders(scratch) if f"~{pid}-" in p.name]
         assert left, "the busy worker has a task folder"
         os.kill(pid, signal.SIGKILL)
