@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_TOOLS := samtools tabix bgzip gffread shellcheck
 AZURITE := .tools/node_modules/.bin/azurite-blob
+# The readers JBrowse and IGV.js use, for tests/integration/test_browsers.py (versions pinned: their bytes decide)
+READERS := .tools/node_modules/@gmod/cram/package.json
+READER_PACKAGES := @gmod/bam@7.1.17 @gmod/cram@8.0.4 @gmod/tabix@3.3.9 @gmod/indexedfasta@5.0.2 generic-filehandle2@2.1.10
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test unit lint bench system browser clean
@@ -33,6 +36,9 @@ $(STAMP): pyproject.toml
 $(AZURITE):
 	npm install --silent --no-audit --no-fund --prefix .tools azurite@3
 
+$(READERS): | $(AZURITE)
+	npm install --silent --no-audit --no-fund --prefix .tools $(READER_PACKAGES)
+
 demo: system $(STAMP)
 	@[ -f demo/manifest.csv ] || $(PY) -m tests.samples demo
 	$(PY) -m preprocess batch demo/manifest.csv --json demo/report.json
@@ -42,7 +48,7 @@ lint: system $(STAMP)
 	shellcheck pipelines/scripts/*.sh
 	$(VENV)/bin/mypy preprocess pipelines
 
-test: system browser $(STAMP) $(AZURITE) lint
+test: system browser $(STAMP) $(AZURITE) $(READERS) lint
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest -q
 
 unit: $(STAMP)

@@ -16,11 +16,12 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class BuildSettings:
-    """The knobs a build may read; only compression_level changes output bytes (and so the key)."""
+    """The knobs a build may read; compression_level and cram_output change output bytes (and so the key)."""
 
     threads: int = 1
     sort_memory: str = "768M"
     compression_level: int = 6
+    cram_output: str = "cram"  # what a CRAM becomes: "cram" or "bam" (changes output bytes, so the key)
 
 
 @dataclass
@@ -31,6 +32,7 @@ class BuildContext:
     settings: BuildSettings
     timings: dict[str, float] = field(default_factory=dict)
     name: str = ""        # the user's file name for messages (a download is `source` on disk)
+    reference: Path | None = None  # the document's reference FASTA (.fai beside it), for pipelines that take one
 
     @property
     def label(self) -> str:
@@ -61,6 +63,8 @@ class Pipeline(Protocol):
     formats: Mapping[str, tuple[str, ...]]  # canonical format -> file-name suffixes (lower case)
     stage: str                             # Dask task-key prefix, e.g. "sort_bam"
     passthrough: bool                      # True: nothing is built; the source is the artifact
+    # Optional: `takes_reference = True` makes the engine fetch a document's `reference` into
+    # ctx.reference and put its md5 into the key (see preprocess.build.takes_reference).
 
     def parameters(self, settings: BuildSettings) -> dict[str, Any]:
         """The settings that change output bytes; they enter the derivation key."""

@@ -41,6 +41,18 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
         "tbi:sorted.broadPeak.gz": "ea170c356053ed7f7b5c26cfe272ea5b3ff837aebe11ae86c0991116bd512c59",
         "tbi:sorted.broadPeak.gz.tbi": "0f63a19535ad5aa9b40e76e587815f878c957371eab12fdb7e4d9e8612368fe8"
     },
+    ('cram', '1'): {
+        "embedded:sorted.cram": "69431443299217d9a2301e67473d7fd86ef578b181e80514acd98a35de5285e1",
+        "embedded:sorted.cram.crai": "cd4e1fe8eb176a87a7f1fba82e1ed41f9dbd613371b0b3069a65d57ece5ab61b",
+        "external:sorted.cram": "00fcd761e572c3b166c2a67c9d15bd12bf38ef8c3f16d4d9f462f9ca0e6e248e",
+        "external:sorted.cram.crai": "6a610b61ee8d6cf14763c01cba4061fb14632ad2bd7fdf959b85955ce61f5e58"
+    },
+    ('cram', '2'): {
+        "embedded:sorted.cram": "60249a65507d77f220b238df0ffdc594c48db32168f7cf3003f22fe0d7c67251",
+        "embedded:sorted.cram.crai": "19d2fd906b8216dbb9c8154321647fde8acda0696e412a0293ff1a5ff45c4275",
+        "external:sorted.cram": "00fcd761e572c3b166c2a67c9d15bd12bf38ef8c3f16d4d9f462f9ca0e6e248e",
+        "external:sorted.cram.crai": "6a610b61ee8d6cf14763c01cba4061fb14632ad2bd7fdf959b85955ce61f5e58"
+    },
     ('gff3', '2'): {
         "tbi:sorted.gff3.gz": "2c15413b636e89316614607d922d2f7c5bd425c093623298ef3a684fc605e234",
         "tbi:sorted.gff3.gz.tbi": "801472a9c24c42a1e2f3f6f7be01d1c9a64c5c83a6534f9179d9b85d8337e8c3"

@@ -25,7 +25,7 @@ from .store import ArtifactStore, sha256_file
 
 def build_settings(settings: Settings) -> BuildSettings:
     return BuildSettings(threads=settings.threads, sort_memory=settings.sort_memory,
-                         compression_level=settings.compression_level)
+                         compression_level=settings.compression_level, cram_output=settings.cram_output)
 
 
 def open_store(settings: Settings, url: str | None = None) -> ArtifactStore:
@@ -39,9 +39,22 @@ def open_store(settings: Settings, url: str | None = None) -> ArtifactStore:
     return ArtifactStore(url, options, settings.store.verify)
 
 
-def key_for(pipeline: Pipeline, md5: str, settings: Settings) -> str:
+def takes_reference(pipeline: Pipeline, doc: FileDoc) -> bool:
+    """Whether the document's `reference` is an input of this build (CRAM), fetched and keyed."""
+    return bool(doc.reference) and bool(getattr(pipeline, "takes_reference", False))
+
+
+def key_parameters(pipeline: Pipeline, settings: Settings, reference_md5: str | None = None) -> dict[str, Any]:
+    """The parameters that enter the key: the pipeline's, and the md5 of a reference it decodes with."""
+    parameters = pipeline.parameters(build_settings(settings))
+    if reference_md5 is not None:
+        parameters = {**parameters, "reference": f"md5:{reference_md5}"}
+    return parameters
+
+
+def key_for(pipeline: Pipeline, md5: str, settings: Settings, reference_md5: str | None = None) -> str:
     return derive_key(f"md5:{md5}", pipeline.name, pipeline.version,
-                      pipeline.parameters(build_settings(settings)))
+                      key_parameters(pipeline, settings, reference_md5))
 
 
 def cached_result(doc: FileDoc, fmt: str, store: ArtifactStore, manifest: Manifest) -> RunResult:
@@ -76,17 +89,26 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
     store = open_store(settings)
     started = time.perf_counter()
     fetched = sources.fetch(doc, scratch, settings.source)
+    reference = None
+    if takes_reference(pipeline, doc) and doc.reference_md5 is None:  # its md5 is needed for the key
+        reference = sources.fetch_reference(doc, scratch, settings.source)
     timings["fetch"] = round(time.perf_counter() - started, 4)
     shell.check_time("fetching the source")
-    key = key_for(pipeline, fetched.md5, settings)
+    reference_md5 = reference.md5 if reference else (doc.reference_md5 if takes_reference(pipeline, doc)
+                                                     else None)
+    key = key_for(pipeline, fetched.md5, settings, reference_md5)
     keyed.append(key)
     found = store.lookup(key)
     if found is not None:
         return cached_result(doc, fmt, store, found)
+    if takes_reference(pipeline, doc) and reference is None:
+        started = time.perf_counter()
+        reference = sources.fetch_reference(doc, scratch, settings.source)
+        timings["fetch"] = round(timings["fetch"] + time.perf_counter() - started, 4)
     workdir = scratch / "work"
     workdir.mkdir()
     ctx = BuildContext(source=fetched.path, format=fmt, workdir=workdir, settings=build_settings(settings),
-                       timings=timings, name=doc.name)
+                       timings=timings, name=doc.name, reference=reference.path if reference else None)
     output = pipeline.build(ctx)
     shell.check_time("building")
     started = time.perf_counter()
@@ -97,7 +119,7 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
         source=SourceInfo(url=redact_url(doc.access_url), format=fmt, md5=fetched.md5,
                           sha256=fetched.sha256, size=fetched.size),
         pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
-                              parameters=pipeline.parameters(ctx.settings)),
+                              parameters=key_parameters(pipeline, settings, reference_md5)),
         tools=output.tools, artifacts=artifacts, records=output.records, timings=timings,
     )
     committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()})

@@ -13,7 +13,7 @@ from .errors import ConfigError, InputError
 from .model import FileDoc, validation_reasons
 
 REQUIRED = ("id", "access_url", "format")
-KNOWN = ("id", "access_url", "format", "md5", "size", "filename")
+KNOWN = ("id", "access_url", "format", "md5", "size", "filename", "reference", "reference_md5")
 
 
 def read_catalog(path: str | Path) -> list[FileDoc | InputError]:
@@ -77,9 +77,18 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
             try:
                 yield FileDoc(id=values["id"], access_url=url, format=values["format"] or None,
                               md5=values.get("md5") or None, size=values.get("size") or None,  # type: ignore[arg-type]
-                              filename=values.get("filename") or None, extra=extra)
+                              filename=values.get("filename") or None, reference=_reference(values, base),
+                              reference_md5=values.get("reference_md5") or None, extra=extra)
             except ValidationError as exc:
                 yield _row_error(path, line, validation_reasons(exc), values["id"])
+
+
+def _reference(values: dict[str, str], base: Path) -> str | None:
+    """The `reference` column, a relative path taken relative to the CSV file like `access_url`."""
+    url = values.get("reference") or None
+    if url and "://" not in url and not os.path.isabs(url):
+        url = str(base / url)
+    return url
 
 
 def _row_error(path: Path, line: int, reason: str, doc_id: str | None = None) -> InputError:

@@ -67,6 +67,7 @@ class Settings(_Section):
     threads: int = Field(default=1, ge=1)
     sort_memory: str = "768M"
     compression_level: int = Field(default=6, ge=0, le=9)
+    cram_output: Literal["cram", "bam"] = "cram"
     source: SourceSettings
     task_timeout: float | None = Field(default=None, gt=0)
 

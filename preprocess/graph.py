@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import registry, sources
-from .build import build_doc, cached_result, key_for
+from .build import build_doc, cached_result, key_for, takes_reference
 from .config import Settings
 from .errors import InputError, StoreError, describe
 from .keys import task_key
@@ -71,15 +71,17 @@ def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: 
             if pipeline.passthrough:
                 out.results[index] = _passthrough(doc, fmt, pipeline.name)
                 continue
-            if doc.md5:
-                keyed.append((index, doc, fmt, key_for(pipeline, doc.md5, settings)))
+            reference_md5 = doc.reference_md5 if takes_reference(pipeline, doc) else None
+            reference_known = reference_md5 is not None or not takes_reference(pipeline, doc)
+            if doc.md5 and reference_known:
+                keyed.append((index, doc, fmt, key_for(pipeline, doc.md5, settings, reference_md5)))
                 continue
-            if sources.is_local(doc.access_url):
+            if not doc.md5 and reference_known and sources.is_local(doc.access_url):
                 unhashed.append((index, doc, fmt))
                 continue
             from dask.base import tokenize
 
-            name = f"{pipeline.stage}-{tokenize(doc.access_url, doc.size, fmt)}"
+            name = f"{pipeline.stage}-{tokenize(doc.access_url, doc.size, fmt, doc.reference)}"
             out.tasks.setdefault(name, []).append((index, doc, fmt))
         except Exception as exc:  # noqa: BLE001 - reported per document; the batch goes on
             out.results[index] = RunResult.failure(doc_id, describe(exc), format=fmt)
@@ -88,7 +90,9 @@ def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: 
             out.results[index] = RunResult.failure(doc.id, describe(found), format=fmt)
         else:
             doc = doc.model_copy(update={"md5": found})  # the worker checks it again as it reads
-            keyed.append((index, doc, fmt, key_for(registry.pipeline_for(fmt), found, settings)))
+            pipeline = registry.pipeline_for(fmt)
+            reference_md5 = doc.reference_md5 if takes_reference(pipeline, doc) else None
+            keyed.append((index, doc, fmt, key_for(pipeline, found, settings, reference_md5)))
     manifests = store.lookup_many(key for _, _, _, key in keyed)
     for index, doc, fmt, key in keyed:
         manifest = manifests[key]

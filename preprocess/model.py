@@ -29,9 +29,11 @@ class FileDoc(BaseModel):
     md5: str | None = None
     size: int | None = Field(default=None, ge=0)
     filename: str | None = None
+    reference: str | None = None      # CRAM: URL of the FASTA (with .fai beside it) its reads were aligned to
+    reference_md5: str | None = None  # the FASTA's md5: a cached CRAM is then found without fetching it
     extra: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("md5", mode="before")
+    @field_validator("md5", "reference_md5", mode="before")
     @classmethod
     def _check_md5(cls, value: Any) -> Any:
         if value is None or value == "":
@@ -41,7 +43,7 @@ class FileDoc(BaseModel):
             raise ValueError(f"md5 must be 32 hexadecimal digits, got {value!r}")
         return text
 
-    @field_validator("format", "filename", mode="before")
+    @field_validator("format", "filename", "reference", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -101,16 +101,19 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.stdout.close()
 
 
-def run(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None) -> str:
+def run(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None,
+        env: Mapping[str, str] | None = None) -> str:
     """Run argv (no shell) and return its stdout; raise ToolError on failure."""
-    return run_with_stderr(argv, context=context, cwd=cwd)[0]
+    return run_with_stderr(argv, context=context, cwd=cwd, env=env)[0]
 
 
-def run_with_stderr(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None) -> tuple[str, str]:
-    """Run argv (no shell); return stdout and the tail of stderr, where a tool's warnings go."""
+def run_with_stderr(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None,
+                    env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """Run argv (no shell); return stdout and the tail of stderr, where a tool's warnings go.
+    `env` adds to (or overrides) the environment the tool sees."""
     args = [str(a) for a in argv]
     require(args[0])
-    proc = _execute(args, environment(), cwd)
+    proc = _execute(args, environment(env), cwd)
     stderr = tail(proc.stderr.decode("utf-8", "replace"))
     if proc.returncode != 0:
         raise ToolError(args, proc.returncode, stderr, context)

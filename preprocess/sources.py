@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .config import SourceSettings
 from .errors import InputError, SourceError, TimeLimitError
@@ -80,8 +80,50 @@ def _hash_file(path: Path) -> Fetched:
     return Fetched(path, md5.hexdigest(), sha.hexdigest(), size)
 
 
-def _download(url: str, scratch: Path, settings: SourceSettings) -> Fetched:
-    target = scratch / "source"
+def fetch_reference(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
+    """The document's reference FASTA on local disk with its .fai (and .gzi when bgzipped) beside it,
+    fetched like a source; InputError when an index is missing or the md5 is not the document's."""
+    assert doc.reference is not None
+    shown = redact_url(doc.reference)
+    if is_local(doc.reference):
+        path = local_path(doc.reference)
+        if not path.is_file():
+            raise InputError(f"{doc.id}: reference {shown} does not exist or is not a file")
+        fetched = _hash_file(path)
+        for suffix in _index_suffixes(path):
+            if not path.with_name(path.name + suffix).is_file():
+                raise InputError(f"{doc.id}: reference {shown} has no {suffix} index beside it "
+                                 "(make one with samtools faidx)")
+    else:
+        fetched = _with_retries(lambda: _download(doc.reference or "", scratch, settings, "reference.fa"),
+                                settings, doc.id, shown)
+        for suffix in _index_suffixes(fetched.path):
+            index_url = _beside(doc.reference, suffix)
+            try:
+                _with_retries(lambda u=index_url, s=suffix: _download(u, scratch, settings, "reference.fa" + s),
+                              settings, doc.id, f"{shown}{suffix}")
+            except InputError:
+                raise InputError(f"{doc.id}: reference {shown} has no {suffix} index beside it "
+                                 "(make one with samtools faidx)") from None
+    if doc.reference_md5 is not None and doc.reference_md5 != fetched.md5:
+        raise InputError(f"{doc.id}: md5 mismatch for reference {shown}: document says {doc.reference_md5}, "
+                         f"file has {fetched.md5}")
+    return fetched
+
+
+def _index_suffixes(fasta: Path) -> tuple[str, ...]:
+    with open(fasta, "rb") as stream:
+        return (".fai", ".gzi") if stream.read(2) == b"\x1f\x8b" else (".fai",)
+
+
+def _beside(url: str, suffix: str) -> str:
+    """The URL of a file named like `url` plus `suffix`, keeping a signed URL's query string."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path + suffix))
+
+
+def _download(url: str, scratch: Path, settings: SourceSettings, name: str = "source") -> Fetched:
+    target = scratch / name
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
     resolved, headers = resolve(url, settings)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import os
 import random
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -58,6 +60,102 @@ def sam(path: Path, reads: int = 2000, seed: int = 1, contigs: dict[str, int] | 
 def bam(path: Path, **kwargs: object) -> Path:
     """An unsorted BAM made from sam() by samtools."""
     text = sam(path.with_suffix(".tmp.sam"), **kwargs)  # type: ignore[arg-type]
+    subprocess.run(["samtools", "view", "--no-PG", "-b", "-o", str(path), str(text)], check=True)
+    text.unlink()
+    return path
+
+
+def fasta(path: Path, contigs: dict[str, int] | None = None, seed: int = 9) -> Path:
+    """A random reference FASTA (60 bases a line) with its .fai beside it."""
+    rng = random.Random(seed)
+    with open(path, "w") as out:
+        for name, length in (contigs or CONTIGS).items():
+            bases = "".join(rng.choice(BASES) for _ in range(length))
+            out.write(f">{name}\n" + "".join(bases[i:i + 60] + "\n" for i in range(0, length, 60)))
+    subprocess.run(["samtools", "faidx", str(path)], check=True)
+    return path
+
+
+def read_sequences(path: Path) -> dict[str, str]:
+    """The sequences of a FASTA by name, upper case."""
+    found: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith(">"):
+            current = found.setdefault(line[1:].split()[0], [])
+        elif line:
+            current.append(line.strip().upper())
+    return {name: "".join(parts) for name, parts in found.items()}
+
+
+def cram(path: Path, reference: Path, reads: int = 1500, seed: int = 12, embed: bool = False,
+         unmapped: int = 10, ordered: bool | None = None) -> Path:
+    """An unsorted CRAM of reads drawn from `reference` (some with a mismatch), written by samtools.
+
+    @SQ lines carry M5 (as samtools writes them) and a UR naming a path that exists nowhere, so
+    the reference is found only where a test puts it. `embed` stores the reference in the CRAM;
+    `ordered` (default: as `embed`) sorts the reads, so each slice holds one reference and its md5."""
+    rng = random.Random(seed)
+    seqs = read_sequences(reference)
+    lines = ["@HD\tVN:1.6\tSO:unsorted"]
+    lines += [f"@SQ\tSN:{n}\tLN:{len(s)}\tM5:{hashlib.md5(s.encode()).hexdigest()}\tUR:file:/generated/ref.fa"
+              for n, s in seqs.items()]
+    lines.append("@RG\tID:rg1\tSM:sample1")
+    names = list(seqs)
+    for i in range(reads):
+        ref = rng.choice(names)
+        pos = rng.randint(1, len(seqs[ref]) - 60)
+        seq = list(seqs[ref][pos - 1:pos + 49])
+        if rng.random() < 0.3:
+            at = rng.randrange(50)
+            seq[at] = rng.choice([b for b in BASES if b != seq[at]])
+        lines.append(f"c{i:07d}\t{rng.choice((0, 16))}\t{ref}\t{pos}\t60\t50M\t*\t0\t0\t{''.join(seq)}\t{'I' * 50}"
+                     "\tRG:Z:rg1")
+    for i in range(unmapped):
+        seq = "".join(rng.choice(BASES) for _ in range(50))
+        lines.append(f"u{i:07d}\t4\t*\t0\t0\t*\t*\t0\t0\t{seq}\t{'I' * 50}\tRG:Z:rg1")
+    if embed if ordered is None else ordered:  # embedded: sorted, as such files are, so a span is embedded once
+        body = sorted(lines[len(seqs) + 2:], key=lambda r: (names.index(r.split("\t")[2])
+                                                           if r.split("\t")[2] in names else len(names),
+                                                           int(r.split("\t")[3])))
+        lines = lines[:len(seqs) + 2] + body
+    text = path.with_suffix(".tmp.sam")
+    text.write_text("\n".join(lines) + "\n")
+    # The reference reaches samtools by M5 (REF_PATH), not -T, which would rewrite UR to its own path.
+    refs = path.with_name(path.name + ".refs")
+    refs.mkdir()
+    for bases in seqs.values():
+        (refs / hashlib.md5(bases.encode()).hexdigest()).write_text(bases)
+    options = ["--output-fmt-option", "embed_ref=1"] if embed else []
+    env = {**os.environ, "REF_PATH": f"{refs}/%s", "REF_CACHE": ""}
+    # cwd and relative names: a CRAM's header holds the name it was written under
+    subprocess.run(["samtools", "view", "--no-PG", "-C", *options, "-o", path.name, text.name], check=True, env=env,
+                   cwd=path.parent)
+    text.unlink()
+    shutil.rmtree(refs)
+    return path
+
+
+def unaligned_bam(path: Path, reads: int = 300, seed: int = 13) -> Path:
+    """A PacBio-HiFi-like unaligned BAM: no @SQ lines, every read unmapped, with kinetics-free tags."""
+    rng = random.Random(seed)
+    lines = ["@HD\tVN:1.6\tSO:unknown\tpb:5.0.0", "@RG\tID:ab12cd34\tPL:PACBIO\tDS:READTYPE=CCS\tSM:hifi"]
+    for i in range(reads):
+        length = rng.randint(80, 400)
+        seq = "".join(rng.choice(BASES) for _ in range(length))
+        lines.append(f"m64011_190830_220126/{i}/ccs\t4\t*\t0\t255\t*\t*\t0\t0\t{seq}\t{'~' * length}"
+                     f"\tRG:Z:ab12cd34\tnp:i:{rng.randint(3, 30)}\trq:f:0.99")
+    text = path.with_suffix(".tmp.sam")
+    text.write_text("\n".join(lines) + "\n")
+    subprocess.run(["samtools", "view", "--no-PG", "-b", "-o", str(path), str(text)], check=True)
+    text.unlink()
+    return path
+
+
+def empty_bam(path: Path) -> Path:
+    """A BAM with a header (two references, a read group) and no records."""
+    text = path.with_suffix(".tmp.sam")
+    text.write_text("@HD\tVN:1.6\tSO:coordinate\n" + "".join(f"@SQ\tSN:{n}\tLN:{ln}\n" for n, ln in CONTIGS.items())
+                    + "@RG\tID:rg1\tSM:none\n")
     subprocess.run(["samtools", "view", "--no-PG", "-b", "-o", str(path), str(text)], check=True)
     text.unlink()
     return path

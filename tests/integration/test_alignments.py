@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
 
 import pysam
@@ -116,7 +117,8 @@ def _binary_as_sam(data: Path) -> Path:
      'reference "chrZ", which no @SQ line declares'),
     (_text("badcigar.sam", HEADER + "r1\t0\tchr1\t5\t60\t4M\t*\t0\t0\tACG\tIIII\n"), "SAM", "InputError",
      "Parse error at line 3"),
-    (lambda d: samples.sam(d / "u.sam", reads=10), "CRAM", "InputError", "unknown format 'CRAM'"),
+    (lambda d: samples.sam(d / "u.sam", reads=10), "FAST5", "InputError", "unknown format 'FAST5'"),
+    (lambda d: samples.sam(d / "s.cram", reads=10), "CRAM", "InputError", "not a CRAM file"),
 ])
 def test_bad_input_fails_classified_naming_the_file_and_leaves_nothing(data, settings, store_dir, make, fmt, cls,
                                                                           words):
@@ -140,6 +142,42 @@ def test_header_only_sam_and_gzipped_sam_build(data, settings):
     assert result.format == "SAM" and result.records["out"] == 220
 
 
+def test_unaligned_bam_and_bam_with_no_records_build_valid_indexed_bams(data, settings):
+    """PacBio HiFi and GATK uBAMs have no @SQ lines (samtools quickcheck needs -u for them); a BAM
+    may also hold a header and no records. Both become a BAM with its index, counts matching."""
+    hifi = samples.unaligned_bam(data / "movie.hifi_reads.bam", reads=300)
+    result = preprocess.run({"id": "hifi", "access_url": str(hifi)}, settings=settings)
+    assert result.status == "built" and result.records == {"in": 300, "out": 300, "index": "bai", "references": 0}
+    with pysam.AlignmentFile(result.artifacts["data"], index_filename=result.artifacts["index"],
+                             check_sq=False) as aln:
+        assert aln.nocoordinate == 300 and aln.header.to_dict()["RG"][0]["PL"] == "PACBIO"
+        assert [r.query_name for r in aln.fetch(until_eof=True)][:1] == ["m64011_190830_220126/0/ccs"]
+    subprocess.run(["samtools", "quickcheck", "-u", result.artifacts["data"]], check=True)
+
+    empty = samples.empty_bam(data / "empty.bam")
+    result = preprocess.run({"id": "empty", "access_url": str(empty)}, settings=settings)
+    assert result.status == "built" and result.records == {"in": 0, "out": 0, "index": "bai", "references": 3}
+    with pysam.AlignmentFile(result.artifacts["data"], index_filename=result.artifacts["index"]) as aln:
+        assert aln.check_index() and list(aln.fetch("chr1")) == [] and aln.references == ("chr1", "chr2", "chrX")
+
+
+@pytest.mark.parametrize("name, text, words", [
+    ("undeclared.sam", HEADER + "r0\t0\tchr1\t5\t60\t4M\t*\t0\t0\tACGT\tIIII\n"
+     "r1\t0\tchrZ\t5\t60\t4M\t*\t0\t0\tACGT\tIIII\n", 'line 4: a record names reference "chrZ"'),
+    ("badcigar.sam", HEADER + "r1\t0\tchr1\t5\t60\t4M\t*\t0\t0\tACG\tIIII\n", "Parse error at line 3"),
+    ("notsam.bam", "just text, no tabs\n", "not SAM or BAM"),
+])
+def test_an_input_error_names_the_users_file_not_the_downloaded_copy(settings, name, text, words):
+    from tests.servers import FileServer
+
+    with FileServer() as server:
+        url = server.add(name, text.encode())
+        report = run_many([{"id": "x", "access_url": url}], settings=settings)
+    error = report.results[0].error
+    assert error is not None and error.class_ == "InputError"
+    assert error.message.startswith(f"{name}: ") and words in error.message and "source" not in error.message
+
+
 def test_md5_mismatch_is_an_input_error_and_run_raises_it(data, settings, store_dir):
     sam = samples.sam(data / "m.sam", reads=50)
     with pytest.raises(preprocess.InputError, match="md5 mismatch for .*m.sam"):
@@ -154,8 +192,8 @@ def test_run_uses_the_notebooks_connected_client_rather_than_starting_a_cluster(
 
     settings = load_settings(**{"store.url": str(store_dir), "scratch": str(tmp_path)})  # profile: local
     sam = samples.sam(data / "nb.sam", reads=300)
-    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         result = preprocess.run({"id": "nb", "access_url": str(sam), "format": "SAM"}, settings=settings)
         ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert result.status == "built" and "sort_bam" in ran

@@ -33,8 +33,16 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-# pipeline name -> cases: (case, format, how to make the reference input in a folder)
-CASES: dict[str, list[tuple[str, str, Callable[[Path], Path]]]] = {
+def _cram(folder: Path, embed: bool) -> tuple[Path, dict[str, str]]:
+    (folder / "ref").mkdir()
+    reference = samples.fasta(folder / "ref" / "ref.fa")
+    cram = samples.cram(folder / "a.cram", reference, embed=embed)
+    return cram, ({} if embed else {"reference": str(reference)})
+
+
+# pipeline name -> cases: (case, format, how to make the reference input in a folder: its path, or its
+# path and more document fields)
+CASES: dict[str, list[tuple[str, str, Callable[[Path], Path | tuple[Path, dict[str, str]]]]]] = {
     "alignments": [("bai", "BAM", lambda d: samples.bam(d / "a.bam", reads=3000)),
                    ("csi", "SAM", lambda d: samples.sam(d / "b.sam", reads=1000, contigs=BIG))],
     "vcf": [("tbi", "VCF", lambda d: samples.vcf(d / "a.vcf", records=600)),
@@ -45,6 +53,8 @@ CASES: dict[str, list[tuple[str, str, Callable[[Path], Path]]]] = {
     "gff3": [("tbi", "GFF3", lambda d: samples.gff3(d / "a.gff3"))],
     "gtf": [("tbi", "GTF", lambda d: samples.gtf(d / "a.gtf"))],
     "bigbed": [("tbi", "bigBed", lambda d: samples.bigbed(d / "a.bb"))],
+    "cram": [("external", "CRAM", lambda d: _cram(d, embed=False)),
+             ("embedded", "CRAM", lambda d: _cram(d, embed=True))],
 }
 
 
@@ -74,8 +84,9 @@ def test_output_bytes_match_the_pins_of_the_pipeline_version(name, tmp_path, set
     for case, fmt, make in CASES[name]:
         folder = tmp_path / case
         folder.mkdir()
-        source = make(folder)
-        result = preprocess.run({"id": case, "access_url": str(source), "format": fmt}, settings=settings)
+        made = make(folder)
+        source, more = made if isinstance(made, tuple) else (made, {})
+        result = preprocess.run({"id": case, "access_url": str(source), "format": fmt, **more}, settings=settings)
         assert result.pipeline == name
         for uri in result.artifacts.values():
             got[f"{case}:{Path(uri).name}"] = hashlib.sha256(Path(uri).read_bytes()).hexdigest()

@@ -43,3 +43,21 @@ def test_missing_local_file_without_md5_fails_in_planning(settings, tmp_path):
     assert report.results[0].error is not None and report.results[0].error.class_ == "InputError"
     assert "does not exist" in report.results[0].error.message
     assert report.dashboard is None  # planning answered it: no cluster was started
+
+
+def test_local_cram_without_md5_is_keyed_with_its_reference_or_left_to_the_worker(settings, tmp_path):
+    from preprocess import registry
+    from preprocess.build import key_for, open_store
+    from preprocess.graph import plan
+    from preprocess.keys import task_key
+    from tests.conftest import md5
+
+    ref = samples.fasta(tmp_path / "ref.fa")
+    cram = samples.cram(tmp_path / "a.cram", ref, reads=100)
+    pipeline = registry.pipeline_for("CRAM")
+    doc = {"id": "a", "access_url": str(cram), "format": "CRAM", "reference": str(ref)}
+    with_md5 = plan([{**doc, "reference_md5": md5(ref)}], settings, open_store(settings))
+    assert list(with_md5.tasks) == [task_key(pipeline.stage, key_for(pipeline, md5(cram), settings, md5(ref)))]
+    # without the reference's md5 the key is not known here: the worker fetches both and keys them
+    without = plan([doc], settings, open_store(settings))
+    assert len(without.tasks) == 1 and not next(iter(without.tasks)).endswith(key_for(pipeline, md5(cram), settings))

@@ -55,3 +55,16 @@ def test_unusable_manifest_is_a_config_error(tmp_path, text, message):
 def test_missing_manifest_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read manifest"):
         read_catalog(tmp_path / "nope.csv")
+
+
+def test_a_reference_column_is_a_cram_reference_relative_to_the_csv(tmp_path):
+    path = write(tmp_path, "id,access_url,format,reference,reference_md5\n"
+                           "c1,data/c1.cram,CRAM,refs/GRCh38.fa,0123456789ABCDEF0123456789ABCDEF\n"
+                           "c2,s3://b/c2.cram,CRAM,https://h/GRCh38.fa,\n"
+                           "c3,s3://b/c3.cram,CRAM,,\n")
+    first, second, third = read_catalog(path)
+    assert isinstance(first, FileDoc) and isinstance(second, FileDoc) and isinstance(third, FileDoc)
+    assert first.reference == str(tmp_path / "refs" / "GRCh38.fa")
+    assert first.reference_md5 == "0123456789abcdef0123456789abcdef" and first.extra == {}
+    assert (second.reference, second.reference_md5) == ("https://h/GRCh38.fa", None)
+    assert third.reference is None
