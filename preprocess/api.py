@@ -25,15 +25,17 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
              settings: Settings | None = None,
              progress: Callable[[RunResult], None] | None = None,
              on_client: Callable[[Any], None] | None = None,
+             record: Mapping[str, Any] | None = None,
              report: str | os.PathLike[str] | None = None) -> BatchReport:
     """Build every document's artifacts; a failure is recorded in its result and the rest go on.
 
     Cached and passthrough documents are answered from the store alone; a cluster is used only when
     something needs building: `client`, else a Client already connected in this process (profile
     local), else one started for the call. `progress` is called with each finished result and
-    `on_client` with the client once one is connected (the CLI shows its dashboard link). `report`:
-    where to save distributed's performance report (HTML) of the run; written only when a cluster ran
-    something (a fully cached batch starts none, and writes none).
+    `on_client` with the client once one is connected (the CLI shows its dashboard link). With
+    `record` (the options to note, secrets are dropped), a run record is written to the store's runs/.
+    `report`: where to save distributed's performance report (HTML) of the run; written only when a
+    cluster ran something (a fully cached batch starts none, and writes none).
     """
     settings = settings or load_settings()
     if store is not None:
@@ -46,36 +48,59 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
     if progress:
         for result in pending.results.values():
             progress(result)
-    dashboard = written = None
-    if pending.needs_cluster:
-        client = client or _current_client(settings)
-        if client is not None:
-            written = _execute_reported(pending, settings, client, progress, report, results)
-        else:
-            with open_client(settings.cluster) as started_client:
-                if started_client is not None:
-                    dashboard = getattr(started_client, "dashboard_link", None)
-                    if on_client:
-                        on_client(started_client)
-                written = _execute_reported(pending, settings, started_client, progress, report, results)
+    built, dashboard, written = _run_plan(pending, settings, client, progress, on_client, report)
+    results.update(built)
     ordered = [results[i] for i in sorted(results)]
-    return BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
-                       dashboard=dashboard, performance_report=written)
+    batch = BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
+                        dashboard=dashboard, performance_report=written)
+    if record is not None:
+        from .runs import write_batch_record
+
+        write_batch_record(artifact_store, batch, record)
+    return batch
+
+
+def execute_plan(pending: Plan, settings: Settings, client: Any | None = None,
+                 progress: Callable[[RunResult], None] | None = None,
+                 on_client: Callable[[Any], None] | None = None) -> tuple[dict[int, RunResult], str | None]:
+    """Run a plan's tasks on `client`, the notebook's client, or a cluster started for the call (only
+    when there is work); return the results by position and the dashboard link of a started cluster."""
+    built, dashboard, _ = _run_plan(pending, settings, client, progress, on_client, None)
+    return built, dashboard
+
+
+def _run_plan(pending: Plan, settings: Settings, client: Any | None,
+              progress: Callable[[RunResult], None] | None, on_client: Callable[[Any], None] | None,
+              report: str | os.PathLike[str] | None) -> tuple[dict[int, RunResult], str | None, str | None]:
+    """execute_plan(), and the path of the performance report saved to `report` (when a cluster ran)."""
+    if not pending.needs_cluster:
+        return {}, None, None
+    client = client or _current_client(settings)
+    if client is not None:
+        built, written = _execute_reported(pending, settings, client, progress, report)
+        return built, None, written
+    with open_client(settings.cluster) as started_client:
+        dashboard = None
+        if started_client is not None:
+            dashboard = getattr(started_client, "dashboard_link", None)
+            if on_client:
+                on_client(started_client)
+        built, written = _execute_reported(pending, settings, started_client, progress, report)
+        return built, dashboard, written
 
 
 def _execute_reported(pending: Plan, settings: Settings, client: Any | None,
                       progress: Callable[[RunResult], None] | None,
-                      report: str | os.PathLike[str] | None, results: dict[int, RunResult]) -> str | None:
-    """execute() into `results`, inside distributed's performance_report when one is asked for and a
-    cluster runs the work; the report's path when one was written."""
+                      report: str | os.PathLike[str] | None) -> tuple[dict[int, RunResult], str | None]:
+    """execute(), inside distributed's performance_report when one is asked for and a cluster runs
+    the work; the results and the report's path when one was written."""
     if report is None or client is None:
-        results.update(execute(pending, settings, client, progress))
-        return None
+        return execute(pending, settings, client, progress), None
     from distributed import performance_report
 
     with client.as_current(), performance_report(filename=os.fspath(report)):
-        results.update(execute(pending, settings, client, progress))
-    return os.path.abspath(report)
+        built = execute(pending, settings, client, progress)
+    return built, os.path.abspath(report)
 
 
 def _current_client(settings: Settings) -> Any | None:

@@ -63,9 +63,10 @@ def cached_result(doc: FileDoc, fmt: str, store: ArtifactStore, manifest: Manife
                      manifest=store.uri(manifest.key, "manifest.json"), records=manifest.records)
 
 
-def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
-    """Build (or find cached) the artifacts of one document; never raises. Past preprocess.task-timeout
-    its tools are killed and it fails with TimeLimitError."""
+def build_doc(doc: FileDoc, fmt: str, settings: Settings, rebuild: bool = False) -> RunResult:
+    """Build (or find cached) the artifacts of one document; never raises. `rebuild` builds even when
+    the key is committed, to restore a missing or corrupt artifact (the commit keeps its manifest).
+    Past preprocess.task-timeout its tools are killed and it fails with TimeLimitError."""
     common: dict[str, Any] = {"format": fmt, "source": redact_url(doc.access_url)}
     timings: dict[str, float] = {}
     keyed: list[str] = []  # the key, once the source is hashed, for a failure's report
@@ -77,7 +78,7 @@ def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
         return RunResult.failure(doc.id, describe(exc), **common)
     try:
         with shell.time_cap(settings.task_timeout):
-            return _build(doc, fmt, settings, pipeline, scratch, timings, keyed, common)
+            return _build(doc, fmt, settings, pipeline, scratch, timings, keyed, common, rebuild)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified, in the result
         return RunResult.failure(doc.id, describe(exc), key=keyed[0] if keyed else None, timings=timings, **common)
     finally:
@@ -85,7 +86,7 @@ def build_doc(doc: FileDoc, fmt: str, settings: Settings) -> RunResult:
 
 
 def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scratch: Path, timings: dict[str, float],
-           keyed: list[str], common: dict[str, Any]) -> RunResult:
+           keyed: list[str], common: dict[str, Any], rebuild: bool) -> RunResult:
     store = open_store(settings)
     started = time.perf_counter()
     fetched = sources.fetch(doc, scratch, settings.source)
@@ -98,8 +99,10 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
                                                      else None)
     key = key_for(pipeline, fetched.md5, settings, reference_md5)
     keyed.append(key)
-    found = store.lookup(key)
-    if found is not None:
+    found = None if rebuild else store.lookup(key)
+    # Found only now, after fetching (no md5 in the document): worth a look that its artifacts are
+    # all there, since no plan could list them; a gone one is rebuilt in place.
+    if found is not None and all(store.fs.exists(store.path(key, a.name)) for a in found.artifacts):
         return cached_result(doc, fmt, store, found)
     if takes_reference(pipeline, doc) and reference is None:
         started = time.perf_counter()

@@ -1,6 +1,8 @@
-"""python -m preprocess {run,batch,mirror,sign,gc,doctor}: parse options, call the API, report, exit.
+"""python -m preprocess {run,batch,reindex,status,mirror,sign,gc,doctor}: parse options, call the API,
+report, exit.
 
-Exit codes: 0 every file succeeded, 1 some failed, 2 a usage or configuration error.
+Exit codes: 0 every file succeeded, 1 some failed, 2 a usage or configuration error, 3 (reindex)
+another run holds the store's lease.
 """
 
 from __future__ import annotations
@@ -47,16 +49,24 @@ def cli() -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @_store_option
 @_cluster_options
+@click.option("--retry-failed", "retry", metavar="REPORT.json",
+              help="Only the rows that failed in this earlier report.")
 @click.option("--report", "report_path", metavar="HTML", type=click.Path(dir_okay=False, path_type=Path),
               help="Save Dask's performance report of the run (written only when something was built).")
 def batch(manifest: Path, store: str | None, profile: str | None, address: str | None, workers: int | None,
-          json_path: str | None, report_path: Path | None) -> None:
+          json_path: str | None, retry: str | None, report_path: Path | None) -> None:
     """Build every row of a catalogue CSV (columns id, access_url, format; md5, size, filename optional)."""
     from .catalog import read_catalog
+    from .runs import failed_ids, select
 
     settings = _settings(store, profile, address, workers)
     docs = read_catalog(manifest)
-    _finish(_run(docs, settings, report_path), json_path)
+    if retry:
+        docs = select(docs, failed_ids(retry))
+        click.echo(f"retrying {len(docs)} row(s) that failed in {retry}", err=True)
+    options = {"manifest": str(manifest), "store": settings.store.url, "cluster": settings.cluster.profile,
+               "address": settings.cluster.address, "workers": workers, "json": json_path, "retry_failed": retry}
+    _finish(_run(docs, settings, options, report_path), json_path)
 
 
 @cli.command("run")
@@ -110,18 +120,34 @@ def sign_uri(uri: str, expires: int) -> None:
 
 
 @cli.command("gc")
+@click.argument("manifests", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @_store_option
 @click.option("--older-than", default="24h", show_default=True, metavar="AGE",
               help="Only debris older than this (e.g. 30m, 24h, 7d), so running commits are left alone.")
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
-def gc_store(store: str | None, older_than: str, dry_run: bool) -> None:
-    """Remove debris of interrupted commits: key folders without a manifest, temp files, stale uploads."""
+@click.option("--delete", is_flag=True, help="With catalogue CSVs: remove the superseded keys and the debris "
+              "(without it, nothing is removed).")
+def gc_store(manifests: tuple[Path, ...], store: str | None, older_than: str, dry_run: bool, delete: bool) -> None:
+    """Remove debris of interrupted commits: key folders without a manifest, temp files, stale uploads.
+
+    Given catalogue CSVs, also list the committed keys no row maps to under the current pipeline
+    versions (superseded builds); only --delete removes anything then.
+    """
     from .build import open_store
-    from .gc import collect
+    from .gc import collect, superseded
 
     settings = _settings(store, None, None, None)
     artifact_store = open_store(settings)
     artifact_store.check()
+    if manifests:
+        from .catalog import read_catalog
+
+        dry_run = dry_run or not delete
+        docs = [doc for path in manifests for doc in read_catalog(path)]
+        old = superseded(artifact_store, docs, settings, _age(older_than), delete=not dry_run)
+        for key in old.superseded:
+            click.echo(f"{'would remove' if dry_run else 'removed'} superseded key {artifact_store.key_dir(key)}")
+        click.echo(f"{len(old.superseded)} superseded key(s)")
     report = collect(artifact_store, _age(older_than), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for path in report.removed:
@@ -203,7 +229,8 @@ def doctor(store: str | None) -> None:
     sys.exit(2 if problems else 0)
 
 
-def _run(docs: list[Any], settings: Any, report_path: Path | None = None) -> BatchReport:
+def _run(docs: list[Any], settings: Any, record: dict[str, Any] | None = None,
+         report_path: Path | None = None) -> BatchReport:
     from tqdm import tqdm
 
     from .api import run_many
@@ -221,7 +248,8 @@ def _run(docs: list[Any], settings: Any, report_path: Path | None = None) -> Bat
             bar.write(f"dashboard: {link}", file=sys.stderr)
 
     try:
-        report = run_many(docs, settings=settings, progress=progress, on_client=announce, report=report_path)
+        report = run_many(docs, settings=settings, progress=progress, on_client=announce, record=record,
+                          report=report_path)
         if report_path is not None:
             bar.write(f"performance report: {report.performance_report}" if report.performance_report else
                       f"performance report: not written to {report_path}, nothing needed a cluster", file=sys.stderr)
@@ -252,6 +280,9 @@ def summary_table(report: BatchReport) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in report.counts.items() if n)
     lines.append(f"\n{len(report.results)} file(s): {counts or 'nothing to do'}; store {report.store}")
     return "\n".join(lines)
+
+
+from . import cli_catalogue  # noqa: E402,F401 - registers reindex and status on the group
 
 
 def main() -> None:

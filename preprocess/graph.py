@@ -33,6 +33,14 @@ class Plan:
 
     results: dict[int, RunResult] = field(default_factory=dict)
     tasks: dict[str, list[tuple[int, FileDoc, str]]] = field(default_factory=dict)
+    rebuild: set[str] = field(default_factory=set)  # tasks that build even when a manifest is there
+
+    def schedule(self, index: int, doc: FileDoc, fmt: str, key: str, rebuild: bool = False) -> None:
+        """Add a document to the task of its derivation key (`rebuild`: repair a committed key)."""
+        name = task_key(registry.pipeline_for(fmt).stage, key)
+        self.tasks.setdefault(name, []).append((index, doc, fmt))
+        if rebuild:
+            self.rebuild.add(name)
 
     @property
     def needs_cluster(self) -> bool:
@@ -56,6 +64,24 @@ def coerce(doc: FileDoc | Mapping[str, Any]) -> FileDoc:
 def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: Settings,
          store: ArtifactStore) -> Plan:
     """Sort documents into results known now (cached, passthrough, invalid) and tasks to run."""
+    out, keyed = classify(docs, settings)
+    manifests = store.lookup_many(key for _, _, _, key in keyed)
+    for index, doc, fmt, key in keyed:
+        manifest = manifests[key]
+        if isinstance(manifest, StoreError):
+            out.results[index] = RunResult.failure(doc.id, describe(manifest), format=fmt)
+        elif manifest is not None:
+            out.results[index] = cached_result(doc, fmt, store, manifest)
+        else:
+            out.schedule(index, doc, fmt, key)
+    return out
+
+
+def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
+             settings: Settings) -> tuple[Plan, list[tuple[int, FileDoc, str, str]]]:
+    """What is known without the store: passthrough and invalid documents (results), remote documents
+    without an md5 (tasks keyed by a token of their URL), and the keyed rest (index, doc, format, key),
+    local files without an md5 included: they are hashed here."""
     out = Plan()
     keyed: list[tuple[int, FileDoc, str, str]] = []  # documents with an md5: looked up together below
     unhashed: list[tuple[int, FileDoc, str]] = []  # local documents without one: hashed here, below
@@ -93,17 +119,7 @@ def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: 
             pipeline = registry.pipeline_for(fmt)
             reference_md5 = doc.reference_md5 if takes_reference(pipeline, doc) else None
             keyed.append((index, doc, fmt, key_for(pipeline, found, settings, reference_md5)))
-    manifests = store.lookup_many(key for _, _, _, key in keyed)
-    for index, doc, fmt, key in keyed:
-        manifest = manifests[key]
-        if isinstance(manifest, StoreError):
-            out.results[index] = RunResult.failure(doc.id, describe(manifest), format=fmt)
-        elif manifest is not None:
-            out.results[index] = cached_result(doc, fmt, store, manifest)
-        else:
-            name = task_key(registry.pipeline_for(fmt).stage, key)
-            out.tasks.setdefault(name, []).append((index, doc, fmt))
-    return out
+    return out, keyed
 
 
 def _hash_local(docs: list[tuple[int, FileDoc, str]]) -> list[tuple[int, FileDoc, str, str | BaseException]]:
@@ -148,7 +164,7 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
     if client is None:
         for name, members in pending.tasks.items():
             _, doc, fmt = members[0]
-            record(name, build_doc(doc, fmt, settings))
+            record(name, build_doc(doc, fmt, settings, rebuild=name in pending.rebuild))
         return results
 
     from distributed import as_completed
@@ -159,7 +175,8 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
     futures = {}
     for name, members in pending.tasks.items():
         _, doc, fmt = members[0]
-        futures[client.submit(build_doc, doc, fmt, settings, key=name, pure=False)] = name
+        futures[client.submit(build_doc, doc, fmt, settings, rebuild=name in pending.rebuild, key=name,
+                              pure=False)] = name
     for future in as_completed(futures):
         name = futures[future]
         try:

@@ -196,5 +196,6 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _redact_message(message: str, doc_id: str) -> str:
-    # Library messages can echo a signed URL; keep only what precedes any query string.
-    return " ".join(redact_url(word) if "://" in word else word for word in message.split())
+    # Library messages can echo a signed URL, whole or as a path ("Max retries exceeded with url:
+    # /x.bam?sig=…" from urllib3); keep only what precedes any query string.
+    return " ".join(redact_url(word) if "://" in word else word.split("?", 1)[0] for word in message.split())

@@ -99,8 +99,11 @@ class ArtifactStore:
     def lookup(self, key: str) -> Manifest | None:
         """The committed manifest of `key`, or None when nothing is committed there."""
         path = self.path(key, MANIFEST)
+        # s3fs asks for the size (a HEAD) before a whole-object read, to split large ones; a manifest
+        # is small: one GET.
+        single = {"max_concurrency": 1} if self.protocol in ("s3", "s3a") else {}
         try:
-            data = self.fs.cat_file(path)
+            data = self.fs.cat_file(path, **single)
         except FileNotFoundError:
             return None
         except Exception as exc:

@@ -45,7 +45,7 @@ def test_batch_builds_then_reports_cached_with_exit_codes_and_json(tmp_path):
         assert set(result["artifacts"]) == {"data", "index"}
         assert all(os.path.isabs(u) and os.path.exists(u) for u in result["artifacts"].values())
     assert "s1" in first.stdout and "InputError" in first.stdout  # the summary table
-    built_files = store_files(tmp_path / "preprocess-store")
+    built_files = store_files(tmp_path / "preprocess-store" / "v1")  # runs/ holds the run record
     assert len(built_files) == 6  # two keys x (bam, bai, manifest.json): nothing from the failures
 
     second = cli("batch", "manifest.csv", "--json", "-", cwd=tmp_path)
