@@ -13,7 +13,7 @@ READERS := .tools/node_modules/@gmod/cram/package.json
 READER_PACKAGES := @gmod/bam@7.1.17 @gmod/cram@8.0.4 @gmod/tabix@3.3.9 @gmod/indexedfasta@5.0.2 generic-filehandle2@2.1.10
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test unit lint bench system clean
+.PHONY: demo test unit lint bench system browser clean
 
 system:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
@@ -21,6 +21,11 @@ system:
 	  echo "installing system tools:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread shellcheck >/dev/null; \
 	fi
+
+# headless Chromium screenshots the Dask dashboard in the tests (make test only; demo needs no browser)
+browser:
+	@command -v chromium >/dev/null || { echo "installing chromium"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +48,7 @@ lint: system $(STAMP)
 	shellcheck pipelines/scripts/*.sh
 	$(VENV)/bin/mypy preprocess pipelines
 
-test: system $(STAMP) $(AZURITE) $(READERS) lint
+test: system browser $(STAMP) $(AZURITE) $(READERS) lint
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest -q
 
 unit: $(STAMP)

@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["run", "run_many", "sign", "mirror", "FileDoc", "RunResult", "BatchReport", "Manifest", "ArtifactStore",
-           "load_settings", "InputError", "SourceError", "ToolError", "StoreError", "ConfigError", "ScratchError"]
+           "load_settings", "InputError", "SourceError", "ToolError", "StoreError", "ConfigError", "ScratchError",
+           "TimeLimitError", "PreprocessError"]
 
 _WHERE = {
     "run": "api", "run_many": "api", "sign": "api", "mirror": "mirror",
     "FileDoc": "model", "RunResult": "model", "BatchReport": "model", "Manifest": "model",
     "ArtifactStore": "store", "load_settings": "config",
     "InputError": "errors", "SourceError": "errors", "ToolError": "errors", "StoreError": "errors",
-    "ConfigError": "errors", "ScratchError": "errors",
+    "ConfigError": "errors", "ScratchError": "errors", "TimeLimitError": "errors", "PreprocessError": "errors",
 }
 
 

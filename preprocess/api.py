@@ -24,7 +24,8 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
              settings: Settings | None = None,
              progress: Callable[[RunResult], None] | None = None,
              on_client: Callable[[Any], None] | None = None,
-             record: Mapping[str, Any] | None = None) -> BatchReport:
+             record: Mapping[str, Any] | None = None,
+             report: str | os.PathLike[str] | None = None) -> BatchReport:
     """Build every document's artifacts; a failure is recorded in its result and the rest go on.
 
     Cached and passthrough documents are answered from the store alone; a cluster is used only when
@@ -32,6 +33,8 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
     local), else one started for the call. `progress` is called with each finished result and
     `on_client` with the client once one is connected (the CLI shows its dashboard link). With
     `record` (the options to note, secrets are dropped), a run record is written to the store's runs/.
+    `report`: where to save distributed's performance report (HTML) of the run; written only when a
+    cluster ran something (a fully cached batch starts none, and writes none).
     """
     settings = settings or load_settings()
     if store is not None:
@@ -44,16 +47,16 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
     if progress:
         for result in pending.results.values():
             progress(result)
-    built, dashboard = execute_plan(pending, settings, client, progress, on_client)
+    built, dashboard, written = _run_plan(pending, settings, client, progress, on_client, report)
     results.update(built)
     ordered = [results[i] for i in sorted(results)]
-    report = BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
-                         dashboard=dashboard)
+    batch = BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
+                        dashboard=dashboard, performance_report=written)
     if record is not None:
         from .runs import write_batch_record
 
-        write_batch_record(artifact_store, report, record)
-    return report
+        write_batch_record(artifact_store, batch, record)
+    return batch
 
 
 def execute_plan(pending: Plan, settings: Settings, client: Any | None = None,
@@ -61,18 +64,42 @@ def execute_plan(pending: Plan, settings: Settings, client: Any | None = None,
                  on_client: Callable[[Any], None] | None = None) -> tuple[dict[int, RunResult], str | None]:
     """Run a plan's tasks on `client`, the notebook's client, or a cluster started for the call (only
     when there is work); return the results by position and the dashboard link of a started cluster."""
+    built, dashboard, _ = _run_plan(pending, settings, client, progress, on_client, None)
+    return built, dashboard
+
+
+def _run_plan(pending: Plan, settings: Settings, client: Any | None,
+              progress: Callable[[RunResult], None] | None, on_client: Callable[[Any], None] | None,
+              report: str | os.PathLike[str] | None) -> tuple[dict[int, RunResult], str | None, str | None]:
+    """execute_plan(), and the path of the performance report saved to `report` (when a cluster ran)."""
     if not pending.needs_cluster:
-        return {}, None
+        return {}, None, None
     client = client or _current_client(settings)
     if client is not None:
-        return execute(pending, settings, client, progress), None
+        built, written = _execute_reported(pending, settings, client, progress, report)
+        return built, None, written
     with _workers_configured(settings), open_client(settings.cluster) as started_client:
         dashboard = None
         if started_client is not None:
             dashboard = getattr(started_client, "dashboard_link", None)
             if on_client:
                 on_client(started_client)
-        return execute(pending, settings, started_client, progress), dashboard
+        built, written = _execute_reported(pending, settings, started_client, progress, report)
+        return built, dashboard, written
+
+
+def _execute_reported(pending: Plan, settings: Settings, client: Any | None,
+                      progress: Callable[[RunResult], None] | None,
+                      report: str | os.PathLike[str] | None) -> tuple[dict[int, RunResult], str | None]:
+    """execute(), inside distributed's performance_report when one is asked for and a cluster runs
+    the work; the results and the report's path when one was written."""
+    if report is None or client is None:
+        return execute(pending, settings, client, progress), None
+    from distributed import performance_report
+
+    with client.as_current(), performance_report(filename=os.fspath(report)):
+        built = execute(pending, settings, client, progress)
+    return built, os.path.abspath(report)
 
 
 def _workers_configured(settings: Settings) -> Any:

@@ -8,20 +8,19 @@ becomes a failed result with its classified error rather than an exception.
 from __future__ import annotations
 
 import errno
-import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from pipelines.base import BuildContext, BuildSettings, Pipeline
 
-from . import registry, sources
+from . import registry, shell, sources
 from .config import Settings
 from .errors import InputError, ScratchError, ToolError
 from .keys import LAYOUT, derive_key
 from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
+from .scratch import make_scratch
 from .store import ArtifactStore, sha256_file
 from .urls import Url
 
@@ -65,60 +64,23 @@ def cached_result(doc: FileDoc, fmt: str, store: ArtifactStore, manifest: Manife
 
 def build_doc(doc: FileDoc, fmt: str, settings: Settings, rebuild: bool = False) -> RunResult:
     """Build (or find cached) the artifacts of one document; never raises. `rebuild` builds even when
-    the key is committed, to restore a missing or corrupt artifact (the commit keeps its manifest)."""
+    the key is committed, to restore a missing or corrupt artifact (the commit keeps its manifest).
+    Past preprocess.task-timeout its tools are killed and it fails with TimeLimitError."""
     common: dict[str, Any] = {"format": fmt, "source": redact_url(doc.access_url)}
     timings: dict[str, float] = {}
-    key = None
+    keyed: list[str] = []  # the key, once the source is hashed, for a failure's report
     try:
         pipeline = registry.pipeline_for(fmt)
         common["pipeline"] = pipeline.name
-        scratch = Path(tempfile.mkdtemp(prefix=f"preprocess-{_safe(doc.id)}-",
-                                        dir=sources.scratch_dir(settings.scratch)))
+        scratch = make_scratch(settings.scratch, doc.id)
     except Exception as exc:  # noqa: BLE001 - a worker without the pipeline or without scratch space
         return RunResult.failure(doc.id, _for(doc, exc), **common)
     try:
-        store = open_store(settings)
-        started = time.perf_counter()
-        fetched = sources.fetch(doc, scratch, settings.source)
-        reference = None
-        if takes_reference(pipeline, doc) and doc.reference_md5 is None:  # its md5 is needed for the key
-            reference = sources.fetch_reference(doc, scratch, settings.source)
-        timings["fetch"] = round(time.perf_counter() - started, 4)
-        reference_md5 = reference.md5 if reference else (doc.reference_md5 if takes_reference(pipeline, doc)
-                                                         else None)
-        key = key_for(pipeline, fetched.md5, settings, reference_md5)
-        found = None if rebuild else store.lookup(key)
-        # Found only now, after fetching (no md5 in the document): worth a look that its artifacts are
-        # all there, since no plan could list them; a gone one is rebuilt in place.
-        if found is not None and all(store.fs.exists(store.path(key, a.name)) for a in found.artifacts):
-            return cached_result(doc, fmt, store, found)
-        if takes_reference(pipeline, doc) and reference is None:
-            started = time.perf_counter()
-            reference = sources.fetch_reference(doc, scratch, settings.source)
-            timings["fetch"] = round(timings["fetch"] + time.perf_counter() - started, 4)
-        workdir = scratch / "work"
-        workdir.mkdir()
-        ctx = BuildContext(source=fetched.path, format=fmt, workdir=workdir, settings=build_settings(settings),
-                           timings=timings, name=doc.name, reference=reference.path if reference else None)
-        output = pipeline.build(ctx)
-        started = time.perf_counter()
-        artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))
-                     for kind, path in output.artifacts.items()]
-        manifest = Manifest(
-            key=key, layout=LAYOUT,
-            source=SourceInfo(url=redact_url(doc.access_url), format=fmt, md5=fetched.md5,
-                              sha256=fetched.sha256, size=fetched.size),
-            pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
-                                  parameters=key_parameters(pipeline, settings, reference_md5)),
-            tools=output.tools, artifacts=artifacts, records=output.records, timings=timings,
-        )
-        committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()})
-        timings["commit"] = round(time.perf_counter() - started, 4)
-        return RunResult(id=doc.id, status="built", key=key, artifacts=store.artifact_uris(committed),
-                         manifest=store.uri(key, "manifest.json"), records=committed.records, timings=timings,
-                         **common)
+        with shell.time_cap(settings.task_timeout):
+            return _build(doc, fmt, settings, pipeline, scratch, timings, keyed, common, rebuild)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified, in the result
-        return RunResult.failure(doc.id, _for(doc, exc, scratch), key=key, timings=timings, **common)
+        return RunResult.failure(doc.id, _for(doc, exc, scratch), key=keyed[0] if keyed else None, timings=timings,
+                                 **common)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -137,5 +99,47 @@ def _for(doc: FileDoc, exc: Exception, scratch: Path | None = None) -> Exception
     return exc
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:40]
+def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scratch: Path, timings: dict[str, float],
+           keyed: list[str], common: dict[str, Any], rebuild: bool) -> RunResult:
+    store = open_store(settings)
+    started = time.perf_counter()
+    fetched = sources.fetch(doc, scratch, settings.source)
+    reference = None
+    if takes_reference(pipeline, doc) and doc.reference_md5 is None:  # its md5 is needed for the key
+        reference = sources.fetch_reference(doc, scratch, settings.source)
+    timings["fetch"] = round(time.perf_counter() - started, 4)
+    shell.check_time("fetching the source")
+    reference_md5 = reference.md5 if reference else (doc.reference_md5 if takes_reference(pipeline, doc)
+                                                     else None)
+    key = key_for(pipeline, fetched.md5, settings, reference_md5)
+    keyed.append(key)
+    found = None if rebuild else store.lookup(key)
+    # Found only now, after fetching (no md5 in the document): worth a look that its artifacts are
+    # all there, since no plan could list them; a gone one is rebuilt in place.
+    if found is not None and all(store.fs.exists(store.path(key, a.name)) for a in found.artifacts):
+        return cached_result(doc, fmt, store, found)
+    if takes_reference(pipeline, doc) and reference is None:
+        started = time.perf_counter()
+        reference = sources.fetch_reference(doc, scratch, settings.source)
+        timings["fetch"] = round(timings["fetch"] + time.perf_counter() - started, 4)
+    workdir = scratch / "work"
+    workdir.mkdir()
+    ctx = BuildContext(source=fetched.path, format=fmt, workdir=workdir, settings=build_settings(settings),
+                       timings=timings, name=doc.name, reference=reference.path if reference else None)
+    output = pipeline.build(ctx)
+    shell.check_time("building")
+    started = time.perf_counter()
+    artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))
+                 for kind, path in output.artifacts.items()]
+    manifest = Manifest(
+        key=key, layout=LAYOUT,
+        source=SourceInfo(url=redact_url(doc.access_url), format=fmt, md5=fetched.md5,
+                          sha256=fetched.sha256, size=fetched.size),
+        pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
+                              parameters=key_parameters(pipeline, settings, reference_md5)),
+        tools=output.tools, artifacts=artifacts, records=output.records, timings=timings,
+    )
+    committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()})
+    timings["commit"] = round(time.perf_counter() - started, 4)
+    return RunResult(id=doc.id, status="built", key=key, artifacts=store.artifact_uris(committed),
+                     manifest=store.uri(key, "manifest.json"), records=committed.records, timings=timings, **common)

@@ -51,8 +51,10 @@ def cli() -> None:
 @_cluster_options
 @click.option("--retry-failed", "retry", metavar="REPORT.json",
               help="Only the rows that failed in this earlier report.")
+@click.option("--report", "report_path", metavar="HTML", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save Dask's performance report of the run (written only when something was built).")
 def batch(manifest: Path, store: str | None, profile: str | None, address: str | None, workers: int | None,
-          json_path: str | None, retry: str | None) -> None:
+          json_path: str | None, retry: str | None, report_path: Path | None) -> None:
     """Build every row of a catalogue CSV (columns id, access_url, format; md5, size, filename optional)."""
     from .catalog import read_catalog
     from .runs import failed_ids, select
@@ -64,7 +66,7 @@ def batch(manifest: Path, store: str | None, profile: str | None, address: str |
         click.echo(f"retrying {len(docs)} row(s) that failed in {retry}", err=True)
     options = {"manifest": str(manifest), "store": settings.store.url, "cluster": settings.cluster.profile,
                "address": settings.cluster.address, "workers": workers, "json": json_path, "retry_failed": retry}
-    _finish(_run(docs, settings, options), json_path)
+    _finish(_run(docs, settings, options, report_path), json_path)
 
 
 @cli.command("run")
@@ -227,7 +229,8 @@ def doctor(store: str | None) -> None:
     sys.exit(2 if problems else 0)
 
 
-def _run(docs: list[Any], settings: Any, record: dict[str, Any] | None = None) -> BatchReport:
+def _run(docs: list[Any], settings: Any, record: dict[str, Any] | None = None,
+         report_path: Path | None = None) -> BatchReport:
     from tqdm import tqdm
 
     from .api import run_many
@@ -245,7 +248,12 @@ def _run(docs: list[Any], settings: Any, record: dict[str, Any] | None = None) -
             bar.write(f"dashboard: {link}", file=sys.stderr)
 
     try:
-        return run_many(docs, settings=settings, progress=progress, on_client=announce, record=record)
+        report = run_many(docs, settings=settings, progress=progress, on_client=announce, record=record,
+                          report=report_path)
+        if report_path is not None:
+            bar.write(f"performance report: {report.performance_report}" if report.performance_report else
+                      f"performance report: not written to {report_path}, nothing needed a cluster", file=sys.stderr)
+        return report
     finally:
         bar.close()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,8 +39,13 @@ def open_client(settings: ClusterSettings) -> Iterator[Any | None]:
         return
     from distributed import LocalCluster
 
+    from .mainguard import ADVICE, unguarded_script_line
+
     workers = settings.n_workers or max(1, os.cpu_count() or 1)
-    with LocalCluster(n_workers=workers, threads_per_worker=settings.threads_per_worker, processes=True,
-                      host="127.0.0.1", dashboard_address=settings.dashboard_address,
+    line = unguarded_script_line()
+    if line is not None:
+        logging.getLogger("preprocess").warning("preprocess: %s line %d: %s", sys.argv[0], line, ADVICE)
+    with LocalCluster(n_workers=workers, threads_per_worker=settings.threads_per_worker, processes=line is None,
+                      protocol="tcp://", host="127.0.0.1", dashboard_address=settings.dashboard_address,
                       silence_logs=40) as cluster, Client(cluster) as client:
         yield client

@@ -18,6 +18,18 @@ from .urls import Url
 DEFAULTS_PATH = pathlib.Path(__file__).with_name("preprocess.yaml")
 
 
+def _seconds(value: Any) -> Any:
+    """"90s", "2h", 30 -> seconds (dask's own parser); None stays None (no limit)."""
+    if value is None or isinstance(value, int | float):
+        return value
+    from dask.utils import parse_timedelta
+
+    try:
+        return parse_timedelta(value)
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"expected a duration such as 90s, 10m or 2h, got {value!r}") from None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=lambda n: n.replace("_", "-"))
 
@@ -44,7 +56,10 @@ class ClusterSettings(_Section):
     n_workers: int | None = Field(default=None, ge=1)
     threads_per_worker: int = Field(default=1, ge=1)
     dashboard_address: str | None = "127.0.0.1:0"
+    worker_ttl: float | None = Field(default=60, gt=0)
     fargate: dict[str, Any] = Field(default_factory=dict)
+
+    _ttl = field_validator("worker_ttl", mode="before")(lambda v: _seconds(v))
 
 
 class SourceSettings(_Section):
@@ -66,6 +81,9 @@ class Settings(_Section):
     compression_level: int = Field(default=6, ge=0, le=9)
     cram_output: Literal["cram", "bam"] = "cram"
     source: SourceSettings
+    task_timeout: float | None = Field(default=None, gt=0)
+
+    _timeout = field_validator("task_timeout", mode="before")(lambda v: _seconds(v))
 
     def for_workers(self) -> Settings:
         """These settings without secret values, as a task carries them to a worker (whose logs may

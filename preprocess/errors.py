@@ -63,6 +63,10 @@ class ConfigError(PreprocessError):
     """Configuration or usage is wrong: an unknown key, a missing bucket, a bad profile."""
 
 
+class TimeLimitError(PreprocessError):
+    """A task ran past preprocess.task-timeout; its tools were killed (whole process groups)."""
+
+
 class ToolError(PreprocessError):
     """An external command failed; carries its argv, exit code and the last lines of its stderr."""
 

@@ -1,15 +1,16 @@
 """Plan a batch on the client, then run what is left as Dask tasks, one per derivation key.
 
-Planning is cheap and needs no cluster: format, pipeline and, where the document carries an md5,
-the key and a store lookup. Only documents that still need work become tasks, keyed
-`<stage>-<key>` (e.g. `sort_bam-<key>`), so the dashboard groups them by stage and one key
-submitted twice runs once. A task runs every stage of its document on one worker, on that
+Planning is cheap and needs no cluster: format, pipeline and, where the document carries an md5
+or is a local file (hashed here), the key and a store lookup. Only documents that still need work
+become tasks, keyed `<stage>-<key>` (e.g. `sort_bam-<key>`), so the dashboard groups them by stage
+and one key submitted twice runs once. A task runs every stage of its document on one worker, on that
 worker's scratch: workers share nothing but the store, and moving a BAM between stages costs
 more than it saves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -79,10 +80,12 @@ def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: 
 
 def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
              settings: Settings) -> tuple[Plan, list[tuple[int, FileDoc, str, str]]]:
-    """What is known without the store: passthrough and invalid documents (results), documents
-    without an md5 (tasks keyed by a token of their URL), and the keyed rest (index, doc, format, key)."""
+    """What is known without the store: passthrough and invalid documents (results), remote documents
+    without an md5 (tasks keyed by a token of their URL), and the keyed rest (index, doc, format, key),
+    local files without an md5 included: they are hashed here."""
     out = Plan()
     keyed: list[tuple[int, FileDoc, str, str]] = []  # documents with an md5: looked up together below
+    unhashed: list[tuple[int, FileDoc, str]] = []  # local documents without one: hashed here, below
     for index, item in enumerate(docs):
         doc_id = _doc_id(item, index)
         fmt = None
@@ -96,8 +99,12 @@ def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
                 out.results[index] = _passthrough(doc, fmt, pipeline.name)
                 continue
             reference_md5 = doc.reference_md5 if takes_reference(pipeline, doc) else None
-            if doc.md5 and (reference_md5 or not takes_reference(pipeline, doc)):
+            reference_known = reference_md5 is not None or not takes_reference(pipeline, doc)
+            if doc.md5 and reference_known:
                 keyed.append((index, doc, fmt, key_for(pipeline, doc.md5, settings, reference_md5)))
+                continue
+            if not doc.md5 and reference_known and sources.is_local(doc.access_url):
+                unhashed.append((index, doc, fmt))
                 continue
             from dask.base import tokenize
 
@@ -105,7 +112,43 @@ def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
             out.tasks.setdefault(name, []).append((index, doc, fmt))
         except Exception as exc:  # noqa: BLE001 - reported per document; the batch goes on
             out.results[index] = RunResult.failure(doc_id, exc, format=fmt)
+    for index, doc, fmt, found in _hash_local(unhashed):
+        if isinstance(found, BaseException):
+            out.results[index] = RunResult.failure(doc.id, found, format=fmt)
+        else:
+            doc = doc.model_copy(update={"md5": found})  # the worker checks it again as it reads
+            pipeline = registry.pipeline_for(fmt)
+            reference_md5 = doc.reference_md5 if takes_reference(pipeline, doc) else None
+            keyed.append((index, doc, fmt, key_for(pipeline, found, settings, reference_md5)))
     return out, keyed
+
+
+def _hash_local(docs: list[tuple[int, FileDoc, str]]) -> list[tuple[int, FileDoc, str, str | BaseException]]:
+    """md5 of local sources, read here and concurrently (hashlib releases the GIL): a cached answer
+    for a document without an md5 then needs no cluster, which would only hash the same file."""
+    if not docs:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    def digest(item: tuple[int, FileDoc, str]) -> tuple[int, FileDoc, str, str | BaseException]:
+        index, doc, fmt = item
+        path = sources.local_path(doc.access_url)
+        try:
+            if not path.is_file():
+                raise InputError(f"{doc.id}: source {redact_url(doc.access_url)} does not exist or is not a file")
+            if doc.size is not None and doc.size != path.stat().st_size:
+                raise InputError(f"{doc.id}: size mismatch for {redact_url(doc.access_url)}: document says "
+                                 f"{doc.size}, file has {path.stat().st_size}")
+            with open(path, "rb") as stream:
+                return index, doc, fmt, hashlib.file_digest(stream, lambda: hashlib.md5(usedforsecurity=False)
+                                                            ).hexdigest()
+        except OSError as exc:
+            return index, doc, fmt, InputError(f"{doc.id}: cannot read {redact_url(doc.access_url)}: {exc}")
+        except InputError as exc:
+            return index, doc, fmt, exc
+
+    with ThreadPoolExecutor(max_workers=min(4, len(docs))) as pool:
+        return list(pool.map(digest, docs))
 
 
 def execute(pending: Plan, settings: Settings, client: Any | None,
@@ -127,6 +170,9 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
 
     from distributed import as_completed
 
+    from .plugins import install
+
+    install(client, settings)
     futures = {}
     carried = settings.for_workers()  # no credential in a task's arguments: workers have their own
     for name, members in pending.tasks.items():

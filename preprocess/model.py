@@ -173,6 +173,7 @@ class BatchReport(BaseModel):
     started: str
     finished: str
     dashboard: str | None = None
+    performance_report: str | None = None  # the HTML file written, when a cluster ran something
 
     @property
     def counts(self) -> dict[str, int]:

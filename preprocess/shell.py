@@ -6,15 +6,19 @@ A pipeline script is a constant; every file name or value reaches it as a positi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 
-from .errors import ConfigError, ToolError
+from .errors import ConfigError, TimeLimitError, ToolError
 
 STDERR_TAIL_LINES = 20
 STDERR_CAP_BYTES = 64 * 1024
@@ -42,14 +46,59 @@ def require(tool: str) -> str:
     return found
 
 
+# (deadline on time.monotonic(), the cap in seconds) of the task running in this thread, if capped
+_DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("preprocess_deadline", default=None)
+
+
+@contextlib.contextmanager
+def time_cap(seconds: float | None) -> Iterator[None]:
+    """Within the block, a tool still running `seconds` after the block began is killed with its whole
+    process group (a pipeline's every stage, anything they spawned) and TimeLimitError raised."""
+    token = _DEADLINE.set((time.monotonic() + seconds, seconds) if seconds else None)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def check_time(doing: str) -> None:
+    """Raise TimeLimitError when the running task's time cap has passed (between steps, in read loops)."""
+    cap = _DEADLINE.get()
+    if cap is not None and time.monotonic() > cap[0]:
+        raise TimeLimitError(f"stopped after the task time cap of {cap[1]:g}s (preprocess.task-timeout) "
+                             f"while {doing}")
+
+
 def _execute(argv: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.CompletedProcess[bytes]:
-    """Run argv; stdout in memory (ours are small), stderr through a file of which only the tail is kept,
-    so a tool that warns about every line of a huge malformed input cannot exhaust memory."""
+    """Run argv in a process group of its own; stdout in memory (ours are small), stderr through a file of
+    which only the tail is kept, so a tool that warns about every line of a huge malformed input cannot
+    exhaust memory. Past the task's time cap, or if this thread is interrupted, the group is killed."""
+    cap = _DEADLINE.get()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=cwd, check=False)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,
+                                cwd=cwd, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=None if cap is None else max(0.0, cap[0] - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            assert cap is not None  # only a capped wait times out
+            raise TimeLimitError(f"stopped after the task time cap of {cap[1]:g}s (preprocess.task-timeout): "
+                                 f"{' '.join(argv)[:200]} was still running; its process group was killed"
+                                 ) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
         size = err.seek(0, os.SEEK_END)
         err.seek(max(0, size - STDERR_CAP_BYTES))
-        return subprocess.CompletedProcess(argv, proc.returncode, proc.stdout, err.read())
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err.read())
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group may already be gone
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
 
 
 def run(argv: Sequence[str | Path], *, context: str = "", cwd: Path | None = None,

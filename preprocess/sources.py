@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .config import SourceSettings
 from .errors import ConfigError, InputError, PreprocessError, ScratchError, SourceError
 from .model import FileDoc
+from .shell import check_time
 from .urls import Url, scrub
 
 CHUNK = 8 * 2**20
@@ -146,6 +147,7 @@ def _download(url: str, scratch: Path, settings: SourceSettings, expected: int |
                     raise ScratchError(str(scratch), needed=expected or None,
                                        detail=f"{size} bytes of the source received when it filled") from None
                 raise
+            check_time("downloading the source")
     return Fetched(target, md5.hexdigest(), sha.hexdigest(), size)
 
 
@@ -217,7 +219,8 @@ def _with_retries(action: Callable[[], Fetched], url: str, settings: SourceSetti
         stop=tenacity.stop_after_attempt(attempts),
         wait=tenacity.wait_exponential_jitter(multiplier=settings.backoff, max=max(settings.backoff, 60),
                                               jitter=settings.backoff),
-        retry=tenacity.retry_if_exception(transient), reraise=True)
+        retry=tenacity.retry_if_exception(transient), reraise=True,
+        before_sleep=lambda _: check_time("waiting to retry the source"))
     try:
         return retrying(action)
     except (PreprocessError, tenacity.TryAgain):

@@ -94,6 +94,8 @@ class FileServer:
     /ga4gh/drs/v1/objects/<id>             a DrsObject whose access method points at /files/<name>
     /ga4gh/drs/v1/objects/<id>/access/<a>  the access URL, with a header the fetch must send
     `fail[path] = n` answers the next n requests for path with 503.
+    `hold(name)` keeps every request for a file waiting until the returned Event is set: a test can
+    act on a cluster (kill a worker, open the dashboard) while a task is surely mid-fetch.
     """
 
     def __init__(self) -> None:
@@ -101,6 +103,7 @@ class FileServer:
         self.drs: dict[str, str] = {}      # object id -> file name
         self.fail: dict[str, int] = {}
         self.drs_access: dict[str, str] = {}  # object id -> the access URL to answer with, if not its file's
+        self.gates: dict[str, threading.Event] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
@@ -113,6 +116,8 @@ class FileServer:
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 path = self.path.split("?", 1)[0]
                 server.requests.append((self.command, path, dict(self.headers)))
+                if path in server.gates:
+                    server.gates[path].wait(timeout=300)
                 if server.fail.get(path, 0) > 0:
                     server.fail[path] -= 1
                     return self._send(503, b"try again")
@@ -167,8 +172,19 @@ class FileServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for gate in self.gates.values():
+            gate.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def hold(self, name: str) -> threading.Event:
+        gate = self.gates.setdefault(f"/files/{name}", threading.Event())
+        gate.clear()
+        return gate
+
+    def gets(self, name: str) -> int:
+        """How many GET requests reached /files/<name>."""
+        return sum(1 for method, path, _ in self.requests if method == "GET" and path == f"/files/{name}")
 
     def add(self, name: str, data: bytes, drs_id: str | None = None) -> str:
         self.files[name] = data

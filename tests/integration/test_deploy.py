@@ -34,7 +34,7 @@ S3_ACTIONS = {
 }
 
 
-CI_ONLY_PACKAGES = {"shellcheck"}  # apt packages the Makefile installs for checks, not for building artifacts
+CI_ONLY_PACKAGES = {"shellcheck", "chromium"}  # apt packages the Makefile installs for checks and tests only
 
 
 def apt_packages(text: str) -> set[str]:

@@ -14,6 +14,7 @@ from preprocess.errors import (
     ScratchError,
     SourceError,
     StoreError,
+    TimeLimitError,
     ToolError,
     portable,
 )
@@ -28,6 +29,7 @@ EXAMPLES = [
     ConfigError("store s3://nope: bucket does not exist"),
     ToolError(["samtools", "sort", "-o", "out.bam"], 137, "killed\nout of memory", context="sorting x.bam"),
     ScratchError("/scratch/w1", needed=123456789, detail="No space left on device"),
+    TimeLimitError("s1: stopped after 6h (preprocess.task-timeout) while building"),
 ]
 
 

@@ -49,3 +49,37 @@ def test_a_flood_on_stderr_keeps_only_its_tail():
     with pytest.raises(ToolError) as caught:
         shell.pipe('seq 1 300000 >&2; echo "the real cause" >&2; exit 4')
     assert caught.value.stderr_tail.endswith("the real cause") and len(caught.value.stderr_tail) < 1000
+
+
+def _gone(pid: int) -> bool:
+    """True once pid has exited (a zombie waiting for its reaper counts as gone)."""
+    import time
+
+    for _ in range(100):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_time_cap_kills_the_whole_process_group_and_says_why(tmp_path):
+    from preprocess.errors import TimeLimitError
+
+    pids = tmp_path / "pids"
+    script = 'sleep 300 & echo $! >> "$1"; (sleep 300; true) & echo $! >> "$1"; echo $$ >> "$1"; wait'
+    with shell.time_cap(0.5), pytest.raises(TimeLimitError) as caught:
+        shell.pipe(script, pids, context="hanging")
+    assert "task time cap of 0.5s (preprocess.task-timeout)" in str(caught.value)
+    assert "process group was killed" in str(caught.value)
+    started = [int(line) for line in pids.read_text().split()]
+    assert len(started) == 3 and all(_gone(pid) for pid in started)
+
+
+def test_the_cap_ends_with_its_block():
+    with shell.time_cap(0.01):
+        pass
+    assert shell.pipe("sleep 0.2; echo done").stdout == b"done\n"

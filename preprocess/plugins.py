@@ -1,0 +1,66 @@
+"""What a client installs on the cluster it uses: a scratch sweep on every worker, and a worker-ttl.
+
+Imported only once work goes to a cluster (it imports distributed). The scheduler keeps registered
+plugins and hands them to workers that join later, so a worker restarted after a crash sweeps its
+predecessor's scratch before it runs a task.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
+
+from .config import Settings
+from .scratch import sweep_stale
+
+log = logging.getLogger("preprocess")
+
+
+class SweepScratch(WorkerPlugin):
+    """On each worker, remove task folders left by processes that have died (kill -9, OOM)."""
+
+    name = "preprocess-sweep-scratch"
+
+    def __init__(self, scratch: str | None) -> None:
+        self.scratch = scratch
+
+    def setup(self, worker: Any) -> None:
+        for path in sweep_stale(self.scratch):
+            log.info("removed %s, left by a process that no longer runs", path)
+
+
+class WorkerTTL(SchedulerPlugin):
+    """Lower the scheduler's worker-ttl to ours, so a frozen worker's tasks move on after `seconds`."""
+
+    idempotent = True  # registered by every batch: once per value is enough (a second would warn)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.name = f"preprocess-worker-ttl-{seconds:g}s"
+
+    async def start(self, scheduler: Any) -> None:
+        from tornado.ioloop import PeriodicCallback
+
+        if scheduler.worker_ttl and scheduler.worker_ttl <= self.seconds:
+            return  # never raise a limit the scheduler's own configuration made lower
+        scheduler.worker_ttl = self.seconds
+        old = scheduler.periodic_callbacks.pop("worker-ttl", None)
+        if old is not None:
+            old.stop()
+        check = PeriodicCallback(scheduler.check_worker_ttl, self.seconds * 1000)
+        scheduler.periodic_callbacks["worker-ttl"] = check
+        check.start()
+
+
+def install(client: Any, settings: Settings) -> None:
+    """Register our plugins with the client's cluster; a scheduler that cannot load them is told, not fatal."""
+    plugins: list[Any] = [SweepScratch(settings.scratch)]
+    if settings.cluster.worker_ttl:
+        plugins.append(WorkerTTL(settings.cluster.worker_ttl))
+    for plugin in plugins:
+        try:
+            client.register_plugin(plugin)
+        except Exception as exc:  # noqa: BLE001 - e.g. a scheduler without preprocess installed
+            log.warning("could not install %s on the cluster: %s", plugin.name, exc)
