@@ -258,11 +258,12 @@ def _run(docs: list[Any], settings: Any, record: dict[str, Any] | None = None,
         bar.close()
 
 
-def _finish(report: BatchReport, json_path: str | None) -> None:
+def _finish(report: Any, json_path: str | None, table: Callable[[Any], str] | None = None) -> None:
+    """Print the report (as JSON for `--json -`, else as a table), save it to `json_path`, exit 0 or 1."""
     if json_path == "-":
         click.echo(report.to_json())
     else:
-        click.echo(summary_table(report))
+        click.echo((table or summary_table)(report))
         if json_path:
             Path(json_path).write_text(report.to_json() + "\n")
     sys.exit(0 if report.ok else 1)

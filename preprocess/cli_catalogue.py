@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .cli import _age, _cluster_options, _settings, _store_option, cli
+from .cli import _age, _cluster_options, _finish, _settings, _store_option, cli
 
 
 @cli.command("reindex")
@@ -58,13 +58,7 @@ def reindex_catalogue(manifest: Path, store: str | None, profile: str | None, ad
         sys.exit(3)
     finally:
         bar.close()
-    if json_path == "-":
-        click.echo(report.to_json())
-    else:
-        click.echo(_plan_table(report))
-        if json_path:
-            Path(json_path).write_text(report.to_json() + "\n")
-    sys.exit(0 if report.ok else 1)
+    _finish(report, json_path, _plan_table)
 
 
 def _plan_table(report: Any) -> str:
