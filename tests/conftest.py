@@ -35,6 +35,23 @@ def data(tmp_path: Path) -> Path:
     return path
 
 
+def process_gone(pid: int, wait: float = 5.0) -> bool:
+    """True once pid has exited, waiting up to `wait` seconds (a zombie awaiting its reaper counts as gone)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def store_files(store: Path) -> list[Path]:
     """Every file in a store, temp files included: what a failed build must not leave behind."""
     return sorted(p for p in store.rglob("*") if p.is_file()) if store.exists() else []

@@ -64,16 +64,7 @@ def sha256(store: ArtifactStore, key: str, name: str) -> str:
 
 @pytest.fixture(params=["local", "s3", "az"])
 def store_url(request, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "store")
-    if request.param == "s3":
-        return f"s3://{request.getfixturevalue('s3_bucket')}/catalogue"
-    return f"az://{request.getfixturevalue('az_container')}/catalogue"
-
-
-@pytest.fixture(params=["local", "s3", "az"])
-def lease_store_url(request, tmp_path) -> str:
-    """Leases rest on each store's exclusive create: a link locally, If-None-Match on S3, Azure's own."""
+    """Each backend: leases rest on its exclusive create (a link locally, If-None-Match on S3, Azure's own)."""
     if request.param == "local":
         return str(tmp_path / "store")
     if request.param == "s3":
@@ -220,8 +211,7 @@ def test_two_overlapping_runs_build_each_key_once(tmp_path):
     assert len(leases) == 2 and leases[0]["released"] <= leases[1]["acquired"]  # one after the other
 
 
-def test_an_expired_lease_is_taken_over(lease_store_url):
-    store_url = lease_store_url
+def test_an_expired_lease_is_taken_over(store_url):
     store = ArtifactStore(store_url)
     dead = acquire(store, expiry=timedelta(milliseconds=200))  # never renewed: its holder died
     live = acquire(ArtifactStore(store_url), expiry=timedelta(hours=1), wait=5, poll=0.1)
@@ -237,8 +227,7 @@ def test_an_expired_lease_is_taken_over(lease_store_url):
     again.release()
 
 
-def test_of_two_runs_racing_for_a_free_lease_exactly_one_gets_it(lease_store_url):
-    store_url = lease_store_url
+def test_of_two_runs_racing_for_a_free_lease_exactly_one_gets_it(store_url):
     got, refused = [], []
     barrier = threading.Barrier(4)
 

@@ -25,7 +25,7 @@ import preprocess
 from preprocess.model import BatchReport
 from preprocess.store import ArtifactStore
 from tests import samples
-from tests.conftest import md5
+from tests.conftest import md5, process_gone
 from tests.servers import HOST, FileServer, free_port, wait_for_port
 
 VENV_BIN = Path(sys.executable).parent
@@ -246,18 +246,5 @@ def test_a_task_past_the_time_cap_fails_classified_and_the_batch_goes_on(setting
     assert "samtools sort" in hung.error.message and "process group was killed" in hung.error.message
     assert fine.status == "built"
     started = [int(pid) for pid in pids.read_text().split()]
-    assert len(started) == 2 and all(gone(pid) for pid in started)
+    assert len(started) == 2 and all(process_gone(pid) for pid in started)
     assert not task_folders(Path(settings.scratch))
-
-
-def gone(pid: int) -> bool:
-    """True once pid has exited (a zombie waiting for its reaper counts as gone)."""
-    for _ in range(100):
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False

@@ -4,6 +4,7 @@ import pytest
 
 from preprocess import shell
 from preprocess.errors import ToolError
+from tests.conftest import process_gone
 
 HOSTILE = ["plain.txt", "with space.txt", "quote'and\"double.txt", "$(touch pwned).txt", "`touch pwned2`;x.txt",
            "-n.txt", "new\nline.txt"]
@@ -51,21 +52,6 @@ def test_a_flood_on_stderr_keeps_only_its_tail():
     assert caught.value.stderr_tail.endswith("the real cause") and len(caught.value.stderr_tail) < 1000
 
 
-def _gone(pid: int) -> bool:
-    """True once pid has exited (a zombie waiting for its reaper counts as gone)."""
-    import time
-
-    for _ in range(100):
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_time_cap_kills_the_whole_process_group_and_says_why(tmp_path):
     from preprocess.errors import TimeLimitError
 
@@ -76,7 +62,7 @@ def test_time_cap_kills_the_whole_process_group_and_says_why(tmp_path):
     assert "task time cap of 0.5s (preprocess.task-timeout)" in str(caught.value)
     assert "process group was killed" in str(caught.value)
     started = [int(line) for line in pids.read_text().split()]
-    assert len(started) == 3 and all(_gone(pid) for pid in started)
+    assert len(started) == 3 and all(process_gone(pid) for pid in started)
 
 
 def test_the_cap_ends_with_its_block():
