@@ -1,3 +1,6 @@
+"""`python -m preprocess`: the CLI. Guarded: a local cluster's spawned workers re-import this module."""
+
 from preprocess.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

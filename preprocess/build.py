@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from pipelines.base import BuildContext, BuildSettings, Pipeline
 
 from . import registry, shell, sources
+from .cluster import host_cores
 from .config import Settings
 from .errors import InputError, ScratchError, ToolError
 from .keys import LAYOUT, derive_key
@@ -26,8 +28,25 @@ from .urls import Url
 
 
 def build_settings(settings: Settings) -> BuildSettings:
-    return BuildSettings(threads=settings.threads, sort_memory=settings.sort_memory,
+    """The knobs a pipeline reads; `threads: auto` resolved here, where the task runs (no output byte
+    depends on it: tested)."""
+    return BuildSettings(threads=tool_threads(settings.threads), sort_memory=settings.sort_memory,
                          compression_level=settings.compression_level, cram_output=settings.cram_output)
+
+
+def tool_threads(configured: int | str) -> int:
+    """Threads for each tool of this task: the configured number, or for "auto" this machine's cores
+    over the tasks its Dask worker is running now (one big file gets every core, a batch one each)."""
+    if configured != "auto":
+        return int(configured)
+    running = 1
+    distributed = sys.modules.get("distributed")  # never imported for this: a sync run has no worker
+    if distributed is not None:
+        try:
+            running = max(1, distributed.get_worker().state.executing_count)
+        except ValueError:  # not inside a worker's task
+            pass
+    return max(1, host_cores() // running)
 
 
 def open_store(settings: Settings, url: str | None = None) -> ArtifactStore:
@@ -138,6 +157,7 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
         pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
                               parameters=key_parameters(pipeline, settings, reference_md5)),
         tools=output.tools, artifacts=artifacts, records=output.records, timings=timings,
+        threads=ctx.settings.threads,
     )
     committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()})
     timings["commit"] = round(time.perf_counter() - started, 4)

@@ -41,11 +41,20 @@ def open_client(settings: ClusterSettings) -> Iterator[Any | None]:
 
     from .mainguard import ADVICE, unguarded_script_line
 
-    workers = settings.n_workers or max(1, os.cpu_count() or 1)
+    workers = settings.n_workers or 1  # one process, a thread per core: tasks see each other (auto threads)
+    threads = settings.threads_per_worker or max(1, host_cores() // workers)
     line = unguarded_script_line()
     if line is not None:
         logging.getLogger("preprocess").warning("preprocess: %s line %d: %s", sys.argv[0], line, ADVICE)
-    with LocalCluster(n_workers=workers, threads_per_worker=settings.threads_per_worker, processes=line is None,
+    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=line is None,
                       protocol="tcp://", host="127.0.0.1", dashboard_address=settings.dashboard_address,
                       silence_logs=40) as cluster, Client(cluster) as client:
         yield client
+
+
+def host_cores() -> int:
+    """The cores this process may run on (taskset, cpusets), which os.cpu_count() ignores."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

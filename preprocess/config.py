@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import pathlib
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dask.config
 import yaml
@@ -54,7 +54,7 @@ class ClusterSettings(_Section):
     profile: Literal["local", "sync", "address", "fargate"] = "local"
     address: str | None = None
     n_workers: int | None = Field(default=None, ge=1)
-    threads_per_worker: int = Field(default=1, ge=1)
+    threads_per_worker: int | None = Field(default=None, ge=1)
     dashboard_address: str | None = "127.0.0.1:0"
     worker_ttl: float | None = Field(default=60, gt=0)
     fargate: dict[str, Any] = Field(default_factory=dict)
@@ -76,7 +76,7 @@ class Settings(_Section):
     store: StoreSettings
     cluster: ClusterSettings
     scratch: str | None = None
-    threads: int = Field(default=1, ge=1)
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     sort_memory: str = "768M"
     compression_level: int = Field(default=6, ge=0, le=9)
     cram_output: Literal["cram", "bam"] = "cram"

@@ -106,6 +106,7 @@ class Manifest(BaseModel):
     artifacts: list[Artifact]
     records: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
+    threads: int | None = None  # threads each tool ran with (the timings depend on it, the bytes do not)
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def artifact(self, kind: str) -> Artifact:
