@@ -110,12 +110,22 @@ def _for(doc: FileDoc, exc: Exception, scratch: Path | None = None) -> Exception
     if isinstance(exc, InputError) and exc.doc_id is None:
         exc.doc_id = doc.id
     full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-            or isinstance(exc, ToolError) and "No space left on device" in exc.stderr_tail)
+            or isinstance(exc, ToolError) and ("No space left on device" in exc.stderr_tail
+                                               or scratch is not None and _nearly_full(scratch)))
     if full and scratch is not None:
         return ScratchError(str(scratch.parent), needed=doc.size, detail=str(exc)[:300])
     if isinstance(exc, ScratchError) and scratch is not None and exc.folder == str(scratch):
         return ScratchError(str(scratch.parent), exc.needed, exc.detail)  # the configured folder, not ours
     return exc
+
+
+def _nearly_full(scratch: Path) -> bool:
+    """Whether the scratch filesystem has under 4 MiB left: a tool that failed then ran out of space,
+    whatever it says (samtools sort -@2 reports a full disk as "No such file or directory")."""
+    try:
+        return shutil.disk_usage(scratch).free < 4 * 2**20
+    except OSError:
+        return False
 
 
 def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scratch: Path, timings: dict[str, float],
@@ -159,7 +169,7 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
         tools=output.tools, artifacts=artifacts, records=output.records, timings=timings,
         threads=ctx.settings.threads,
     )
-    committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()})
+    committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()}, move=True)
     timings["commit"] = round(time.perf_counter() - started, 4)
     return RunResult(id=doc.id, status="built", key=key, artifacts=store.artifact_uris(committed),
                      manifest=store.uri(key, "manifest.json"), records=committed.records, timings=timings, **common)

@@ -6,6 +6,7 @@ A key's artifacts are visible only through its manifest; bytes without one are d
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -42,6 +43,17 @@ def _fsync(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _renamed(source: Path, target: str) -> bool:
+    """Move `source` to `target` when both are on one filesystem (no copy); False when they are not."""
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        raise
+    return True
 
 
 def sha256_file(path: Path) -> str:
@@ -195,17 +207,20 @@ class ArtifactStore:
         return bytes(self.fs.cat_file(self.path(key, name), start=start, end=end))
 
     # -- writing ------------------------------------------------------------------------------------
-    def commit(self, manifest: Manifest, files: Mapping[str, Path]) -> Manifest:
+    def commit(self, manifest: Manifest, files: Mapping[str, Path], move: bool = False) -> Manifest:
         """Upload every artifact whole, verify it, then write the manifest; return the one committed.
 
-        `files` maps artifact name to the local file. When another writer committed the same key
+        `files` maps artifact name to the local file; `move`: they are a build's scratch, which a local
+        store on the same filesystem takes by renaming rather than copying. When another writer committed the same key
         first, its manifest stands: builds are deterministic, so its artifacts are our bytes. If they
         are not (workers with other tool versions, say), our upload may have replaced its bytes; the
         key is then un-committed (manifest removed, to be rebuilt) rather than left inconsistent.
         """
         for art in manifest.artifacts:
-            self._put(files[art.name], self.path(manifest.key, art.name))
+            self._put(files[art.name], self.path(manifest.key, art.name), move)
             self._verify(manifest.key, art)
+        if self.local and manifest.artifacts:  # the artifacts' names are on disk before the manifest's
+            _fsync(os.path.dirname(self.path(manifest.key, MANIFEST)))
         body = manifest.model_dump_json(indent=2).encode()
         target = self.path(manifest.key, MANIFEST)
         try:
@@ -236,16 +251,16 @@ class ArtifactStore:
         raise StoreError(f"this build of key {existing.key} differs from the committed one (nondeterministic "
                          "tools, or workers with different tool versions); the committed artifacts stand")
 
-    def _put(self, local: Path, target: str) -> None:
+    def _put(self, local: Path, target: str, move: bool = False) -> None:
         try:
             if self.local:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
                 try:
-                    self.fs.put_file(str(local), tmp)
+                    if not (move and _renamed(local, tmp)):
+                        self.fs.put_file(str(local), tmp)
                     _fsync(tmp)  # the bytes are on disk before the name, and both before the manifest
                     os.replace(tmp, target)
-                    _fsync(os.path.dirname(target))
                 finally:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
