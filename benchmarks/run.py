@@ -1,10 +1,17 @@
-"""Pipelines against the plain tools on the same data: wall time and peak memory, as ratios.
+"""Every case of `make bench`, in one run: the pipelines against the plain tools on the same data, as ratios.
 
-    python -m benchmarks.run [--reads 2000000] [--bed-mb 200] [--vcf-mb 200] [--repeat 3]
+    python -m benchmarks.run [--repeat 3] [--groups unsorted,default,sorted,small,cached,split] [--json PATH]
 
-Each side runs as its own process (the pipeline as `python -m preprocess run --cluster sync`, so
-no cluster start-up is counted) with the same threads, sort memory and compression level; the
-median of --repeat runs is reported. Data is generated once under benchmarks/data.
+Groups (median of --repeat runs each, wall time and the peak RSS of the largest process of each tree):
+- unsorted: BAM (2 M reads), BED and VCF (200 MB) at 1 and 2 threads, `python -m preprocess run
+  --cluster sync` (no cluster start) against samtools sort + index / sort | bgzip | tabix;
+- default: the same files as a user runs them, `python -m preprocess run FILE` with the shipped
+  settings (local cluster start included, threads: auto), against the plain tools on every core;
+- sorted: already sorted inputs (BAM, BED, bgzipped VCF, GFF3), every core, `--cluster sync`;
+- small: 200 small files of five formats, `preprocess batch` against Snakemake (benchmarks/smallfiles.py);
+- cached: a 1,000-row catalogue where every key is committed, ms per row (benchmarks/reindex.py);
+- split: one big BAM over two workers pinned to a core each (benchmarks/split.py).
+Data is generated once under benchmarks/data; results go to --json (default benchmarks/data/results.json).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,6 +38,16 @@ PLAIN_BED = (r'LC_ALL=C sort -s -t "$(printf "\t")" -k1,1 -k2,2n -k3,3n -S 768M 
              r' | bgzip -l 6 -@ "$3" > "$2/out.gz" && tabix -p bed "$2/out.gz"')
 PLAIN_VCF = (r'{ grep "^#" "$1"; grep -v "^#" "$1" | LC_ALL=C sort -s -t "$(printf "\t")" -k1,1 -k2,2n -S 768M'
              r' --parallel="$3" -T "$2"; } | bgzip -l 6 -@ "$3" > "$2/out.gz" && tabix -p vcf "$2/out.gz"')
+# A bgzipped VCF, as callers write them: decompressed on the way in.
+PLAIN_VCF_GZ = (r'{ bgzip -dc "$1" | grep "^#"; bgzip -dc "$1" | grep -v "^#" | LC_ALL=C sort -s -t "$(printf "\t")"'
+                r' -k1,1 -k2,2n -S 768M --parallel="$3" -T "$2"; } | bgzip -l 6 -@ "$3" > "$2/out.gz"'
+                r' && tabix -p vcf "$2/out.gz"')
+PLAIN_GFF = (r'{ grep "^#" "$1"; grep -v "^#" "$1" | LC_ALL=C sort -s -t "$(printf "\t")" -k1,1 -k4,4n -S 768M'
+             r' --parallel="$3" -T "$2"; } | bgzip -l 6 -@ "$3" > "$2/out.gz" && tabix -p gff "$2/out.gz"')
+
+
+def host_cores() -> int:
+    return len(os.sched_getaffinity(0))
 
 
 # A fresh wrapper per run: RUSAGE_CHILDREN's ru_maxrss is the largest single process of the tree
@@ -60,11 +78,14 @@ def plain(script: str, source: Path, threads: int) -> tuple[float, float]:
         shutil.rmtree(work)
 
 
-def pipeline(source: Path, fmt: str, threads: int) -> tuple[float, float]:
+def pipeline(source: Path, fmt: str, threads: int | None) -> tuple[float, float]:
+    """`preprocess run` in its own process: `--cluster sync` with `threads`, or (None) the shipped defaults."""
     store = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    argv = [sys.executable, "-m", "preprocess", "run", str(source), "--format", fmt, "--store", str(store)]
     try:
-        return measure([sys.executable, "-m", "preprocess", "run", str(source), "--format", fmt, "--store", str(store),
-                        "--cluster", "sync"], env={"DASK_PREPROCESS__THREADS": str(threads)})
+        if threads is None:
+            return measure(argv)
+        return measure([*argv, "--cluster", "sync"], env={"DASK_PREPROCESS__THREADS": str(threads)})
     finally:
         shutil.rmtree(store)
 
@@ -113,16 +134,99 @@ def make_text(kind: str, megabytes: int) -> Path:
     return target
 
 
-def compare(name: str, source: Path, fmt: str, script: str, repeat: int, threads: int) -> dict[str, float | str]:
-    runs_plain = [plain(script, source, threads) for _ in range(repeat)]
-    runs_pipe = [pipeline(source, fmt, threads) for _ in range(repeat)]
+def make_sorted(source: Path) -> Path:
+    """The same records, already in the order the pipeline writes (a caller's or aligner's output)."""
+    kind = source.suffix.lstrip(".")
+    target = source.with_name(f"{source.stem}.sorted.{kind}" + (".gz" if kind == "vcf" else ""))
+    if target.exists():
+        return target
+    part = target.with_name(target.name + ".part")
+    if kind == "bam":
+        subprocess.run(["samtools", "sort", "--no-PG", "-@", "2", "-o", str(part), str(source)], check=True)
+    elif kind == "bed":
+        script = 'LC_ALL=C sort -s -t "$(printf "\t")" -k1,1 -k2,2n -k3,3n -S 1G "$1" > "$2"'
+        subprocess.run(["bash", "-o", "pipefail", "-c", script, "s", str(source), str(part)], check=True)
+    elif kind == "vcf":  # header contig order (chr1, chr2, ... as declared), then POS; bgzipped
+        script = ('{ grep "^#" "$1"; grep -v "^#" "$1" | LC_ALL=C sort -s -t "$(printf "\t")" -k1.4,1n -k2,2n'
+                  ' -S 1G; } | bgzip -@ 2 > "$2"')
+        subprocess.run(["bash", "-o", "pipefail", "-c", script, "s", str(source), str(part)], check=True)
+    else:  # gff3
+        script = ('{ grep "^#" "$1"; grep -v "^#" "$1" | LC_ALL=C sort -s -t "$(printf "\t")" -k1,1 -k4,4n'
+                  ' -S 1G; } > "$2"')
+        subprocess.run(["bash", "-o", "pipefail", "-c", script, "s", str(source), str(part)], check=True)
+    part.rename(target)
+    return target
+
+
+def make_gff3(megabytes: int) -> Path:
+    target = DATA / f"gff3-{megabytes}mb.gff3"
+    if target.exists():
+        return target
+    DATA.mkdir(exist_ok=True)
+    rng = random.Random(11)
+    names = list(CONTIGS)
+    limit = megabytes * 2**20
+    with open(target, "w") as out:
+        head = "##gff-version 3\n" + "".join(f"##sequence-region {n} 1 {ln}\n" for n, ln in CONTIGS.items())
+        out.write(head)
+        written, batch, gene = len(head), [], 0
+        while written < limit:
+            ref = rng.choice(names)
+            start = rng.randint(1, CONTIGS[ref] - 5000)
+            end = start + rng.randint(300, 4000)
+            strand = rng.choice("+-")
+            gene += 1
+            lines = (f"{ref}\tgen\tgene\t{start}\t{end}\t.\t{strand}\t.\tID=g{gene}\n"
+                     f"{ref}\tgen\texon\t{start}\t{start + 150}\t.\t{strand}\t.\tParent=g{gene}\n")
+            batch.append(lines)
+            written += len(lines)
+            if len(batch) == 10000:
+                out.write("".join(batch))
+                batch.clear()
+        out.write("".join(batch))
+    return target
+
+
+def compare(name: str, source: Path, fmt: str, script: str, repeat: int, threads: int | None,
+            group: str) -> dict[str, object]:
+    """Plain tools and pipeline, alternating, `repeat` times; `threads` None: the pipeline's defaults
+    against the plain tools on every core."""
+    tool_threads = threads or host_cores()
+    runs_plain, runs_pipe = [], []
+    for _ in range(repeat):
+        runs_plain.append(plain(script, source, tool_threads))
+        runs_pipe.append(pipeline(source, fmt, threads))
     p_wall = statistics.median(w for w, _ in runs_plain)
     q_wall = statistics.median(w for w, _ in runs_pipe)
     p_mem = max(m for _, m in runs_plain)
     q_mem = max(m for _, m in runs_pipe)
-    return {"case": name, "threads": threads, "input_mb": round(source.stat().st_size / 2**20, 1),
-            "plain_s": round(p_wall, 2), "pipeline_s": round(q_wall, 2), "time_ratio": round(q_wall / p_wall, 2),
-            "plain_rss_mb": round(p_mem), "pipeline_rss_mb": round(q_mem), "rss_ratio": round(q_mem / p_mem, 2)}
+    return {"group": group, "case": name, "threads": threads or f"auto ({tool_threads} cores)",
+            "input_mb": round(source.stat().st_size / 2**20, 1), "plain_s": round(p_wall, 2),
+            "pipeline_s": round(q_wall, 2), "time_ratio": round(q_wall / p_wall, 2),
+            "plain_rss_mb": round(p_mem), "pipeline_rss_mb": round(q_mem), "rss_ratio": round(q_mem / p_mem, 2),
+            "runs_plain": [round(w, 3) for w, _ in runs_plain], "runs_pipeline": [round(w, 3) for w, _ in runs_pipe]}
+
+
+def cached_batch(rows: int, repeat: int) -> dict[str, object]:
+    """A catalogue of `rows` rows, every key committed: `preprocess batch` from process start to report."""
+    from .reindex import fake_store
+
+    with tempfile.TemporaryDirectory(prefix="bench-cached-") as tmp:
+        work = Path(tmp)
+        catalogue, objects = fake_store(rows, work)
+        store = work / "store"
+        for name, body in objects.items():
+            (store / name).parent.mkdir(parents=True, exist_ok=True)
+            (store / name).write_bytes(body)
+        argv = [sys.executable, "-m", "preprocess", "batch", str(catalogue), "--store", str(store)]
+        times = [measure(argv)[0] for _ in range(repeat)]
+    median = statistics.median(times)
+    return {"group": "cached", "case": f"{rows}-row catalogue, all cached: preprocess batch", "rows": rows,
+            "pipeline_s": round(median, 3), "ms_per_row": round(1000 * median / rows, 3),
+            "runs_pipeline": [round(t, 3) for t in times]}
+
+
+GROUPS = ("unsorted", "default", "sorted", "small", "cached", "split")
 
 
 def main() -> None:
@@ -130,19 +234,67 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=2_000_000)
     parser.add_argument("--bed-mb", type=int, default=200)
     parser.add_argument("--vcf-mb", type=int, default=200)
+    parser.add_argument("--gff-mb", type=int, default=100)
+    parser.add_argument("--small-files", type=int, default=200)
+    parser.add_argument("--cached-rows", type=int, default=1000)
+    parser.add_argument("--split-mb", type=int, default=2048, help="size of the big BAM of the split group")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="threads for each tool, on both sides")
+    parser.add_argument("--threads", default="1,2", help="thread counts of the unsorted group")
+    parser.add_argument("--groups", default=",".join(GROUPS), help=f"some of {','.join(GROUPS)}")
+    parser.add_argument("--json", type=Path, default=DATA / "results.json")
     args = parser.parse_args()
-    cases = [("BAM: samtools sort + index", make_bam(args.reads), "BAM", PLAIN_BAM),
-             ("BED: sort | bgzip | tabix", make_text("bed", args.bed_mb), "BED", PLAIN_BED),
-             ("VCF: sort | bgzip | tabix", make_text("vcf", args.vcf_mb), "VCF", PLAIN_VCF)]
-    rows = [compare(*case, args.repeat, args.threads) for case in cases]
-    print(f"{'case':30} {'input MB':>8} {'plain s':>8} {'pipe s':>8} {'ratio':>6} "
-          f"{'plain MB':>9} {'pipe MB':>8} {'ratio':>6}")
-    for r in rows:
-        print(f"{r['case']:30} {r['input_mb']:>8} {r['plain_s']:>8} {r['pipeline_s']:>8} {r['time_ratio']:>6} "
-              f"{r['plain_rss_mb']:>9} {r['pipeline_rss_mb']:>8} {r['rss_ratio']:>6}")
-    (DATA / f"results-threads{args.threads}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    groups = args.groups.split(",")
+    rows: list[dict[str, object]] = []
+
+    def emit(row: dict[str, object]) -> None:
+        rows.append(row)
+        shown = {k: v for k, v in row.items() if not k.startswith("runs_")}
+        print(json.dumps(shown), flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")  # after every row: a long run keeps what it has
+
+    bam, bed, vcf = make_bam(args.reads), make_text("bed", args.bed_mb), make_text("vcf", args.vcf_mb)
+    unsorted: list[tuple[str, Path, str, str]] = [("BAM: samtools sort + index", bam, "BAM", PLAIN_BAM),
+                                                  ("BED: sort | bgzip | tabix", bed, "BED", PLAIN_BED),
+                                                  ("VCF: sort | bgzip | tabix", vcf, "VCF", PLAIN_VCF)]
+    if "unsorted" in groups:
+        for threads in (int(t) for t in args.threads.split(",")):
+            for case in unsorted:
+                emit(compare(*case, args.repeat, threads, "unsorted"))
+    if "default" in groups:
+        for case in unsorted:
+            emit(compare(*case, args.repeat, None, "default"))
+    if "sorted" in groups:
+        cores = host_cores()
+        for name, source, fmt, script in (
+                ("sorted BAM: samtools sort + index", make_sorted(bam), "BAM", PLAIN_BAM),
+                ("sorted BED: sort | bgzip | tabix", make_sorted(bed), "BED", PLAIN_BED),
+                ("sorted VCF.gz: sort | bgzip | tabix", make_sorted(vcf), "VCF", PLAIN_VCF_GZ),
+                ("sorted GFF3: sort | bgzip | tabix", make_sorted(make_gff3(args.gff_mb)), "GFF3", PLAIN_GFF)):
+            emit(compare(name, source, fmt, script, args.repeat, cores, "sorted"))
+    if "small" in groups:
+        from .smallfiles import compare as small
+
+        for row in small(args.small_files, args.repeat):
+            emit({"group": "small", **row})
+    if "cached" in groups:
+        emit(cached_batch(args.cached_rows, args.repeat))
+    if "split" in groups:
+        split: Callable[..., list[dict[str, object]]] | None = _split_bench()
+        if split is None:
+            print("split: benchmarks/split.py is not there yet", file=sys.stderr)
+        else:
+            for row in split(args.split_mb, args.repeat):
+                emit({"group": "split", **row})
+    print(f"written to {args.json}")
+
+
+def _split_bench() -> Callable[..., list[dict[str, object]]] | None:
+    try:
+        from .split import compare as split
+    except ImportError:
+        return None
+    return split  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":
