@@ -2,18 +2,27 @@
 
 One streaming pipe decompresses (by magic bytes), strips CR, splits header from data lines,
 validates every data line (columns, integer coordinates, start <= end), sorts with
-`LC_ALL=C sort -s`, puts the header first and bgzips; then tabix, then every record is read
-back through the index. Coordinates: BED family 0-based half-open; VCF POS and GFF start/end
-1-based closed. VCF records follow the contig order of the header's ##contig lines (undeclared
-contigs last, by name); other formats sort contigs by name. Header lines (VCF/GFF `#`, BED
-`#`/track/browser) keep their relative order at the top; blank lines and a GFF3 ##FASTA section
-are dropped and counted. Nothing else is ever dropped: the records reachable through the index
-must equal the data lines read.
+`LC_ALL=C sort -s`, puts the header first and bgzips; then tabix, then the records htslib counted
+into the index (its per-contig pseudo-bins) must equal the data lines read, and a query for the
+first and the last record must return them. Coordinates: BED family 0-based half-open; VCF POS
+and GFF start/end 1-based closed. VCF records follow the contig order of the header's ##contig
+lines (undeclared contigs last, by name); other formats sort contigs by name. Header lines (VCF/GFF
+`#`, BED `#`/track/browser) keep their relative order at the top; blank lines and a GFF3 ##FASTA
+section are dropped and counted. Nothing else is ever dropped.
+
+Which path runs depends on the content alone, and every path writes the same bytes as sorting would
+(records["path"] names it): "stream" when the validator finds the text already in sort's order with
+the header first (no sort; it stops at the first line out of order and the file is sorted instead),
+"input" when a BGZF input is moreover canonical (its text is exactly what the output would hold, no
+CR, blank or dropped line, newline-terminated, ending with the EOF block): then its bytes are the
+output, whatever level they were compressed at, and "sort" otherwise.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +32,7 @@ from typing import Any
 from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
+from . import bgzf, tabix_index
 from .base import BuildContext, BuildOutput, BuildSettings
 
 TBI_MAX = 2**29          # TBI bins address positions below 2^29; beyond that, CSI
@@ -33,12 +43,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 SCRIPTS = Path(__file__).with_name("scripts")
 VALIDATE_AWK = SCRIPTS / "validate.awk"   # every data line checked; header, blank, track lines counted
 PASS_SH = SCRIPTS / "intervals.sh"        # decompress | validate [| sort | header first | bgzip]
-
-# Every record reachable through the index (one region per contig, $2), counted, with the first and
-# the last: tabix exits 0 even when it skips a line, so reading back through the index is the check.
-READ_BACK = r"""
-tabix -R "$2" "$1" | awk 'NR == 1 { f = $0 } END { print NR; print f; print $0 }'
-"""
+UNSORTED = 4                              # intervals.sh check/stream: a line out of sort's order
+PATHS = ("input", "stream", "sort")       # records["path"]: the input's own bytes, no sort, sorted
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class IntervalFormat:
     exact_columns: int = 0
     start_column: int = 2
     end_column: int = 3
-    version: str = "2"               # 2: VCF in header contig order; zero-padded coordinates refused
+    version: str = "3"               # 3: a sorted, canonical BGZF input is its own output (path "input")
     passthrough: bool = False
     stage: str = field(default="")
 
@@ -90,9 +96,11 @@ def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Pa
     """Run intervals.sh in `mode` ("validate" or "sort") over `source`: header lines and stats.
 
     The script gets the mode, decompressor, source, output and threads, then `more`. Errors name the
-    user's file (ctx.label) and place the line with `where`.
+    user's file (ctx.label) and place the line with `where`. In "check" and "stream" mode, a text not
+    in sort's order gives no header and stats {"unsorted": line}.
     """
     work = ctx.workdir
+    prefix = prefix or f"{mode}-"
     label = ctx.label
     hdr, hdrnr, err, stats = (work / f"{prefix}header.txt", work / f"{prefix}header.lines",
                               work / f"{prefix}errors.txt", work / f"{prefix}stats.tsv")
@@ -106,6 +114,8 @@ def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Pa
         shell.script(PASS_SH, mode, decompress, source, out, ctx.settings.threads, *more, env=env,
                      context=f"reading {label}")
     except ToolError as exc:
+        if exc.returncode == UNSORTED and stats.exists() and stats.read_bytes().startswith(b"unsorted\t"):
+            return [], _read_stats(stats, label)
         raise _classify(label, decompress, err, exc, where) from None
     if err.exists() and err.stat().st_size:
         raise _placed(label, err.read_text(errors="replace").strip(), where)
@@ -122,19 +132,37 @@ def _placed(label: str, text: str, where: Where) -> InputError:
 
 def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                     extra_records: dict[str, Any] | None = None, lengths: tuple[int, ...] = (),
-                    where: Where = line_of_source) -> BuildOutput:
+                    where: Where = line_of_source, paths: tuple[str, ...] = PATHS) -> BuildOutput:
     """Validate, sort, compress, index and check `source` as `spec`; the artifacts go in ctx.workdir.
 
     `source` is the user's file or one converted from it; `where` says where its line N came from.
+    `paths` are the shortcuts the content may take ("input", "stream"): fewer only to prove, in tests,
+    that each gives the sorting path's bytes.
     """
     work = ctx.workdir
     label = ctx.label
     out = work / f"sorted.{spec.extension}.gz"
     tmp = work / "sort-tmp"
     tmp.mkdir(exist_ok=True)
-    with ctx.stage("sort"):
-        header, stats = run_validated("sort", spec, ctx, source, out, tmp, ctx.settings.sort_memory,
-                                      ctx.settings.compression_level, *spec.sort_keys, where=where)
+    settings = ctx.settings
+    sorting = (tmp, settings.sort_memory, settings.compression_level)
+    path = "stream" if "stream" in paths else "sort"
+    if "input" in paths and sniff_compression(source) == "bgzf":
+        with ctx.stage("check"):
+            header, stats = run_validated("check", spec, ctx, source, out, where=where)
+        if stats["unsorted"]:
+            path = "sort"
+        elif canonical_bgzf(source, stats):
+            path = "input"
+            shutil.copyfile(source, out)
+    if path == "stream":
+        with ctx.stage("stream"):
+            header, stats = run_validated("stream", spec, ctx, source, out, *sorting, where=where)
+        if stats["unsorted"]:
+            path = "sort"
+    if path == "sort":
+        with ctx.stage("sort"):
+            header, stats = run_validated("sort", spec, ctx, source, out, *sorting, *spec.sort_keys, where=where)
     if spec.preset == "vcf" and not (header and header[0].startswith("##fileformat=VCF")
                                      and header[-1].startswith("#CHROM\t")):
         raise InputError(f"{label}: not a VCF: the header must begin with ##fileformat=VCF and end with "
@@ -146,26 +174,48 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
         skip = ["-S", str(len(header))] if spec.kind == "bed" and stats["track"] else []
         shell.run(["tabix", "-f", "-p", spec.preset, *flags, *skip, str(out)], context=f"indexing {label}")
     with ctx.stage("verify"):
-        regions = work / "regions.bed"
-        regions.write_text("".join(f"{contig}\t0\t{TABIX_MAX}\n" for contig in stats["contigs"]))
-        records_out, first, last = 0, "", ""
-        if stats["contigs"]:
-            back = shell.pipe(READ_BACK, out, regions, context="reading the output back through its index")
-            count, first, last = back.stdout.decode("latin-1").split("\n")[:3]  # bytes as they are: text is bytes
-            records_out = int(count)
-        if records_out != stats["records"]:
-            raise _unreachable(source, out, regions, len(header), stats["records"], records_out, label, where)
+        try:
+            counts = tabix_index.record_counts(index)
+        except (ValueError, struct.error, OSError, EOFError) as exc:
+            raise ToolError(["tabix", out.name], 0, f"cannot read the index it wrote: {exc}",
+                            context=f"checking {label}") from None
+        records_out = sum(counts.values())
+        if records_out != stats["records"] or sorted(counts) != sorted(stats["contigs"]):
+            raise _unreachable(source, out, stats["contigs"], len(header), stats["records"], records_out, label, where)
         if records_out:
-            _spot_check(spec, out, index, (first, last), stats["contigs"], label)
+            _spot_check(spec, out, index, _first_and_last(out, len(header)), stats["contigs"], label)
     records: dict[str, Any] = {
         "in": stats["records"], "out": records_out, "header_lines": len(header),
         "dropped": {k: stats[k] for k in ("blank", "track", "fasta") if stats[k]},
-        "index": "csi" if csi else "tbi", "contigs": len(stats["contigs"]),
+        "index": "csi" if csi else "tbi", "contigs": len(stats["contigs"]), "path": path,
     }
     if extra_records:
         records.update(extra_records)
     return BuildOutput(artifacts={"data": out, "index": index}, records=records,
                        tools={"htslib": shell.version("tabix"), "sort": shell.version("sort")})
+
+
+def canonical_bgzf(source: Path, stats: dict[str, Any]) -> bool:
+    """A BGZF input, found in order by the check pass, whose text is byte for byte what the output would
+    hold: nothing stripped or dropped, newline-terminated, well-formed blocks ending with the EOF block."""
+    if stats["cr"] or stats["blank"] or stats["fasta"]:
+        return False
+    layout = bgzf.blocks(source)
+    return (layout is not None and bgzf.ends_with_eof_block(source, layout)
+            and sum(block.isize for block in layout) == stats["bytes"])
+
+
+def _first_and_last(out: Path, header_lines: int) -> tuple[str, str]:
+    """The output's first and last record, read from its first and its last blocks alone."""
+    import gzip
+
+    with gzip.open(out, "rb") as stream:
+        for _ in range(header_lines):
+            stream.readline()
+        first = stream.readline().rstrip(b"\n")
+    layout = bgzf.blocks(out)
+    last = bgzf.last_line(out, layout) if layout else b""
+    return first.decode("latin-1"), last.decode("latin-1")  # bytes as they are: text is bytes
 
 
 def sniff_compression(path: Path) -> str:
@@ -219,13 +269,15 @@ def _text_lines(path: Path) -> Any:
             yield line.rstrip(b"\n").removesuffix(b"\r")
 
 
-def _unreachable(source: Path, out: Path, regions: Path, header_lines: int, records_in: int, records_out: int,
-                 label: str, where: Where) -> InputError:
+def _unreachable(source: Path, out: Path, contigs: list[str], header_lines: int, records_in: int,
+                 records_out: int, label: str, where: Where) -> InputError:
     """Records the index does not reach are a file htslib reads otherwise than the validator: name the first.
 
     Only on this failure path: read everything back again, find the first output record that did
     not come back, and its line in the source.
     """
+    regions = out.with_name("regions.bed")  # one region per contig, the whole of it
+    regions.write_text("".join(f"{contig}\t0\t{TABIX_MAX}\n" for contig in contigs))
     back = shell.pipe('tabix -R "$2" "$1"', out, regions, context="reading the output back through its index")
     reached = Counter(back.stdout.split(b"\n")[:-1])
     missing = None
@@ -348,7 +400,7 @@ class GtfPipeline:
     """GTF -> GFF3 with gffread, then the GFF3 pipeline; features the conversion drops are counted."""
 
     name: str = "gtf"
-    version: str = "2"  # as the interval pipelines: zero-padded coordinates refused
+    version: str = "2"  # as the interval pipelines: zero-padded coordinates refused; its GFF3 is never BGZF
     formats: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"GTF": (".gtf",)})
     stage: str = "sort_gtf"
     passthrough: bool = False

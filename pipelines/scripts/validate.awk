@@ -1,18 +1,27 @@
 # Validates the data lines of a VCF, BED-family or GFF text on its way to sort (pipelines/intervals.py).
 # Reads the decompressed text on stdin; data lines to stdout, header lines to $PP_HDR (and their line
 # numbers to $PP_HDRNR), the first error to $PP_ERR (exit 3), counts and contigs to $PP_STATS.
+# With PP_STREAM=1 it also checks that the text is already in the order `sort -s` would give (by the
+# format's sort keys, ties in input order) with every header line before the data, and writes header
+# and data lines to stdout as the sorting path would write them; at the first line out of that order
+# it stops with exit 4 ("unsorted" in $PP_STATS) and the caller sorts instead.
 # mawk and gawk both run it; values arrive through ENVIRON so no path is parsed by awk -v.
 BEGIN {
   FS = "\t"; hdr = ENVIRON["PP_HDR"]; hdrnr = ENVIRON["PP_HDRNR"]; err = ENVIRON["PP_ERR"]
   stats = ENVIRON["PP_STATS"]; kind = ENVIRON["PP_KIND"]; mincol = ENVIRON["PP_MINCOL"] + 0
   exact = ENVIRON["PP_EXACT"] + 0; sc = ENVIRON["PP_START"] + 0; ec = ENVIRON["PP_END"] + 0
   maxc = ENVIRON["PP_MAX"] + 0; OCTAL = " has a leading zero, which htslib reads as octal; write it without"
-  isbed = kind == "bed"; isgff = kind == "gff"; isvcf = kind == "vcf"
+  isbed = kind == "bed"; isgff = kind == "gff"; isvcf = kind == "vcf"; stream = ENVIRON["PP_STREAM"] == "1"
+  bytes = 0; cr = 0; unsorted = 0; pk = ""; pr = 0; ps = -1; pe = -1
   records = 0; blank = 0; browser = 0; fasta = 0; headers = 0; width = 0; maxend = 0; fail = 0
   printf "" > hdr; printf "" > hdrnr
 }
 function bad(msg) { printf "line %d: %s\n", NR, msg > err; fail = 1; exit 3 }
-function header() { headers++; print > hdr; print NR > hdrnr }
+function header() {
+  if (stream) { if (records) disorder(); print }  # a header line after data: sorting moves it up
+  headers++; print > hdr; print NR > hdrnr
+}
+function disorder() { unsorted = NR; exit 4 }
 function q(s) { return "'" (length(s) > 40 ? substr(s, 1, 40) "..." : s) "'" }
 # htslib reads coordinates with strtoll(base 0): "010" is octal 8 and "0x10" is 16. Only plain
 # decimals without a leading zero mean the same to this validator and to tabix.
@@ -36,7 +45,8 @@ function info_end(info, pos,   i, v) {
   return v
 }
 {
-  if (index($0, "\r")) sub(/\r$/, "")
+  if (stream) bytes += length($0) + 1
+  if (index($0, "\r")) { cr++; sub(/\r$/, "") }
   if (infasta) { fasta++; next }
   # htslib takes text holding control characters for binary and refuses to index it
   if ($0 ~ /[\001-\010\013\014\016-\037\177]/) bad("a control character (a byte below 32 other than tab) in text")
@@ -85,7 +95,18 @@ function info_end(info, pos,   i, v) {
       bad(sprintf("coordinate %s is beyond what a tabix index can address (%d)", (isvcf ? big : e), maxc))
     maxend = e + 0
   }
-  if ($1 != last) { last = $1; if (!($1 in seen)) { seen[$1] = 1; contigs[++ncontig] = $1 } }
+  k = $1 ""  # as a string: names such as 1 and 1.0 must not compare as numbers
+  if (k != last) { last = k; if (!(k in seen)) { seen[k] = 1; contigs[++ncontig] = k } }
+  if (stream) {  # sort's keys: BED name, start, end; GFF name, start; VCF header rank, name, POS
+    if (k != pk) {
+      r = isvcf ? ((k in rank) ? rank[k] : 999999999) : 0
+      if (records && (r < pr || (r == pr && k < pk))) disorder()
+      pk = k; pr = r; ps = -1
+    }
+    if (s + 0 < ps || (isbed && s + 0 == ps && e + 0 < pe)) disorder()
+    ps = s + 0; pe = e + 0
+    records++; print; next
+  }
   records++
   if (isvcf) printf "%d\t%s\n", (($1 in rank) ? rank[$1] : 999999999), $0  # sort in header contig order
   else print
@@ -93,6 +114,8 @@ function info_end(info, pos,   i, v) {
 END {
   close(hdr); close(hdrnr)  # complete before stdout closes, so the header is whole when sort emits
   if (fail) exit 3
+  if (unsorted) { printf "unsorted\t%d\n", unsorted > stats; exit 4 }
+  printf "unsorted\t0\nbytes\t%d\ncr\t%d\n", bytes, cr > stats
   printf "records\t%d\nblank\t%d\ntrack\t%d\nfasta\t%d\nheaders\t%d\nmaxend\t%d\ncolumns\t%d\n", \
     records, blank, browser, fasta, headers, maxend, width > stats
   for (i = 1; i <= ncontig; i++) print "contig\t" contigs[i] > stats
