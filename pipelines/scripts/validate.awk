@@ -12,7 +12,7 @@ BEGIN {
   exact = ENVIRON["PP_EXACT"] + 0; sc = ENVIRON["PP_START"] + 0; ec = ENVIRON["PP_END"] + 0
   maxc = ENVIRON["PP_MAX"] + 0; OCTAL = " has a leading zero, which htslib reads as octal; write it without"
   isbed = kind == "bed"; isgff = kind == "gff"; isvcf = kind == "vcf"; stream = ENVIRON["PP_STREAM"] == "1"
-  bytes = 0; cr = 0; unsorted = 0; pk = ""; pr = 0; ps = -1; pe = -1
+  bytes = 0; cr = 0; unsorted = 0; pk = ""; pr = 0; ps = -1; pe = -1; r = 0; last = "\001"
   records = 0; blank = 0; browser = 0; fasta = 0; headers = 0; width = 0; maxend = 0; fail = 0
   printf "" > hdr; printf "" > hdrnr
 }
@@ -46,22 +46,24 @@ function info_end(info, pos,   i, v) {
 }
 {
   if (stream) bytes += length($0) + 1
-  if (index($0, "\r")) { cr++; sub(/\r$/, "") }
-  if (infasta) { fasta++; next }
-  # htslib takes text holding control characters for binary and refuses to index it
-  if ($0 ~ /[\001-\010\013\014\016-\037\177]/) bad("a control character (a byte below 32 other than tab) in text")
-  if (NF <= 1 && $0 ~ /^[ \t]*$/) { blank++; next }
-  c = substr($0, 1, 1)
-  if (c == "#") {
-    if (isgff && $0 ~ /^##FASTA/) { infasta = 1; fasta++; next }
-    if (isvcf && $0 ~ /^##contig=<ID=/) {
-      id = substr($0, 14); sub(/[,>].*$/, "", id)
-      if (!(id in rank)) rank[id] = ++nrank
-    }
-    header(); next
+  if ($0 ~ /[\001-\010\013-\037\177]/) {  # CR or another control character: the rare slow path
+    if (index($0, "\r")) { cr++; sub(/\r$/, "") }
+    # htslib takes text holding control characters for binary and refuses to index it
+    if (!infasta && $0 ~ /[\001-\010\013\014\016-\037\177]/)
+      bad("a control character (a byte below 32 other than tab) in text")
   }
-  if (isbed && (c == "t" || c == "b") && ($0 ~ /^track([ \t]|$)/ || $0 ~ /^browser([ \t]|$)/)) {
-    browser++; header(); next
+  if (infasta) { fasta++; next }
+  if (NF <= 1 && $0 ~ /^[ \t]*$/) { blank++; next }
+  if ($0 ~ /^[#tb]/) {
+    if (substr($0, 1, 1) == "#") {
+      if (isgff && $0 ~ /^##FASTA/) { infasta = 1; fasta++; next }
+      if (isvcf && $0 ~ /^##contig=<ID=/) {
+        id = substr($0, 14); sub(/[,>].*$/, "", id)
+        if (!(id in rank)) rank[id] = ++nrank
+      }
+      header(); next
+    }
+    if (isbed && ($0 ~ /^track([ \t]|$)/ || $0 ~ /^browser([ \t]|$)/)) { browser++; header(); next }
   }
   if (NF != width) {
     if (NF < mincol || (exact && NF != exact)) {
@@ -72,43 +74,46 @@ function info_end(info, pos,   i, v) {
     if (width) bad(sprintf("%d columns, but line %d has %d (ragged rows)", NF, wline, width))
     width = NF; wline = NR
   }
-  if ($1 == "") bad("empty sequence name in column 1")
+  if ($1 != last) {  # a string comparison (last is a string): names such as 1 and 1.0 differ
+    if ($1 == "") bad("empty sequence name in column 1")
+    last = $1 ""; newcontig = 1
+    if (!(last in seen)) { seen[last] = 1; contigs[++ncontig] = last }
+    if (isvcf) r = (last in rank) ? rank[last] : 999999999  # undeclared contigs last, by name
+  }
   s = $sc
   if (isvcf) {
     if (s !~ /^(0|[1-9][0-9]*)$/) notint(s, "start", sc)
-    e = s + length($4) - 1
-    if (e < s + 0) e = s + 0
+    sn = s + 0; en = sn + length($4) - 1
+    if (en < sn) en = sn
     big = s  # the value the user wrote, for a message
-    if (index($8, "END=") && (v = info_end($8, s)) != -1) big = e = v  # the end tabix indexes (SVs, gVCF blocks)
+    if (index($8, "END=") && (v = info_end($8, s)) != -1) { big = e = v; en = v + 0 }  # the end tabix indexes
+    else e = en
   } else {
     e = $ec
     if ((s "\t" e) !~ /^(0|[1-9][0-9]*)\t(0|[1-9][0-9]*)$/) {  # one match for both: runs millions of times
       if (s !~ /^(0|[1-9][0-9]*)$/) notint(s, "start", sc)
       notint(e, "end", ec)
     }
-    if (s + 0 > e + 0) bad(sprintf("start %s is greater than end %s", s, e))
-    if (isgff && s + 0 < 1) bad("start 0: GFF coordinates are 1-based")
-    if (isbed && e + 0 == 0) bad("start 0 and end 0: tabix cannot index a zero-length interval at the very start")
+    sn = s + 0; en = e + 0
+    if (sn > en) bad(sprintf("start %s is greater than end %s", s, e))
+    if (isgff && sn < 1) bad("start 0: GFF coordinates are 1-based")
+    if (isbed && en == 0) bad("start 0 and end 0: tabix cannot index a zero-length interval at the very start")
   }
-  if (e + 0 > maxend) {
-    if (length(s) > 15 || length(e) > 15 || e + 0 > maxc)
+  if (en > maxend) {
+    if (length(s) > 15 || length(e) > 15 || en > maxc)
       bad(sprintf("coordinate %s is beyond what a tabix index can address (%d)", (isvcf ? big : e), maxc))
-    maxend = e + 0
-  }
-  k = $1 ""  # as a string: names such as 1 and 1.0 must not compare as numbers
-  if (k != last) { last = k; if (!(k in seen)) { seen[k] = 1; contigs[++ncontig] = k } }
-  if (stream) {  # sort's keys: BED name, start, end; GFF name, start; VCF header rank, name, POS
-    if (k != pk) {
-      r = isvcf ? ((k in rank) ? rank[k] : 999999999) : 0
-      if (records && (r < pr || (r == pr && k < pk))) disorder()
-      pk = k; pr = r; ps = -1
-    }
-    if (s + 0 < ps || (isbed && s + 0 == ps && e + 0 < pe)) disorder()
-    ps = s + 0; pe = e + 0
-    records++; print; next
+    maxend = en
   }
   records++
-  if (isvcf) printf "%d\t%s\n", (($1 in rank) ? rank[$1] : 999999999), $0  # sort in header contig order
+  if (stream) {  # sort's keys: BED name, start, end; GFF name, start; VCF header rank, name, POS
+    if (newcontig) {
+      if (records > 1 && (r < pr || (r == pr && last < pk))) disorder()
+      pk = last; pr = r; ps = -1; newcontig = 0
+    }
+    if (sn < ps || (isbed && sn == ps && en < pe)) disorder()
+    ps = sn; pe = en
+    print
+  } else if (isvcf) printf "%d\t%s\n", r, $0  # sorted in header contig order, the rank cut off after
   else print
 }
 END {
