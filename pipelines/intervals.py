@@ -43,6 +43,15 @@ GZIP_MAGIC = b"\x1f\x8b"
 SCRIPTS = Path(__file__).with_name("scripts")
 VALIDATE_AWK = SCRIPTS / "validate.awk"   # every data line checked; header, blank, track lines counted
 PASS_SH = SCRIPTS / "intervals.sh"        # decompress | validate [| sort | header first | bgzip]
+# Every record reachable through the index: one `tabix -R` per file of whole-contig regions ($2...),
+# in parallel, each printing its count (tabix exits 0 even when it skips a line).
+READ_BACK = r"""
+pids=()
+for regions in "${@:2}"; do tabix -R "$regions" "$1" | wc -l & pids+=($!); done
+for pid in "${pids[@]}"; do wait "$pid"; done
+"""
+SPLIT_MIN = 32 << 20                     # plain texts from this size are validated in two parts at once
+READ_BACK_IN_PROCESS = 256 << 10          # smaller outputs are read back through pysam, no processes
 UNSORTED = 4                              # intervals.sh check/stream: a line out of sort's order
 PATHS = ("input", "stream", "sort")       # records["path"]: the input's own bytes, no sort, sorted
 
@@ -91,8 +100,8 @@ def converted_line(path: Path, intro: str) -> Where:
 
 
 def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Path, out: Path,
-                  *more: str | Path | int, prefix: str = "",
-                  where: Where = line_of_source) -> tuple[list[str], dict[str, Any]]:
+                  *more: str | Path | int, prefix: str = "", where: Where = line_of_source,
+                  extra_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, Any]]:
     """Run intervals.sh in `mode` ("validate" or "sort") over `source`: header lines and stats.
 
     The script gets the mode, decompressor, source, output and threads, then `more`. Errors name the
@@ -109,7 +118,7 @@ def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Pa
     env = {"PP_AWK": str(VALIDATE_AWK), "PP_HDR": str(hdr), "PP_HDRNR": str(hdrnr), "PP_ERR": str(err),
            "PP_STATS": str(stats), "PP_KIND": spec.kind, "PP_MINCOL": str(spec.min_columns),
            "PP_EXACT": str(spec.exact_columns), "PP_START": str(spec.start_column),
-           "PP_END": str(spec.end_column), "PP_MAX": str(TABIX_MAX)}
+           "PP_END": str(spec.end_column), "PP_MAX": str(TABIX_MAX), **(extra_env or {})}
     try:
         shell.script(PASS_SH, mode, decompress, source, out, ctx.settings.threads, *more, env=env,
                      context=f"reading {label}")
@@ -120,6 +129,66 @@ def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Pa
     if err.exists() and err.stat().st_size:
         raise _placed(label, err.read_text(errors="replace").strip(), where)
     return _header_lines(hdr, hdrnr, label, where), _read_stats(stats, label)
+
+
+def split_point(source: Path, spec: IntervalFormat, threads: int) -> int:
+    """Where a plain text is cut in two for two validators at once (the byte after a newline near the
+    middle), or 0: one validator. Not GFF3, whose ##FASTA section would make the second part's lines
+    sequence; the bytes are the same either way."""
+    size = source.stat().st_size
+    if threads < 2 or size < SPLIT_MIN or spec.kind == "gff" or sniff_compression(source) != "plain":
+        return 0
+    with open(source, "rb") as stream:
+        stream.seek(size // 2)
+        stream.readline()
+        cut = stream.tell()
+    return cut if cut < size else 0
+
+
+def leading_contigs(source: Path) -> str:
+    """The ##contig IDs of the header lines at the top of a plain VCF, as validate.awk reads them, one a line."""
+    ids = []
+    with open(source, "rb") as stream:
+        for raw in stream:
+            line = raw.rstrip(b"\n").removesuffix(b"\r")
+            if not line.strip(b" \t"):
+                continue
+            if not line.startswith(b"#"):
+                break
+            if line.startswith(b"##contig=<ID="):
+                ids.append(re.sub(rb"[,>].*$", b"", line[13:]).decode("latin-1"))
+    return "".join(f"{contig}\n" for contig in ids)
+
+
+def run_split(spec: IntervalFormat, ctx: BuildContext, source: Path, out: Path, split: int,
+              sorting: tuple[Path, str, int], where: Where) -> tuple[list[str], dict[str, Any]] | None:
+    """The sorting pass with the text validated in two parts at once (intervals.sh SPLIT): the header
+    lines and merged stats, or None where the parts' findings need the whole file in one validator (a
+    bad line, rows of another width in the second part, a ##contig line after data): then the caller
+    runs it unsplit, which says what the file's first finding is, exactly as it always would."""
+    work = ctx.workdir
+    names = {"PP_HDR2": "header.txt", "PP_HDRNR2": "header.lines", "PP_ERR2": "errors.txt", "PP_STATS2": "stats.tsv"}
+    env = {name: str(work / f"sort2-{file}") for name, file in names.items()}
+    ranks = work / "sort2-ranks.txt"
+    ranks.write_text(leading_contigs(source) if spec.kind == "vcf" else "", encoding="latin-1")
+    env["PP_RANKS"] = str(ranks)
+    try:
+        header, stats = run_validated("sort", spec, ctx, source, out, *sorting, split, *spec.sort_keys,
+                                      where=where, extra_env=env)
+    except (InputError, ToolError):
+        return None
+    offset = stats["lines"]
+    second = _read_stats(Path(env["PP_STATS2"]), ctx.label)
+    if stats["late"] or second["late"] or (stats["columns"] and second["columns"]
+                                           and stats["columns"] != second["columns"]):
+        return None
+    header += _header_lines(Path(env["PP_HDR2"]), Path(env["PP_HDRNR2"]), ctx.label, lambda n: where(n + offset))
+    for name in ("records", "blank", "track", "fasta", "headers", "bytes", "cr", "lines"):
+        stats[name] += second[name]
+    stats["maxend"] = max(stats["maxend"], second["maxend"])
+    stats["columns"] = stats["columns"] or second["columns"]
+    stats["contigs"] = list(dict.fromkeys([*stats["contigs"], *second["contigs"]]))
+    return header, stats
 
 
 _LINE = re.compile(r"\bline (\d+)\b")
@@ -162,7 +231,13 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
             path = "sort"
     if path == "sort":
         with ctx.stage("sort"):
-            header, stats = run_validated("sort", spec, ctx, source, out, *sorting, *spec.sort_keys, where=where)
+            split = split_point(source, spec, settings.threads)
+            parts = run_split(spec, ctx, source, out, split, sorting, where) if split else None
+            if parts is None:
+                header, stats = run_validated("sort", spec, ctx, source, out, *sorting, 0, *spec.sort_keys,
+                                              where=where)
+            else:
+                header, stats = parts
     if spec.preset == "vcf" and not (header and header[0].startswith("##fileformat=VCF")
                                      and header[-1].startswith("#CHROM\t")):
         raise InputError(f"{label}: not a VCF: the header must begin with ##fileformat=VCF and end with "
@@ -180,6 +255,9 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
             raise ToolError(["tabix", out.name], 0, f"cannot read the index it wrote: {exc}",
                             context=f"checking {label}") from None
         records_out = sum(counts.values())
+        if records_out == stats["records"] and sorted(counts) == sorted(stats["contigs"]):
+            # indexed is not yet reachable (a BED `chr 0 0` is counted in its bin but no query returns it)
+            records_out = _reachable(out, index, counts, ctx.settings.threads)
         if records_out != stats["records"] or sorted(counts) != sorted(stats["contigs"]):
             raise _unreachable(source, out, stats["contigs"], len(header), stats["records"], records_out, label, where)
         if records_out:
@@ -193,6 +271,29 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
         records.update(extra_records)
     return BuildOutput(artifacts={"data": out, "index": index}, records=records,
                        tools={"htslib": shell.version("tabix"), "sort": shell.version("sort")})
+
+
+def _reachable(out: Path, index: Path, counts: dict[str, int], threads: int) -> int:
+    """How many records whole-contig queries through the index return: contigs shared among `threads`
+    readers by their record counts; a small output is read in this process."""
+    if out.stat().st_size < READ_BACK_IN_PROCESS:
+        import pysam
+
+        with pysam.TabixFile(str(out), index=str(index), encoding="latin-1") as tbx:
+            return sum(sum(1 for _ in tbx.fetch(contig, 0, TABIX_MAX)) for contig in counts)
+    groups: list[list[str]] = [[] for _ in range(max(1, min(threads, len(counts))))]
+    loads = [0] * len(groups)
+    for contig, n in sorted(counts.items(), key=lambda item: -item[1]):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(contig)
+        loads[lightest] += n
+    files = []
+    for number, group in enumerate(groups):
+        regions = out.with_name(f"regions-{number}.bed")
+        regions.write_text("".join(f"{contig}\t0\t{TABIX_MAX}\n" for contig in group))
+        files.append(regions)
+    back = shell.pipe(READ_BACK, out, *files, context="reading the output back through its index")
+    return sum(int(n) for n in back.stdout.split())
 
 
 def canonical_bgzf(source: Path, stats: dict[str, Any]) -> bool:

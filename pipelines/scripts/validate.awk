@@ -15,6 +15,10 @@ BEGIN {
   bytes = 0; cr = 0; unsorted = 0; pk = ""; pr = 0; ps = -1; pe = -1; r = 0; last = "\001"
   records = 0; blank = 0; browser = 0; fasta = 0; headers = 0; width = 0; maxend = 0; fail = 0
   printf "" > hdr; printf "" > hdrnr
+  # The second part of a file split at a line boundary (intervals.sh) starts with the contig ranks of the
+  # header at the top of the file; any ##contig line met after data is counted (then the file is not split)
+  part2 = ENVIRON["PP_PART"] == "2"; late = 0
+  if (part2 && isvcf) while ((getline id < ENVIRON["PP_RANKS"]) > 0) if (!(id in rank)) rank[id] = ++nrank
 }
 function bad(msg) { printf "line %d: %s\n", NR, msg > err; fail = 1; exit 3 }
 function header() {
@@ -58,6 +62,7 @@ function info_end(info, pos,   i, v) {
     if (substr($0, 1, 1) == "#") {
       if (isgff && $0 ~ /^##FASTA/) { infasta = 1; fasta++; next }
       if (isvcf && $0 ~ /^##contig=<ID=/) {
+        if (records || part2) late++
         id = substr($0, 14); sub(/[,>].*$/, "", id)
         if (!(id in rank)) rank[id] = ++nrank
       }
@@ -120,7 +125,7 @@ END {
   close(hdr); close(hdrnr)  # complete before stdout closes, so the header is whole when sort emits
   if (fail) exit 3
   if (unsorted) { printf "unsorted\t%d\n", unsorted > stats; exit 4 }
-  printf "unsorted\t0\nbytes\t%d\ncr\t%d\n", bytes, cr > stats
+  printf "unsorted\t0\nbytes\t%d\ncr\t%d\nlines\t%d\nlate\t%d\n", bytes, cr, NR, late > stats
   printf "records\t%d\nblank\t%d\ntrack\t%d\nfasta\t%d\nheaders\t%d\nmaxend\t%d\ncolumns\t%d\n", \
     records, blank, browser, fasta, headers, maxend, width > stats
   for (i = 1; i <= ncontig; i++) print "contig\t" contigs[i] > stats

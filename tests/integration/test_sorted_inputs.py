@@ -19,10 +19,11 @@ FORMATS = {"bed": intervals.BED, "narrowpeak": intervals.NARROWPEAK, "vcf": inte
 
 
 def build(spec: intervals.IntervalFormat, source: Path, work: Path, paths: tuple[str, ...] = intervals.PATHS,
-          level: int = 6):
+          level: int = 6, threads: int = 1):
     """Build `source` in a fresh work directory: the data and index bytes and the records."""
     work.mkdir()
-    ctx = BuildContext(source=source, format=spec.name, workdir=work, settings=BuildSettings(compression_level=level))
+    settings = BuildSettings(compression_level=level, threads=threads)
+    ctx = BuildContext(source=source, format=spec.name, workdir=work, settings=settings)
     output = intervals.build_intervals(spec, ctx, source, paths=paths)
     return output.artifacts["data"].read_bytes(), output.artifacts["index"].read_bytes(), output.records
 
@@ -136,3 +137,57 @@ def test_the_manifest_says_which_path_ran(tmp_path, settings):
     source.write_bytes(b"chr1\t1\t5\nchr1\t3\t9\n")
     result = preprocess.run({"id": "in", "access_url": str(source), "format": "BED"}, settings=settings)
     assert result.records["path"] == "stream"
+
+
+# Two validators at once on the halves of a plain text (threads >= 2, forced here on small files by
+# SPLIT_MIN = 0): the same bytes and the same first finding as one validator on the whole file.
+VCF_HEAD = (b"##fileformat=VCFv4.2\n##contig=<ID=chrB>\n##contig=<ID=chrA>\n"
+            b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+
+
+def split_and_whole(spec, source: Path, tmp_path: Path, monkeypatch):
+    """The build with the text split in two, then with one validator (threads 1), as (bytes, records) or errors."""
+    monkeypatch.setattr(intervals, "SPLIT_MIN", 0)
+    assert intervals.split_point(source, spec, 2) > 0
+    results = []
+    for threads in (2, 1):
+        try:
+            data, index, records = build(spec, source, tmp_path / f"t{threads}", paths=("sort",), threads=threads)
+            results.append((data, index, records))
+        except InputError as exc:
+            results.append(str(exc))
+    return results
+
+
+@pytest.mark.parametrize("name", ["bed", "narrowpeak", "vcf"])
+def test_a_text_validated_in_two_parts_gives_the_same_bytes(tmp_path, monkeypatch, name):
+    source = unsorted_sample(name, tmp_path / f"in.{name}")
+    split, whole = split_and_whole(FORMATS[name], source, tmp_path, monkeypatch)
+    assert split == whole and split[2]["in"] > 0
+
+
+@pytest.mark.parametrize("lines, found", [
+    ([b"chr1\t5\t9\n"] * 6 + [b"chr1\t9\t5\n"], "line 7: start 9 is greater than end 5"),
+    ([b"chr1\t5\t9\n"] * 6 + [b"chr1\t1\t2\tx\n"], "line 7: 4 columns, but line 1 has 3 (ragged rows)"),
+    ([b"chr1\t5\t9\tx\n"] * 3 + [b"chr1\t5\t9\n"] * 4, "line 4: 3 columns, but line 1 has 4 (ragged rows)"),
+])
+def test_a_bad_line_in_either_part_is_named_by_its_line_in_the_file(tmp_path, monkeypatch, lines, found):
+    source = tmp_path / "in.bed"
+    source.write_bytes(b"".join(lines))
+    split, whole = split_and_whole(intervals.BED, source, tmp_path, monkeypatch)
+    assert split == whole == f"in.bed: {found}"
+
+
+def test_header_lines_in_the_second_part_keep_their_order_and_a_late_contig_line_is_found(tmp_path, monkeypatch):
+    bed = tmp_path / "in.bed"
+    bed.write_bytes(b"#top\nchr2\t5\t9\nchr1\t5\t9\nchr1\t1\t2\n#late comment\nchr1\t3\t4\nchr2\t1\t2\n")
+    (tmp_path / "bed").mkdir()
+    split, whole = split_and_whole(intervals.BED, bed, tmp_path / "bed", monkeypatch)
+    assert split == whole and gzip.decompress(split[0]).startswith(b"#top\n#late comment\nchr1\t1\t2\n")
+    vcf = tmp_path / "in.vcf"  # a ##contig line after data: the second part does not rank by it alone
+    vcf.write_bytes(VCF_HEAD + b"chrC\t5\t.\tA\tG\t.\t.\t.\nchrA\t5\t.\tA\tG\t.\t.\t.\n##contig=<ID=chrC>\n"
+                    b"chrC\t7\t.\tA\tG\t.\t.\t.\nchrB\t9\t.\tA\tG\t.\t.\t.\nchrC\t1\t.\tA\tG\t.\t.\t.\n")
+    (tmp_path / "vcf").mkdir()
+    split, whole = split_and_whole(intervals.VCF, vcf, tmp_path / "vcf", monkeypatch)
+    assert split == whole == "in.vcf: not a VCF: the header must begin with ##fileformat=VCF and end with the " \
+        "#CHROM line (VCF readers refuse a file without them)"
