@@ -113,6 +113,8 @@ def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Pa
     label = ctx.label
     hdr, hdrnr, err, stats = (work / f"{prefix}header.txt", work / f"{prefix}header.lines",
                               work / f"{prefix}errors.txt", work / f"{prefix}stats.tsv")
+    for stale in (err, stats):
+        stale.unlink(missing_ok=True)  # from a split run that is now run whole
     decompress = sniff_compression(source)
     _refuse_binary(source, decompress, label)
     env = {"PP_AWK": str(VALIDATE_AWK), "PP_HDR": str(hdr), "PP_HDRNR": str(hdrnr), "PP_ERR": str(err),
