@@ -2,18 +2,27 @@
 
 One streaming pipe decompresses (by magic bytes), strips CR, splits header from data lines,
 validates every data line (columns, integer coordinates, start <= end), sorts with
-`LC_ALL=C sort -s`, puts the header first and bgzips; then tabix, then every record is read
-back through the index. Coordinates: BED family 0-based half-open; VCF POS and GFF start/end
-1-based closed. VCF records follow the contig order of the header's ##contig lines (undeclared
-contigs last, by name); other formats sort contigs by name. Header lines (VCF/GFF `#`, BED
-`#`/track/browser) keep their relative order at the top; blank lines and a GFF3 ##FASTA section
-are dropped and counted. Nothing else is ever dropped: the records reachable through the index
-must equal the data lines read.
+`LC_ALL=C sort -s`, puts the header first and bgzips; then tabix, then the records htslib counted
+into the index (its per-contig pseudo-bins) must equal the data lines read, and a query for the
+first and the last record must return them. Coordinates: BED family 0-based half-open; VCF POS
+and GFF start/end 1-based closed. VCF records follow the contig order of the header's ##contig
+lines (undeclared contigs last, by name); other formats sort contigs by name. Header lines (VCF/GFF
+`#`, BED `#`/track/browser) keep their relative order at the top; blank lines and a GFF3 ##FASTA
+section are dropped and counted. Nothing else is ever dropped.
+
+Which path runs depends on the content alone, and every path writes the same bytes as sorting would
+(records["path"] names it): "stream" when the validator finds the text already in sort's order with
+the header first (no sort; it stops at the first line out of order and the file is sorted instead),
+"input" when a BGZF input is moreover canonical (its text is exactly what the output would hold, no
+CR, blank or dropped line, newline-terminated, ending with the EOF block): then its bytes are the
+output, whatever level they were compressed at, and "sort" otherwise.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +32,7 @@ from typing import Any
 from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
+from . import bgzf, tabix_index
 from .base import BuildContext, BuildOutput, BuildSettings
 
 TBI_MAX = 2**29          # TBI bins address positions below 2^29; beyond that, CSI
@@ -33,12 +43,17 @@ GZIP_MAGIC = b"\x1f\x8b"
 SCRIPTS = Path(__file__).with_name("scripts")
 VALIDATE_AWK = SCRIPTS / "validate.awk"   # every data line checked; header, blank, track lines counted
 PASS_SH = SCRIPTS / "intervals.sh"        # decompress | validate [| sort | header first | bgzip]
-
-# Every record reachable through the index (one region per contig, $2), counted, with the first and
-# the last: tabix exits 0 even when it skips a line, so reading back through the index is the check.
+# Every record reachable through the index: one `tabix -R` per file of whole-contig regions ($2...),
+# in parallel, each printing its count (tabix exits 0 even when it skips a line).
 READ_BACK = r"""
-tabix -R "$2" "$1" | awk 'NR == 1 { f = $0 } END { print NR; print f; print $0 }'
+pids=()
+for regions in "${@:2}"; do tabix -R "$regions" "$1" | wc -l & pids+=($!); done
+for pid in "${pids[@]}"; do wait "$pid"; done
 """
+SPLIT_MIN = 32 << 20                     # plain texts from this size are validated in two parts at once
+READ_BACK_IN_PROCESS = 256 << 10          # smaller outputs are read back through pysam, no processes
+UNSORTED = 4                              # intervals.sh check/stream: a line out of sort's order
+PATHS = ("input", "stream", "sort")       # records["path"]: the input's own bytes, no sort, sorted
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,7 @@ class IntervalFormat:
     exact_columns: int = 0
     start_column: int = 2
     end_column: int = 3
-    version: str = "2"               # 2: VCF in header contig order; zero-padded coordinates refused
+    version: str = "3"               # 3: a sorted, canonical BGZF input is its own output (path "input")
     passthrough: bool = False
     stage: str = field(default="")
 
@@ -85,31 +100,97 @@ def converted_line(path: Path, intro: str) -> Where:
 
 
 def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Path, out: Path,
-                  *more: str | Path | int, prefix: str = "",
-                  where: Where = line_of_source) -> tuple[list[str], dict[str, Any]]:
+                  *more: str | Path | int, prefix: str = "", where: Where = line_of_source,
+                  extra_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, Any]]:
     """Run intervals.sh in `mode` ("validate" or "sort") over `source`: header lines and stats.
 
     The script gets the mode, decompressor, source, output and threads, then `more`. Errors name the
-    user's file (ctx.label) and place the line with `where`.
+    user's file (ctx.label) and place the line with `where`. In "check" and "stream" mode, a text not
+    in sort's order gives no header and stats {"unsorted": line}.
     """
     work = ctx.workdir
+    prefix = prefix or f"{mode}-"
     label = ctx.label
     hdr, hdrnr, err, stats = (work / f"{prefix}header.txt", work / f"{prefix}header.lines",
                               work / f"{prefix}errors.txt", work / f"{prefix}stats.tsv")
+    for stale in (err, stats):
+        stale.unlink(missing_ok=True)  # from a split run that is now run whole
     decompress = sniff_compression(source)
     _refuse_binary(source, decompress, label)
     env = {"PP_AWK": str(VALIDATE_AWK), "PP_HDR": str(hdr), "PP_HDRNR": str(hdrnr), "PP_ERR": str(err),
            "PP_STATS": str(stats), "PP_KIND": spec.kind, "PP_MINCOL": str(spec.min_columns),
            "PP_EXACT": str(spec.exact_columns), "PP_START": str(spec.start_column),
-           "PP_END": str(spec.end_column), "PP_MAX": str(TABIX_MAX)}
+           "PP_END": str(spec.end_column), "PP_MAX": str(TABIX_MAX), **(extra_env or {})}
     try:
         shell.script(PASS_SH, mode, decompress, source, out, ctx.settings.threads, *more, env=env,
                      context=f"reading {label}")
     except ToolError as exc:
+        if exc.returncode == UNSORTED and stats.exists() and stats.read_bytes().startswith(b"unsorted\t"):
+            return [], _read_stats(stats, label)
         raise _classify(label, decompress, err, exc, where) from None
     if err.exists() and err.stat().st_size:
         raise _placed(label, err.read_text(errors="replace").strip(), where)
     return _header_lines(hdr, hdrnr, label, where), _read_stats(stats, label)
+
+
+def split_point(source: Path, spec: IntervalFormat, threads: int) -> int:
+    """Where a plain text is cut in two for two validators at once (the byte after a newline near the
+    middle), or 0: one validator. Not GFF3, whose ##FASTA section would make the second part's lines
+    sequence; the bytes are the same either way."""
+    size = source.stat().st_size
+    if threads < 2 or size < SPLIT_MIN or spec.kind == "gff" or sniff_compression(source) != "plain":
+        return 0
+    with open(source, "rb") as stream:
+        stream.seek(size // 2)
+        stream.readline()
+        cut = stream.tell()
+    return cut if cut < size else 0
+
+
+def leading_contigs(source: Path) -> str:
+    """The ##contig IDs of the header lines at the top of a plain VCF, as validate.awk reads them, one a line."""
+    ids = []
+    with open(source, "rb") as stream:
+        for raw in stream:
+            line = raw.rstrip(b"\n").removesuffix(b"\r")
+            if not line.strip(b" \t"):
+                continue
+            if not line.startswith(b"#"):
+                break
+            if line.startswith(b"##contig=<ID="):
+                ids.append(re.sub(rb"[,>].*$", b"", line[13:]).decode("latin-1"))
+    return "".join(f"{contig}\n" for contig in ids)
+
+
+def run_split(spec: IntervalFormat, ctx: BuildContext, source: Path, out: Path, split: int,
+              sorting: tuple[Path, str, int], where: Where) -> tuple[list[str], dict[str, Any]] | None:
+    """The sorting pass with the text validated in two parts at once (intervals.sh SPLIT): the header
+    lines and merged stats, or None where the parts' findings need the whole file in one validator (a
+    bad line, rows of another width in the second part, a ##contig line after data): then the caller
+    runs it unsplit, which says what the file's first finding is, exactly as it always would."""
+    work = ctx.workdir
+    names = {"PP_HDR2": "header.txt", "PP_HDRNR2": "header.lines", "PP_ERR2": "errors.txt", "PP_STATS2": "stats.tsv"}
+    env = {name: str(work / f"sort2-{file}") for name, file in names.items()}
+    ranks = work / "sort2-ranks.txt"
+    ranks.write_text(leading_contigs(source) if spec.kind == "vcf" else "", encoding="latin-1")
+    env["PP_RANKS"] = str(ranks)
+    try:
+        header, stats = run_validated("sort", spec, ctx, source, out, *sorting, split, *spec.sort_keys,
+                                      where=where, extra_env=env)
+    except (InputError, ToolError):
+        return None
+    offset = stats["lines"]
+    second = _read_stats(Path(env["PP_STATS2"]), ctx.label)
+    if stats["late"] or second["late"] or (stats["columns"] and second["columns"]
+                                           and stats["columns"] != second["columns"]):
+        return None
+    header += _header_lines(Path(env["PP_HDR2"]), Path(env["PP_HDRNR2"]), ctx.label, lambda n: where(n + offset))
+    for name in ("records", "blank", "track", "fasta", "headers", "bytes", "cr", "lines"):
+        stats[name] += second[name]
+    stats["maxend"] = max(stats["maxend"], second["maxend"])
+    stats["columns"] = stats["columns"] or second["columns"]
+    stats["contigs"] = list(dict.fromkeys([*stats["contigs"], *second["contigs"]]))
+    return header, stats
 
 
 _LINE = re.compile(r"\bline (\d+)\b")
@@ -122,19 +203,43 @@ def _placed(label: str, text: str, where: Where) -> InputError:
 
 def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                     extra_records: dict[str, Any] | None = None, lengths: tuple[int, ...] = (),
-                    where: Where = line_of_source) -> BuildOutput:
+                    where: Where = line_of_source, paths: tuple[str, ...] = PATHS) -> BuildOutput:
     """Validate, sort, compress, index and check `source` as `spec`; the artifacts go in ctx.workdir.
 
     `source` is the user's file or one converted from it; `where` says where its line N came from.
+    `paths` are the shortcuts the content may take ("input", "stream"): fewer only to prove, in tests,
+    that each gives the sorting path's bytes.
     """
     work = ctx.workdir
     label = ctx.label
     out = work / f"sorted.{spec.extension}.gz"
     tmp = work / "sort-tmp"
     tmp.mkdir(exist_ok=True)
-    with ctx.stage("sort"):
-        header, stats = run_validated("sort", spec, ctx, source, out, tmp, ctx.settings.sort_memory,
-                                      ctx.settings.compression_level, *spec.sort_keys, where=where)
+    settings = ctx.settings
+    sorting = (tmp, settings.sort_memory, settings.compression_level)
+    path = "stream" if "stream" in paths else "sort"
+    if "input" in paths and sniff_compression(source) == "bgzf":
+        with ctx.stage("check"):
+            header, stats = run_validated("check", spec, ctx, source, out, where=where)
+        if stats["unsorted"]:
+            path = "sort"
+        elif canonical_bgzf(source, stats):
+            path = "input"
+            shutil.copyfile(source, out)
+    if path == "stream":
+        with ctx.stage("stream"):
+            header, stats = run_validated("stream", spec, ctx, source, out, *sorting, where=where)
+        if stats["unsorted"]:
+            path = "sort"
+    if path == "sort":
+        with ctx.stage("sort"):
+            split = split_point(source, spec, settings.threads)
+            parts = run_split(spec, ctx, source, out, split, sorting, where) if split else None
+            if parts is None:
+                header, stats = run_validated("sort", spec, ctx, source, out, *sorting, 0, *spec.sort_keys,
+                                              where=where)
+            else:
+                header, stats = parts
     if spec.preset == "vcf" and not (header and header[0].startswith("##fileformat=VCF")
                                      and header[-1].startswith("#CHROM\t")):
         raise InputError(f"{label}: not a VCF: the header must begin with ##fileformat=VCF and end with "
@@ -146,26 +251,74 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
         skip = ["-S", str(len(header))] if spec.kind == "bed" and stats["track"] else []
         shell.run(["tabix", "-f", "-p", spec.preset, *flags, *skip, str(out)], context=f"indexing {label}")
     with ctx.stage("verify"):
-        regions = work / "regions.bed"
-        regions.write_text("".join(f"{contig}\t0\t{TABIX_MAX}\n" for contig in stats["contigs"]))
-        records_out, first, last = 0, "", ""
-        if stats["contigs"]:
-            back = shell.pipe(READ_BACK, out, regions, context="reading the output back through its index")
-            count, first, last = back.stdout.decode("latin-1").split("\n")[:3]  # bytes as they are: text is bytes
-            records_out = int(count)
-        if records_out != stats["records"]:
-            raise _unreachable(source, out, regions, len(header), stats["records"], records_out, label, where)
+        try:
+            counts = tabix_index.record_counts(index)
+        except (ValueError, struct.error, OSError, EOFError) as exc:
+            raise ToolError(["tabix", out.name], 0, f"cannot read the index it wrote: {exc}",
+                            context=f"checking {label}") from None
+        records_out = sum(counts.values())
+        if records_out == stats["records"] and sorted(counts) == sorted(stats["contigs"]):
+            # indexed is not yet reachable (a BED `chr 0 0` is counted in its bin but no query returns it)
+            records_out = _reachable(out, index, counts, ctx.settings.threads)
+        if records_out != stats["records"] or sorted(counts) != sorted(stats["contigs"]):
+            raise _unreachable(source, out, stats["contigs"], len(header), stats["records"], records_out, label, where)
         if records_out:
-            _spot_check(spec, out, index, (first, last), stats["contigs"], label)
+            _spot_check(spec, out, index, _first_and_last(out, len(header)), stats["contigs"], label)
     records: dict[str, Any] = {
         "in": stats["records"], "out": records_out, "header_lines": len(header),
         "dropped": {k: stats[k] for k in ("blank", "track", "fasta") if stats[k]},
-        "index": "csi" if csi else "tbi", "contigs": len(stats["contigs"]),
+        "index": "csi" if csi else "tbi", "contigs": len(stats["contigs"]), "path": path,
     }
     if extra_records:
         records.update(extra_records)
     return BuildOutput(artifacts={"data": out, "index": index}, records=records,
                        tools={"htslib": shell.version("tabix"), "sort": shell.version("sort")})
+
+
+def _reachable(out: Path, index: Path, counts: dict[str, int], threads: int) -> int:
+    """How many records whole-contig queries through the index return: contigs shared among `threads`
+    readers by their record counts; a small output is read in this process."""
+    if out.stat().st_size < READ_BACK_IN_PROCESS:
+        import pysam
+
+        with pysam.TabixFile(str(out), index=str(index), encoding="latin-1") as tbx:
+            return sum(sum(1 for _ in tbx.fetch(contig, 0, TABIX_MAX)) for contig in counts)
+    groups: list[list[str]] = [[] for _ in range(max(1, min(threads, len(counts))))]
+    loads = [0] * len(groups)
+    for contig, n in sorted(counts.items(), key=lambda item: -item[1]):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(contig)
+        loads[lightest] += n
+    files = []
+    for number, group in enumerate(groups):
+        regions = out.with_name(f"regions-{number}.bed")
+        regions.write_text("".join(f"{contig}\t0\t{TABIX_MAX}\n" for contig in group))
+        files.append(regions)
+    back = shell.pipe(READ_BACK, out, *files, context="reading the output back through its index")
+    return sum(int(n) for n in back.stdout.split())
+
+
+def canonical_bgzf(source: Path, stats: dict[str, Any]) -> bool:
+    """A BGZF input, found in order by the check pass, whose text is byte for byte what the output would
+    hold: nothing stripped or dropped, newline-terminated, well-formed blocks ending with the EOF block."""
+    if stats["cr"] or stats["blank"] or stats["fasta"]:
+        return False
+    layout = bgzf.blocks(source)
+    return (layout is not None and bgzf.ends_with_eof_block(source, layout)
+            and sum(block.isize for block in layout) == stats["bytes"])
+
+
+def _first_and_last(out: Path, header_lines: int) -> tuple[str, str]:
+    """The output's first and last record, read from its first and its last blocks alone."""
+    import gzip
+
+    with gzip.open(out, "rb") as stream:
+        for _ in range(header_lines):
+            stream.readline()
+        first = stream.readline().rstrip(b"\n")
+    layout = bgzf.blocks(out)
+    last = bgzf.last_line(out, layout) if layout else b""
+    return first.decode("latin-1"), last.decode("latin-1")  # bytes as they are: text is bytes
 
 
 def sniff_compression(path: Path) -> str:
@@ -219,13 +372,15 @@ def _text_lines(path: Path) -> Any:
             yield line.rstrip(b"\n").removesuffix(b"\r")
 
 
-def _unreachable(source: Path, out: Path, regions: Path, header_lines: int, records_in: int, records_out: int,
-                 label: str, where: Where) -> InputError:
+def _unreachable(source: Path, out: Path, contigs: list[str], header_lines: int, records_in: int,
+                 records_out: int, label: str, where: Where) -> InputError:
     """Records the index does not reach are a file htslib reads otherwise than the validator: name the first.
 
     Only on this failure path: read everything back again, find the first output record that did
     not come back, and its line in the source.
     """
+    regions = out.with_name("regions.bed")  # one region per contig, the whole of it
+    regions.write_text("".join(f"{contig}\t0\t{TABIX_MAX}\n" for contig in contigs))
     back = shell.pipe('tabix -R "$2" "$1"', out, regions, context="reading the output back through its index")
     reached = Counter(back.stdout.split(b"\n")[:-1])
     missing = None
@@ -348,7 +503,7 @@ class GtfPipeline:
     """GTF -> GFF3 with gffread, then the GFF3 pipeline; features the conversion drops are counted."""
 
     name: str = "gtf"
-    version: str = "2"  # as the interval pipelines: zero-padded coordinates refused
+    version: str = "2"  # as the interval pipelines: zero-padded coordinates refused; its GFF3 is never BGZF
     formats: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"GTF": (".gtf",)})
     stage: str = "sort_gtf"
     passthrough: bool = False

@@ -33,11 +33,19 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
         "tbi:sorted.bed.gz": "2f2e610cc28cd01f83b1fadf391ce068b5ed7c59902bf9291d83cfd27b4b5f9d",
         "tbi:sorted.bed.gz.tbi": "6162a67fa1592e3e09db4c4668f9cdc4b3fabd9a855885a4b257806dea547c87"
     },
+    ('bed', '3'): {
+        "tbi:sorted.bed.gz": "2f2e610cc28cd01f83b1fadf391ce068b5ed7c59902bf9291d83cfd27b4b5f9d",
+        "tbi:sorted.bed.gz.tbi": "6162a67fa1592e3e09db4c4668f9cdc4b3fabd9a855885a4b257806dea547c87"
+    },
     ('bigbed', '2'): {
         "tbi:sorted.bed.gz": "9093d761d25f6d3aeeb328d6a7e5522fcf229d54adee8bf54fc0386c98cb0c48",
         "tbi:sorted.bed.gz.tbi": "5582a0556061236ed715e7215629b88c89a38d7155cd5dec06b01f9b87bf8272"
     },
     ('broadpeak', '2'): {
+        "tbi:sorted.broadPeak.gz": "ea170c356053ed7f7b5c26cfe272ea5b3ff837aebe11ae86c0991116bd512c59",
+        "tbi:sorted.broadPeak.gz.tbi": "0f63a19535ad5aa9b40e76e587815f878c957371eab12fdb7e4d9e8612368fe8"
+    },
+    ('broadpeak', '3'): {
         "tbi:sorted.broadPeak.gz": "ea170c356053ed7f7b5c26cfe272ea5b3ff837aebe11ae86c0991116bd512c59",
         "tbi:sorted.broadPeak.gz.tbi": "0f63a19535ad5aa9b40e76e587815f878c957371eab12fdb7e4d9e8612368fe8"
     },
@@ -57,6 +65,10 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
         "tbi:sorted.gff3.gz": "2c15413b636e89316614607d922d2f7c5bd425c093623298ef3a684fc605e234",
         "tbi:sorted.gff3.gz.tbi": "801472a9c24c42a1e2f3f6f7be01d1c9a64c5c83a6534f9179d9b85d8337e8c3"
     },
+    ('gff3', '3'): {
+        "tbi:sorted.gff3.gz": "2c15413b636e89316614607d922d2f7c5bd425c093623298ef3a684fc605e234",
+        "tbi:sorted.gff3.gz.tbi": "801472a9c24c42a1e2f3f6f7be01d1c9a64c5c83a6534f9179d9b85d8337e8c3"
+    },
     ('gtf', '2'): {
         "tbi:sorted.gff3.gz": "fcf84eb5e2acc775ebb370326eb0ec7ec48387460d88181586faad2b84742f1d",
         "tbi:sorted.gff3.gz.tbi": "478c125844db439e9430f920595e9ac0eedb0856e9811afd9d76bca6ef7f4c4b"
@@ -65,7 +77,17 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
         "tbi:sorted.narrowPeak.gz": "848c13ad3ca468f7b4c334753549a6cdd7d7d4e14989b983e5c1a68c1337ad62",
         "tbi:sorted.narrowPeak.gz.tbi": "87d986d200f083b73d19514cebf96261ab38040607ff3bbf8e538e56fbbb0dac"
     },
+    ('narrowpeak', '3'): {
+        "tbi:sorted.narrowPeak.gz": "848c13ad3ca468f7b4c334753549a6cdd7d7d4e14989b983e5c1a68c1337ad62",
+        "tbi:sorted.narrowPeak.gz.tbi": "87d986d200f083b73d19514cebf96261ab38040607ff3bbf8e538e56fbbb0dac"
+    },
     ('vcf', '2'): {
+        "csi:sorted.vcf.gz": "4e1ef5e3c0fb04418f6378591009917837c532459f81fc137e20f4adfd749cf5",
+        "csi:sorted.vcf.gz.csi": "9bf79d187415ed7fce723f9ad7b5542c296bda154d9c9041cb56e76662eda826",
+        "tbi:sorted.vcf.gz": "4342c9624e4f5cdde152ebd68a0a0c9a746f76d23b6fd4644e19d79fe49d1fbf",
+        "tbi:sorted.vcf.gz.tbi": "6654341946f698c36a1a4ae274ded3b83aab76e583cf00518231344f3c4e9baf"
+    },
+    ('vcf', '3'): {
         "csi:sorted.vcf.gz": "4e1ef5e3c0fb04418f6378591009917837c532459f81fc137e20f4adfd749cf5",
         "csi:sorted.vcf.gz.csi": "9bf79d187415ed7fce723f9ad7b5542c296bda154d9c9041cb56e76662eda826",
         "tbi:sorted.vcf.gz": "4342c9624e4f5cdde152ebd68a0a0c9a746f76d23b6fd4644e19d79fe49d1fbf",
