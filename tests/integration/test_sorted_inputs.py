@@ -191,3 +191,31 @@ def test_header_lines_in_the_second_part_keep_their_order_and_a_late_contig_line
     split, whole = split_and_whole(intervals.VCF, vcf, tmp_path / "vcf", monkeypatch)
     assert split == whole == "in.vcf: not a VCF: the header must begin with ##fileformat=VCF and end with the " \
         "#CHROM line (VCF readers refuse a file without them)"
+
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_a_plainly_unsorted_start_goes_straight_to_the_sort_with_the_same_bytes(tmp_path, name):
+    """First lines already out of order: the sorting path runs without a streaming attempt (fewer
+    processes for a small file) and gives what the forced sorting path gives; a sorted start is left
+    to the streaming check."""
+    source = unsorted_sample(name, tmp_path / f"in.{name}")
+    assert intervals.plainly_unsorted(source, FORMATS[name])
+    auto = build(FORMATS[name], source, tmp_path / "auto")
+    forced = build(FORMATS[name], source, tmp_path / "sort", paths=("sort",))
+    assert auto[2]["path"] == "sort" and auto[:2] == forced[:2]
+    ordered = tmp_path / f"sorted.{name}"
+    ordered.write_bytes(sorted_text(name, tmp_path))
+    assert not intervals.plainly_unsorted(ordered, FORMATS[name])
+
+
+@pytest.mark.parametrize("text", [b"chr1\t010\t20\nchr1\t5\t9\n", b"chr1\t+10\t20\nchr1\t5\t9\n",
+                                  b"chr1\t10\n", b"chr1 10 20\nchr1 5 9\n"])
+def test_the_quick_look_does_not_judge_what_the_validator_refuses(tmp_path, text):
+    """A line it cannot read as the validator would (octal-looking, signed, short, space-separated) leaves
+    the decision, and the error message, to the validator."""
+    source = tmp_path / "odd.bed"
+    source.write_bytes(text)
+    assert not intervals.plainly_unsorted(source, intervals.BED)
+    with pytest.raises(InputError):
+        build(intervals.BED, source, tmp_path / "work")
