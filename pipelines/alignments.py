@@ -31,7 +31,7 @@ BAM_MAGIC = b"BAM\x01"
 @dataclass(frozen=True)
 class AlignmentPipeline:
     name: str = "alignments"
-    version: str = "1"
+    version: str = "2"  # 2: an already sorted BAM keeps its record blocks (records["path"] == "sorted-input")
     formats: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"SAM": (".sam",), "BAM": (".bam",)})
     stage: str = "sort_bam"
