@@ -1,6 +1,13 @@
 """SAM/BAM -> coordinate-sorted BAM with a BAI index (CSI when a reference is >= 2^29 bp).
 
-Sorting and indexing use the samtools command line (measured faster than pysam's bundled htslib);
+Two paths, chosen by the content alone (records["path"] says which ran):
+- "sort": samtools sort writes the BAM and its index in one pass (--write-index), while `samtools view -c`
+  counts the input beside it (records in = records out, from the index statistics);
+- "sorted-input": a BAM whose records are already in samtools sort order (read from the records in one
+  streaming pass, never from @HD SO) keeps its record blocks as they are, under the header samtools sort
+  would write (samtools reheader, or the file itself when that header is already its own), then is indexed.
+  The records and header are those of the sorting path; the bytes differ (the input's compression and
+  block layout are kept), which is why the path depends on the content alone: one key, one set of bytes.
 pysam reads the header and the index statistics. Coordinates are not touched here.
 """
 
@@ -158,6 +165,7 @@ def verify_sorted(bam: Path, index: Path, lengths: dict[str, int], source: Path,
 _KEY = struct.Struct("<IiIHH")  # refID (unsigned: unplaced last), pos, bin_mq_nl, n_cigar_op, flag
 _BLOCK_SIZE = struct.Struct("<i")  # a BAM record starts with its length; refID, pos at +4, +8, flag at +18
 _CHUNK, _FIRST_CHUNK = 1 << 22, 1 << 16
+_LARGEST_RECORD = 1 << 28  # bytes; an ultra-long read with its qualities and tags is a few MB
 
 
 def records_in_sort_order(bam: Path, threads: int = 1, in_order_so_far: Callable[[], None] | None = None
@@ -215,7 +223,9 @@ def _walk_records(stream: IO[bytes], in_order_so_far: Callable[[], None]) -> int
         mark = starts.append
         while pos + 36 <= end:  # the chain of block_size fields; the keys are compared vectorised below
             step = 4 + size_at(buf, pos)[0]
-            if step < 36 or pos + step > end:
+            if not 36 <= step <= _LARGEST_RECORD:  # damaged: the sorting path names the problem
+                return None
+            if pos + step > end:
                 break
             mark(pos)
             pos += step
@@ -226,6 +236,7 @@ def _walk_records(stream: IO[bytes], in_order_so_far: Callable[[], None]) -> int
             if not count:
                 in_order_so_far()
             count += len(starts)
+        shell.check_time("checking the record order")
         chunk = stream.read(_CHUNK if count else _FIRST_CHUNK)  # a small first look: most unsorted files end here
         if not chunk:
             return count if pos == end else None
