@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pysam
 import pytest
 
 import preprocess
@@ -170,3 +171,13 @@ def test_a_tie_out_of_order_deep_in_a_large_file_is_found(data, settings, flip, 
     result = preprocess.run({"id": "big", "access_url": str(bam), "format": "BAM"}, settings=settings)
     assert result.records["path"] == path and result.records["out"] == 10100
     assert view(result.artifacts["data"]) == view(plain_sort(bam))
+
+
+def test_a_sorted_bam_with_a_reference_past_2_pow_29_gets_a_csi_index(data, settings):
+    big = plain_sort(samples.bam(data / "big.bam", reads=400, contigs={"chr1": 2**29 + 1000, "chr2": 5000}))
+    result = preprocess.run({"id": "big", "access_url": str(big), "format": "BAM"}, settings=settings)
+    assert result.records["path"] == "sorted-input" and result.artifacts["index"].endswith(".bam.csi")
+    with pysam.AlignmentFile(result.artifacts["data"], index_filename=result.artifacts["index"]) as aln:
+        tail = [r.query_name for r in aln.fetch(until_eof=True)
+                if r.reference_name == "chr1" and r.reference_end and r.reference_end > 2**28]
+        assert tail and [r.query_name for r in aln.fetch("chr1", 2**28, 2**29 + 1000)] == tail
