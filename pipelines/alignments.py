@@ -348,6 +348,9 @@ def _reference_lengths(path: Path, shown: str) -> dict[str, int]:
     return lengths
 
 
+reference_lengths = _reference_lengths  # the public name, for other pipelines (the split path)
+
+
 def _refuse_past_the_end(bam: Path, index: Path, lengths: dict[str, int], source: Path, shown: str) -> None:
     """A read placed at or past its reference's length is kept by samtools, but no region query a browser
     makes reaches it: refuse the file, naming the first such read. Reads only the bins past each end."""
