@@ -106,7 +106,8 @@ def sort_bam(src: Path, out: Path, index: Path, settings: BuildSettings, workdir
         if "error" in counted:  # the count names the reason in the user's terms
             raise counted["error"] from None  # type: ignore[misc]
         raise
-    worker.join()
+    finally:
+        worker.join()
     if "error" in counted:
         raise counted["error"]  # type: ignore[misc]
     return int(counted["n"])  # type: ignore[call-overload]
@@ -125,7 +126,7 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
             try:
                 adopt_sorted(src, out, workdir)
                 index_bam(out, index, 1)
-            except ToolError as exc:
+            except BaseException as exc:  # a ToolError means: take the sorting path; others are re-raised
                 failed.append(exc)
 
     worker = threading.Thread(target=contextvars.copy_context().run, args=(adopt_and_index,), daemon=True)
@@ -137,6 +138,9 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
         verdict[0] = records is not None
         go.set()
         worker.join()
+    for exc in failed:
+        if not isinstance(exc, ToolError):
+            raise exc
     if records is None or failed:
         out.unlink(missing_ok=True)
         index.unlink(missing_ok=True)
