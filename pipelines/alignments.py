@@ -1,15 +1,28 @@
 """SAM/BAM -> coordinate-sorted BAM with a BAI index (CSI when a reference is >= 2^29 bp).
 
-Sorting and indexing use the samtools command line (measured faster than pysam's bundled htslib);
+Two paths, chosen by the content alone (records["path"] says which ran):
+- "sort": samtools sort writes the BAM and its index in one pass (--write-index), while `samtools view -c`
+  counts the input beside it (records in = records out, from the index statistics);
+- "sorted-input": a BAM whose records are already in samtools sort order (read from the records in one
+  streaming pass, never from @HD SO) keeps its record blocks as they are, under the header samtools sort
+  would write (samtools reheader, or the file itself when that header is already its own), then is indexed.
+  The records and header are those of the sorting path; the bytes differ (the input's compression and
+  block layout are kept), which is why the path depends on the content alone: one key, one set of bytes.
 pysam reads the header and the index statistics. Coordinates are not touched here.
 """
 
 from __future__ import annotations
 
+import contextvars
 import re
+import shutil
+import struct
+import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from preprocess import shell
 from preprocess.errors import InputError, ToolError
@@ -25,7 +38,7 @@ BAM_MAGIC = b"BAM\x01"
 @dataclass(frozen=True)
 class AlignmentPipeline:
     name: str = "alignments"
-    version: str = "1"
+    version: str = "2"  # 2: an already sorted BAM keeps its record blocks (records["path"] == "sorted-input")
     formats: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"SAM": (".sam",), "BAM": (".bam",)})
     stage: str = "sort_bam"
@@ -35,41 +48,260 @@ class AlignmentPipeline:
         return {"compression_level": settings.compression_level, "csi_min_shift": CSI_MIN_SHIFT}
 
     def build(self, ctx: BuildContext) -> BuildOutput:
-        src = ctx.source
+        src, label, settings = ctx.source, ctx.label, ctx.settings
         with ctx.stage("inspect"):
             kind = sniff(src)
             if kind == "other":
-                raise InputError(f"{ctx.label}: not SAM or BAM (neither BGZF-compressed BAM nor SAM text)")
+                raise InputError(f"{label}: not SAM or BAM (neither BGZF-compressed BAM nor SAM text)")
             if kind == "bam":
-                _quickcheck(src, ctx.label)
-            lengths = _reference_lengths(src, ctx.label)
-        with ctx.stage("count"):
-            records_in = _count(src, ctx.settings.threads, "counting input records", ctx.label)
+                _quickcheck(src, label)
+            lengths = _reference_lengths(src, label)
+        index_kind = index_kind_for(lengths)
         out = ctx.workdir / "sorted.bam"
-        with ctx.stage("sort"):
-            shell.run(["samtools", "sort", "--no-PG", "-l", str(ctx.settings.compression_level),
-                       "-m", ctx.settings.sort_memory, "-@", str(ctx.settings.threads),
-                       "-T", str(ctx.workdir / "sort-tmp"), "-o", str(out), str(src)],
-                      context=f"sorting {ctx.label}")
-        csi = any(length >= BAI_MAX_LENGTH for length in lengths.values())
-        index = out.with_name(out.name + (".csi" if csi else ".bai"))
-        with ctx.stage("index"):
-            flag = ["-c", "-m", str(CSI_MIN_SHIFT)] if csi else ["-b"]
-            shell.run(["samtools", "index", *flag, "-@", str(ctx.settings.threads), str(out), str(index)],
-                      context=f"indexing {ctx.label}")
+        index = out.with_name(f"{out.name}.{index_kind}")
+        records_in = None
+        if kind == "bam":  # the order is read from the records, never taken from @HD SO
+            with ctx.stage("order"):
+                records_in = adopt_if_sorted(src, out, index, settings.threads, ctx.workdir)
+        path = "sort" if records_in is None else "sorted-input"
+        if records_in is None:
+            with ctx.stage("sort"):
+                records_in = sort_bam(src, out, index, settings, ctx.workdir, label)
         with ctx.stage("verify"):
-            shell.run(["samtools", "quickcheck", "-u", "-v", str(out)], context="checking the sorted output")
-            records_out = _indexed_records(out, index)
-            _refuse_past_the_end(out, index, lengths, src, ctx.label)
-            if records_out != records_in:
-                raise ToolError(["samtools", "sort"], 0,
-                                f"{records_in} records in, {records_out} out", context=f"checking {ctx.label}")
+            records_out = verify_sorted(out, index, lengths, src, label, records_in)
         return BuildOutput(
             artifacts={"data": out, "index": index},
-            records={"in": records_in, "out": records_out, "index": "csi" if csi else "bai",
-                     "references": len(lengths)},
+            records={"in": records_in, "out": records_out, "index": index_kind, "references": len(lengths),
+                     "path": path},
             tools={"samtools": shell.version("samtools"), "pysam": _pysam_version()},
         )
+
+
+def index_kind_for(lengths: dict[str, int]) -> str:
+    """"csi" when a reference is too long for BAI bins, else "bai"."""
+    return "csi" if any(length >= BAI_MAX_LENGTH for length in lengths.values()) else "bai"
+
+
+def sort_bam(src: Path, out: Path, index: Path, settings: BuildSettings, workdir: Path, shown: str) -> int:
+    """samtools sort writing `out` and its index in the same pass (`##idx##`: a .bai name gives BAI, any
+    other CSI with min_shift 14, the bytes `samtools index -b`/`-c -m 14` write). The input's records are
+    counted beside it by `samtools view -c` on another thread (InputError for an unreadable record or an
+    undeclared reference); returns that count."""
+    counted: dict[str, object] = {}
+
+    def count() -> None:
+        try:
+            counted["n"] = _count(src, 1, "counting input records", shown)
+        except BaseException as exc:  # re-raised on the building thread
+            counted["error"] = exc
+
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(count,), daemon=True)
+    worker.start()
+    try:
+        shell.run(["samtools", "sort", "--no-PG", "-l", str(settings.compression_level), "-m", settings.sort_memory,
+                   "-@", str(settings.threads), "-T", str(workdir / "sort-tmp"), "--write-index",
+                   "-o", f"{out}##idx##{index}", str(src)], context=f"sorting {shown}")
+    except ToolError:
+        worker.join()
+        if "error" in counted:  # the count names the reason in the user's terms
+            raise counted["error"] from None  # type: ignore[misc]
+        raise
+    finally:
+        worker.join()
+    if "error" in counted:
+        raise counted["error"]  # type: ignore[misc]
+    return int(counted["n"])  # type: ignore[call-overload]
+
+
+def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Path) -> int | None:
+    """When the BAM's records are already in samtools sort order: write `out` (adopt_sorted) and its index,
+    return the number of records. Else None, leaving neither. Once the first records are seen in order,
+    the adopted copy is written and indexed beside the rest of the order check; an index htslib refuses
+    (a malformed record) also gives None, so the sorting path reports the problem in its terms."""
+    go, verdict, failed = threading.Event(), [True], list[BaseException]()
+
+    def adopt_and_index() -> None:
+        go.wait()
+        if verdict[0]:
+            try:
+                adopt_sorted(src, out, workdir)
+                index_bam(out, index, 1)
+            except BaseException as exc:  # a ToolError means: take the sorting path; others are re-raised
+                failed.append(exc)
+
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(adopt_and_index,), daemon=True)
+    worker.start()
+    records = None
+    try:
+        records = records_in_sort_order(src, threads, go.set)
+    finally:
+        verdict[0] = records is not None
+        go.set()
+        worker.join()
+    for exc in failed:
+        if not isinstance(exc, ToolError):
+            raise exc
+    if records is None or failed:
+        out.unlink(missing_ok=True)
+        index.unlink(missing_ok=True)
+        return None
+    return records
+
+
+def index_bam(bam: Path, index: Path, threads: int) -> None:
+    """samtools index: BAI, or CSI with min_shift 14 when `index` ends in .csi (as sort_bam writes them)."""
+    flag = ["-c", "-m", str(CSI_MIN_SHIFT)] if index.suffix == ".csi" else ["-b"]
+    shell.run(["samtools", "index", *flag, "-@", str(threads), str(bam), str(index)], context=f"indexing {bam.name}")
+
+
+def verify_sorted(bam: Path, index: Path, lengths: dict[str, int], source: Path, shown: str, records_in: int) -> int:
+    """The output is whole (quickcheck), every record is reachable through the index and their number is
+    `records_in`, and no read starts past its reference's end; returns the number of records out."""
+    shell.run(["samtools", "quickcheck", "-u", "-v", str(bam)], context="checking the sorted output")
+    records_out = _indexed_records(bam, index)
+    _refuse_past_the_end(bam, index, lengths, source, shown)
+    if records_out != records_in:
+        raise ToolError(["samtools", "sort"], 0, f"{records_in} records in, {records_out} out",
+                        context=f"checking {shown}")
+    return records_out
+
+
+_KEY = struct.Struct("<IiIHH")  # refID (unsigned: unplaced last), pos, bin_mq_nl, n_cigar_op, flag
+_BLOCK_SIZE = struct.Struct("<i")  # a BAM record starts with its length; refID, pos at +4, +8, flag at +18
+_CHUNK, _FIRST_CHUNK = 1 << 22, 1 << 16
+_LARGEST_RECORD = 1 << 28  # bytes; an ultra-long read with its qualities and tags is a few MB
+
+
+def records_in_sort_order(bam: Path, threads: int = 1, in_order_so_far: Callable[[], None] | None = None
+                          ) -> int | None:
+    """The number of records when the BAM's records are already in `samtools sort` order, else None.
+
+    samtools sort (1.16, bam_sort.c bam1_cmp_core) orders by reference id (unplaced, -1, last), then
+    position, then forward before reverse strand, and keeps the input order of ties (a stable merge
+    sort). Records whose keys never decrease are therefore exactly what the sort would write. One
+    streaming pass over the decompressed records, stopping at the first one out of order; a stream it
+    cannot read also gives None, so the sorting path reports it. `in_order_so_far` is called once the
+    first block of records has passed. Only the keys are read here: htslib,
+    indexing the same records (adopt_if_sorted), validates each one as samtools sort would.
+    """
+    proc = subprocess.Popen(["bgzip", "-dc", "-@", str(threads), str(bam)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=shell.environment(),
+                            start_new_session=True)
+    assert proc.stdout is not None
+    try:
+        found = _walk_records(proc.stdout, in_order_so_far or (lambda: None))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        code = proc.wait()
+    return found if code == 0 else None
+
+
+def _walk_records(stream: IO[bytes], in_order_so_far: Callable[[], None]) -> int | None:
+    """records_in_sort_order's pass over an uncompressed BAM stream."""
+    buf = b""
+
+    def have(size: int) -> bool:
+        nonlocal buf
+        while len(buf) < size:
+            chunk = stream.read(_FIRST_CHUNK)
+            if not chunk:
+                return False
+            buf += chunk
+        return True
+
+    if not have(12) or buf[:4] != BAM_MAGIC:
+        return None
+    at = 12 + int.from_bytes(buf[4:8], "little")  # magic, l_text, the text, n_ref
+    if not have(at):
+        return None
+    refs = int.from_bytes(buf[at - 4:at], "little")
+    for _ in range(refs):  # l_name, name, l_ref
+        if not have(at + 4) or not have(at + 8 + int.from_bytes(buf[at:at + 4], "little")):
+            return None
+        at += 8 + int.from_bytes(buf[at:at + 4], "little")
+    size_at, count, last, pos = _BLOCK_SIZE.unpack_from, 0, None, at
+    while True:
+        end, starts = len(buf), list[int]()
+        mark = starts.append
+        while pos + 36 <= end:  # the chain of block_size fields; the keys are compared vectorised below
+            step = 4 + size_at(buf, pos)[0]
+            if not 36 <= step <= _LARGEST_RECORD:  # damaged: the sorting path names the problem
+                return None
+            if pos + step > end:
+                break
+            mark(pos)
+            pos += step
+        if starts:
+            last = _keys_in_order(buf, starts, last)
+            if last is None:
+                return None
+            if not count:
+                in_order_so_far()
+            count += len(starts)
+        shell.check_time("checking the record order")
+        chunk = stream.read(_CHUNK if count else _FIRST_CHUNK)  # a small first look: most unsorted files end here
+        if not chunk:
+            return count if pos == end else None
+        buf = buf[pos:] + chunk
+        pos = 0
+
+
+def _keys_in_order(buf: bytes, starts: list[int], last: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The last (reference, position-and-strand) key when the records at `starts` continue `last` in
+    samtools sort order, else None. The reference id is compared as unsigned, so unplaced (-1) sorts last.
+    A few records are compared in Python (an unsorted file is usually refused here, without numpy's import)."""
+    if len(starts) < 4096:
+        for start in starts:
+            ref, position, _, _, flag = _KEY.unpack_from(buf, start + 4)
+            key = (ref, ((position + 1) & 0xFFFFFFFF) << 1 | (flag >> 4) & 1)
+            if last is not None and key < last:
+                return None
+            last = key
+        return last
+    import numpy as np
+
+    at = np.asarray(starts, dtype=np.int64)
+
+    def field(offset: int, dtype: str) -> Any:
+        width = np.dtype(dtype).itemsize
+        values = np.empty(len(at), dtype=dtype)
+        where = at + offset
+        for shift in range(width):  # np.frombuffer needs aligned views: one per alignment
+            view = np.frombuffer(buf, dtype=dtype, offset=shift, count=(len(buf) - shift) // width)
+            chosen = where % width == shift
+            values[chosen] = view[(where[chosen] - shift) // width]
+        return values
+
+    ref = field(4, "<u4").astype(np.uint64)
+    rest = ((field(8, "<u4").astype(np.uint64) + 1) & 0xFFFFFFFF) << 1 | ((field(18, "<u2") >> 4) & 1)
+    if last is not None:
+        ref = np.concatenate(([np.uint64(last[0])], ref))
+        rest = np.concatenate(([np.uint64(last[1])], rest))
+    up, same = ref[1:] > ref[:-1], ref[1:] == ref[:-1]
+    if not bool(np.all(up | (same & (rest[1:] >= rest[:-1])))):
+        return None
+    return int(ref[-1]), int(rest[-1])
+
+
+def adopt_sorted(src: Path, out: Path, workdir: Path) -> None:
+    """`out` = the records of a BAM already in sort order, under the header samtools sort would write
+    (SO:coordinate); the record blocks are copied as they are, not recompressed (samtools reheader)."""
+    header = workdir / "input-header.sam"
+    sorted_header = workdir / "sorted-header.sam"
+    shell.run(["samtools", "view", "-H", "--no-PG", "-o", str(header), str(src)], context="reading the header")
+    shell.run(["samtools", "sort", "--no-PG", "-O", "sam", "-o", str(sorted_header), str(header)],
+              context="making the sorted header")
+    if sorted_header.read_bytes() == header.read_bytes():
+        shutil.copyfile(src, out)
+        return
+    with open(out, "wb") as target:
+        proc = subprocess.run(["samtools", "reheader", "--no-PG", str(sorted_header), str(src)], stdout=target,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment())
+    if proc.returncode != 0:
+        raise ToolError(["samtools", "reheader"], proc.returncode, proc.stderr.decode("utf-8", "replace"),
+                        context="writing the sorted header")
 
 
 def sniff(path: Path) -> str:
@@ -118,6 +350,9 @@ def _reference_lengths(path: Path, shown: str) -> dict[str, int]:
         if bad:
             raise InputError(f"{shown}: header line {number}: @SQ {bad!r} is not a positive integer length")
     return lengths
+
+
+reference_lengths = _reference_lengths  # the public name, for other pipelines (the split path)
 
 
 def _refuse_past_the_end(bam: Path, index: Path, lengths: dict[str, int], source: Path, shown: str) -> None:

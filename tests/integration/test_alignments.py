@@ -33,7 +33,7 @@ def test_sam_becomes_sorted_bam_with_bai_then_is_cached(data, settings, store_di
         assert aln.header.to_dict()["HD"]["SO"] == "coordinate"
         assert "PG" not in aln.header.to_dict()  # --no-PG: no temp paths or versions in the header
         assert aln.check_index() and aln.mapped == 3000 and aln.unmapped == 20
-    assert result.records == {"in": 3020, "out": 3020, "index": "bai", "references": 3}
+    assert result.records == {"in": 3020, "out": 3020, "index": "bai", "references": 3, "path": "sort"}
     files_after_build = {p: p.stat().st_mtime_ns for p in store_files(store_dir)}
 
     again = preprocess.run(doc, settings=settings)
@@ -147,7 +147,8 @@ def test_unaligned_bam_and_bam_with_no_records_build_valid_indexed_bams(data, se
     may also hold a header and no records. Both become a BAM with its index, counts matching."""
     hifi = samples.unaligned_bam(data / "movie.hifi_reads.bam", reads=300)
     result = preprocess.run({"id": "hifi", "access_url": str(hifi)}, settings=settings)
-    assert result.status == "built" and result.records == {"in": 300, "out": 300, "index": "bai", "references": 0}
+    assert result.status == "built" and result.records == {"in": 300, "out": 300, "index": "bai", "references": 0,
+                                                        "path": "sorted-input"}
     with pysam.AlignmentFile(result.artifacts["data"], index_filename=result.artifacts["index"],
                              check_sq=False) as aln:
         assert aln.nocoordinate == 300 and aln.header.to_dict()["RG"][0]["PL"] == "PACBIO"
@@ -156,7 +157,8 @@ def test_unaligned_bam_and_bam_with_no_records_build_valid_indexed_bams(data, se
 
     empty = samples.empty_bam(data / "empty.bam")
     result = preprocess.run({"id": "empty", "access_url": str(empty)}, settings=settings)
-    assert result.status == "built" and result.records == {"in": 0, "out": 0, "index": "bai", "references": 3}
+    assert result.status == "built" and result.records == {"in": 0, "out": 0, "index": "bai", "references": 3,
+                                                        "path": "sorted-input"}
     with pysam.AlignmentFile(result.artifacts["data"], index_filename=result.artifacts["index"]) as aln:
         assert aln.check_index() and list(aln.fetch("chr1")) == [] and aln.references == ("chr1", "chr2", "chrX")
 

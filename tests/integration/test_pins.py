@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,20 @@ def _csi_vcf(path: Path) -> Path:
     return _write(path, text + "\t".join(sv) + "\n")
 
 
+def _sorted_bam(path: Path, label: str) -> Path:
+    """A BAM already in samtools sort order (written at level 1, as aligners often do); @HD SO:`label`."""
+    unsorted = samples.bam(path.with_suffix(".in.bam"), reads=1500)
+    subprocess.run(["samtools", "sort", "--no-PG", "-l", "1", "-o", str(path), str(unsorted)], check=True)
+    if label != "coordinate":
+        text = subprocess.run(["samtools", "view", "-H", "--no-PG", str(path)], check=True, capture_output=True,
+                              text=True).stdout.replace("SO:coordinate", f"SO:{label}")
+        header = _write(path.with_suffix(".header.sam"), text)
+        relabelled = subprocess.run(["samtools", "reheader", "--no-PG", str(header), str(path)], check=True,
+                                    capture_output=True).stdout
+        path.write_bytes(relabelled)
+    return path
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -44,7 +59,9 @@ def _cram(folder: Path, embed: bool) -> tuple[Path, dict[str, str]]:
 # path and more document fields)
 CASES: dict[str, list[tuple[str, str, Callable[[Path], Path | tuple[Path, dict[str, str]]]]]] = {
     "alignments": [("bai", "BAM", lambda d: samples.bam(d / "a.bam", reads=3000)),
-                   ("csi", "SAM", lambda d: samples.sam(d / "b.sam", reads=1000, contigs=BIG))],
+                   ("csi", "SAM", lambda d: samples.sam(d / "b.sam", reads=1000, contigs=BIG)),
+                   ("sorted", "BAM", lambda d: _sorted_bam(d / "s.bam", "coordinate")),
+                   ("sorted-unlabelled", "BAM", lambda d: _sorted_bam(d / "u.bam", "unsorted"))],
     "vcf": [("tbi", "VCF", lambda d: samples.vcf(d / "a.vcf", records=600)),
             ("csi", "VCF", lambda d: _csi_vcf(d / "b.vcf"))],
     "bed": [("tbi", "BED", lambda d: samples.bed(d / "a.bed", records=600))],

@@ -1,0 +1,77 @@
+"""One BAM through `preprocess run --cluster sync` against samtools sort + index, unsorted and sorted.
+
+    python -m benchmarks.bamfast [--repeat 5] [--threads 1,2] [--before DIR] [--json PATH]
+
+Runs alternate (plain, pipeline[, pipeline of --before]) so load from other processes hits each alike;
+medians, ratios against the plain run beside them, and the load average before and after. --before
+names a directory holding another version of the `preprocess` and `pipelines` packages (e.g.
+`git archive main preprocess pipelines | tar -x -C DIR`), put first on PYTHONPATH for its runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from .run import PLAIN_BAM, make_bam, make_sorted, measure, plain
+
+
+def pipeline(source: Path, threads: int, code: Path | None) -> float:
+    store = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    env = {"DASK_PREPROCESS__THREADS": str(threads)}
+    argv = [sys.executable, "-m", "preprocess", "run", str(source), "--format", "BAM", "--store", str(store),
+            "--cluster", "sync"]
+    if code is not None:  # run from `code`: `-m` puts the working directory first on sys.path
+        env["PYTHONPATH"] = str(code)
+        argv = ["bash", "-c", 'cd "$0" && exec "$@"', str(code), *argv]
+    try:
+        return measure(argv, env=env)[0]
+    finally:
+        shutil.rmtree(store)
+
+
+def case(name: str, source: Path, threads: int, repeat: int, before: Path | None) -> dict[str, object]:
+    load = os.getloadavg()[0]
+    runs: dict[str, list[float]] = {"plain": [], "after": [], "before": []}
+    for _ in range(repeat):
+        runs["plain"].append(plain(PLAIN_BAM, source, threads)[0])
+        runs["after"].append(pipeline(source, threads, None))
+        if before is not None:
+            runs["before"].append(pipeline(source, threads, before))
+    median = {k: statistics.median(v) for k, v in runs.items() if v}
+    result: dict[str, object] = {"case": name, "threads": threads, "input_mb": round(source.stat().st_size / 2**20, 1),
+                                 "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
+                                 **{f"{k}_s": round(v, 2) for k, v in median.items()},
+                                 "ratio": round(median["after"] / median["plain"], 2)}
+    if before is not None:
+        result["ratio_before"] = round(median["before"] / median["plain"], 2)
+    result["runs"] = {k: [round(x, 3) for x in v] for k, v in runs.items() if v}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reads", type=int, default=2_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--before", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    bam = make_bam(args.reads)
+    results = []
+    for threads in (int(t) for t in args.threads.split(",")):
+        for name, source in (("unsorted BAM", bam), ("sorted BAM", make_sorted(bam))):
+            results.append(case(name, source, threads, args.repeat, args.before))
+            print(json.dumps({k: v for k, v in results[-1].items() if k != "runs"}), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
