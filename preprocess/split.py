@@ -98,8 +98,9 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
             if i < len(ranges):
                 first, stop = ranges[i]
                 out = scratch / "part.bam"
+                level = 0 if store.local else 1  # uncompressed: cheapest; level 1: fewer bytes to upload
                 steps.extract_part(fetched.path, steps.part_filter(first, stop, i == len(ranges) - 1), out,
-                                   threads, shown)
+                                   level, threads, shown)
                 store._put(out, unsorted, move=True)
             if i == 0:
                 records = _count(fetched.path, threads, "counting input records", shown)
@@ -178,7 +179,7 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
     workdir.mkdir()
     out = workdir / "sorted.bam"
     bsettings = build_settings(settings)
-    steps.merge_parts(made, out, bsettings)
+    redone = steps.merge_parts(made, out, bsettings, scratch)
     timings["merge"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
     index, records = steps.index_and_verify(out, info["lengths"], info["records"], bsettings.threads, shown)
@@ -194,7 +195,8 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
         pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
                               parameters=key_parameters(pipeline, settings)),
         tools={"samtools": shell.version("samtools"), "pysam": _pysam_version()}, artifacts=artifacts,
-        records={**records, "parts": info["parts"]}, timings=timings, threads=bsettings.threads,
+        records={**records, "parts": info["parts"], "merge": "blocks" if redone >= 0 else "records",
+                 "blocks_recompressed": max(redone, 0)}, timings=timings, threads=bsettings.threads,
     )
     committed = store.commit(manifest, {path.name: path for path in files.values()}, move=True)
     timings["commit"] = round(time.perf_counter() - started, 4)
