@@ -13,6 +13,7 @@ by samtools view from the open block on: the merge's serial cost is compressing 
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import struct
 import subprocess
@@ -42,16 +43,17 @@ _MERGE = ('samtools cat --no-PG -o - "${@:4}" '
 
 
 def part_ranges(lengths: dict[str, int], parts: int) -> list[tuple[int, int]]:
-    """Reference-id ranges [first, stop) of `parts` parts (fewer when there are fewer references), cut
-    where the running total of reference lengths passes each share; every id is in exactly one range."""
+    """Reference-id ranges [first, stop) of `parts` parts (fewer when there are fewer references), each
+    cut at the reference boundary nearest its share of the total length; every id is in exactly one."""
     count = len(lengths)
     parts = max(1, min(parts, count))
-    total = sum(lengths.values()) or 1
-    cuts, running = [0], 0
-    for tid, length in enumerate(lengths.values()):
-        running += length
-        if len(cuts) < parts and running * parts >= total * len(cuts) and tid + 1 < count:
-            cuts.append(tid + 1)
+    ends = list(itertools.accumulate(lengths.values()))
+    total = ends[-1] if ends else 0
+    cuts = [0]
+    for share in range(1, parts):
+        target = total * share / parts
+        best = min(range(cuts[-1] + 1, count - (parts - share) + 1), key=lambda tid: abs(ends[tid - 1] - target))
+        cuts.append(best)
     cuts.append(max(count, 1))
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
