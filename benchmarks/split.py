@@ -84,7 +84,7 @@ class PinnedWorkers:
             proc.wait(30)
 
 
-def split_run(source: Path, md5: str, client: Any, store: Path) -> tuple[float, dict[str, float]]:
+def split_run(source: Path, md5: str, client: Any, store: Path) -> tuple[float, dict[str, Any]]:
     """Wall time of one split build (fresh store) and its manifest's stage timings."""
     import preprocess
     from preprocess.config import load_settings
@@ -97,7 +97,7 @@ def split_run(source: Path, md5: str, client: Any, store: Path) -> tuple[float, 
     wall = time.perf_counter() - started
     if result.status != "built" or result.records.get("parts") != 2:
         raise RuntimeError(f"split build failed: {result.error}")
-    return wall, result.timings
+    return wall, {**result.timings, "blocks_recompressed": result.records.get("blocks_recompressed")}
 
 
 def compare(megabytes: int, repeat: int) -> list[dict[str, object]]:
@@ -108,7 +108,7 @@ def compare(megabytes: int, repeat: int) -> list[dict[str, object]]:
     md5 = _md5(source)
     runs_plain: list[float] = []
     runs_split: list[float] = []
-    stages: list[dict[str, float]] = []
+    stages: list[dict[str, Any]] = []
     loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-split-") as tmp:
         root = Path(tmp)
@@ -131,6 +131,7 @@ def compare(megabytes: int, repeat: int) -> list[dict[str, object]]:
              "plain_s": round(p, 2), "pipeline_s": round(s, 2), "time_ratio": round(s / p, 2),
              "speedup": round(p / s, 2), "stages_s": stage, "projected_speedup": projected,
              "speedup_limit": round(p / (stage["split"] + serial), 2), "load_1min": [round(x, 2) for x in loads],
+             "blocks_recompressed": [t["blocks_recompressed"] for t in stages],
              "runs_plain": [round(w, 3) for w in runs_plain], "runs_pipeline": [round(w, 3) for w in runs_split]}]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import mmap
+import re
 import struct
 import subprocess
 import zlib
@@ -27,6 +28,7 @@ from preprocess.errors import InputError, ToolError
 from .alignments import (
     BAI_MAX_LENGTH,
     CSI_MIN_SHIFT,
+    _first_line_naming,
     _indexed_records,
     _quickcheck,
     _reference_lengths,
@@ -75,15 +77,24 @@ def inspect(source: Path, shown: str) -> dict[str, int]:
     return _reference_lengths(source, shown)
 
 
-def extract_part(source: Path, expression: str, out: Path, level: int, threads: int, shown: str) -> None:
+def extract_part(source: Path, expression: str, out: Path, level: int, threads: int, shown: str) -> int:
     """Write the records `expression` selects, in input order, as a BAM with the source's header
-    (`level` 0: uncompressed, the cheapest to write and to sort; it is read once and removed)."""
+    (`level` 0: uncompressed, the cheapest to write and to sort; it is read once and removed), and
+    return how many. The parts' ranges cover every reference id and -1, so their counts add up to the
+    input's; a record naming a reference no @SQ line declares is refused, as the single-worker build does."""
     try:
-        shell.run(["samtools", "view", "--no-PG", "-b", "--output-fmt-option", f"level={level}",
-                   "-@", str(threads), "-e", expression, "-o", str(out), str(source)], context=f"splitting {shown}")
+        _, warnings = shell.run_with_stderr(
+            ["samtools", "view", "--no-PG", "-b", "--output-fmt-option", f"level={level}", "-@", str(threads),
+             "-e", expression, "-o", str(out), str(source)], context=f"splitting {shown}")
     except ToolError as exc:
         raise InputError(f"{shown}: unreadable alignment records: {users_terms(exc.stderr_tail, source, shown)}"
                          ) from None
+    unknown = re.search(r"recognized reference name (\S+?);", warnings)
+    if unknown:  # htslib would quietly make such a read unmapped
+        line = _first_line_naming(source, unknown.group(1).strip('"'))
+        where = f"{shown}: line {line}" if line else shown
+        raise InputError(f"{where}: a record names reference {unknown.group(1)}, which no @SQ line declares")
+    return int(shell.run(["samtools", "view", "-c", "-@", str(threads), str(out)], context="counting a part"))
 
 
 def sort_part(unsorted: Path, out: Path, settings: BuildSettings, workdir: Path) -> None:

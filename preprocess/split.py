@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import alignments_split as steps
-from pipelines.alignments import _count
 
 from . import shell, sources
 from .build import _for, build_settings, key_for, key_parameters, open_store
@@ -29,7 +28,7 @@ from .registry import pipeline_for
 from .scratch import make_scratch
 from .store import ArtifactStore, sha256_file
 
-INPUT = "input.json"  # the source's hashes, record count and reference lengths, written by split-0
+INPUT = "input.json"  # the source's hashes, reference lengths and number of parts, written by split-0
 
 
 def parts_for(doc: FileDoc, fmt: str, key: str, settings: Settings, workers: int) -> int:
@@ -74,9 +73,13 @@ def _part(store: ArtifactStore, key: str, parts: int, i: int, state: str) -> str
     return f"{parts_dir(store, key)}/{parts}-{i}.{state}.bam"
 
 
+def _count_path(store: ArtifactStore, key: str, parts: int, i: int) -> str:
+    return f"{parts_dir(store, key)}/{parts}-{i}.count"
+
+
 def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, i: int) -> dict[str, float]:
-    """Write part i of the source (its reference range, in input order) to the parts area; split 0 also
-    counts the input records and records the source's hashes. Skipped when the part is already there."""
+    """Write part i of the source (its reference range, in input order) and its record count to the parts
+    area; split 0 also records the source's hashes. Skipped when the part is already there."""
     store = open_store(settings)
     unsorted, ready = _part(store, key, parts, i, "unsorted"), _part(store, key, parts, i, "sorted")
     info = f"{parts_dir(store, key)}/{INPUT}"
@@ -99,13 +102,14 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
                 first, stop = ranges[i]
                 out = scratch / "part.bam"
                 level = 0 if store.local else 1  # uncompressed: cheapest; level 1: fewer bytes to upload
-                steps.extract_part(fetched.path, steps.part_filter(first, stop, i == len(ranges) - 1), out,
-                                   level, threads, shown)
-                store._put(out, unsorted, move=True)
+                records = steps.extract_part(fetched.path, steps.part_filter(first, stop, i == len(ranges) - 1),
+                                             out, level, threads, shown)
+                (scratch / "count").write_text(str(records))
+                store._put(scratch / "count", _count_path(store, key, parts, i), move=True)
+                store._put(out, unsorted, move=True)  # after its count: a part in the store has one
             if i == 0:
-                records = _count(fetched.path, threads, "counting input records", shown)
-                body = {"md5": fetched.md5, "sha256": fetched.sha256, "size": fetched.size, "records": records,
-                        "lengths": lengths, "parts": len(ranges)}
+                body = {"md5": fetched.md5, "sha256": fetched.sha256, "size": fetched.size, "lengths": lengths,
+                        "parts": len(ranges)}
                 (scratch / INPUT).write_text(json.dumps(body))
                 store._put(scratch / INPUT, info, move=True)
     except Exception as exc:
@@ -182,7 +186,8 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
     redone = steps.merge_parts(made, out, bsettings, scratch)
     timings["merge"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
-    index, records = steps.index_and_verify(out, info["lengths"], info["records"], bsettings.threads, shown)
+    records_in = sum(int(store.fs.cat_file(_count_path(store, key, parts, i))) for i in range(info["parts"]))
+    index, records = steps.index_and_verify(out, info["lengths"], records_in, bsettings.threads, shown)
     timings["verify"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
     files = {"data": out, "index": index}
