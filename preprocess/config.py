@@ -73,7 +73,7 @@ class SourceSettings(_Section):
 class SplitSettings(_Section):
     """When one SAM/BAM is sorted across workers (preprocess/split.py): never below min-size bytes."""
 
-    min_size: int = Field(default=4 * 2**30, ge=0)
+    min_size: int = Field(default=16 * 2**30, ge=0)
     parts: int | None = Field(default=None, ge=1)
 
     @field_validator("min_size", mode="before")

@@ -187,3 +187,18 @@ def test_parts_whose_blocks_never_meet_are_re_encoded_by_samtools_with_the_same_
     bam = samples.bam(tmp_path / "r.bam", reads=20000)
     whole, parted = both_ways(bam, "BAM", tmp_path, 3)
     assert_same_bytes(whole, parted)
+
+
+def test_a_file_splits_only_from_min_size_on_a_cluster_of_two_or_more_workers(tmp_path):
+    bam = samples.bam(tmp_path / "r.bam", reads=500)
+    size = bam.stat().st_size
+    doc = doc_for(bam, "BAM")
+
+    def parts(workers: int, **overrides: object) -> int:
+        settings = load_settings(**{"store.url": str(tmp_path / "store"), **overrides})
+        return split.parts_for(doc, "BAM", key_for(pipeline_for("BAM"), doc.md5 or "", settings), settings, workers)
+
+    assert parts(3, **{"split.min-size": size}) == 3 and parts(3, **{"split.min-size": size, "split.parts": 2}) == 2
+    assert parts(3, **{"split.min-size": size + 1}) == 0 and parts(1, **{"split.min-size": 0}) == 0
+    assert parts(4) == 0  # the shipped min-size
+    assert load_settings(**{"store.url": "x", "split.min-size": "2GiB"}).split.min_size == 2 * 2**30
