@@ -70,6 +70,20 @@ class SourceSettings(_Section):
     drs_access_schemes: list[str] = Field(default_factory=lambda: ["https", "s3", "az", "gs"])
 
 
+class SplitSettings(_Section):
+    """When one SAM/BAM is sorted across workers (preprocess/split.py): never below min-size bytes."""
+
+    min_size: int = Field(default=16 * 2**30, ge=0)
+    parts: int | None = Field(default=None, ge=1)
+
+    @field_validator("min_size", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> Any:
+        from dask.utils import parse_bytes
+
+        return parse_bytes(value) if isinstance(value, str) else value
+
+
 class Settings(_Section):
     """The whole namespace; each field is documented in preprocess.yaml."""
 
@@ -82,6 +96,7 @@ class Settings(_Section):
     cram_output: Literal["cram", "bam"] = "cram"
     source: SourceSettings
     task_timeout: float | None = Field(default=None, gt=0)
+    split: SplitSettings = Field(default_factory=SplitSettings)
 
     _timeout = field_validator("task_timeout", mode="before")(lambda v: _seconds(v))
 

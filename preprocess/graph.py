@@ -175,8 +175,18 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
     install(client, settings)
     futures = {}
     carried = settings.for_workers()  # no credential in a task's arguments: workers have their own
+    workers = None
     for name, members in pending.tasks.items():
         _, doc, fmt = members[0]
+        if name not in pending.rebuild and _splittable(doc, fmt, settings):  # one big SAM/BAM: across workers
+            from . import split
+
+            workers = len(client.scheduler_info()["workers"]) if workers is None else workers
+            key = name.partition("-")[2]
+            parts = split.parts_for(doc, fmt, key, settings, workers)
+            if parts:
+                futures[split.submit(client, doc, fmt, carried, key, parts)] = name
+                continue
         futures[client.submit(build_doc, doc, fmt, carried, rebuild=name in pending.rebuild, key=name,
                               pure=False)] = name
     for future in as_completed(futures):
@@ -188,6 +198,11 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
             result = RunResult.failure(doc.id, exc, format=fmt)
         record(name, result)
     return results
+
+
+def _splittable(doc: FileDoc, fmt: str, settings: Settings) -> bool:
+    """A cheap first look: an alignment file that may reach preprocess.split.min-size (split.parts_for decides)."""
+    return registry.pipeline_for(fmt).name == "alignments" and (doc.size is None or doc.size >= settings.split.min_size)
 
 
 def _passthrough(doc: FileDoc, fmt: str, pipeline: str) -> RunResult:
