@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import alignments_split as steps
+from pipelines.alignments import records_in_sort_order, sniff
 
 from . import shell, sources
-from .build import _for, build_settings, key_for, key_parameters, open_store
+from .build import _for, build_doc, build_settings, key_for, key_parameters, open_store
 from .config import Settings
 from .errors import StoreError
 from .keys import LAYOUT, is_key
@@ -98,6 +99,11 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
             threads = build_settings(settings).threads
             lengths = steps.inspect(fetched.path, shown)
             ranges = steps.part_ranges(lengths, parts)
+            # an already sorted BAM takes the single build's sorted-input path (its bytes differ from a
+            # sort's): no part is made, and the merge task builds it whole; an unsorted one is told in ms
+            in_order = sniff(fetched.path) == "bam" and records_in_sort_order(fetched.path, threads) is not None
+            if in_order:
+                ranges = []
             if i < len(ranges):
                 first, stop = ranges[i]
                 out = scratch / "part.bam"
@@ -109,7 +115,7 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
                 store._put(out, unsorted, move=True)  # after its count: a part in the store has one
             if i == 0:
                 body = {"md5": fetched.md5, "sha256": fetched.sha256, "size": fetched.size, "lengths": lengths,
-                        "parts": len(ranges)}
+                        "parts": len(ranges), "sorted_input": in_order}
                 (scratch / INPUT).write_text(json.dumps(body))
                 store._put(scratch / INPUT, info, move=True)
     except Exception as exc:
@@ -159,6 +165,11 @@ def merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sort
         if found is not None:
             return RunResult(id=doc.id, status="cached", key=key, artifacts=store.artifact_uris(found),
                              manifest=store.uri(key, "manifest.json"), records=found.records, **common)
+        info = json.loads(store.fs.cat_file(f"{parts_dir(store, key)}/{INPUT}"))
+        if info.get("sorted_input"):  # nothing to merge: the single build, on this worker, adopts the input
+            whole = build_doc(doc, fmt, settings)
+            store.fs.rm(parts_dir(store, key), recursive=True)
+            return whole
         scratch = make_scratch(settings.scratch, doc.id)
         with shell.time_cap(settings.task_timeout):
             result = _merge(doc, fmt, settings, key, parts, store, scratch, timings)
@@ -200,7 +211,7 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
         pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
                               parameters=key_parameters(pipeline, settings)),
         tools={"samtools": shell.version("samtools"), "pysam": _pysam_version()}, artifacts=artifacts,
-        records={**records, "parts": info["parts"], "merge": "blocks" if redone >= 0 else "records",
+        records={**records, "path": "sort", "parts": info["parts"], "merge": "blocks" if redone >= 0 else "records",
                  "blocks_recompressed": max(redone, 0)}, timings=timings, threads=bsettings.threads,
     )
     committed = store.commit(manifest, {path.name: path for path in files.values()}, move=True)

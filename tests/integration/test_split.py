@@ -202,3 +202,16 @@ def test_a_file_splits_only_from_min_size_on_a_cluster_of_two_or_more_workers(tm
     assert parts(3, **{"split.min-size": size + 1}) == 0 and parts(1, **{"split.min-size": 0}) == 0
     assert parts(4) == 0  # the shipped min-size
     assert load_settings(**{"store.url": "x", "split.min-size": "2GiB"}).split.min_size == 2 * 2**30
+
+
+def test_an_already_sorted_bam_is_not_split_and_gives_the_single_builds_bytes(tmp_path):
+    """A sorted BAM keeps its own record blocks on one worker (records.path "sorted-input"); split, it would
+    be re-encoded: the split graph sees the order and hands the file to the single build, one key one set."""
+    unsorted = samples.bam(tmp_path / "u.bam", reads=3000)
+    ordered = tmp_path / "sorted.bam"
+    subprocess.run(["samtools", "sort", "--no-PG", "-l", "1", "-o", str(ordered), str(unsorted)], check=True)
+    whole, parted = both_ways(ordered, "BAM", tmp_path, 2)
+    assert whole.records["path"] == parted.records["path"] == "sorted-input"
+    for kind in ("data", "index"):
+        assert Path(parted.artifacts[kind]).read_bytes() == Path(whole.artifacts[kind]).read_bytes(), kind
+    assert not list((tmp_path / "many").glob("parts/*"))  # nothing left in the parts area
