@@ -132,7 +132,12 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
            keyed: list[str], common: dict[str, Any], rebuild: bool) -> RunResult:
     store = open_store(settings)
     started = time.perf_counter()
-    fetched = sources.fetch(doc, scratch, settings.source)
+    hashing = None
+    if doc.md5 and sources.is_local(doc.access_url):  # key known: the check runs beside the build
+        hashing = sources.Hashing(doc)
+        fetched = sources.Fetched(hashing.path, doc.md5, "", doc.size or hashing.path.stat().st_size)
+    else:
+        fetched = sources.fetch(doc, scratch, settings.source)
     reference = None
     if takes_reference(pipeline, doc) and doc.reference_md5 is None:  # its md5 is needed for the key
         reference = sources.fetch_reference(doc, scratch, settings.source)
@@ -155,7 +160,16 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
     workdir.mkdir()
     ctx = BuildContext(source=fetched.path, format=fmt, workdir=workdir, settings=build_settings(settings),
                        timings=timings, name=doc.name, reference=reference.path if reference else None)
-    output = pipeline.build(ctx)
+    try:
+        output = pipeline.build(ctx)
+    except Exception:
+        if hashing is not None:
+            hashing.result()  # a source that is not the document's is the cause to report
+        raise
+    if hashing is not None:
+        started = time.perf_counter()
+        fetched = hashing.result()  # before anything is committed: an md5 mismatch commits nothing
+        timings["hash_wait"] = round(time.perf_counter() - started, 4)
     shell.check_time("building")
     started = time.perf_counter()
     artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))

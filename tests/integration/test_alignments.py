@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -185,6 +186,22 @@ def test_md5_mismatch_is_an_input_error_and_run_raises_it(data, settings, store_
     with pytest.raises(preprocess.InputError, match="md5 mismatch for .*m.sam"):
         preprocess.run({"id": "m", "access_url": str(sam), "format": "SAM", "md5": "0" * 32}, settings=settings)
     assert store_files(store_dir) == []
+
+
+def test_a_local_source_hashed_beside_the_build_names_the_mismatch_first_and_records_its_hashes(data, settings,
+                                                                                               store_dir):
+    """A local document with an md5 is hashed on a thread while it builds: a wrong claim on a file that also
+    fails to parse is reported as the md5 mismatch (the cause); a right one records both hashes."""
+    bad = data / "bad.sam"
+    bad.write_text("@SQ\tSN:chr1\tLN:1000\nr1\t0\tchr1\tx\t60\t4M\t*\t0\t0\tACGT\tIIII\n")
+    with pytest.raises(preprocess.InputError, match="md5 mismatch"):
+        preprocess.run({"id": "b", "access_url": str(bad), "format": "SAM", "md5": "0" * 32}, settings=settings)
+    assert store_files(store_dir) == []
+    sam = samples.sam(data / "ok.sam", reads=50)
+    built = preprocess.run({"id": "o", "access_url": str(sam), "format": "SAM", "md5": md5(sam)}, settings=settings)
+    manifest = json.loads(Path(built.manifest).read_text())
+    assert manifest["source"]["sha256"] == hashlib.sha256(sam.read_bytes()).hexdigest()
+    assert manifest["source"]["md5"] == md5(sam) and manifest["source"]["size"] == sam.stat().st_size
 
 
 def test_run_uses_the_notebooks_connected_client_rather_than_starting_a_cluster(data, store_dir, tmp_path):
