@@ -22,6 +22,7 @@ class BuildSettings:
     sort_memory: str = "768M"
     compression_level: int = 6
     cram_output: str = "cram"  # what a CRAM becomes: "cram" or "bam" (changes output bytes, so the key)
+    unreachable_reads: str = "build"  # a read past its reference's end: "build" (counted, named) or "refuse"
 
 
 @dataclass
