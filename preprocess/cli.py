@@ -199,8 +199,9 @@ def doctor(store: str | None) -> None:
 
     from pipelines.pins import TOOLS
 
-    from . import shell
+    from . import __version__, shell
 
+    click.echo(f"ok  {'preprocess':12} {__version__} ({Path(__file__).parent})")
     problems = 0
     for tool in ("samtools", "bgzip", "tabix", "gffread", "sort", "awk", "gzip", "bash"):
         found = shutil.which(tool)
@@ -270,7 +271,8 @@ def _finish(report: Any, json_path: str | None, table: Callable[[Any], str] | No
 
 
 def summary_table(report: BatchReport) -> str:
-    """One line per file (id, status, format, key prefix, first artifact or error), then the counts."""
+    """One line per file (id, status, format, key prefix, first artifact or error), a line per warning
+    (a file built with reads no region query reaches), then the counts."""
     rows = [("id", "status", "format", "key", "artifact / error")]
     for r in report.results:
         detail = f"{r.error.class_}: {r.error.message}" if r.error else r.artifacts.get("data", "")
@@ -278,6 +280,7 @@ def summary_table(report: BatchReport) -> str:
     widths = [min(40, max(len(row[i]) for row in rows)) for i in range(4)]
     lines = ["  ".join(cell.ljust(widths[i])[: max(widths[i], 1)] if i < 4 else cell
                        for i, cell in enumerate(row)) for row in rows]
+    lines += [f"warning: {w['id']}: {w['warning']}" for w in report.warnings]
     counts = ", ".join(f"{n} {status}" for status, n in report.counts.items() if n)
     lines.append(f"\n{len(report.results)} file(s): {counts or 'nothing to do'}; store {report.store}")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from .model import BatchReport, redact_url
 from .store import ArtifactStore
 
 RUNS = "runs"
-_PACKAGES = ("preprocess", "dask", "distributed", "fsspec", "s3fs", "adlfs", "pysam", "pydantic")
+_PACKAGES = ("dask", "distributed", "fsspec", "s3fs", "adlfs", "pysam", "pydantic")
 
 
 def new_run_id() -> str:
@@ -57,7 +57,9 @@ def versions() -> dict[str, str]:
     """Python and the installed versions of the packages a run depends on (from metadata: no imports)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {"python": sys.version.split()[0]}
+    from . import __version__
+
+    found = {"python": sys.version.split()[0], "preprocess": __version__}  # its distribution: preprocess-genomics
     for package in _PACKAGES:
         try:
             found[package] = version(package)
