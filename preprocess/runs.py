@@ -150,6 +150,26 @@ def list_records(store: ArtifactStore, last: int | None = None) -> list[dict[str
     return records
 
 
+def latest_outcomes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each id's outcome in the most recent run that had it (records oldest first; dry runs skipped),
+    with the run's id and start time: `status`, `key`, `error`, and `md5`/`pipeline` where recorded."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.get("options", {}).get("dry_run"):
+            continue
+        when = {"run": record.get("run"), "when": record.get("started")}
+        for entry in record.get("results", []):
+            if entry.get("status") in ("built", "cached", "passthrough", "failed"):
+                latest[entry["id"]] = {**entry, **when}
+        for doc_id, md5 in record.get("ok", []):  # reindex lists unchanged rows as [id, md5], without key
+            earlier = latest.get(doc_id, {})
+            same = earlier.get("md5") in (md5, None)  # a batch records no md5: its key stands
+            latest[doc_id] = {"id": doc_id, "status": "cached", "md5": md5, "error": None,
+                              "key": earlier.get("key") if same else None,
+                              "pipeline": earlier.get("pipeline") if same else None, **when}
+    return latest
+
+
 def failed_ids(report_path: str) -> set[str]:
     """The ids of the rows that failed in an earlier batch or reindex report (`--json` output)."""
     from .errors import ConfigError
