@@ -1,21 +1,25 @@
 """The interval pipelines' in-memory pass: read the text once, check it and sort it by columns (polars).
 
-It replaces `validate.awk | sort` for a plain text that fits the memory budget and in which nothing is
-unusual: it writes exactly the lines, in exactly the order, that the streaming pass would (sort -s: keys
-compared bytewise and numerically, ties in input order), so bgzip gives the same bytes. Anything the
-validator would say something about (a control character or CR, a blank line, a header line after data,
-a bad coordinate, ragged rows, a VCF INFO/END, text that is not UTF-8) gives None, and the caller runs
+It replaces `validate.awk | sort` (and, for a BGZF input, validate.awk's check of the order) for a
+plain or BGZF text that fits the memory budget and in which nothing is unusual: it writes exactly the
+lines, in exactly the order, that the streaming pass would (sort -s: keys compared bytewise and
+numerically, ties in input order), so bgzip gives the same bytes. Anything the validator would say
+something about (a control character or CR, a blank line, a header line after data, a bad coordinate,
+ragged rows, a VCF INFO/END, text that is not UTF-8, a damaged block) gives None, and the caller runs
 the streaming pass, which names the first such line exactly as it always has.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from preprocess import shell
+
+from . import bgzf
 
 if TYPE_CHECKING:
     from .intervals import IntervalFormat
@@ -35,16 +39,24 @@ def budget(sort_memory: str, threads: int) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)] * max(1, threads) if match else 0
 
 
-def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level: int,
-              memory: int) -> tuple[list[str], dict[str, Any]] | None:
-    """Sort and bgzip a plain text `source` into `out` as the sorting pass would: (header lines, stats in
-    validate.awk's terms), or None, writing nothing, when the streaming pass must run instead."""
-    if not spec.sort_keys or source.stat().st_size * PEAK_MULTIPLE > memory:
+def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level: int, memory: int,
+              compression: str, reuse: bool) -> tuple[list[str], dict[str, Any], str] | None:
+    """Sort and bgzip a plain or BGZF text `source` into `out` as the sorting pass would: (header lines,
+    stats in validate.awk's terms, path), or None, writing nothing, when the streaming pass must run
+    instead. With `reuse`, a BGZF input already in order whose text is exactly the output's is copied
+    as it is (path "input", as the streaming check decides it); otherwise the path is "columnar"."""
+    if not spec.sort_keys:
         return None
-    data = source.read_bytes()
+    layout = bgzf.blocks(source) if compression == "bgzf" else None
+    if compression == "bgzf" and layout is None:
+        return None
+    size = sum(block.isize for block in layout) if layout is not None else source.stat().st_size
+    if size * PEAK_MULTIPLE > memory:
+        return None
+    data = source.read_bytes() if compression == "plain" else _decompressed(source, threads)
     if not data or not data.endswith(b"\n") or data.startswith(b"\n") or b"\n\n" in data:
         return None
-    fasta = 0
+    whole, fasta = len(data), 0
     if spec.kind == "gff":  # a GFF3 ##FASTA section ends the records: its lines are dropped and counted
         cut = 0 if data.startswith(b"##FASTA") else data.find(b"\n##FASTA") + 1
         if cut > 0 or data.startswith(b"##FASTA"):
@@ -66,9 +78,22 @@ def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level
     if found is None:
         return None
     header, frame, stats = found
-    stats["fasta"], stats["lines"] = fasta, stats["lines"] + fasta
-    _write(out, header, _sorted_lines(spec, frame, header, stats["contigs"]), threads, level)
-    return header, stats
+    stats["fasta"], stats["lines"], stats["bytes"] = fasta, stats["lines"] + fasta, whole
+    permutation = _sort_order(spec, frame, header, stats["contigs"])
+    in_order = bool((permutation == pl.int_range(len(permutation), eager=True)).all())
+    if in_order and reuse and layout is not None and not fasta and bgzf.ends_with_eof_block(source, layout):
+        shutil.copyfile(source, out)
+        return header, stats, "input"
+    ordered = frame.select("line") if in_order else frame.select(pl.col("line").gather(permutation))
+    _write(out, header, ordered, threads, level)
+    return header, stats, "columnar"
+
+
+def _decompressed(source: Path, threads: int) -> bytes:
+    """A BGZF file's text, or b"" where bgzip cannot read it (the streaming pass then says why)."""
+    done = subprocess.run(["bgzip", "-dc", "-@", str(threads), str(source)], capture_output=True,
+                          env=shell.environment(), start_new_session=True)
+    return done.stdout if done.returncode == 0 else b""
 
 
 def _checked(spec: IntervalFormat, lines: Any) -> tuple[list[str], Any, dict[str, Any]] | None:
@@ -124,10 +149,11 @@ def _checked(spec: IntervalFormat, lines: Any) -> tuple[list[str], Any, dict[str
     return header, frame, stats
 
 
-def _sorted_lines(spec: IntervalFormat, frame: Any, header: list[str], contigs: list[str]) -> Any:
-    """The data lines in `sort -s` order for spec.sort_keys: contigs ranked (VCF: by the header's ##contig
-    lines, then by name; others bytewise by name, as LC_ALL=C compares), then the numeric keys, then
-    the input order, all as integers (a sort on strings with kept order is several times slower)."""
+def _sort_order(spec: IntervalFormat, frame: Any, header: list[str], contigs: list[str]) -> Any:
+    """The permutation that puts the data lines in `sort -s` order for spec.sort_keys: contigs ranked
+    (VCF: by the header's ##contig lines, then by name; others bytewise by name, as LC_ALL=C compares),
+    then the numeric keys, then the input order, all as integers (a sort on strings with kept order is
+    several times slower)."""
     import polars as pl
 
     if spec.kind == "vcf":
@@ -141,8 +167,7 @@ def _sorted_lines(spec: IntervalFormat, frame: Any, header: list[str], contigs: 
     rank = pl.col("contig").replace_strict({name: i for i, name in enumerate(order)}, return_dtype=pl.Int64)
     first = rank * (1 << 34) + pl.col("start")  # starts are below 2^33 (ends at most TABIX_MAX, checked)
     keys = [first, pl.col("end")] if spec.kind == "bed" else [first]
-    permutation = frame.select(pl.arg_sort_by([*keys, pl.int_range(pl.len())])).to_series()
-    return frame.select(pl.col("line").gather(permutation))
+    return frame.select(pl.arg_sort_by([*keys, pl.int_range(pl.len())])).to_series()
 
 
 def _write(out: Path, header: list[str], lines: Any, threads: int, level: int) -> None:

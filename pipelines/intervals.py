@@ -210,8 +210,8 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     """Validate, sort, compress, index and check `source` as `spec`; the artifacts go in ctx.workdir.
 
     `source` is the user's file or one converted from it; `where` says where its line N came from.
-    `paths` are the shortcuts the content may take ("input", "stream"): fewer only to prove, in tests,
-    that each gives the sorting path's bytes.
+    `paths` are the shortcuts the content may take ("input", "stream", "columnar"): fewer only to prove,
+    in tests, that each gives the sorting path's bytes.
     """
     work = ctx.workdir
     label = ctx.label
@@ -223,7 +223,16 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     # a shortcut's attempt would stop within its first lines: skip its processes (same bytes either way)
     unsorted = paths != ("sort",) and plainly_unsorted(source, spec)
     path = "stream" if "stream" in paths and not unsorted else "sort"
-    if "input" in paths and not unsorted and sniff_compression(source) == "bgzf":
+    compression = sniff_compression(source)
+    found = None
+    if "columnar" in paths and compression == "bgzf":  # in memory: the order checked, the file sorted if need be
+        with ctx.stage("sort"):
+            found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
+                                       columnar.budget(settings.sort_memory, settings.threads), compression,
+                                       reuse="input" in paths)
+        if found is not None:
+            header, stats, path = found
+    if found is None and "input" in paths and not unsorted and compression == "bgzf":
         with ctx.stage("check"):
             header, stats = run_validated("check", spec, ctx, source, out, where=where)
         if stats["unsorted"]:
@@ -236,13 +245,13 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
             header, stats = run_validated("stream", spec, ctx, source, out, *sorting, where=where)
         if stats["unsorted"]:
             path = "sort"
-    if path == "sort" and "columnar" in paths and sniff_compression(source) == "plain":
+    if path == "sort" and "columnar" in paths and compression == "plain":
         with ctx.stage("sort"):
             found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
-                                       columnar.budget(settings.sort_memory, settings.threads))
+                                       columnar.budget(settings.sort_memory, settings.threads), compression,
+                                       reuse=False)
         if found is not None:
-            header, stats = found
-            path = "columnar"
+            header, stats, path = found
     if path == "sort":
         with ctx.stage("sort"):
             split = split_point(source, spec, settings.threads)

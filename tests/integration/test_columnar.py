@@ -98,3 +98,32 @@ def test_a_text_past_the_memory_budget_keeps_the_external_sort(tmp_path):
     source = samples.bed(tmp_path / "in.bed", records=2000)
     got = same_as_streaming(intervals.BED, source, tmp_path, sort_memory="16K")
     assert not isinstance(got, str) and got[2]["path"] == "sort"
+
+
+@pytest.mark.parametrize("name", ["bed", "vcf"])
+def test_a_bgzf_input_is_checked_in_memory_reused_when_canonical_and_sorted_when_not(tmp_path, name):
+    """Sorted and canonical: its own bytes (as the streaming check decides); unsorted: sorted in memory to
+    the streaming sort's bytes; either way what the streaming passes give."""
+    spec = {"bed": intervals.BED, "vcf": intervals.VCF}[name]
+    plain = (samples.bed(tmp_path / "in.bed", records=3000) if name == "bed"
+             else samples.vcf(tmp_path / "in.vcf", records=3000))
+    unsorted = samples.bgzip(plain, tmp_path / f"unsorted.{name}.gz")
+    (tmp_path / "unsorted").mkdir()
+    got = same_as_streaming(spec, unsorted, tmp_path / "unsorted")
+    assert not isinstance(got, str) and got[2]["path"] == "columnar"
+    ordered = tmp_path / f"sorted.{name}.gz"
+    ordered.write_bytes(got[0])
+    reused = build(spec, ordered, tmp_path / "reused")
+    checked = build(spec, ordered, tmp_path / "checked", paths=("input", "stream", "sort"))
+    assert not isinstance(reused, str) and reused[2]["path"] == "input" and reused[0] == ordered.read_bytes()
+    assert reused == checked
+
+
+def test_a_corrupt_bgzf_block_is_named_by_the_streaming_pass(tmp_path):
+    plain = samples.bed(tmp_path / "in.bed", records=20000)
+    source = samples.bgzip(plain, tmp_path / "in.bed.gz")
+    raw = bytearray(source.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # a byte inside a middle block's deflate data
+    source.write_bytes(bytes(raw))
+    got = same_as_streaming(intervals.BED, source, tmp_path)
+    assert isinstance(got, str) and got.startswith("in.bed.gz: ")
