@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from preprocess import shell
+
 
 @dataclass(frozen=True)
 class BuildSettings:
@@ -40,10 +42,12 @@ class BuildContext:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Time a stage; its duration goes into the manifest."""
+        """Time a stage; its duration goes into the manifest. A stage writes only its work folder, so the
+        task's time cap may stop it anywhere, a Python loop included (shell.interruptible)."""
         started = time.perf_counter()
         try:
-            yield
+            with shell.interruptible(f"the {name} stage"):
+                yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 4)
 
