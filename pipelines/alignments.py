@@ -189,7 +189,8 @@ def records_in_sort_order(bam: Path, threads: int = 1, in_order_so_far: Callable
                             start_new_session=True)
     assert proc.stdout is not None
     try:
-        found = _walk_records(proc.stdout, in_order_so_far or (lambda: None))
+        with shell.interruptible("checking the record order"):  # a pure-Python loop: stopped at the cap
+            found = _walk_records(proc.stdout, in_order_so_far or (lambda: None))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -258,7 +259,8 @@ def _keys_in_order(buf: bytes | bytearray, starts: list[int], last: tuple[int, i
                 return None
             last = key
         return last
-    import numpy as np
+    with shell.held():  # an import cut in two by the time cap would leave numpy half-initialised
+        import numpy as np
 
     at = np.asarray(starts, dtype=np.int64)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from preprocess import shell
 from preprocess.errors import InputError
 
 from .base import BuildContext, BuildOutput, BuildSettings
@@ -61,7 +62,7 @@ class BigBedPipeline:
 def to_bed(path: Path, out: Path, label: str) -> tuple[dict[str, int], int, str]:
     """Write every record of a bigBed as a BED line; return contig lengths, the count and the byte order."""
     try:
-        with open(path, "rb") as stream:
+        with open(path, "rb") as stream, shell.interruptible("converting the bigBed's records"):
             return _convert(stream, out, label)
     except (struct.error, zlib.error, EOFError, IndexError, ValueError) as exc:
         raise InputError(f"{label}: truncated or corrupt bigBed ({type(exc).__name__}: {exc})") from None

@@ -51,32 +51,37 @@ def require(tool: str) -> str:
 class _Cap:
     """One task's time cap: its deadline, and the thread that entered it. At the deadline a timer raises
     TimeLimitError inside that thread if it is then in an `interruptible()` region (a pure-Python loop
-    stops there at its next bytecode); elsewhere the next `check_time` or tool call raises it."""
+    stops there at its next bytecode); elsewhere the next `check_time` or tool wait raises it."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.deadline = time.monotonic() + seconds
         self.thread = threading.get_ident()
         self.lock = threading.Lock()
-        self.regions: list[str] = []  # what the thread is doing, innermost last, while interruptible
+        self.regions: list[str | None] = []  # what the thread is doing, innermost last; None: held
         self.sent = False
         self.timer = threading.Timer(seconds, self._expire)
         self.timer.daemon = True
 
     def _expire(self) -> None:
         with self.lock:
-            if self.regions and not self.sent:
+            if self.regions and self.regions[-1] is not None and not self.sent:
                 self.sent = _raise_in(self.thread, _CapReached)
 
-    def enter(self, doing: str) -> None:
+    def enter(self, doing: str | None) -> None:
         with self.lock:
             self.regions.append(doing)
+            if doing is None and self.sent:
+                _raise_in(self.thread, None)  # not inside a hold: `held` raises it at its start instead
 
     def leave(self) -> None:
         with self.lock:
             self.regions.pop()
             if not self.regions and self.sent:
                 _raise_in(self.thread, None)  # cancel it if it was not delivered yet
+
+    def doing(self) -> str:
+        return next((doing for doing in reversed(self.regions) if doing), "running")
 
     def message(self, doing: str) -> str:
         return f"stopped after the task time cap of {self.seconds:g}s (preprocess.task-timeout) while {doing}"
@@ -96,8 +101,7 @@ class _CapReached(TimeLimitError):
 
     def __init__(self, *args: object) -> None:
         cap = _DEADLINE.get()
-        doing = cap.regions[-1] if cap and cap.regions else "running"
-        super().__init__(*args or (cap.message(doing) if cap else "stopped after the task time cap",))
+        super().__init__(*args or (cap.message(cap.doing()) if cap else "stopped after the task time cap",))
 
     def info(self) -> dict[str, str]:
         return {"class": "TimeLimitError", "message": str(self)}
@@ -113,8 +117,8 @@ _DEADLINE: ContextVar[_Cap | None] = ContextVar("preprocess_deadline", default=N
 @contextlib.contextmanager
 def time_cap(seconds: float | None) -> Iterator[None]:
     """Within the block, a tool still running `seconds` after the block began is killed with its whole
-    process group (a pipeline's every stage, anything they spawned) and TimeLimitError raised; so is
-    Python code in an `interruptible()` region, at the deadline."""
+    process group (a pipeline's every stage, anything they spawned) and TimeLimitError raised; Python
+    code in an `interruptible()` region is stopped at the deadline too."""
     cap = _Cap(seconds) if seconds else None
     token = _DEADLINE.set(cap)
     if cap:
@@ -131,9 +135,9 @@ def time_cap(seconds: float | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def interruptible(doing: str) -> Iterator[None]:
-    """A region that the task's time cap may stop at its deadline, wherever it is (a loop over input
-    structure, a library call between two bytecodes): only code that may be abandoned at any point, such
-    as a pipeline's stage writing its own work folder. Elsewhere, or in another thread, it does nothing."""
+    """A region that the task's time cap may stop at its deadline, at any bytecode: only pure-Python work
+    over input that may be abandoned anywhere (its files in `with` blocks; it starts no process or thread,
+    which an exception landing mid-start would orphan). In another thread it does nothing."""
     cap = _DEADLINE.get()
     if cap is None or cap.thread != threading.get_ident():
         yield
@@ -144,6 +148,23 @@ def interruptible(doing: str) -> Iterator[None]:
         yield
     finally:
         cap.leave()
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Within an interruptible region, a step the cap must not cut in two (an import, starting a process
+    or thread): a deadline that passes inside it is raised as it ends."""
+    cap = _DEADLINE.get()
+    if cap is None or cap.thread != threading.get_ident() or not cap.regions:
+        yield
+        return
+    cap.enter(None)
+    try:
+        check_time(cap.doing())
+        yield
+    finally:
+        cap.leave()
+    check_time(cap.doing())
 
 
 def time_left() -> float | None:

@@ -20,6 +20,7 @@ import pytest
 
 import preprocess
 from preprocess.build import build_doc
+from preprocess.errors import TimeLimitError
 from preprocess.model import FileDoc
 from tests import hostile_samples, samples
 from tests.conftest import store_files
@@ -114,6 +115,16 @@ def test_a_bam_with_a_huge_header_builds_within_a_generous_cap(settings, huge_he
     assert result.records["in"] == result.records["out"] == 200 and result.records["path"] == "sorted-input"
     with pysam.AlignmentFile(result.artifacts["data"]) as aln:
         assert len(str(aln.header)) > 128 * 10**6 and aln.references == ("chr1",)
+
+
+def test_the_time_cap_stops_the_order_check_in_its_python_loop(huge_header):
+    from pipelines.alignments import records_in_sort_order
+    from preprocess import shell
+
+    with pytest.raises(TimeLimitError) as caught, shell.time_cap(0.05):
+        records_in_sort_order(huge_header)
+    assert str(caught.value) == ("stopped after the task time cap of 0.05s (preprocess.task-timeout) "
+                                 "while checking the record order")
 
 
 def test_the_time_cap_stops_a_huge_header_build_at_its_deadline_on_a_worker(tmp_path, huge_header):

@@ -65,3 +65,16 @@ def test_another_thread_is_never_interrupted():
         helper.start()
         helper.join()
     assert done == [True]
+
+
+def test_a_held_step_is_not_cut_and_the_deadline_is_raised_as_it_ends():
+    finished = []
+    with pytest.raises(TimeLimitError, match="while walking records$"), shell.time_cap(0.2), \
+            shell.interruptible("walking records"):
+        with shell.held():
+            deadline = time.monotonic() + 0.6
+            while time.monotonic() < deadline:  # past the cap's deadline, in Python, uncut
+                pass
+            finished.append(True)
+        pytest.fail("the held step ended past the deadline without raising")
+    assert finished == [True]
