@@ -197,7 +197,7 @@ class SlowSource(TimeoutError):
     """A download slower than source.min-rate: transient (retried like a read timeout), then a SourceError."""
 
 
-class Pace:
+class _Pace:
     """A download's floor: each window of `source.timeout` seconds must bring `source.min-rate` bytes a
     second, no read may wait longer than `source.timeout`, and none past the task's time cap."""
 
@@ -236,7 +236,7 @@ class Pace:
         nothing came for `source.timeout` seconds (a read timeout). Raises which."""
         cap = time_left()
         if cap is not None and cap < self._SLACK:
-            time.sleep(cap)
+            time.sleep(cap + 0.001)
             check_time("downloading the source")
         self._roll(time.monotonic() + self._SLACK)
         raise SlowSource(f"no byte for {self.window:g}s (source.timeout)")
@@ -248,7 +248,7 @@ def _download(url: str, scratch: Path, settings: SourceSettings, expected: int |
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
     resolved, headers = resolve(url, settings)
-    pace = Pace(settings)
+    pace = _Pace(settings)
     with _open(resolved, headers, settings, pace) as (blocks, announced), open(target, "wb") as out:
         expected = expected or announced
         for block in blocks:
@@ -277,7 +277,7 @@ def resolve(url: str, settings: SourceSettings) -> tuple[str, dict[str, str]]:
 
 @contextmanager
 def _open(url: str, headers: dict[str, str], settings: SourceSettings,
-          pace: Pace) -> Iterator[tuple[Iterator[bytes], int | None]]:
+          pace: _Pace) -> Iterator[tuple[Iterator[bytes], int | None]]:
     """The URL's bytes as blocks, and its size when the server says: one streaming GET for http(s),
     fsspec for object stores (whose libraries bound their own reads; `pace` checks the rate between blocks)."""
     scheme = urlsplit(url).scheme
@@ -309,7 +309,7 @@ def _open(url: str, headers: dict[str, str], settings: SourceSettings,
             from None
 
 
-def _paced(response: Any, pace: Pace) -> Iterator[bytes]:
+def _paced(response: Any, pace: _Pace) -> Iterator[bytes]:
     """An http(s) body as it arrives (read1: whatever one socket read brings, decoded as requests would),
     each read waiting on the socket only as long as `pace` allows."""
     from urllib3.exceptions import ReadTimeoutError
