@@ -195,7 +195,8 @@ def records_in_sort_order(bam: Path, threads: int = 1, in_order_so_far: Callable
                             start_new_session=True)
     assert proc.stdout is not None
     try:
-        found = _walk_records(proc.stdout, in_order_so_far or (lambda: None))
+        with shell.interruptible("checking the record order"):  # a pure-Python loop: stopped at the cap
+            found = _walk_records(proc.stdout, in_order_so_far or (lambda: None))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -205,17 +206,14 @@ def records_in_sort_order(bam: Path, threads: int = 1, in_order_so_far: Callable
 
 
 def _walk_records(stream: IO[bytes], in_order_so_far: Callable[[], None]) -> int | None:
-    """records_in_sort_order's pass over an uncompressed BAM stream."""
-    buf = b""
+    """records_in_sort_order's pass over an uncompressed BAM stream. The header is gathered into one
+    growing buffer, each byte copied once: a 64 MB header is linear work, not 1000 copies of the whole."""
+    buf = bytearray()
 
     def have(size: int) -> bool:
-        nonlocal buf
-        while len(buf) < size:
-            chunk = stream.read(_FIRST_CHUNK)
-            if not chunk:
-                return False
-            buf += chunk
-        return True
+        if len(buf) < size:  # one read for all that is missing (a pipe's read(n) waits for n or the end)
+            buf.extend(stream.read(max(size - len(buf), _FIRST_CHUNK)))
+        return len(buf) >= size
 
     if not have(12) or buf[:4] != BAM_MAGIC:
         return None
@@ -250,11 +248,12 @@ def _walk_records(stream: IO[bytes], in_order_so_far: Callable[[], None]) -> int
         chunk = stream.read(_CHUNK if count else _FIRST_CHUNK)  # a small first look: most unsorted files end here
         if not chunk:
             return count if pos == end else None
-        buf = buf[pos:] + chunk
+        del buf[:pos]
+        buf += chunk
         pos = 0
 
 
-def _keys_in_order(buf: bytes, starts: list[int], last: tuple[int, int] | None) -> tuple[int, int] | None:
+def _keys_in_order(buf: bytes | bytearray, starts: list[int], last: tuple[int, int] | None) -> tuple[int, int] | None:
     """The last (reference, position-and-strand) key when the records at `starts` continue `last` in
     samtools sort order, else None. The reference id is compared as unsigned, so unplaced (-1) sorts last.
     A few records are compared in Python (an unsorted file is usually refused here, without numpy's import)."""
@@ -266,7 +265,8 @@ def _keys_in_order(buf: bytes, starts: list[int], last: tuple[int, int] | None) 
                 return None
             last = key
         return last
-    import numpy as np
+    with shell.held():  # an import cut in two by the time cap would leave numpy half-initialised
+        import numpy as np
 
     at = np.asarray(starts, dtype=np.int64)
 

@@ -8,18 +8,24 @@ Layout: UCSC's bigBed format (Kent et al. 2010): a 64-byte header, a B+ tree of 
 record count, zlib blocks of records (chromId, chromStart, chromEnd: uint32; rest: a NUL-terminated
 string; 0-based half-open as in BED), and an R-tree whose leaves give each block's offset and size
 (the blocks need not be contiguous: bigtools writes the chromosome tree between them and the index).
+Hostile files are bounded: each tree node is read once, trees are at most _MAX_DEPTH deep and their nodes
+hold no more bytes than the file, blocks do not overlap, and a block inflates to at most the size the
+header declares (so output is at most zlib's ratio times the file's size, in memory one block at a time).
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from preprocess import shell
 from preprocess.errors import InputError
 
 from .base import BuildContext, BuildOutput, BuildSettings
@@ -28,6 +34,8 @@ from .intervals import BED, build_intervals, converted_line
 BIGBED_MAGIC = 0x8789F2EB
 CHROM_TREE_MAGIC = 0x78CA8C91
 CIR_TREE_MAGIC = 0x2468ACE0
+_MAX_DEPTH = 64  # tree levels: UCSC's trees (up to 256 children a node) have a handful
+_MAX_BLOCK = 256 * 2**20  # uncompressed bytes in one data block; writers make blocks of ~512 records
 
 
 @dataclass(frozen=True)
@@ -54,10 +62,13 @@ class BigBedPipeline:
 def to_bed(path: Path, out: Path, label: str) -> tuple[dict[str, int], int, str]:
     """Write every record of a bigBed as a BED line; return contig lengths, the count and the byte order."""
     try:
-        with open(path, "rb") as stream:
+        with open(path, "rb") as stream, shell.interruptible("converting the bigBed's records"):
             return _convert(stream, out, label)
     except (struct.error, zlib.error, EOFError, IndexError, ValueError) as exc:
         raise InputError(f"{label}: truncated or corrupt bigBed ({type(exc).__name__}: {exc})") from None
+    except MemoryError:
+        raise InputError(f"{label}: bigBed too large to convert in the memory this worker has (MemoryError)"
+                         ) from None
     except OSError as exc:  # a corrupt offset: seek() past what the OS allows (EINVAL); a full disk stays itself
         if exc.errno == errno.ENOSPC:
             raise
@@ -77,6 +88,9 @@ def _convert(stream: BinaryIO, out: Path, label: str) -> tuple[dict[str, int], i
     stream.seek(-4, 2)
     if stream.read(4) != head[:4]:
         raise InputError(f"{label}: truncated bigBed (a whole file ends with the magic number it starts with)")
+    if buffer_size > _MAX_BLOCK:
+        raise InputError(f"{label}: corrupt bigBed (its header declares data blocks of {buffer_size} bytes "
+                         f"uncompressed; at most {_MAX_BLOCK} are read)")
     names, lengths = _chromosomes(stream, order, chrom_tree, label)
     stream.seek(data_offset)
     expected = struct.unpack(order + "Q", _read(stream, 8))[0]
@@ -87,7 +101,7 @@ def _convert(stream: BinaryIO, out: Path, label: str) -> tuple[dict[str, int], i
             stream.seek(offset)
             block = _read(stream, size)
             if buffer_size:
-                block = zlib.decompress(block)
+                block = _inflate(block, buffer_size, offset, label)
             at = 0
             while at < len(block):
                 chrom_id, start, end = record.unpack_from(block, at)
@@ -116,22 +130,72 @@ def _read(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
+def _inflate(block: bytes, limit: int, offset: int, label: str) -> bytes:
+    """A zlib data block, inflated to no more than `limit` bytes (the header's uncompressBufSize)."""
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(block, limit)
+    if inflater.unconsumed_tail or not inflater.eof and inflater.decompress(b"", 1):
+        raise InputError(f"{label}: corrupt bigBed (the data block at offset {offset} inflates to more than the "
+                         f"{limit} bytes its header allows a block)")
+    if not inflater.eof:
+        raise zlib.error(f"the data block at offset {offset} is an incomplete or truncated zlib stream")
+    return data
+
+
+class _TreeWalk:
+    """The nodes of one of the file's trees, each read once: a node reached twice (a loop, or a node with
+    two parents), a tree deeper than _MAX_DEPTH or nodes holding more bytes than the file are corrupt."""
+
+    def __init__(self, stream: BinaryIO, root: int, what: str, label: str) -> None:
+        self.stream, self.what, self.label = stream, what, label
+        self.pending, self.seen = [(root, 0)], set[int]()
+        self.budget = os.fstat(stream.fileno()).st_size
+
+    def __iter__(self) -> Iterator[int]:
+        """Seeks to each node in turn and yields its depth; `child` adds the nodes it points to."""
+        while self.pending:
+            offset, depth = self.pending.pop()
+            if offset in self.seen:
+                raise InputError(f"{self.label}: corrupt bigBed (its {self.what} reaches the node at offset "
+                                 f"{offset} twice: a tree's nodes have one parent, and loops never end)")
+            if depth > _MAX_DEPTH:
+                raise InputError(f"{self.label}: corrupt bigBed (its {self.what} is more than {_MAX_DEPTH} "
+                                 "levels deep)")
+            self.seen.add(offset)
+            self.stream.seek(offset)
+            yield depth
+
+    def spend(self, size: int) -> None:
+        """Count `size` bytes of node read; together they cannot exceed the file (nodes do not overlap)."""
+        self.budget -= size
+        if self.budget < 0:
+            raise InputError(f"{self.label}: corrupt bigBed (its {self.what}'s nodes hold more bytes than the file)")
+
+    def child(self, offset: int, depth: int) -> None:
+        self.pending.append((offset, depth + 1))
+
+
 def _block_list(stream: BinaryIO, order: str, offset: int, label: str) -> list[tuple[int, int]]:
-    """(offset, size) of every data block, in file order, from the R-tree's leaves."""
+    """(offset, size) of every data block, in file order, from the R-tree's leaves; blocks may not overlap."""
     stream.seek(offset)
     if struct.unpack(order + "I", _read(stream, 4))[0] != CIR_TREE_MAGIC:
         raise InputError(f"{label}: corrupt bigBed (no R-tree index where the header points)")
     blocks = set()
-    pending = [offset + 48]
-    while pending:
-        stream.seek(pending.pop())
+    walk = _TreeWalk(stream, offset + 48, "R-tree index", label)
+    for depth in walk:
         leaf, _, count = struct.unpack(order + "BBH", _read(stream, 4))
+        walk.spend(4 + count * (32 if leaf else 24))
         for _ in range(count):
             if leaf:
                 blocks.add(struct.unpack(order + "16xQQ", _read(stream, 32)))
             else:
-                pending.append(struct.unpack(order + "16xQ", _read(stream, 24))[0])
-    return sorted(blocks)
+                walk.child(struct.unpack(order + "16xQ", _read(stream, 24))[0], depth)
+    ordered = sorted(blocks)
+    for (first, size), (second, _) in itertools.pairwise(ordered):
+        if second < first + size:
+            raise InputError(f"{label}: corrupt bigBed (its index lists data blocks that overlap, at offsets "
+                             f"{first} and {second})")
+    return ordered
 
 
 def _chromosomes(stream: BinaryIO, order: str, offset: int, label: str) -> tuple[dict[int, bytes], dict[bytes, int]]:
@@ -142,10 +206,10 @@ def _chromosomes(stream: BinaryIO, order: str, offset: int, label: str) -> tuple
         raise InputError(f"{label}: corrupt bigBed (no chromosome tree where the header points)")
     names: dict[int, bytes] = {}
     lengths: dict[bytes, int] = {}
-    pending = [stream.tell()]
-    while pending:
-        stream.seek(pending.pop())
+    walk = _TreeWalk(stream, stream.tell(), "chromosome tree", label)
+    for depth in walk:
         leaf, _, count = struct.unpack(order + "BBH", _read(stream, 4))
+        walk.spend(4 + count * (key_size + 8))
         for _ in range(count):
             key = _read(stream, key_size).rstrip(b"\0")
             if leaf:
@@ -153,7 +217,7 @@ def _chromosomes(stream: BinaryIO, order: str, offset: int, label: str) -> tuple
                 names[chrom_id] = key
                 lengths[key] = size
             else:
-                pending.append(struct.unpack(order + "Q", _read(stream, 8))[0])
+                walk.child(struct.unpack(order + "Q", _read(stream, 8))[0], depth)
     return names, lengths
 
 

@@ -30,6 +30,18 @@ def _seconds(value: Any) -> Any:
         raise ValueError(f"expected a duration such as 90s, 10m or 2h, got {value!r}") from None
 
 
+def _size(value: Any) -> Any:
+    """"16KiB", "2MB", 1024 -> bytes (dask's own parser)."""
+    if not isinstance(value, str):
+        return value
+    from dask.utils import parse_bytes
+
+    try:
+        return parse_bytes(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"expected a size such as 16KiB or 2MB, got {value!r}") from None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=lambda n: n.replace("_", "-"))
 
@@ -64,10 +76,13 @@ class ClusterSettings(_Section):
 
 class SourceSettings(_Section):
     timeout: float = Field(default=60, gt=0)
+    min_rate: int = Field(default=16 * 2**10, ge=0)
     attempts: int = Field(default=4, ge=1)
     backoff: float = Field(default=1.0, ge=0)
     drs_scheme: Literal["https", "http"] = "https"
     drs_access_schemes: list[str] = Field(default_factory=lambda: ["https", "s3", "az", "gs"])
+
+    _rate = field_validator("min_rate", mode="before")(lambda v: _size(v))
 
 
 class SplitSettings(_Section):

@@ -12,11 +12,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, TimeLimitError, ToolError
 
@@ -46,27 +48,136 @@ def require(tool: str) -> str:
     return found
 
 
-# (deadline on time.monotonic(), the cap in seconds) of the task running in this thread, if capped
-_DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("preprocess_deadline", default=None)
+class _Cap:
+    """One task's time cap: its deadline, and the thread that entered it. At the deadline a timer raises
+    TimeLimitError inside that thread if it is then in an `interruptible()` region (a pure-Python loop
+    stops there at its next bytecode); elsewhere the next `check_time` or tool wait raises it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.thread = threading.get_ident()
+        self.lock = threading.Lock()
+        self.regions: list[str | None] = []  # what the thread is doing, innermost last; None: held
+        self.sent = False
+        self.timer = threading.Timer(seconds, self._expire)
+        self.timer.daemon = True
+
+    def _expire(self) -> None:
+        with self.lock:
+            if self.regions and self.regions[-1] is not None and not self.sent:
+                self.sent = _raise_in(self.thread, _CapReached)
+
+    def enter(self, doing: str | None) -> None:
+        with self.lock:
+            self.regions.append(doing)
+            if doing is None and self.sent:
+                _raise_in(self.thread, None)  # not inside a hold: `held` raises it at its start instead
+
+    def leave(self) -> None:
+        with self.lock:
+            self.regions.pop()
+            if not self.regions and self.sent:
+                _raise_in(self.thread, None)  # cancel it if it was not delivered yet
+
+    def doing(self) -> str:
+        return next((doing for doing in reversed(self.regions) if doing), "running")
+
+    def message(self, doing: str) -> str:
+        return f"stopped after the task time cap of {self.seconds:g}s (preprocess.task-timeout) while {doing}"
+
+
+def _raise_in(thread: int, exc: type[BaseException] | None) -> bool:
+    """Have `thread` raise `exc` at its next bytecode (None: no longer); CPython's PyThreadState_SetAsyncExc."""
+    import ctypes
+
+    return ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread),
+                                                      ctypes.py_object(exc) if exc else None) == 1
+
+
+class _CapReached(TimeLimitError):
+    """The TimeLimitError the cap's timer raises in the task's thread (a class, instantiated there with no
+    arguments): it names what the thread was doing, and reports and pickles as TimeLimitError."""
+
+    def __init__(self, *args: object) -> None:
+        cap = _DEADLINE.get()
+        super().__init__(*args or (cap.message(cap.doing()) if cap else "stopped after the task time cap",))
+
+    def info(self) -> dict[str, str]:
+        return {"class": "TimeLimitError", "message": str(self)}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TimeLimitError, (str(self),))
+
+
+# the cap of the task running in this thread (contextvars copy it to the threads a task starts)
+_DEADLINE: ContextVar[_Cap | None] = ContextVar("preprocess_deadline", default=None)
 
 
 @contextlib.contextmanager
 def time_cap(seconds: float | None) -> Iterator[None]:
     """Within the block, a tool still running `seconds` after the block began is killed with its whole
-    process group (a pipeline's every stage, anything they spawned) and TimeLimitError raised."""
-    token = _DEADLINE.set((time.monotonic() + seconds, seconds) if seconds else None)
+    process group (a pipeline's every stage, anything they spawned) and TimeLimitError raised; Python
+    code in an `interruptible()` region is stopped at the deadline too."""
+    cap = _Cap(seconds) if seconds else None
+    token = _DEADLINE.set(cap)
+    if cap:
+        cap.timer.start()
     try:
         yield
     finally:
-        _DEADLINE.reset(token)
+        try:
+            if cap:
+                cap.timer.cancel()
+        finally:
+            _DEADLINE.reset(token)
+
+
+@contextlib.contextmanager
+def interruptible(doing: str) -> Iterator[None]:
+    """A region that the task's time cap may stop at its deadline, at any bytecode: only pure-Python work
+    over input that may be abandoned anywhere (its files in `with` blocks; it starts no process or thread,
+    which an exception landing mid-start would orphan). In another thread it does nothing."""
+    cap = _DEADLINE.get()
+    if cap is None or cap.thread != threading.get_ident():
+        yield
+        return
+    cap.enter(doing)
+    try:
+        check_time(doing)  # entered past the deadline: at once
+        yield
+    finally:
+        cap.leave()
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Within an interruptible region, a step the cap must not cut in two (an import, starting a process
+    or thread): a deadline that passes inside it is raised as it ends."""
+    cap = _DEADLINE.get()
+    if cap is None or cap.thread != threading.get_ident() or not cap.regions:
+        yield
+        return
+    cap.enter(None)
+    try:
+        check_time(cap.doing())
+        yield
+    finally:
+        cap.leave()
+    check_time(cap.doing())
+
+
+def time_left() -> float | None:
+    """Seconds before the running task's time cap (0 once passed); None when uncapped."""
+    cap = _DEADLINE.get()
+    return None if cap is None else max(0.0, cap.deadline - time.monotonic())
 
 
 def check_time(doing: str) -> None:
     """Raise TimeLimitError when the running task's time cap has passed (between steps, in read loops)."""
     cap = _DEADLINE.get()
-    if cap is not None and time.monotonic() > cap[0]:
-        raise TimeLimitError(f"stopped after the task time cap of {cap[1]:g}s (preprocess.task-timeout) "
-                             f"while {doing}")
+    if cap is not None and time.monotonic() > cap.deadline:
+        raise TimeLimitError(cap.message(doing))
 
 
 def _execute(argv: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.CompletedProcess[bytes]:
@@ -78,11 +189,11 @@ def _execute(argv: list[str], env: dict[str, str], cwd: Path | None) -> subproce
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,
                                 cwd=cwd, start_new_session=True)
         try:
-            out, _ = proc.communicate(timeout=None if cap is None else max(0.0, cap[0] - time.monotonic()))
+            out, _ = proc.communicate(timeout=None if cap is None else max(0.0, cap.deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             assert cap is not None  # only a capped wait times out
-            raise TimeLimitError(f"stopped after the task time cap of {cap[1]:g}s (preprocess.task-timeout): "
+            raise TimeLimitError(f"stopped after the task time cap of {cap.seconds:g}s (preprocess.task-timeout): "
                                  f"{' '.join(argv)[:200]} was still running; its process group was killed"
                                  ) from None
         except BaseException:

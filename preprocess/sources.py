@@ -4,6 +4,9 @@ Local paths and file:// URLs are read in place (hashed, not copied). http(s) str
 (requests); s3, az/abfs and gs stream through fsspec; drs://host/id is first resolved through the
 GA4GH DRS API. Only known-transient failures are retried (tenacity, jittered backoff), then reported
 as SourceError; a missing package is a ConfigError, a full scratch disk a ScratchError, a bug itself.
+A download must bring source.min-rate bytes a second over each source.timeout seconds (a server that
+drips a byte every few seconds trips no read timeout), and an http(s) read never waits past the task's
+time cap.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .config import SourceSettings
 from .errors import ConfigError, InputError, PreprocessError, ScratchError, SourceError
 from .model import FileDoc
-from .shell import check_time
+from .shell import check_time, time_left
 from .urls import Url, scrub
 
 CHUNK = 8 * 2**20
@@ -189,15 +193,66 @@ def _beside(url: str, suffix: str) -> str:
     return urlunsplit(parts._replace(path=parts.path + suffix))
 
 
+class SlowSource(TimeoutError):
+    """A download slower than source.min-rate: transient (retried like a read timeout), then a SourceError."""
+
+
+class _Pace:
+    """A download's floor: each window of `source.timeout` seconds must bring `source.min-rate` bytes a
+    second, no read may wait longer than `source.timeout`, and none past the task's time cap."""
+
+    _SLACK = 0.1  # seconds: a socket's timeout may fire a hair before the moment it was set for
+
+    def __init__(self, settings: SourceSettings) -> None:
+        self.window, self.min_rate = settings.timeout, settings.min_rate
+        self.began, self.got = time.monotonic(), 0
+
+    def _roll(self, now: float) -> None:
+        """Close every window ended by `now`; SlowSource for one that brought too little."""
+        while now >= self.began + self.window:
+            if self.got < self.min_rate * self.window:
+                raise SlowSource(f"{self.got} bytes in {self.window:g}s, slower than source.min-rate "
+                                 f"({self.min_rate} bytes/s over each source.timeout)")
+            self.began, self.got = self.began + self.window, 0
+
+    def wait_allowed(self) -> float:
+        """Seconds the next read may block: until a window would end too slow, at most `source.timeout`,
+        and no later than the task's time cap."""
+        now = time.monotonic()
+        self._roll(now)
+        fails_at = self.began + self.window * (2 if self.got >= self.min_rate * self.window else 1)
+        wait = min(fails_at - now, self.window)
+        cap = time_left()
+        return max(0.01, wait if cap is None else min(wait, cap))
+
+    def received(self, size: int) -> None:
+        """Count a block; TimeLimitError past the task's cap, SlowSource when a window ended too slow."""
+        check_time("downloading the source")
+        self.got += size
+        self._roll(time.monotonic())
+
+    def stalled(self) -> None:
+        """A read waited all wait_allowed gave it: the task's cap passed, a window ended too slow, or
+        nothing came for `source.timeout` seconds (a read timeout). Raises which."""
+        cap = time_left()
+        if cap is not None and cap < self._SLACK:
+            time.sleep(cap + 0.001)
+            check_time("downloading the source")
+        self._roll(time.monotonic() + self._SLACK)
+        raise SlowSource(f"no byte for {self.window:g}s (source.timeout)")
+
+
 def _download(url: str, scratch: Path, settings: SourceSettings, expected: int | None,
               name: str = "source") -> Fetched:
     target = scratch / name
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
     resolved, headers = resolve(url, settings)
-    with _open(resolved, headers, settings) as (blocks, announced), open(target, "wb") as out:
+    pace = _Pace(settings)
+    with _open(resolved, headers, settings, pace) as (blocks, announced), open(target, "wb") as out:
         expected = expected or announced
         for block in blocks:
+            pace.received(len(block))
             md5.update(block)
             sha.update(block)
             size += len(block)
@@ -208,7 +263,6 @@ def _download(url: str, scratch: Path, settings: SourceSettings, expected: int |
                     raise ScratchError(str(scratch), needed=expected or None,
                                        detail=f"{size} bytes of the source received when it filled") from None
                 raise
-            check_time("downloading the source")
     return Fetched(target, md5.hexdigest(), sha.hexdigest(), size)
 
 
@@ -222,21 +276,23 @@ def resolve(url: str, settings: SourceSettings) -> tuple[str, dict[str, str]]:
 
 
 @contextmanager
-def _open(url: str, headers: dict[str, str], settings: SourceSettings) -> Iterator[tuple[Iterator[bytes], int | None]]:
+def _open(url: str, headers: dict[str, str], settings: SourceSettings,
+          pace: _Pace) -> Iterator[tuple[Iterator[bytes], int | None]]:
     """The URL's bytes as blocks, and its size when the server says: one streaming GET for http(s),
-    fsspec for object stores."""
+    fsspec for object stores (whose libraries bound their own reads; `pace` checks the rate between blocks)."""
     scheme = urlsplit(url).scheme
     if scheme in ("http", "https"):
         import requests
 
         # requests, not fsspec's HTTP layer: fsspec reports a 503 as FileNotFoundError, which would
         # turn a passing outage into an input error. requests itself does not retry (urllib3 Retry(0)).
-        with requests.get(url, headers=headers, stream=True, timeout=(30, settings.timeout)) as response:
+        wait = pace.wait_allowed()
+        with requests.get(url, headers=headers, stream=True, timeout=(min(30, wait), wait)) as response:
             if response.status_code in (404, 410):
                 raise FileNotFoundError(url)
             response.raise_for_status()
             length = response.headers.get("Content-Length", "")
-            yield response.iter_content(CHUNK), int(length) if length.isdigit() else None
+            yield _paced(response, pace), int(length) if length.isdigit() else None
         return
     try:
         import fsspec
@@ -251,6 +307,26 @@ def _open(url: str, headers: dict[str, str], settings: SourceSettings) -> Iterat
         package = {"s3": "s3fs", "az": "adlfs", "abfs": "adlfs", "gs": "gcsfs", "gcs": "gcsfs"}.get(scheme, scheme)
         raise ConfigError(f"{scheme}:// sources need {package}: pip install {package} ({exc.name} is missing)") \
             from None
+
+
+def _paced(response: Any, pace: _Pace) -> Iterator[bytes]:
+    """An http(s) body as it arrives (read1: whatever one socket read brings, decoded as requests would),
+    each read waiting on the socket only as long as `pace` allows."""
+    from urllib3.exceptions import ReadTimeoutError
+
+    raw = response.raw
+    sock = getattr(raw.connection, "sock", None)
+    while True:
+        if sock is not None:
+            sock.settimeout(pace.wait_allowed())
+        try:
+            block = raw.read1(CHUNK, decode_content=True)
+        except ReadTimeoutError:
+            pace.stalled()
+            raise
+        if not block:
+            return
+        yield block
 
 
 def library_retries(scheme: str, settings: SourceSettings) -> dict[str, Any]:
@@ -287,6 +363,7 @@ def _with_retries(action: Callable[[], Fetched], url: str, settings: SourceSetti
     except (PreprocessError, tenacity.TryAgain):
         raise
     except Exception as exc:  # noqa: BLE001 - classified below; a bug is re-raised as itself
+        check_time("fetching the source")  # a request cut short by the task's time cap is that cap's
         tries = retrying.statistics.get("attempt_number", 1)
         raise _classify(exc, doc_id, shown, tries) from None
 
