@@ -71,6 +71,12 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
         "external:sorted.cram": "00fcd761e572c3b166c2a67c9d15bd12bf38ef8c3f16d4d9f462f9ca0e6e248e",
         "external:sorted.cram.crai": "6a610b61ee8d6cf14763c01cba4061fb14632ad2bd7fdf959b85955ce61f5e58"
     },
+    ('cram', '3'): {
+        "embedded:sorted.cram": "b179af2f7b8e31a40add7dd4ae50b4e6955f229e9ebaf30624dcccd3619cf404",
+        "embedded:sorted.cram.crai": "677e108ec93cb405ee9774e168506718ca08e048ae042b9094b64172ed8c4135",
+        "external:sorted.cram": "7600bda5f229b69dad9e4635f1f79ce33605b1375843a8f75d7c8a91074b6c7c",
+        "external:sorted.cram.crai": "6a23372dad15d6c2c651de7fb314ae277e7cc77a2927f721f005920f2facaafa"
+    },
     ('gff3', '2'): {
         "tbi:sorted.gff3.gz": "2c15413b636e89316614607d922d2f7c5bd425c093623298ef3a684fc605e234",
         "tbi:sorted.gff3.gz.tbi": "801472a9c24c42a1e2f3f6f7be01d1c9a64c5c83a6534f9179d9b85d8337e8c3"

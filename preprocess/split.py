@@ -110,6 +110,7 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
                 level = 0 if store.local else 1  # uncompressed: cheapest; level 1: fewer bytes to upload
                 records = steps.extract_part(fetched.path, steps.part_filter(first, stop, i == len(ranges) - 1),
                                              out, level, threads, shown)
+                sources.check_unchanged(doc.id, fetched)  # the part holds the bytes that were hashed
                 (scratch / "count").write_text(str(records))
                 store._put(scratch / "count", _count_path(store, key, parts, i), move=True)
                 store._put(out, unsorted, move=True)  # after its count: a part in the store has one
