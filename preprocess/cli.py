@@ -1,4 +1,4 @@
-"""python -m preprocess {run,batch,reindex,status,mirror,sign,gc,doctor,config}: parse options, call the
+"""python -m preprocess {run,batch,reindex,status,mirror,sign,gc,doctor,cluster,config}: parse options, call the
 API, report, exit.
 
 Settings come from preprocess.yaml, dask's YAML files, DASK_PREPROCESS__* variables and, on top of them
@@ -91,7 +91,11 @@ def _settings(store: str | None, profile: str | None, address: str | None, worke
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="preprocess", prog_name="preprocess")
 def cli() -> None:
-    """Sort, compress, index and check genomic files into a content-addressed store."""
+    """Sort, compress, index and check genomic files into a content-addressed store.
+
+    Every command that reads settings takes --set KEY=VALUE (repeatable); `config` shows the settings
+    in effect and where each came from.
+    """
 
 
 @cli.command()
