@@ -51,6 +51,9 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
         "tbi:sorted.bed.gz": "9093d761d25f6d3aeeb328d6a7e5522fcf229d54adee8bf54fc0386c98cb0c48",
         "tbi:sorted.bed.gz.tbi": "5582a0556061236ed715e7215629b88c89a38d7155cd5dec06b01f9b87bf8272"
     },
+    ('bigwig', '2'): {
+        "copy:data.bw": "0f9a560064c4e04183ba7865d6bcd4de2f398cd7ece70fe03be502185a3045b1"
+    },
     ('broadpeak', '2'): {
         "tbi:sorted.broadPeak.gz": "ea170c356053ed7f7b5c26cfe272ea5b3ff837aebe11ae86c0991116bd512c59",
         "tbi:sorted.broadPeak.gz.tbi": "0f63a19535ad5aa9b40e76e587815f878c957371eab12fdb7e4d9e8612368fe8"
@@ -58,6 +61,9 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
     ('broadpeak', '3'): {
         "tbi:sorted.broadPeak.gz": "ea170c356053ed7f7b5c26cfe272ea5b3ff837aebe11ae86c0991116bd512c59",
         "tbi:sorted.broadPeak.gz.tbi": "0f63a19535ad5aa9b40e76e587815f878c957371eab12fdb7e4d9e8612368fe8"
+    },
+    ('csv', '2'): {
+        "copy:data.csv": "bc3946a8d2261be3af86c7bf2e00e72e3c7c86068c30cce1de249edcff39a336"
     },
     ('cram', '1'): {
         "embedded:sorted.cram": "69431443299217d9a2301e67473d7fd86ef578b181e80514acd98a35de5285e1",
@@ -96,6 +102,9 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
     ('narrowpeak', '3'): {
         "tbi:sorted.narrowPeak.gz": "848c13ad3ca468f7b4c334753549a6cdd7d7d4e14989b983e5c1a68c1337ad62",
         "tbi:sorted.narrowPeak.gz.tbi": "87d986d200f083b73d19514cebf96261ab38040607ff3bbf8e538e56fbbb0dac"
+    },
+    ('tsv', '2'): {
+        "copy:data.tsv": "8f42a801f132ea0de0dac5e6017102f8a5c8e172e01704b859be4d1cbdacb3d9"
     },
     ('vcf', '2'): {
         "csi:sorted.vcf.gz": "4e1ef5e3c0fb04418f6378591009917837c532459f81fc137e20f4adfd749cf5",

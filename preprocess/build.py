@@ -31,7 +31,8 @@ def build_settings(settings: Settings) -> BuildSettings:
     """The knobs a pipeline reads; `threads: auto` resolved here, where the task runs (no output byte
     depends on it: tested)."""
     return BuildSettings(threads=tool_threads(settings.threads), sort_memory=settings.sort_memory,
-                         compression_level=settings.compression_level, cram_output=settings.cram_output)
+                         compression_level=settings.compression_level, cram_output=settings.cram_output,
+                         unreachable_reads=settings.unreachable_reads)
 
 
 def tool_threads(configured: int | str) -> int:

@@ -199,7 +199,8 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
     timings["merge"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
     records_in = sum(int(store.fs.cat_file(_count_path(store, key, parts, i))) for i in range(info["parts"]))
-    index, records = steps.index_and_verify(out, info["lengths"], records_in, bsettings.threads, shown)
+    index, records = steps.index_and_verify(out, info["lengths"], records_in, bsettings.threads, shown,
+                                            bsettings.unreachable_reads == "refuse")
     timings["verify"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
     files = {"data": out, "index": index}
