@@ -48,7 +48,10 @@ $(READERS): | $(AZURITE)
 
 demo: system $(STAMP)
 	@[ -f demo/manifest.csv ] || $(PY) -m tests.samples demo
-	$(PY) -m preprocess batch demo/manifest.csv --json demo/report.json
+	@# the row "broken" fails on purpose (exit 1), to show a failure; any other failure fails make demo
+	$(PY) -m preprocess batch demo/manifest.csv --json demo/report.json || { rc=$$?; [ $$rc = 1 ] && \
+	  $(PY) -c 'import json, sys; r = json.load(open("demo/report.json"))["results"]; \
+	  sys.exit([x["id"] for x in r if x["status"] == "failed"] != ["broken"])' || exit $$rc; }
 
 lint: system $(STAMP)
 	$(VENV)/bin/ruff check preprocess pipelines tests benchmarks

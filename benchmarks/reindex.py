@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import re
@@ -137,7 +138,8 @@ def bench_local(rows: int, repeat: int, workdir: Path) -> None:
         print(f"{label:32} {median:8.3f} {1000 * median / rows:8.3f}")
 
 
-def bench_s3(rows: int, repeat: int, workdir: Path) -> None:
+def bench_s3(rows: int, repeat: int, workdir: Path) -> list[dict[str, object]]:
+    """Each case's requests (counted from moto's log) and median time: the rows of --json."""
     import s3fs
     from moto.server import ThreadedMotoServer
 
@@ -165,6 +167,7 @@ def bench_s3(rows: int, repeat: int, workdir: Path) -> None:
         print(f"\nS3 (moto server on {HOST}), {rows} committed rows; requests counted from the server's log; "
               f"median time of {repeat}")
         print(f"{'case':32} {'requests':>9} {'req/row':>8} {'by method':24} {'s':>8} {'ms/row':>8}")
+        found: list[dict[str, object]] = []
         for label, argv in CASES:
             times, counts = [], []
             for _ in range(repeat):
@@ -175,6 +178,10 @@ def bench_s3(rows: int, repeat: int, workdir: Path) -> None:
             methods = " ".join(f"{m}:{n}" for m, n in sorted(counts[-1].items()))
             median = statistics.median(times)
             print(f"{label:32} {total:9d} {total / rows:8.3f} {methods:24} {median:8.3f} {1000 * median / rows:8.3f}")
+            found.append({"group": "requests", "store": "s3", "case": label, "rows": rows, "requests": total,
+                          "requests_per_row": round(total / rows, 3), "by_method": dict(sorted(counts[-1].items())),
+                          "seconds": round(median, 3)})
+        return found
     finally:
         server.stop()
 
@@ -185,13 +192,20 @@ def main() -> None:
     parser.add_argument("--stores", default="local,s3")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cases", default=",".join(ALL_CASES), help=f"some of {','.join(ALL_CASES)}")
+    parser.add_argument("--json", type=Path, help="Also write the S3 request counts here (benchmarks/results-*.json; "
+                        "the README's request figures are tested against the newest)")
     args = parser.parse_args()
     CASES[:] = [ALL_CASES[name] for name in args.cases.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-reindex-") as tmp:
         for kind in args.stores.split(","):
             workdir = Path(tmp) / kind
             workdir.mkdir()
-            {"local": bench_local, "s3": bench_s3}[kind](args.rows, args.repeat, workdir)
+            if kind == "s3":
+                found = bench_s3(args.rows, args.repeat, workdir)
+                if args.json:
+                    args.json.write_text(json.dumps(found, indent=2) + "\n")
+            else:
+                bench_local(args.rows, args.repeat, workdir)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-"""python -m preprocess {run,batch,reindex,status,mirror,sign,gc,doctor}: parse options, call the API,
-report, exit.
+"""python -m preprocess {run,batch,reindex,status,mirror,sign,gc,doctor,cluster,config}: parse options, call the
+API, report, exit.
+
+Settings come from preprocess.yaml, dask's YAML files, DASK_PREPROCESS__* variables and, on top of them
+all, `--set KEY=VALUE` and the explicit flags (`--store`, `--cluster`, …); `config` shows which won.
 
 Exit codes: 0 every file succeeded, 1 some failed, 2 a usage or configuration error, 3 (reindex)
 another run holds the store's lease.
@@ -18,18 +21,63 @@ from .errors import ConfigError
 from .model import BatchReport, RunResult
 
 
+def _apply_set(ctx: click.Context, _: click.Parameter, values: tuple[str, ...]) -> None:
+    """`--set KEY=VALUE…`: applied to dask.config for the whole command, so every setting it loads (and
+    the workers of a local cluster it starts) sees them; kept in ctx.meta for `config` to name them."""
+    import dask.config
+
+    from .config import parse_assignment
+
+    flags = ctx.meta.setdefault("preprocess.set", {})
+    for text in values:
+        key, value = parse_assignment(text)
+        flags[key] = (value, f"--set {key}")  # the value may be a secret: `config` shows it hidden
+    if flags:
+        ctx.with_resource(dask.config.set({f"preprocess.{k}": v for k, (v, _) in flags.items()}))
+
+
+def _set_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--set", "assignments", metavar="KEY=VALUE", multiple=True, expose_value=False,
+                        callback=_apply_set,
+                        help="Override a setting (repeatable), e.g. --set threads=4 --set sort-memory=2G; beats "
+                             "YAML and DASK_PREPROCESS__* variables (see `python -m preprocess config`).")(fn)
+
+
 def _store_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--store URL, and --set KEY=VALUE: every command that reads settings has both."""
+    fn = _set_option(fn)
     return click.option("--store", metavar="URL",
                         help="Artifact store: a local path, file://, s3://bucket/prefix, az://container/prefix.")(fn)
+
+
+def _json_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--json PATH on every command that has a report: '-' (or --json alone) prints it instead."""
+    return click.option("--json", "json_path", metavar="PATH", is_flag=False, flag_value="-", callback=_no_csv,
+                        help=f"Write the {what} as JSON to PATH ('-' for standard output, instead of the table).")
+
+
+def _no_csv(_: click.Context, __: click.Parameter, path: str | None) -> str | None:
+    """Refused before any work: JSON never overwrites a CSV (`status --json catalogue.csv` once meant
+    "this catalogue's status, as JSON")."""
+    if path and path != "-" and path.lower().endswith(".csv") and Path(path).exists():
+        raise click.BadParameter(f"{path} is a CSV file; JSON is not written over it. For a catalogue's "
+                                 "report on standard output: CATALOGUE.csv --json -")
+    return path
 
 
 def _cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--cluster", "profile", type=click.Choice(["local", "sync", "address", "fargate"]),
                       help="Where tasks run (default from config: local).")(fn)
     fn = click.option("--address", metavar="ADDR", help="Dask scheduler address for --cluster address.")(fn)
-    fn = click.option("--workers", type=click.IntRange(min=1), help="Worker processes for a local cluster.")(fn)
-    return click.option("--json", "json_path", metavar="PATH",
-                        help="Write the batch report as JSON to PATH ('-' for standard output).")(fn)
+    return click.option("--workers", type=click.IntRange(min=1), help="Worker processes for a local cluster.")(fn)
+
+
+def _write_json(text: str, json_path: str) -> None:
+    """Print `text` for '-', else write it to the path."""
+    if json_path == "-":
+        click.echo(text)
+    else:
+        Path(json_path).write_text(text + "\n")
 
 
 def _settings(store: str | None, profile: str | None, address: str | None, workers: int | None) -> Any:
@@ -41,21 +89,32 @@ def _settings(store: str | None, profile: str | None, address: str | None, worke
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="preprocess", prog_name="preprocess")
 def cli() -> None:
-    """Sort, compress, index and check genomic files into a content-addressed store."""
+    """Sort, compress, index and check genomic files into a content-addressed store.
+
+    Every command that reads settings takes --set KEY=VALUE (repeatable); `config` shows the settings
+    in effect and where each came from.
+    """
 
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @_store_option
 @_cluster_options
+@_json_option("batch report")
 @click.option("--retry-failed", "retry", metavar="REPORT.json",
               help="Only the rows that failed in this earlier report.")
 @click.option("--report", "report_path", metavar="HTML", type=click.Path(dir_okay=False, path_type=Path),
               help="Save Dask's performance report of the run (written only when something was built).")
 def batch(manifest: Path, store: str | None, profile: str | None, address: str | None, workers: int | None,
           json_path: str | None, retry: str | None, report_path: Path | None) -> None:
-    """Build every row of a catalogue CSV (columns id, access_url, format; md5, size, filename optional)."""
+    """Build every row of a catalogue CSV.
+
+    Columns: id, access_url and format (may be empty: inferred from the name) required; md5, size,
+    filename, and for a CRAM reference (its FASTA, .fai beside it) and reference_md5, optional; any
+    other column is kept in the document's extra. Exit 0 all succeeded, 1 some failed, 2 usage.
+    """
     from .catalog import read_catalog
     from .runs import failed_ids, select
 
@@ -76,6 +135,7 @@ def batch(manifest: Path, store: str | None, profile: str | None, address: str |
 @click.option("--id", "doc_id", help="Identifier for the report (default: the file name).")
 @_store_option
 @_cluster_options
+@_json_option("batch report")
 def run_one(source: str, fmt: str | None, md5: str | None, doc_id: str | None, store: str | None,
             profile: str | None, address: str | None, workers: int | None, json_path: str | None) -> None:
     """Build one file given by path or URL."""
@@ -88,19 +148,21 @@ def run_one(source: str, fmt: str | None, md5: str | None, doc_id: str | None, s
 @cli.command("mirror")
 @click.argument("source")
 @click.argument("destination")
-@click.option("--json", "json_path", metavar="PATH", help="Write the mirror report as JSON ('-' for standard output).")
-def mirror_stores(source: str, destination: str, json_path: str | None) -> None:
+@_json_option("mirror report")
+@click.option("--create", is_flag=True, help="Create the destination's bucket or container when it does not exist.")
+@_set_option
+def mirror_stores(source: str, destination: str, json_path: str | None, create: bool) -> None:
     """Copy committed artifacts SOURCE has and DESTINATION lacks, verifying each sha256; manifests last."""
     from .config import load_settings
     from .mirror import mirror
 
-    report = mirror(source, destination, settings=load_settings())
+    report = mirror(source, destination, settings=load_settings(), create=create)
     text = report.model_dump_json(indent=2)
-    if json_path == "-":
-        click.echo(text)
-    else:
-        if json_path:
-            Path(json_path).write_text(text + "\n")
+    if json_path:
+        _write_json(text, json_path)
+    if json_path != "-":
+        if report.created:
+            click.echo(f"created {report.destination}")
         click.echo(f"copied {len(report.copied)}, skipped {len(report.skipped)} (already there), "
                    f"refused {len(report.refused)}: {report.source} -> {report.destination}")
         for key, why in report.refused.items():
@@ -112,6 +174,7 @@ def mirror_stores(source: str, destination: str, json_path: str | None) -> None:
 @click.argument("uri")
 @click.option("--expires", default=3600, show_default=True, type=click.IntRange(min=1),
               help="Seconds the URL stays valid.")
+@_set_option
 def sign_uri(uri: str, expires: int) -> None:
     """Print a time-limited URL for an artifact that a genome browser can read by range."""
     from .api import sign
@@ -198,6 +261,35 @@ def cluster_plan(profile: str, dry_run: bool, teardown: str | None, store: str |
         click.echo(f"deleted {item}")
 
 
+@cli.command("config")
+@_store_option
+@_cluster_options
+@_json_option("settings")
+@click.pass_context
+def show_config(ctx: click.Context, store: str | None, profile: str | None, address: str | None,
+                workers: int | None, json_path: str | None) -> None:
+    """Show the settings in effect and where each came from: default (preprocess.yaml), YAML (a file
+    in dask's config paths), environment (DASK_PREPROCESS__…) or flag; credentials hidden."""
+    import json
+
+    from .config import describe_settings
+
+    flags = dict(ctx.meta.get("preprocess.set", {}))
+    for key, value, flag in (("store.url", store, "--store"), ("cluster.profile", profile, "--cluster"),
+                             ("cluster.address", address, "--address"), ("cluster.n-workers", workers, "--workers")):
+        if value is not None:
+            flags[key] = (value, f"{flag} {value}")
+    found = describe_settings(flags)
+    if json_path:
+        _write_json(json.dumps([s.model_dump() for s in found], indent=2), json_path)
+    if json_path == "-":
+        return
+    width = max(len(s.key) for s in found)
+    for s in found:
+        shown = s.value if isinstance(s.value, str) else json.dumps(s.value)
+        click.echo(f"{s.key:<{width}}  {shown:<24} {s.source}{' ' + s.where if s.where else ''}")
+
+
 def _age(text: str) -> Any:
     from datetime import timedelta
 
@@ -278,12 +370,10 @@ def _run(docs: list[Any], settings: Any, record: dict[str, Any] | None = None,
 
 def _finish(report: Any, json_path: str | None, table: Callable[[Any], str] | None = None) -> None:
     """Print the report (as JSON for `--json -`, else as a table), save it to `json_path`, exit 0 or 1."""
-    if json_path == "-":
-        click.echo(report.to_json())
-    else:
+    if json_path:
+        _write_json(report.to_json(), json_path)
+    if json_path != "-":
         click.echo((table or summary_table)(report))
-        if json_path:
-            Path(json_path).write_text(report.to_json() + "\n")
     sys.exit(0 if report.ok else 1)
 
 

@@ -10,13 +10,14 @@ from typing import Any
 
 import click
 
-from .cli import _age, _cluster_options, _finish, _settings, _store_option, cli
+from .cli import _age, _cluster_options, _finish, _json_option, _settings, _store_option, _write_json, cli
 
 
 @cli.command("reindex")
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @_store_option
 @_cluster_options
+@_json_option("reindex report (each row's action, status, key, error)")
 @click.option("--verify", is_flag=True, help="Also read every artifact back and check its size and sha256.")
 @click.option("--dry-run", is_flag=True, help="Print the plan with counts; change nothing.")
 @click.option("--wait", default=0, type=click.FloatRange(min=0), show_default=True, metavar="SECONDS",
@@ -28,7 +29,12 @@ from .cli import _age, _cluster_options, _finish, _settings, _store_option, cli
 def reindex_catalogue(manifest: Path, store: str | None, profile: str | None, address: str | None,
                       workers: int | None, json_path: str | None, verify: bool, dry_run: bool, wait: float,
                       lease_expiry: str, plan_from: str) -> None:
-    """Rebuild what is stale in the store for a catalogue CSV: ok, build, missing, corrupt (--verify)."""
+    """Rebuild what is stale in the store for a catalogue CSV (columns as for batch).
+
+    Each row gets an action: ok (nothing to do), build (no build under the current key), missing (an
+    artifact is gone), corrupt (--verify: bytes differ), hash (no md5 and a remote source: a worker
+    fetches and hashes it) or invalid (the row is malformed); only what is needed is done.
+    """
     from tqdm import tqdm
 
     from .catalog import read_catalog
@@ -88,8 +94,8 @@ def _plan_table(report: Any) -> str:
 @click.argument("manifest", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @_store_option
 @click.option("--last", default=5, show_default=True, type=click.IntRange(min=0), help="How many runs to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def store_status(manifest: Path | None, store: str | None, last: int, as_json: bool) -> None:
+@_json_option("status")
+def store_status(manifest: Path | None, store: str | None, last: int, json_path: str | None) -> None:
     """Keys per format, bytes, the last runs and current failures; per row with a catalogue CSV."""
     from .catalog import read_catalog
     from .status import status
@@ -97,8 +103,9 @@ def store_status(manifest: Path | None, store: str | None, last: int, as_json: b
     settings = _settings(store, "sync", None, None)
     docs = read_catalog(manifest) if manifest else None
     found = status(docs, settings=settings, last=last)
-    if as_json:
-        click.echo(found.model_dump_json(indent=2))
+    if json_path:
+        _write_json(found.model_dump_json(indent=2), json_path)
+    if json_path == "-":
         return
     kinds = ", ".join(f"{n} {kind}" for kind, n in found.keys.items()) or "none"
     click.echo(f"store {found.store}: {sum(found.keys.values())} key(s) ({kinds}), {found.bytes} bytes"

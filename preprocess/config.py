@@ -161,3 +161,95 @@ def _dashes(value: Any) -> Any:
         name = key.replace("_", "-") if isinstance(key, str) else key
         out[name] = item if name in _OPAQUE else _dashes(item)
     return out
+
+
+# -- settings given on the command line, and where each setting in effect came from -----------------
+_HIDDEN = "**********"
+_SECRET_NAME = re.compile(r"key|secret|token|password|credential|connection|sas|sig", re.I)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`--set KEY=VALUE` -> (dashed dotted key, value read as YAML: 4 is a number, 2G and 6h are text)."""
+    key, sep, value = text.partition("=")
+    key = key.strip().removeprefix("preprocess.")
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set threads=4 or --set store.url=s3://b/p")
+    names: list[str] = []
+    for part in key.split("."):  # inside storage-options or fargate, names go to other libraries as written
+        names.append(part if any(n in _OPAQUE for n in names) else part.replace("_", "-"))
+    dotted = ".".join(names)
+    known = _leaves(_shipped_defaults())
+    if not any(dotted == k or dotted.startswith(k + ".") and k.rsplit(".", 1)[-1] in _OPAQUE for k in known):
+        raise ConfigError(f"--set {text!r}: no setting {dotted!r}; the settings are {', '.join(sorted(known))}")
+    try:
+        return dotted, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        return dotted, value
+
+
+class SettingSource(BaseModel):
+    """One setting in effect: its value (secrets hidden), and where it came from."""
+
+    key: str
+    value: Any
+    source: Literal["default", "YAML", "environment", "flag"]
+    where: str = ""  # the YAML file, the environment variable or the flag
+
+
+def describe_settings(flags: dict[str, tuple[Any, str]]) -> list[SettingSource]:
+    """Every setting in effect with `flags` (dotted key -> (value, the flag as typed)) applied on top,
+    each with its source: a flag beats the environment (DASK_PREPROCESS__…), which beats a YAML file in
+    dask's config paths, which beats the shipped default (preprocess.yaml)."""
+    settings = load_settings(**{key: value for key, (value, _) in flags.items()})
+    origins: dict[str, tuple[str, str]] = {}  # key -> (source, where), the lowest precedence first
+    for path, data in dask.config.collect_yaml(dask.config.paths, return_paths=True):
+        for key in _leaves(_dashes((data or {}).get("preprocess") or {})):
+            origins[key] = ("YAML", str(path))
+    import os
+
+    for name in sorted(os.environ):
+        if name.upper().startswith("DASK_PREPROCESS__"):
+            key = ".".join(p.replace("_", "-") for p in name[len("DASK_PREPROCESS__"):].lower().split("__"))
+            origins[key] = ("environment", name)
+    for key, (_, flag) in flags.items():
+        origins[key] = ("flag", flag)
+    current = settings.model_dump(by_alias=True, mode="json")
+    current["store"]["url"] = str(settings.store.url)
+    secret = settings.store.storage_options
+    current["store"]["storage-options"] = {k: _HIDDEN for k in (secret.get_secret_value() if secret else {})}
+    out = []
+    for key, value in _leaves(current).items():
+        touching = [name for name in origins if name == key or name.startswith(key + ".") or key.startswith(name + ".")]
+        ranked = ["default", "YAML", "environment", "flag"]
+        source, where = max((origins[name] for name in touching), key=lambda o: ranked.index(o[0]),
+                            default=("default", ""))
+        out.append(SettingSource(key=key, value=_hide(value), source=source, where=where))  # type: ignore[arg-type]
+    return out
+
+
+def _shipped_defaults() -> dict[str, Any]:
+    with DEFAULTS_PATH.open() as stream:
+        return dict(yaml.safe_load(stream)["preprocess"])
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value for every setting; the opaque ones (storage-options, fargate) are one leaf."""
+    out: dict[str, Any] = {}
+    for name, value in tree.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and name not in _OPAQUE and value:
+            out.update(_leaves(value, key + "."))
+        else:
+            out[key] = value
+    return out
+
+
+def _hide(value: Any, name: str = "") -> Any:
+    """Values under a credential-like name (key, secret, token, connection string, SAS) or in a
+    container's `environment` are replaced: `config` output is safe to paste into an issue."""
+    if isinstance(value, dict):
+        return {k: _HIDDEN if name == "environment" or _SECRET_NAME.search(str(k)) else _hide(v, str(k))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide(v, name) for v in value]
+    return value

@@ -111,16 +111,24 @@ def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
             name = f"{pipeline.stage}-{tokenize(doc.access_url, doc.size, fmt, doc.reference)}"
             out.tasks.setdefault(name, []).append((index, doc, fmt))
         except Exception as exc:  # noqa: BLE001 - reported per document; the batch goes on
-            out.results[index] = RunResult.failure(doc_id, exc, format=fmt)
+            out.results[index] = RunResult.failure(doc_id, _name_doc(exc, doc_id), format=fmt)
     for index, doc, fmt, found in _hash_local(unhashed):
         if isinstance(found, BaseException):
-            out.results[index] = RunResult.failure(doc.id, found, format=fmt)
+            out.results[index] = RunResult.failure(doc.id, _name_doc(found, doc.id), format=fmt)
         else:
             doc = doc.model_copy(update={"md5": found})  # the worker checks it again as it reads
             pipeline = registry.pipeline_for(fmt)
             reference_md5 = doc.reference_md5 if takes_reference(pipeline, doc) else None
             keyed.append((index, doc, fmt, key_for(pipeline, found, settings, reference_md5)))
     return out, keyed
+
+
+def _name_doc(exc: BaseException, doc_id: str) -> BaseException:
+    """An InputError found while planning names its document, as one raised by a build does (`run()`
+    raises it as it is)."""
+    if isinstance(exc, InputError) and exc.doc_id is None:
+        exc.doc_id = doc_id
+    return exc
 
 
 def _hash_local(docs: list[tuple[int, FileDoc, str]]) -> list[tuple[int, FileDoc, str, str | BaseException]]:

@@ -11,25 +11,33 @@ from pydantic import BaseModel, Field
 
 from .build import open_store
 from .config import Settings, load_settings
-from .errors import describe
+from .errors import ConfigError, describe
 from .store import CHUNK, ArtifactStore
 
 
 class MirrorReport(BaseModel):
     source: str
     destination: str
+    created: bool = False  # --create made the destination's bucket or container
     copied: list[str] = Field(default_factory=list)
     skipped: list[str] = Field(default_factory=list)   # the destination already had them
     refused: dict[str, str] = Field(default_factory=dict)  # key -> why (a sha256 mismatch, a failed read)
 
 
-def mirror(source: str, destination: str, *, settings: Settings | None = None) -> MirrorReport:
-    """Copy every key the destination lacks; artifacts first, each verified, the manifest last."""
+def mirror(source: str, destination: str, *, settings: Settings | None = None, create: bool = False) -> MirrorReport:
+    """Copy every key the destination lacks; artifacts first, each verified, the manifest last.
+    `create`: make the destination's bucket or container first when it does not exist."""
     settings = settings or load_settings()
     src, dst = open_store(settings, source), open_store(settings, destination)
     src.check()
-    dst.check()
-    report = MirrorReport(source=src.url, destination=dst.url)
+    created = dst.create() if create else False
+    try:
+        dst.check()
+    except ConfigError as exc:
+        if "does not exist" not in str(exc):
+            raise
+        raise ConfigError(f"{exc}: create it, or give mirror --create") from None
+    report = MirrorReport(source=src.url, destination=dst.url, created=created)
     scratch = Path(tempfile.mkdtemp(prefix="preprocess-mirror-", dir=settings.scratch))
     try:
         for key in sorted(src.keys()):

@@ -84,7 +84,7 @@ def fetch(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
         try:
             fetched = _hash_file(path, file_state(path))
         except OSError as exc:
-            raise InputError(f"{doc.id}: cannot read {shown}: {exc}") from None
+            raise InputError(f"{doc.id}: cannot read {shown}: {exc}", doc_id=doc.id) from None
     else:
         url = doc.access_url.reveal()
         fetched = _with_retries(lambda: _download(url, scratch, settings, doc.size), url, settings, doc.id, shown)
@@ -111,7 +111,7 @@ class Hashing:
             try:
                 fetched = _hash_file(self.path, state)
             except OSError as exc:
-                raise InputError(f"{doc.id}: cannot read {shown}: {exc}") from None
+                raise InputError(f"{doc.id}: cannot read {shown}: {exc}", doc_id=doc.id) from None
             _check(doc, fetched, shown)
             return fetched
 
@@ -131,9 +131,11 @@ class Hashing:
 
 def _check(doc: FileDoc, fetched: Fetched, shown: str) -> None:
     if doc.size is not None and doc.size != fetched.size:
-        raise InputError(f"{doc.id}: size mismatch for {shown}: document says {doc.size}, file has {fetched.size}")
+        raise InputError(f"{doc.id}: size mismatch for {shown}: document says {doc.size}, file has {fetched.size}",
+                         doc_id=doc.id)
     if doc.md5 is not None and doc.md5 != fetched.md5:
-        raise InputError(f"{doc.id}: md5 mismatch for {shown}: document says {doc.md5}, file has {fetched.md5}")
+        raise InputError(f"{doc.id}: md5 mismatch for {shown}: document says {doc.md5}, file has {fetched.md5}",
+                         doc_id=doc.id)
 
 
 def _hash_file(path: Path, state: tuple[int, ...] | None = None) -> Fetched:
@@ -156,12 +158,12 @@ def fetch_reference(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fe
     if is_local(reference):
         path = local_path(reference)
         if not path.is_file():
-            raise InputError(f"{doc.id}: reference {shown} does not exist or is not a file")
+            raise InputError(f"{doc.id}: reference {shown} does not exist or is not a file", doc_id=doc.id)
         fetched = _hash_file(path, file_state(path))
         for suffix in _index_suffixes(path):
             if not path.with_name(path.name + suffix).is_file():
                 raise InputError(f"{doc.id}: reference {shown} has no {suffix} index beside it "
-                                 "(make one with samtools faidx)")
+                                 "(make one with samtools faidx)", doc_id=doc.id)
     else:
         raw = reference.reveal()
         fetched = _with_retries(lambda: _download(raw, scratch, settings, None, "reference.fa"), raw, settings,
@@ -175,10 +177,10 @@ def fetch_reference(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fe
                 _with_retries(get_index, index_url, settings, doc.id, f"{shown}{suffix}")
             except InputError:
                 raise InputError(f"{doc.id}: reference {shown} has no {suffix} index beside it "
-                                 "(make one with samtools faidx)") from None
+                                 "(make one with samtools faidx)", doc_id=doc.id) from None
     if doc.reference_md5 is not None and doc.reference_md5 != fetched.md5:
         raise InputError(f"{doc.id}: md5 mismatch for reference {shown}: document says {doc.reference_md5}, "
-                         f"file has {fetched.md5}")
+                         f"file has {fetched.md5}", doc_id=doc.id)
     return fetched
 
 

@@ -155,6 +155,25 @@ class ArtifactStore:
         except Exception as exc:  # noqa: BLE001 - any backend failure here is a configuration problem
             raise ConfigError(f"store {self.url}: cannot be reached: {type(exc).__name__}: {scrub(str(exc))}") from None
 
+    def create(self) -> bool:
+        """Create the bucket or container the store lives in (a local store: its folder) when it does
+        not exist; True when this call created it. Credentials that may not create one: ConfigError."""
+        top = self.root if self.local else self.root.split("/", 1)[0]
+        try:
+            self.fs.info(top)
+            return False
+        except FileNotFoundError:
+            pass
+        except Exception:  # noqa: BLE001 - check() names the real problem (refused credential, no route)
+            return False
+        try:
+            self.fs.mkdir(top)
+            self.fs.invalidate_cache()
+        except Exception as exc:  # noqa: BLE001 - any backend failure here is a configuration problem
+            raise ConfigError(f"store {self.url}: cannot create bucket or container {top!r}: "
+                              f"{type(exc).__name__}: {scrub(str(exc))}") from None
+        return True
+
     def lookup(self, key: str) -> Manifest | None:
         """The committed manifest of `key`, or None when nothing is committed there."""
         path = self.path(key, MANIFEST)

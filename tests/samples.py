@@ -308,8 +308,10 @@ def bigwig(path: Path, seed: int = 8) -> Path:
     return path
 
 
-def demo(directory: Path, reads: int = 20000) -> Path:
-    """One file of each format and a manifest.csv listing them with md5 and size."""
+def demo(directory: Path, reads: int = 20000, broken: bool = True) -> Path:
+    """One file of each format and a manifest.csv listing them with md5 and size; with `broken`, also a
+    row that fails on purpose (a BED start with a leading zero, which htslib would read as octal), so the
+    README's failure output and --retry-failed have something to show."""
     directory.mkdir(parents=True, exist_ok=True)
     files = [
         ("s1", sam(directory / "s1.sam", reads=reads), "SAM"),
@@ -325,11 +327,15 @@ def demo(directory: Path, reads: int = 20000) -> Path:
     ]
     (directory / "t1.tsv").write_text("gene\tscore\nA\t1\n")
     files.append(("t1", directory / "t1.tsv", "TSV"))
+    if broken:
+        (directory / "broken.bed").write_text("chr1\t100\t200\tpeak1\nchr1\t0150\t300\tpeak2\n")
+        files.append(("broken", directory / "broken.bed", "BED"))
     with open(directory / "manifest.csv", "w", newline="") as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["id", "access_url", "format", "md5", "size"])
-        for doc_id, path, fmt in files:
-            writer.writerow([doc_id, path.name, fmt, md5(path), path.stat().st_size])
+        for doc_id, path, fmt in files:  # no md5 for broken: fixed in place, it is hashed afresh
+            known = doc_id != "broken"
+            writer.writerow([doc_id, path.name, fmt, md5(path) if known else "", path.stat().st_size if known else ""])
     (directory / "v1.vcf").unlink()
     return directory / "manifest.csv"
 

@@ -229,3 +229,20 @@ def test_connection_dropped_mid_upload_to_azure_leaves_no_manifest_and_no_blob(a
         lambda proxy_port: {"connection_string": azurite_connection.replace(f"127.0.0.1:{port}",
                                                                             f"127.0.0.1:{proxy_port}")},
         tmp_path)
+
+
+def test_mirror_into_a_missing_container_names_create_and_create_makes_it(s3_bucket, azurite_connection, tmp_path):
+    import uuid
+
+    src = f"s3://{s3_bucket}/a"
+    preprocess.run({"id": "s", "access_url": str(samples.sam(tmp_path / "s.sam", reads=200)), "format": "SAM"},
+                   settings=cloud_settings(src, tmp_path))
+    dst = f"az://c{uuid.uuid4().hex[:12]}/b"
+    refused = cli("mirror", src, dst, cwd=tmp_path)
+    assert refused.returncode == 2 and "does not exist: create it, or give mirror --create" in refused.stderr
+    made = cli("mirror", src, dst, "--create", "--json", "report.json", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(f"created {dst}\ncopied 1,")
+    assert json.loads((tmp_path / "report.json").read_text())["created"] is True
+    again = cli("mirror", src, dst, "--create", "--json", "-", cwd=tmp_path)
+    assert json.loads(again.stdout)["created"] is False and len(json.loads(again.stdout)["skipped"]) == 1

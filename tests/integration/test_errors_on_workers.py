@@ -80,3 +80,13 @@ def _real(tool: str) -> str:
     found = shutil.which(tool)
     assert found
     return found
+
+
+@pytest.mark.parametrize("fmt,md5", [("SAM", None), ("SAM", "0" * 32), ("TSV", None)])
+def test_a_missing_local_file_raises_an_input_error_naming_its_document(fmt, md5, tmp_path):
+    """Found while planning (hashing a local file, a passthrough) or by the build: doc_id is set either way."""
+    settings = load_settings(**{"store.url": str(tmp_path / "store"), "cluster.profile": "sync"})
+    doc = {"id": "doc-9", "access_url": str(tmp_path / "gone.sam"), "format": fmt, "md5": md5}
+    with pytest.raises(preprocess.InputError, match="does not exist") as caught:
+        preprocess.run(doc, settings=settings)
+    assert caught.value.doc_id == "doc-9"
