@@ -17,7 +17,7 @@ from tests.conftest import md5, store_files
 
 def grow_when_run(bin_dir: Path, tool: str, subcommand: str | None, source: Path) -> None:
     """Put a `tool` on PATH that appends 100 lines to `source` once (when called with `subcommand`, if
-    given), then runs the real tool: the source changes while the pipeline is sorting it."""
+    given), then runs the real tool: the source changes while the pipeline is building it."""
     real = shutil.which(tool)
     assert real is not None
     only = f'[ "${{1:-}}" = {subcommand} ] && ' if subcommand else ""
@@ -29,9 +29,9 @@ def grow_when_run(bin_dir: Path, tool: str, subcommand: str | None, source: Path
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
 
 
-@pytest.mark.parametrize("fmt, tool, subcommand", [("BED", "sort", None), ("BAM", "samtools", "sort")])
+@pytest.mark.parametrize("fmt, tool, subcommand", [("BED", "bgzip", None), ("BAM", "samtools", "sort")])
 @pytest.mark.parametrize("with_md5", [True, False], ids=["md5-given", "no-md5"])
-def test_a_source_appended_to_while_it_is_sorted_fails_and_commits_nothing(data, settings, store_dir, tmp_path,
+def test_a_source_appended_to_while_it_is_built_fails_and_commits_nothing(data, settings, store_dir, tmp_path,
                                                                              monkeypatch, fmt, tool, subcommand,
                                                                              with_md5):
     source = samples.bed(data / "grow.bed", records=3000) if fmt == "BED" else samples.bam(data / "grow.bam")
