@@ -1,8 +1,8 @@
-"""python -m preprocess {run,batch,reindex,status,mirror,sign,gc,doctor}: parse options, call the API,
-report, exit.
+"""python -m preprocess {run,batch,reindex,status,history,mirror,sign,gc,doctor,keygen}: parse options,
+call the API, report, exit.
 
-Exit codes: 0 every file succeeded, 1 some failed, 2 a usage or configuration error, 3 (reindex)
-another run holds the store's lease.
+Exit codes: 0 every file succeeded, 1 some failed (history --verify: the chain is broken), 2 a usage
+or configuration error, 3 (reindex) another run holds the store's lease, or took it over from this one.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def summary_table(report: BatchReport) -> str:
     return "\n".join(lines)
 
 
-from . import cli_catalogue  # noqa: E402,F401 - registers reindex and status on the group
+from . import cli_catalogue, cli_trust  # noqa: E402,F401 - register reindex, status, history and keygen
 
 
 def main() -> None:

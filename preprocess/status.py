@@ -18,6 +18,7 @@ from .keys import LAYOUT, is_key
 from .model import FileDoc, redact_url
 from .reindex import INDEX_SUFFIXES, reindex
 from .runs import list_records
+from .signing import is_signature
 from .store import MANIFEST, ArtifactStore
 
 HISTORY = 10  # run records read to find each row's latest outcome
@@ -112,7 +113,7 @@ def _latest_outcomes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 
 def _kind(files: Mapping[str, int]) -> str:
-    data = [n for n in files if n != MANIFEST and not n.endswith(INDEX_SUFFIXES)]
+    data = [n for n in files if n != MANIFEST and not n.endswith(INDEX_SUFFIXES) and not is_signature(n)]
     if not data:
         return "unknown"
     name = data[0]
