@@ -399,7 +399,7 @@ class ArtifactStore:
                 data = stream.read()
                 modified = os.fstat(stream.fileno()).st_mtime
             return Versioned(data, hashlib.sha256(data).hexdigest(), datetime.fromtimestamp(modified, UTC))
-        self.fs.invalidate_cache(path)
+        self._forget(path)
         info = self.fs.info(path)  # the tag and time first: a later write makes a put_if with them fail
         data = bytes(self.fs.cat_file(path))
         tag = info.get("ETag") or info.get("etag")
@@ -416,11 +416,16 @@ class ArtifactStore:
         self.fs.pipe_file(probe, b"")
         try:
             if not self.local:
-                self.fs.invalidate_cache(probe)
+                self._forget(probe)
             return _modified(self.fs.info(probe))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(probe)
+
+    def _forget(self, path: str) -> None:
+        """Drop what fsspec cached of `path` and its folder's listing: these reads must ask the store."""
+        self.fs.invalidate_cache(path)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
 
     @property
     def clock_resolution(self) -> timedelta:
