@@ -27,11 +27,11 @@ EXAMPLES = [
     InputError("no id"),
     SourceError("s1: fetching https://h/x.bam failed"),
     StoreError("uploading s3://b/k failed"),
-    SignatureError("s3://b/v1/ab/ab…/manifest.json has no signature"),
     ConfigError("store s3://nope: bucket does not exist"),
     ToolError(["samtools", "sort", "-o", "out.bam"], 137, "killed\nout of memory", context="sorting x.bam"),
     ScratchError("/scratch/w1", needed=123456789, detail="No space left on device"),
     TimeLimitError("s1: stopped after 6h (preprocess.task-timeout) while building"),
+    SignatureError("s3://b/v1/ab/ab…/manifest.json has no signature"),
 ]
 
 
