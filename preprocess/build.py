@@ -55,7 +55,8 @@ def open_store(settings: Settings, url: str | None = None) -> ArtifactStore:
     configured store's scheme; another scheme gets its library's defaults (credential chains)."""
     target, configured = Url(url or settings.store.url), Url(settings.store.url)
     same = (target.scheme or "file") == (configured.scheme or "file")
-    return ArtifactStore(target, settings.store.options() if same else {}, settings.store.verify)
+    return ArtifactStore(target, settings.store.options() if same else {}, settings.store.verify,
+                         signing_key=settings.store.signing_key, verify_key=settings.store.verify_key)
 
 
 def takes_reference(pipeline: Pipeline, doc: FileDoc) -> bool:

@@ -1,11 +1,11 @@
-"""python -m preprocess {run,batch,reindex,status,mirror,sign,gc,doctor,cluster,config}: parse options, call the
-API, report, exit.
+"""python -m preprocess {run,batch,reindex,status,history,mirror,sign,gc,doctor,keygen,cluster,config}: parse
+options, call the API, report, exit.
 
 Settings come from preprocess.yaml, dask's YAML files, DASK_PREPROCESS__* variables and, on top of them
 all, `--set KEY=VALUE` and the explicit flags (`--store`, `--cluster`, …); `config` shows which won.
 
-Exit codes: 0 every file succeeded, 1 some failed, 2 a usage or configuration error, 3 (reindex)
-another run holds the store's lease.
+Exit codes: 0 every file succeeded, 1 some failed (history --verify: the chain is broken), 2 a usage
+or configuration error, 3 (reindex) another run holds the store's lease, or took it over from this one.
 """
 
 from __future__ import annotations
@@ -393,7 +393,7 @@ def summary_table(report: BatchReport) -> str:
     return "\n".join(lines)
 
 
-from . import cli_catalogue  # noqa: E402,F401 - registers reindex and status on the group
+from . import cli_catalogue, cli_trust  # noqa: E402,F401 - register reindex, status, history and keygen
 
 
 def main() -> None:

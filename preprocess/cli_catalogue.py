@@ -38,7 +38,7 @@ def reindex_catalogue(manifest: Path, store: str | None, profile: str | None, ad
     from tqdm import tqdm
 
     from .catalog import read_catalog
-    from .lease import LeaseHeld
+    from .lease import LeaseHeld, LeaseLost
     from .reindex import reindex
 
     settings = _settings(store, profile, address, workers)
@@ -54,17 +54,33 @@ def reindex_catalogue(manifest: Path, store: str | None, profile: str | None, ad
 
     # systemd and ECS stop a task with SIGTERM: exit through the finally blocks, so the lease is released.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    on_lost = _interrupt_on_lost()
     try:
         report = reindex(docs, settings=settings, verify=verify, dry_run=dry_run, wait=wait,
                          lease_expiry=_age(lease_expiry), plan_from=plan_from,  # type: ignore[arg-type]
                          progress=lambda _: bar.update(1), on_client=announce, options=options,
-                         on_wait=lambda message: bar.write(message, file=sys.stderr))
-    except LeaseHeld as exc:
+                         on_wait=lambda message: bar.write(message, file=sys.stderr), on_lost=on_lost)
+    except (LeaseHeld, LeaseLost) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(3)
     finally:
         bar.close()
     _finish(report, json_path, _plan_table)
+
+
+def _interrupt_on_lost() -> Any:
+    """A callback that stops this (main) thread at once, even mid-build, when the lease is lost:
+    SIGUSR1 to it, whose handler raises LeaseLost (reindex() replaces it with the full message)."""
+    import threading
+
+    from .lease import LeaseLost
+
+    def raise_lost(*_: Any) -> None:
+        raise LeaseLost("the lease was lost")
+
+    signal.signal(signal.SIGUSR1, raise_lost)
+    main = threading.main_thread().ident
+    return lambda: signal.pthread_kill(main, signal.SIGUSR1) if main is not None else None
 
 
 def _plan_table(report: Any) -> str:

@@ -54,6 +54,8 @@ class StoreSettings(_Section):
     url: Url
     storage_options: Secret[dict[str, Any]] | None = Field(default_factory=lambda: Secret({}))
     verify: Literal["sha256", "size"] = "sha256"
+    signing_key: str | None = None  # path of an Ed25519 private key PEM: every manifest is signed (signing.py)
+    verify_key: str | None = None   # path of the public key PEM: every manifest read is checked
 
     def options(self) -> dict[str, Any]:
         """The storage options to open the store with: this process's own configuration when withheld."""

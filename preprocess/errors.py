@@ -44,6 +44,10 @@ class StoreError(PreprocessError):
     """The artifact store refused or failed a read or write."""
 
 
+class SignatureError(StoreError):
+    """A manifest's signature is missing or does not verify with the configured verify key."""
+
+
 class ScratchError(PreprocessError):
     """The worker's scratch folder ran out of space: names the folder and the bytes the build needed."""
 

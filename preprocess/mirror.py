@@ -1,4 +1,8 @@
-"""Copy committed artifacts from one store to another, verifying each against its manifest."""
+"""Copy committed artifacts from one store to another, verifying each against its manifest.
+
+With `store.verify-key` set, each manifest's signature is checked on both sides (a key whose
+signature is missing or fails is refused, named in the report); the manifest's exact bytes travel
+with their signature, or are signed again by the destination when `store.signing-key` is set."""
 
 from __future__ import annotations
 
@@ -41,13 +45,14 @@ def mirror(source: str, destination: str, *, settings: Settings | None = None, c
     scratch = Path(tempfile.mkdtemp(prefix="preprocess-mirror-", dir=settings.scratch))
     try:
         for key in sorted(src.keys()):
-            if dst.lookup(key) is not None:
-                report.skipped.append(key)
-                continue
             try:
-                manifest = src.lookup(key)
-                if manifest is None:
+                if dst.lookup(key) is not None:
+                    report.skipped.append(key)
+                    continue
+                found = src.lookup_signed(key)
+                if found is None:
                     continue  # removed while we listed
+                manifest, body, signature = found
                 files = {}
                 for art in manifest.artifacts:
                     local = scratch / art.name
@@ -55,7 +60,7 @@ def mirror(source: str, destination: str, *, settings: Settings | None = None, c
                     if digest != art.sha256:
                         raise ValueError(f"{src.uri(key, art.name)}: sha256 {digest} differs from its manifest's")
                     files[art.name] = local
-                dst.commit(manifest, files)
+                dst.commit(manifest, files, body=body, signature=signature)
                 report.copied.append(key)
             except Exception as exc:  # noqa: BLE001 - one bad key is reported; the rest are copied
                 info = describe(exc)

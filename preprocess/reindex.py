@@ -31,11 +31,12 @@ from pydantic import BaseModel, Field
 from . import registry, sources
 from .build import open_store
 from .config import Settings, load_settings
-from .errors import StoreError
+from .errors import SignatureError, StoreError
 from .graph import _absolute, classify, coerce
 from .keys import LAYOUT
-from .lease import DEFAULT_EXPIRY, Lease, acquire
+from .lease import DEFAULT_EXPIRY, Lease, LeaseLost, acquire
 from .model import ErrorInfo, FileDoc, Manifest, RunResult, redact_url
+from .signing import is_signature
 from .store import CHUNK, MANIFEST, ArtifactStore
 
 Action = Literal["ok", "build", "missing", "corrupt", "hash", "invalid"]
@@ -102,11 +103,13 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
             client: Any | None = None, wait: float = 0, lease_expiry: timedelta = DEFAULT_EXPIRY,
             plan_from: PlanFrom = "auto", progress: Callable[[RunResult], None] | None = None,
             on_client: Callable[[Any], None] | None = None, on_wait: Callable[[str], None] | None = None,
-            options: Mapping[str, Any] | None = None) -> ReindexReport:
+            on_lost: Callable[[], None] | None = None, options: Mapping[str, Any] | None = None) -> ReindexReport:
     """Bring the store up to date with a catalogue, building only what is stale; see the module doc.
 
     Holds the store's reindex lease throughout (LeaseHeld when another run holds it after `wait`
-    seconds); a dry run takes no lease and changes nothing. Writes a run record unless dry.
+    seconds); a dry run takes no lease and changes nothing. Writes a run record unless dry. A run
+    whose lease was taken over (not renewed in time) stops with LeaseLost: at the next finished
+    file, or at once when `on_lost` (called from the renewing thread) interrupts the caller.
     """
     from .api import execute_plan
     from .runs import new_run_id
@@ -121,7 +124,8 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
     lease: Lease | None = None
     if not dry_run:
         lease = acquire(artifact_store, "reindex", lease_expiry, wait=wait, on_wait=on_wait)
-        lease.keep_alive()
+        lease.keep_alive(on_lost)
+        progress = _stop_when_lost(lease, progress)
     try:
         clock = time.perf_counter()
         items, hashed = _hash_local(list(docs))
@@ -149,7 +153,10 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
                                            hashed=index in hashed,
                                            reason="; ".join(filter(None, [reason, _HASHED if index in hashed
                                                                           else None])) or None)
-            if action != "ok":
+            if reason and reason.startswith(_UNSIGNED):  # named as failed; the operator decides what to trust
+                error = ErrorInfo.model_validate({"class": "SignatureError", "message": reason[len(_UNSIGNED) + 2:]})
+                results[index] = results[index].model_copy(update={"status": "failed", "reason": None, "error": error})
+            elif action != "ok":
                 pending.schedule(index, doc, fmt, key, rebuild=action in ("missing", "corrupt"))
                 if reason == _UNREADABLE:
                     unreadable.append(key)
@@ -163,9 +170,15 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
                 results[index] = results[index].model_copy(update={
                     "status": outcome.status, "key": outcome.key or results[index].key, "error": outcome.error,
                     "timings": outcome.timings})
+    except (KeyboardInterrupt, LeaseLost):
+        if lease is not None and lease.lost:
+            raise LeaseLost(lease.lost_message()) from None
+        raise
     finally:
         if lease is not None:
             lease.release()
+    if lease is not None and lease.lost:
+        raise LeaseLost(lease.lost_message())
     report = ReindexReport(
         run=run_id, store=redact_url(artifact_store.url), started=started, finished=_now(), dry_run=dry_run,
         verify=verify, planned_from=mode, dashboard=dashboard, results=[results[i] for i in sorted(results)],
@@ -175,7 +188,19 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
     return report
 
 
+def _stop_when_lost(lease: Lease, progress: Callable[[RunResult], None] | None) -> Callable[[RunResult], None]:
+    """`progress`, raising LeaseLost after any finished file once the lease is lost."""
+    def checked(result: RunResult) -> None:
+        if progress is not None:
+            progress(result)
+        if lease.lost:
+            raise LeaseLost(lease.lost_message())
+
+    return checked
+
+
 _UNREADABLE = "the manifest cannot be read"
+_UNSIGNED = "signature"  # missing or failing: reported as failed, never repaired over (it may be tampering)
 _NO_BUILD = "no build under the current key (new row, changed md5 or pipeline version)"
 
 
@@ -230,7 +255,9 @@ def inspect_keys(store: ArtifactStore, keys: list[str], verify: bool,
             decided[key] = ("ok", None)
             continue
         manifest = manifests[key]
-        if isinstance(manifest, StoreError):
+        if isinstance(manifest, SignatureError):
+            decided[key] = ("corrupt", f"{_UNSIGNED}: {manifest}")
+        elif isinstance(manifest, StoreError):
             decided[key] = ("corrupt", _UNREADABLE)
         elif manifest is None:
             decided[key] = ("build", "no build under the current key")
@@ -276,7 +303,7 @@ def _list_prefix(store: ArtifactStore, prefix: str) -> list[tuple[str, int]]:
 def _shape(files: Mapping[str, int]) -> Literal["absent", "complete", "unsure"]:
     """What a key folder's listing says: no manifest; a manifest beside a data file and its index
     (what every building pipeline commits); or anything else, which needs the manifest read."""
-    names = [n for n in files if not n.startswith(".") and not n.endswith(".tmp")]
+    names = [n for n in files if not n.startswith(".") and not n.endswith(".tmp") and not is_signature(n)]
     if MANIFEST not in names:
         return "absent"
     data = [n for n in names if n != MANIFEST and not n.endswith(INDEX_SUFFIXES)]

@@ -1,26 +1,41 @@
-"""Run records: every batch and reindex leaves `runs/<time>-<id>.json` in the store.
+"""Run records: every batch and reindex leaves `runs/<sequence number>.json` in the store.
 
 Nothing else remembers a run once the process exits, so the record holds what an operator asks
 the next morning: when, where, which versions, with which options (never a secret: storage option
 values, URL userinfo and query strings are dropped), and what happened to each file. `status`
 reads them back. They live beside the layout folder, never inside it, so `gc` never sees them.
+
+The records are a hash chain: each carries `seq`, `previous` (the sha256 of the previous record's
+canonical bytes) and `sha256` (of its own canonical bytes without that field). A record is appended
+by creating the next number only if absent (the store's exclusive create), so two runs finishing at
+once both land, one after the other. `verify_chain` names the first record edited, removed or
+inserted. Tamper-evident, not unforgeable: whoever can write the store can rewrite the whole chain,
+and removing or rewriting the newest record leaves no trace (that is what signatures are for).
+Records written before the chain (`<time>-<id>.json`) are listed first and not covered.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
+import re
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 from .model import BatchReport, redact_url
 from .store import ArtifactStore
 
 RUNS = "runs"
+APPEND_ATTEMPTS = 50                                 # tries for the next number while other runs take it
+_CHAINED = re.compile(r"^(?P<seq>[0-9]{12})\.json$")
+_LEGACY = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]+\.json$")  # before the chain: `<time>-<id>.json`
 _PACKAGES = ("dask", "distributed", "fsspec", "s3fs", "adlfs", "pysam", "pydantic")
 
 
@@ -28,9 +43,23 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def record_name(started: datetime, run_id: str) -> str:
-    """`<UTC time>-<id>.json`: names sort in time order, so the last runs are the last names."""
-    return f"{started.astimezone(UTC):%Y%m%dT%H%M%SZ}-{run_id}.json"
+def record_name(seq: int) -> str:
+    """`<sequence number>.json`, zero-padded: names sort in the order the records were appended."""
+    return f"{seq:012d}.json"
+
+
+def canonical(record: Mapping[str, Any]) -> bytes:
+    """The bytes a record is hashed by (and written as): sorted keys, no spaces, UTF-8."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(record: Mapping[str, Any]) -> str:
+    """sha256 of a record's canonical bytes: what the next record names as `previous`."""
+    return hashlib.sha256(canonical(record)).hexdigest()
+
+
+def _own_digest(record: Mapping[str, Any]) -> str:
+    return digest({k: v for k, v in record.items() if k != "sha256"})
 
 
 def safe_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,23 +113,153 @@ def tool_versions(store: ArtifactStore, keys: Iterable[str]) -> dict[str, list[s
 
 
 def write_record(store: ArtifactStore, record: dict[str, Any]) -> str:
-    """Write one run record; return its path. A failure to write is reported on stderr, not raised:
-    the run's own outcome stands."""
-    started = datetime.fromisoformat(record["started"])
-    path = f"{store.root}/{RUNS}/{record_name(started, record['run'])}"
-    body = json.dumps(record, separators=(",", ":")).encode()  # compact: the C encoder, ~1 µs a row
+    """Append one run record to the chain; return its path. A failure to write is reported on
+    stderr, not raised: the run's own outcome stands."""
+    folder = f"{store.root}/{RUNS}"
+    path = folder
     try:
-        if store.local:  # whole or absent: a temp name, then a rename (names are unique: no race)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as stream:
-                stream.write(body)
-            os.replace(tmp, path)
-        else:
-            store.fs.pipe_file(path, body)  # one PUT: an object appears whole
+        for attempt in range(APPEND_ATTEMPTS):
+            seq, previous = _head(store)
+            chained = {**record, "seq": seq + 1, "previous": previous}
+            chained["sha256"] = _own_digest(chained)
+            path = f"{folder}/{record_name(seq + 1)}"
+            try:
+                store.create(path, canonical(chained))
+                return path
+            except FileExistsError:  # another run appended this number first: read the new head, retry
+                time.sleep(random.uniform(0, 0.02 * min(attempt + 1, 10)))
+        raise TimeoutError(f"{APPEND_ATTEMPTS} other runs appended first")
     except Exception as exc:  # noqa: BLE001 - history is worth a warning, not a failed run
         print(f"warning: could not write the run record {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
     return path
+
+
+def _names(store: ArtifactStore) -> list[str]:
+    """The names of the files in runs/ that end in .json (hidden and temp files left out)."""
+    folder = f"{store.root}/{RUNS}"
+    try:
+        if store.local:
+            names = os.listdir(folder)
+        else:
+            store.fs.invalidate_cache(folder)
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(folder, detail=False)]
+    except FileNotFoundError:
+        return []
+    return [n for n in names if n.endswith(".json") and not n.startswith(".")]
+
+
+def _ordered(names: Iterable[str]) -> list[str]:
+    """Records before the chain first (by time), then the chain by number; other names last."""
+    def rank(name: str) -> tuple[int, str]:
+        return (0 if _LEGACY.match(name) else 1 if _CHAINED.match(name) else 2, name)
+
+    return sorted(names, key=rank)
+
+
+def _head(store: ArtifactStore) -> tuple[int, str | None]:
+    """The last record's number and digest (0 and None on an empty chain)."""
+    chained = sorted(n for n in _names(store) if _CHAINED.match(n))
+    if not chained:
+        return 0, None
+    name = chained[-1]
+    data = store.fs.cat_file(f"{store.root}/{RUNS}/{name}")
+    try:
+        return int(name[:12]), digest(json.loads(data))
+    except ValueError:  # unreadable: chain to its bytes; verify names it
+        return int(name[:12]), hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class ChainCheck:
+    """What `history --verify` found: `problem` names the first record edited, removed or inserted."""
+
+    records: int
+    before_chain: int
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify_chain(store: ArtifactStore) -> ChainCheck:
+    """Walk the chain in number order; stop at the first record that was edited, removed or inserted."""
+    folder = f"{store.root}/{RUNS}"
+    names = _names(store)
+    chained = sorted(n for n in names if _CHAINED.match(n))
+    legacy = [n for n in names if _LEGACY.match(n)]
+    check = ChainCheck(records=len(chained), before_chain=len(legacy))
+    found = store.fs.cat([f"{folder}/{n}" for n in chained], on_error="return") if chained else {}
+    shown = f"{RUNS}/{{}}"
+    previous: tuple[int, str | None, str | None] = (0, None, None)  # number, name, digest
+    before: str | None = None                                        # the digest the one before that had
+    first_started: str | None = None
+    for name in chained:
+        seq = int(name[:12])
+        data = found.get(f"{folder}/{name}")
+        try:
+            record = json.loads(data) if isinstance(data, bytes | str) else None
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            check.problem = f"{shown.format(name)} was edited: it is not a JSON record"
+            return check
+        if record.get("sha256") != _own_digest(record):
+            check.problem = f"{shown.format(name)} was edited: its bytes do not match the sha256 it carries"
+            return check
+        last_seq, last_name, last_digest = previous
+        if record.get("previous") != last_digest:
+            if last_name is not None and record.get("previous") == before:
+                check.problem = (f"{shown.format(last_name)} was inserted: {shown.format(name)} links past it, "
+                                 "to the record before it")
+            elif seq != last_seq + 1:
+                check.problem = _removed(shown, last_seq, seq, name)
+            elif last_name is None:
+                check.problem = (f"{shown.format(name)} was inserted: the first record links to a record "
+                                 "that does not exist")
+            else:
+                check.problem = (f"{shown.format(last_name)} was edited: {shown.format(name)} carries another "
+                                 "sha256 for it")
+            return check
+        if seq != last_seq + 1:
+            check.problem = _removed(shown, last_seq, seq, name)
+            return check
+        if record.get("seq") != seq:
+            check.problem = f"{shown.format(name)} was moved: it holds record {record.get('seq')}"
+            return check
+        first_started = first_started or record.get("started")
+        before = last_digest
+        previous = (seq, name, digest(record))
+    others = sorted(n for n in names if not _CHAINED.match(n) and not _LEGACY.match(n))
+    if others:
+        check.problem = f"{shown.format(others[0])} was inserted: it is not a record of the chain"
+        return check
+    for name in sorted(legacy):
+        problem = _legacy_problem(store, f"{folder}/{name}", first_started)
+        if problem:
+            check.problem = f"{shown.format(name)} was inserted: {problem}"
+            return check
+    return check
+
+
+def _removed(shown: str, last_seq: int, seq: int, name: str) -> str:
+    gone = range(last_seq + 1, seq)
+    listed = ", ".join(shown.format(record_name(n)) for n in list(gone)[:3]) + (" …" if len(gone) > 3 else "")
+    return f"{listed} {'was' if len(gone) == 1 else 'were'} removed: {shown.format(name)} follows " + (
+        shown.format(record_name(last_seq)) if last_seq else "nothing")
+
+
+def _legacy_problem(store: ArtifactStore, path: str, first_started: str | None) -> str | None:
+    """A record named as before the chain must look like one: no chain fields, older than the chain."""
+    try:
+        record = json.loads(store.fs.cat_file(path))
+    except (ValueError, FileNotFoundError):
+        return "it is not a JSON record"
+    if not isinstance(record, dict) or {"seq", "previous", "sha256"} & set(record):
+        return "it carries chain fields under a name from before the chain"
+    if first_started and str(record.get("started", "")) > first_started:
+        return "it is dated after the chain began"
+    return None
 
 
 def base_record(command: str, run_id: str, started: str, finished: str, store: ArtifactStore,
@@ -127,14 +286,7 @@ def write_batch_record(store: ArtifactStore, report: BatchReport, options: Mappi
 def list_records(store: ArtifactStore, last: int | None = None) -> list[dict[str, Any]]:
     """The run records, oldest first (the `last` ones when given); an unreadable one is skipped."""
     folder = f"{store.root}/{RUNS}"
-    try:
-        if store.local:
-            names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
-        else:
-            store.fs.invalidate_cache(folder)
-            names = sorted(p.rsplit("/", 1)[-1] for p in store.fs.ls(folder, detail=False) if p.endswith(".json"))
-    except FileNotFoundError:
-        return []
+    names = [n for n in _ordered(_names(store)) if _CHAINED.match(n) or _LEGACY.match(n)]
     if last is not None:
         names = names[-last:] if last > 0 else []
     paths = [f"{folder}/{name}" for name in names]

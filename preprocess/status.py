@@ -16,6 +16,7 @@ from .config import Settings, load_settings
 from .model import FileDoc, redact_url
 from .reindex import HISTORY, INDEX_SUFFIXES, ReindexResult, reindex
 from .runs import latest_outcomes, list_records
+from .signing import is_signature
 from .store import MANIFEST
 
 
@@ -82,7 +83,7 @@ def _row(result: ReindexResult, before: Mapping[str, Any] | None) -> RowState:
 
 
 def _kind(files: Mapping[str, Any]) -> str:
-    data = [n for n in files if n != MANIFEST and not n.endswith(INDEX_SUFFIXES)]
+    data = [n for n in files if n != MANIFEST and not n.endswith(INDEX_SUFFIXES) and not is_signature(n)]
     if not data:
         return "unknown"
     name = data[0]

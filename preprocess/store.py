@@ -6,19 +6,22 @@ A key's artifacts are visible only through its manifest; bytes without one are d
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, SignatureError, StoreError
 from .keys import LAYOUT, is_key
 from .model import Artifact, Manifest
+from .signing import public_key, sign, signature_name, verifies
 from .urls import Url, scrub
 
 MANIFEST = "manifest.json"
@@ -57,6 +60,20 @@ def _renamed(source: Path, target: str) -> bool:
     return True
 
 
+class Conflict(Exception):
+    """A conditional write (`put_if` with a tag) found the object changed or gone since it was read."""
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """An object's bytes, the tag a conditional write names it by (its ETag on S3 and Azure, the
+    sha256 of its bytes locally), and when the store last wrote it (the store's own clock)."""
+
+    data: bytes
+    tag: str
+    modified: datetime
+
+
 class StoredFile(NamedTuple):
     """One file a listing returned: its fsspec path, size, and last modification (None: not known)."""
 
@@ -91,10 +108,12 @@ class ArtifactStore:
     """
 
     def __init__(self, url: str | Url, storage_options: Mapping[str, Any] | None = None,
-                 verify: str = "sha256") -> None:
+                 verify: str = "sha256", signing_key: str | None = None, verify_key: str | None = None) -> None:
         import fsspec
 
         self.verify = verify  # "sha256": re-read uploads and compare; "size": compare sizes only
+        self.signing_key = signing_key  # the PATH of an Ed25519 private key PEM: each manifest is signed
+        self.verifier = public_key(verify_key) if verify_key else None  # each manifest read is checked
         shown = Url(url)
         url = shown.reveal()
         scheme = url.split("://", 1)[0] if "://" in url else "file"
@@ -144,7 +163,11 @@ class ArtifactStore:
                 os.makedirs(self.root, exist_ok=True)
                 if not os.access(self.root, os.W_OK):
                     raise ConfigError(f"store {self.url}: {self.root} is not writable")
+                if self.signing_key:
+                    sign(self.signing_key, b"")  # a bad key fails here, not at the first commit
                 return
+            if self.signing_key:
+                sign(self.signing_key, b"")  # a bad key fails here, not at the first commit
             top = self.root.split("/", 1)[0]
             try:
                 self.fs.info(top)  # not exists(): that answers False for a bad option or refused credential
@@ -175,24 +198,51 @@ class ArtifactStore:
         return True
 
     def lookup(self, key: str) -> Manifest | None:
-        """The committed manifest of `key`, or None when nothing is committed there."""
+        """The committed manifest of `key`, or None when nothing is committed there; with a verify
+        key, a StoreError when its signature is missing or does not verify."""
+        found = self.lookup_signed(key)
+        return None if found is None else found[0]
+
+    def lookup_signed(self, key: str) -> tuple[Manifest, bytes, bytes | None] | None:
+        """lookup(), with the manifest's bytes and its signature (None when it has none)."""
         path = self.path(key, MANIFEST)
         # s3fs asks for the size (a HEAD) before a whole-object read, to split large ones; a manifest
         # is small: one GET.
         single = {"max_concurrency": 1} if self.protocol in ("s3", "s3a") else {}
         try:
-            data = self.fs.cat_file(path, **single)
+            data = bytes(self.fs.cat_file(path, **single))
         except FileNotFoundError:
             return None
         except Exception as exc:
             raise StoreError(f"reading {self.uri(key, MANIFEST)}: {type(exc).__name__}: {exc}") from exc
+        signature = self._signature(key, data)
         try:
             manifest = Manifest.model_validate_json(data)
         except ValueError as exc:
             raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {exc}") from None
         if manifest.key != key:  # a copied or forged manifest must not make one key serve another's bytes
             raise StoreError(f"{self.uri(key, MANIFEST)} claims key {manifest.key[:80]!r}, not the key of its folder")
-        return manifest
+        return manifest, data, signature
+
+    def _signature(self, key: str, body: bytes) -> bytes | None:
+        """The signature beside these manifest bytes (None when there is none); with a verify key,
+        a StoreError naming the manifest when it is missing or does not verify."""
+        name = signature_name(body)
+        try:
+            signature = bytes(self.fs.cat_file(self.path(key, name)))
+        except FileNotFoundError:
+            signature = None
+        except Exception as exc:
+            raise StoreError(f"reading {self.uri(key, name)}: {type(exc).__name__}: {exc}") from exc
+        if self.verifier is None:
+            return signature
+        if signature is None:
+            raise SignatureError(f"{self.uri(key, MANIFEST)} has no signature ({name} is missing: unsigned, or the "
+                             "manifest was changed after signing) and store.verify-key is set")
+        if not verifies(self.verifier, body, signature):
+            raise SignatureError(f"{self.uri(key, MANIFEST)}: its signature {name} does not verify with "
+                             "store.verify-key (the manifest was changed, or signed with another key)")
+        return signature
 
     def lookup_many(self, keys: Iterable[str]) -> dict[str, Manifest | None | StoreError]:
         """lookup() for many keys, concurrently on object stores, so a cached catalogue of thousands
@@ -294,8 +344,12 @@ class ArtifactStore:
         return bytes(self.fs.cat_file(self.path(key, name), start=start, end=end))
 
     # -- writing ------------------------------------------------------------------------------------
-    def commit(self, manifest: Manifest, files: Mapping[str, Path], move: bool = False) -> Manifest:
+    def commit(self, manifest: Manifest, files: Mapping[str, Path], move: bool = False, *,
+               body: bytes | None = None, signature: bytes | None = None) -> Manifest:
         """Upload every artifact whole, verify it, then write the manifest; return the one committed.
+
+        With a signing key its signature is written first, beside it; `body` and `signature` (a
+        mirror's copy) commit those exact manifest bytes, signed again only when this store has a key.
 
         `files` maps artifact name to the local file; `move`: they are a build's scratch, which a local
         store on the same filesystem takes by renaming rather than copying. When another writer committed the same key
@@ -308,10 +362,14 @@ class ArtifactStore:
             self._verify(manifest.key, art)
         if self.local and manifest.artifacts:  # the artifacts' names are on disk before the manifest's
             _fsync(os.path.dirname(self.path(manifest.key, MANIFEST)))
-        body = manifest.model_dump_json(indent=2).encode()
+        body = body if body is not None else manifest.model_dump_json(indent=2).encode()
         target = self.path(manifest.key, MANIFEST)
+        if self.signing_key:
+            signature = sign(self.signing_key, body)
+        if signature is not None:
+            self._write_small(self.path(manifest.key, signature_name(body)), signature)
         try:
-            self._create(target, body)
+            self.create(target, body)
         except FileExistsError:
             existing = self.lookup(manifest.key)
             if existing is None:
@@ -368,6 +426,22 @@ class ArtifactStore:
         except Exception as exc:
             raise StoreError(f"uploading {target}: {type(exc).__name__}: {exc}") from exc
 
+    def _write_small(self, target: str, data: bytes) -> None:
+        """Write a few bytes whole (a signature): a temp name and a rename locally, one PUT elsewhere."""
+        try:
+            if self.local:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
+                with open(tmp, "wb") as stream:
+                    stream.write(data)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                os.replace(tmp, target)
+            else:
+                self.fs.pipe_file(target, data)
+        except Exception as exc:
+            raise StoreError(f"writing {target}: {type(exc).__name__}: {scrub(str(exc))}") from exc
+
     def _verify(self, key: str, art: Artifact, sha256: bool = False) -> None:
         """Stored size (and, on object stores or when asked, sha256) equal the artifact's."""
         path = self.path(key, art.name)
@@ -387,19 +461,141 @@ class ArtifactStore:
         except Exception as exc:
             raise StoreError(f"verifying {self.uri(key, art.name)}: {type(exc).__name__}: {exc}") from exc
 
-    def _create(self, target: str, body: bytes) -> None:
-        """Write `target` only if it does not exist; raise FileExistsError when it does."""
+    # -- exclusive and conditional writes (run records, leases, manifests) -------------------------------
+    def create(self, target: str, body: bytes) -> None:
+        """Write `target` only if it does not exist; raise FileExistsError when it does.
+
+        An exclusive link locally, a PUT with If-None-Match on S3, a create without overwrite on Azure.
+        """
+        self._put_if(target, body, None)
+
+    def put_if(self, target: str, body: bytes, tag: str | None) -> str:
+        """Create `target` (tag None: FileExistsError when it exists) or replace it only while it is
+        still the version named `tag` (Conflict when it changed or is gone); return the new tag.
+
+        An If-Match PUT on S3, an ETag condition on Azure; locally a compare and rename under an
+        flock on the folder's `.lock` (every conditional replace of that folder takes it).
+        """
+        return self._put_if(target, body, tag)
+
+    def read_versioned(self, path: str) -> Versioned:
+        """The object at `path` with its tag and the store's time of its last write (FileNotFoundError)."""
         if self.local:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as stream:
-                stream.write(body)
-                stream.flush()
-                os.fsync(stream.fileno())
+            with open(path, "rb") as stream:
+                data = stream.read()
+                modified = os.fstat(stream.fileno()).st_mtime
+            return Versioned(data, hashlib.sha256(data).hexdigest(), datetime.fromtimestamp(modified, UTC))
+        self._forget(path)
+        info = self.fs.info(path)  # the tag and time first: a later write makes a put_if with them fail
+        data = bytes(self.fs.cat_file(path))
+        tag = info.get("ETag") or info.get("etag")
+        if tag is None:  # memory:// and other filesystems without ETags: the bytes are the version
+            tag = hashlib.sha256(data).hexdigest()
+        return Versioned(data, str(tag), _modified(info))
+
+    def clock(self, folder: str) -> datetime:
+        """The store's current time, read from the timestamp of a probe object it writes in `folder`
+        (removed again): lease expiry is judged by the store's clock alone, never a host's."""
+        if self.local:
+            os.makedirs(folder, exist_ok=True)
+        probe = f"{folder}/.clock-{uuid.uuid4().hex}"
+        self.fs.pipe_file(probe, b"")
+        try:
+            if not self.local:
+                self._forget(probe)
+            return _modified(self.fs.info(probe))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(probe)
+
+    def _forget(self, path: str) -> None:
+        """Drop what fsspec cached of `path` and its folder's listing: these reads must ask the store."""
+        self.fs.invalidate_cache(path)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+
+    @property
+    def clock_resolution(self) -> timedelta:
+        """How coarse the store's timestamps are: S3 and Azure give whole seconds over HEAD."""
+        return timedelta(0) if self.local else timedelta(seconds=1)
+
+    def _put_if(self, target: str, body: bytes, tag: str | None) -> str:
+        if self.local:
+            return self._put_if_local(target, body, tag)
+        if tag is None:
+            out = self.fs.pipe_file(target, body, mode="create")
+        elif self.protocol in ("s3", "s3a"):
             try:
-                os.link(tmp, target)  # atomic, and fails when a manifest is already there
-            finally:
+                out = self.fs.pipe_file(target, body, IfMatch=tag)
+            except FileNotFoundError:
+                raise Conflict(target) from None
+            except OSError as exc:
+                if exc.errno == errno.EINVAL or "PreconditionFailed" in str(exc) or "412" in str(exc):
+                    raise Conflict(target) from None
+                raise
+        elif self.protocol in ("az", "abfs", "abfss"):
+            from azure.core import MatchConditions
+            from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+            try:
+                out = self.fs.pipe_file(target, body, overwrite=True, etag=tag,
+                                        match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                raise Conflict(target) from None
+        else:  # memory:// and the like: one process only, compare then write
+            try:
+                current = self.read_versioned(target)
+            except FileNotFoundError:
+                raise Conflict(target) from None
+            if current.tag != tag:
+                raise Conflict(target)
+            self.fs.pipe_file(target, body)
+            return hashlib.sha256(body).hexdigest()
+        found = (out.get("ETag") or out.get("etag")) if isinstance(out, Mapping) else None
+        if found is None:
+            return self.read_versioned(target).tag
+        return str(found)
+
+    def _put_if_local(self, target: str, body: bytes, tag: str | None) -> str:
+        folder = os.path.dirname(target)
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as stream:
+            stream.write(body)
+            stream.flush()
+            os.fsync(stream.fileno())
+        try:
+            if tag is None:
+                os.link(tmp, target)  # atomic, and fails when the name is already there
+            else:
+                with _folder_lock(folder):
+                    try:
+                        with open(target, "rb") as stream:
+                            current = hashlib.sha256(stream.read()).hexdigest()
+                    except FileNotFoundError:
+                        raise Conflict(target) from None
+                    if current != tag:
+                        raise Conflict(target)
+                    os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            _fsync(os.path.dirname(target))
-            return
-        self.fs.pipe_file(target, body, mode="create")
+        _fsync(folder)
+        return hashlib.sha256(body).hexdigest()
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: str) -> Iterator[None]:
+    """An exclusive flock on `folder`/.lock: local conditional replaces of one folder, one at a time."""
+    import fcntl
+
+    fd = os.open(f"{folder}/.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _modified(info: Mapping[str, Any]) -> datetime:
+    """The time a store's listing or HEAD says an object was last written (now, where none is kept)."""
+    return modified_time(info) or datetime.now(UTC)

@@ -1,9 +1,10 @@
 """Secrets planted everywhere a user can put one never reach any output of a run.
 
 Planted: a signed URL's query string, URL userinfo, store storage options, the environment, a dask
-config file. Grepped: stdout and stderr of the CLI, the scheduler's and the worker's logs (at debug
-level), the report JSON, every manifest in the store, gc and mirror output, and the exceptions run()
-raises (their text, attributes and pickled bytes), on a real scheduler and worker and on a LocalCluster.
+config file, the private key that signs manifests (store.signing-key). Grepped: stdout and stderr of
+the CLI, the scheduler's and the worker's logs (at debug level), the report JSON, every manifest in the
+store, gc and mirror output, and the exceptions run() raises (their text, attributes and pickled bytes),
+on a real scheduler and worker and on a LocalCluster.
 """
 
 from __future__ import annotations
@@ -24,12 +25,25 @@ from preprocess.store import ArtifactStore
 from tests import samples
 from tests.servers import HOST, FileServer, free_port, wait_for_port
 
+SIGNING_SEED = b"PLANTED-SIGNING-KEY-SEED-8d4b-32"  # the raw 32 bytes of an Ed25519 private key
+
+
+def _signing_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(SIGNING_SEED).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
 SECRETS = {
     "query": "PLANTED-QUERY-SIG-4f1d",
     "userinfo": "PLANTED-USERINFO-PW-9a7c",
     "storage-options": "PLANTED-STORAGE-OPTION-2b8e",
     "environment": "PLANTED-ENVIRONMENT-KEY-6c0a",
     "config-file": "PLANTED-CONFIG-FILE-KEY-3e5f",
+    "signing-key": _signing_pem().decode().splitlines()[1],  # the key's PEM body
+    "signing-key-bytes": SIGNING_SEED.decode(),
 }
 VENV_BIN = Path(sys.executable).parent
 
@@ -49,8 +63,11 @@ def env_with_secrets(tmp_path, s3_endpoint):
     dask config file (moto accepts any), few fast retries."""
     config = tmp_path / "dask-config"
     config.mkdir()
+    signing_key = tmp_path / "signing.key"
+    signing_key.write_bytes(_signing_pem())
     (config / "preprocess.yaml").write_text(yaml.safe_dump({"preprocess": {
-        "store": {"storage-options": {"key": "testing-key-id", "secret": SECRETS["config-file"]}},
+        "store": {"storage-options": {"key": "testing-key-id", "secret": SECRETS["config-file"]},
+                  "signing-key": str(signing_key)},
         "source": {"attempts": 2, "backoff": 0.01}}}))
     return {**os.environ, "DASK_CONFIG": str(config), "AWS_SECRET_ACCESS_KEY": SECRETS["environment"],
             "DASK_LOGGING__DISTRIBUTED": "debug"}
@@ -107,6 +124,7 @@ def _batch_gc_and_mirror(address: str, bucket: str, env: dict[str, str], tmp_pat
     s3 = ArtifactStore(store)
     manifests = [s3.fs.cat_file(path).decode() for path in s3.fs.glob(f"{s3.root}/v1/*/*/manifest.json")]
     assert len(manifests) == 1
+    assert len(s3.fs.glob(f"{s3.root}/v1/*/*/manifest.json.*.sig")) == 1  # the worker signed it with the key
     more = [subprocess.run([sys.executable, "-m", "preprocess", *args], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=240)
             for args in (["gc", "--store", store, "--older-than", "1s"],
@@ -122,8 +140,9 @@ def test_no_secret_in_what_run_raises_or_prints_on_a_local_cluster(s3_endpoint, 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{HOST}:{free_port()}")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRETS["environment"])
     monkeypatch.setenv("DASK_LOGGING__DISTRIBUTED", "debug")
+    (tmp_path / "signing.key").write_bytes(_signing_pem())
     settings = load_settings(**{
-        "store.url": f"s3://{bucket_and_prefix(s3_bucket)}",
+        "store.url": f"s3://{bucket_and_prefix(s3_bucket)}", "store.signing-key": str(tmp_path / "signing.key"),
         "store.storage-options": {"key": "k", "secret": SECRETS["storage-options"], "endpoint_url": s3_endpoint},
         "cluster.n-workers": 1, "scratch": str(tmp_path), "source.attempts": 2, "source.backoff": 0.01})
     assert not leaked(repr(settings)) and not leaked(pickle.dumps(settings.for_workers()))

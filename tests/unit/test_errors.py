@@ -12,6 +12,7 @@ from preprocess.errors import (
     InputError,
     PreprocessError,
     ScratchError,
+    SignatureError,
     SourceError,
     StoreError,
     TimeLimitError,
@@ -30,6 +31,7 @@ EXAMPLES = [
     ToolError(["samtools", "sort", "-o", "out.bam"], 137, "killed\nout of memory", context="sorting x.bam"),
     ScratchError("/scratch/w1", needed=123456789, detail="No space left on device"),
     TimeLimitError("s1: stopped after 6h (preprocess.task-timeout) while building"),
+    SignatureError("s3://b/v1/ab/ab…/manifest.json has no signature"),
 ]
 
 

@@ -24,12 +24,8 @@ def test_safe_options_drop_userinfo_queries_and_storage_option_values():
                        "address": "tcp://10.0.0.5:8786", "dry_run": False, "manifests": ["https://h/c.csv"]}
 
 
-def test_record_names_sort_in_time_order():
-    from datetime import UTC, datetime
-
-    early = record_name(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "ffff")
-    late = record_name(datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC), "0000")
-    assert early == "20260102T030405Z-ffff.json" and early < late
+def test_record_names_sort_in_append_order():
+    assert record_name(9) == "000000000009.json" and record_name(9) < record_name(10)
 
 
 @pytest.mark.parametrize(("files", "shape"), [
