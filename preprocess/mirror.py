@@ -34,7 +34,7 @@ def mirror(source: str, destination: str, *, settings: Settings | None = None, c
     settings = settings or load_settings()
     src, dst = open_store(settings, source), open_store(settings, destination)
     src.check()
-    created = dst.create() if create else False
+    created = dst.create_bucket() if create else False
     try:
         dst.check()
     except ConfigError as exc:

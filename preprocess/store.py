@@ -178,7 +178,7 @@ class ArtifactStore:
         except Exception as exc:  # noqa: BLE001 - any backend failure here is a configuration problem
             raise ConfigError(f"store {self.url}: cannot be reached: {type(exc).__name__}: {scrub(str(exc))}") from None
 
-    def create(self) -> bool:
+    def create_bucket(self) -> bool:
         """Create the bucket or container the store lives in (a local store: its folder) when it does
         not exist; True when this call created it. Credentials that may not create one: ConfigError."""
         top = self.root if self.local else self.root.split("/", 1)[0]
