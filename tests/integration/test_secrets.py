@@ -218,7 +218,7 @@ def test_no_secret_in_a_tasks_arguments_or_key_when_its_worker_logs_into_this_pr
     sam = samples.sam(tmp_path / "ok.sam", reads=200)
     bad = closed_port_url().replace("http://", f"http://u:{SECRETS['userinfo']}@")
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://", host=HOST,
-                      dashboard_address=None, silence_logs=False) as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0", silence_logs=False) as cluster, Client(cluster) as client:
         cluster.scheduler.add_plugin(Record())  # this very object: the scheduler runs in this process
         report = preprocess.run_many([{"id": "ok", "access_url": str(sam), "format": "SAM"},
                                       {"id": "bad", "access_url": bad, "format": "SAM", "note": "x"}],
