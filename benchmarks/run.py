@@ -1,12 +1,14 @@
 """Every case of `make bench`, in one run: the pipelines against the plain tools on the same data, as ratios.
 
-    python -m benchmarks.run [--repeat 3] [--groups unsorted,default,sorted,small,cached,split] [--json PATH]
+    python -m benchmarks.run [--repeat 3] [--groups unsorted,default,onefile,sorted,small,cached,split] [--json PATH]
 
 Groups (median of --repeat runs each, wall time and the peak RSS of the largest process of each tree):
 - unsorted: BAM (2 M reads), BED and VCF (200 MB) at 1 and 2 threads, `python -m preprocess run
   --cluster sync` (no cluster start) against samtools sort + index / sort | bgzip | tabix;
 - default: the same files as a user runs them, `python -m preprocess run FILE` with the shipped
   settings (local cluster start included, threads: auto), against the plain tools on every core;
+- onefile: a one-record SAM, `python -m preprocess run FILE` with the shipped settings against the
+  same with `--cluster sync`: the fixed cost of a run of one file (goal: at most 1.25x);
 - sorted: already sorted inputs (BAM, BED, bgzipped VCF, GFF3), every core, `--cluster sync`;
 - small: 200 small files of five formats, `preprocess batch` against Snakemake (benchmarks/smallfiles.py);
 - cached: a 1,000-row catalogue where every key is committed, ms per row (benchmarks/reindex.py);
@@ -207,6 +209,26 @@ def compare(name: str, source: Path, fmt: str, script: str, repeat: int, threads
             "runs_plain": [round(w, 3) for w, _ in runs_plain], "runs_pipeline": [round(w, 3) for w, _ in runs_pipe]}
 
 
+def one_record(repeat: int) -> dict[str, object]:
+    """A one-record SAM: `preprocess run FILE` as shipped against `--cluster sync` (same threads),
+    alternating; what is left is the fixed cost a default run adds to one file (a cluster start)."""
+    source = DATA / "one-record.sam"
+    if not source.exists():
+        sys.path.insert(0, str(HERE.parent))
+        from tests import samples
+
+        DATA.mkdir(exist_ok=True)
+        samples.sam(source, reads=1, unmapped=0)
+    runs_default, runs_sync = [], []
+    for _ in range(repeat):
+        runs_sync.append(pipeline(source, "SAM", host_cores())[0])
+        runs_default.append(pipeline(source, "SAM", None)[0])
+    sync, default = statistics.median(runs_sync), statistics.median(runs_default)
+    return {"group": "onefile", "case": "a one-record SAM: default settings vs --cluster sync",
+            "sync_s": round(sync, 3), "default_s": round(default, 3), "time_ratio": round(default / sync, 2),
+            "runs_sync": [round(w, 3) for w in runs_sync], "runs_default": [round(w, 3) for w in runs_default]}
+
+
 def cached_batch(rows: int, repeat: int) -> dict[str, object]:
     """A catalogue of `rows` rows, every key committed: `preprocess batch` from process start to report."""
     from .reindex import fake_store
@@ -226,7 +248,7 @@ def cached_batch(rows: int, repeat: int) -> dict[str, object]:
             "runs_pipeline": [round(t, 3) for t in times]}
 
 
-GROUPS = ("unsorted", "default", "sorted", "small", "cached", "split")
+GROUPS = ("unsorted", "default", "onefile", "sorted", "small", "cached", "split")
 
 
 def main() -> None:
@@ -264,6 +286,8 @@ def main() -> None:
     if "default" in groups:
         for case in unsorted:
             emit(compare(*case, args.repeat, None, "default"))
+    if "onefile" in groups:
+        emit(one_record(args.repeat))
     if "sorted" in groups:
         cores = host_cores()
         for name, source, fmt, script in (

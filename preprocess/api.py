@@ -30,7 +30,8 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
 
     Cached and passthrough documents are answered from the store alone; a cluster is used only when
     something needs building: `client`, else a Client already connected in this process (profile
-    local), else one started for the call. `progress` is called with each finished result and
+    auto or local), else, for one document to build under profile auto, none (it is built in this
+    process), else one started for the call. `progress` is called with each finished result and
     `on_client` with the client once one is connected (the CLI shows its dashboard link). With
     `record` (the options to note, secrets are dropped), a run record is written to the store's runs/.
     `report`: where to save distributed's performance report (HTML) of the run; written only when a
@@ -78,36 +79,55 @@ def _run_plan(pending: Plan, settings: Settings, client: Any | None,
     if client is not None:
         built, written = _execute_reported(pending, settings, client, progress, report)
         return built, None, written
+    if _in_process(pending, settings, report):
+        return execute(pending, settings, None, progress), None, None
     with _workers_configured(settings), open_client(settings.cluster) as started_client:
         dashboard = None
         if started_client is not None:
             dashboard = getattr(started_client, "dashboard_link", None)
             if on_client:
                 on_client(started_client)
-        built, written = _execute_reported(pending, settings, started_client, progress, report)
+        own_workers = settings.cluster.profile in ("auto", "local")  # given the seal key as they started
+        built, written = _execute_reported(pending, settings, started_client, progress, report,
+                                           tell_key=not own_workers)
         return built, dashboard, written
+
+
+def _in_process(pending: Plan, settings: Settings, report: str | os.PathLike[str] | None) -> bool:
+    """Profile auto with one document to build, and no cluster asked for (cluster.n-workers, a
+    performance report): build it in this process, as profile sync does; starting a local cluster
+    for one task costs more than the task (issue 15)."""
+    return (settings.cluster.profile == "auto" and len(pending.tasks) == 1 and settings.cluster.n_workers is None
+            and report is None)
 
 
 def _execute_reported(pending: Plan, settings: Settings, client: Any | None,
                       progress: Callable[[RunResult], None] | None,
-                      report: str | os.PathLike[str] | None) -> tuple[dict[int, RunResult], str | None]:
+                      report: str | os.PathLike[str] | None,
+                      tell_key: bool = True) -> tuple[dict[int, RunResult], str | None]:
     """execute(), inside distributed's performance_report when one is asked for and a cluster runs
     the work; the results and the report's path when one was written."""
     if report is None or client is None:
-        return execute(pending, settings, client, progress), None
+        return execute(pending, settings, client, progress, tell_key=tell_key), None
     from distributed import performance_report
 
     with client.as_current(), performance_report(filename=os.fspath(report)):
-        built = execute(pending, settings, client, progress)
+        built = execute(pending, settings, client, progress, tell_key=tell_key)
     return built, os.path.abspath(report)
 
 
 def _workers_configured(settings: Settings) -> Any:
-    """While a cluster starts: the store options in this process's dask config, so the local workers
-    it spawns (each Nanny hands its config to its worker) resolve them without a task carrying them."""
+    """While a cluster starts: the store options and this process's seal key in its dask config, so the
+    local workers it spawns (each Nanny hands its config to its worker) resolve them without a task or
+    a message carrying them."""
     import dask.config
 
-    return dask.config.set({"preprocess.store.storage-options": settings.store.options()})
+    from .urls import SEAL_CONFIG, seal_key
+
+    values: dict[str, Any] = {"preprocess.store.storage-options": settings.store.options()}
+    if settings.cluster.profile in ("auto", "local"):  # workers spawned here; Fargate's are told by a plugin
+        values[SEAL_CONFIG] = seal_key().decode("ascii")
+    return dask.config.set(values)
 
 
 def _current_client(settings: Settings) -> Any | None:
@@ -115,7 +135,7 @@ def _current_client(settings: Settings) -> Any | None:
     default: a notebook that made a Client expects work to run there, not on a second cluster."""
     import sys
 
-    if settings.cluster.profile != "local" or "distributed" not in sys.modules:
+    if settings.cluster.profile not in ("auto", "local") or "distributed" not in sys.modules:
         return None  # never import distributed just to ask
     from distributed import default_client
 

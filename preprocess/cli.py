@@ -66,8 +66,9 @@ def _no_csv(_: click.Context, __: click.Parameter, path: str | None) -> str | No
 
 
 def _cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--cluster", "profile", type=click.Choice(["local", "sync", "address", "fargate"]),
-                      help="Where tasks run (default from config: local).")(fn)
+    fn = click.option("--cluster", "profile", type=click.Choice(["auto", "local", "sync", "address", "fargate"]),
+                      help="Where tasks run (default from config: auto, which builds one file in this process "
+                           "and starts a local cluster for several).")(fn)
     fn = click.option("--address", metavar="ADDR", help="Dask scheduler address for --cluster address.")(fn)
     return click.option("--workers", type=click.IntRange(min=1), help="Worker processes for a local cluster.")(fn)
 

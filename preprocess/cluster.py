@@ -1,4 +1,4 @@
-"""A distributed.Client for the configured profile: local, address, fargate; or none for sync."""
+"""A distributed.Client for the configured profile: local (or auto), address, fargate; or none for sync."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class StoreSettings(_Section):
 
 
 class ClusterSettings(_Section):
-    profile: Literal["local", "sync", "address", "fargate"] = "local"
+    profile: Literal["auto", "local", "sync", "address", "fargate"] = "auto"
     address: str | None = None
     n_workers: int | None = Field(default=None, ge=1)
     threads_per_worker: int | None = Field(default=None, ge=1)
@@ -122,8 +122,9 @@ class Settings(_Section):
     def for_workers(self) -> Settings:
         """These settings without secret values, as a task carries them to a worker (whose logs may
         print its arguments): a worker resolves the store's credentials from its own environment,
-        role or dask configuration."""
-        return self.model_copy(update={"store": self.store.model_copy(update={"storage_options": None})})
+        role or dask configuration; the cluster's options (Fargate's may hold keys) stay here."""
+        return self.model_copy(update={"store": self.store.model_copy(update={"storage_options": None}),
+                                       "cluster": self.cluster.model_copy(update={"fargate": {}})})
 
     @field_validator("sort_memory")
     @classmethod

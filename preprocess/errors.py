@@ -102,7 +102,12 @@ def portable(exc: BaseException) -> BaseException:
     """`exc` itself when it can travel from a worker and be raised to the user as it is: a classified
     error that pickles, or a builtin one (a bug) whose arguments are plain text or numbers and hold no secret.
     Anything else (a library's exception, which may carry a request with a signed URL) becomes a
-    PreprocessError naming the original class, with a scrubbed message."""
+    PreprocessError naming the original class, with a scrubbed message. Either way without its
+    traceback and chain."""
+    # Cut off what it was raised from: a process that imported tblib.pickling_support (dask and distributed
+    # do) pickles an exception with its traceback and its chain, whose library errors hold raw URLs.
+    exc.__cause__ = exc.__context__ = exc.__traceback__ = None
+    exc.__suppress_context__ = True
     info = describe(exc)
     plain = all(isinstance(arg, str | int | float | type(None)) for arg in exc.args)
     builtin = getattr(builtins, type(exc).__name__, None) is type(exc)

@@ -160,8 +160,10 @@ def _hash_local(docs: list[tuple[int, FileDoc, str]]) -> list[tuple[int, FileDoc
 
 
 def execute(pending: Plan, settings: Settings, client: Any | None,
-            progress: Callable[[RunResult], None] | None = None) -> dict[int, RunResult]:
-    """Run the plan's tasks (in-process when `client` is None) and return results by position."""
+            progress: Callable[[RunResult], None] | None = None, tell_key: bool = True) -> dict[int, RunResult]:
+    """Run the plan's tasks (in-process when `client` is None) and return results by position.
+    A task carries no secret in clear: no storage options (workers have their own), no catalogue
+    extras, and URLs sealed (preprocess/urls.py); `tell_key`: register the seal key with the workers."""
     results: dict[int, RunResult] = {}
 
     def record(name: str, result: RunResult) -> None:
@@ -180,12 +182,13 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
 
     from .plugins import install
 
-    install(client, settings)
+    install(client, settings, tell_key)
     futures = {}
     carried = settings.for_workers()  # no credential in a task's arguments: workers have their own
     workers = None
     for name, members in pending.tasks.items():
         _, doc, fmt = members[0]
+        doc = doc.model_copy(update={"extra": {}})  # columns we do not know: a worker never reads them
         if name not in pending.rebuild and _splittable(doc, fmt, settings):  # one big SAM/BAM: across workers
             from . import split
 

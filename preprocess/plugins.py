@@ -1,4 +1,5 @@
-"""What a client installs on the cluster it uses: a scratch sweep on every worker, and a worker-ttl.
+"""What a client installs on the cluster it uses: a scratch sweep on every worker, a worker-ttl, and
+(on a cluster whose workers this process did not start) the key that opens the URLs its tasks carry.
 
 Imported only once work goes to a cluster (it imports distributed). The scheduler keeps registered
 plugins and hands them to workers that join later, so a worker restarted after a crash sweeps its
@@ -7,6 +8,7 @@ predecessor's scratch before it runs a task.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any
 
@@ -14,6 +16,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from .config import Settings
 from .scratch import sweep_stale
+from .urls import add_key, seal_key
 
 log = logging.getLogger("preprocess")
 
@@ -29,6 +32,24 @@ class SweepScratch(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         for path in sweep_stale(self.scratch):
             log.info("removed %s, left by a process that no longer runs", path)
+
+
+class SealKey(WorkerPlugin):
+    """On each worker, the key the client seals its tasks' URLs with (preprocess/urls.py), so the worker
+    can open them at the I/O call. Registered only where the workers cannot have it otherwise; the
+    key then crosses the scheduler once, never beside the sealed URLs in a task."""
+
+    idempotent = True  # the name is the key's fingerprint: registered again, it is the same plugin
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.name = f"preprocess-seal-key-{hmac.new(key, b'name', 'sha256').hexdigest()[:12]}"
+
+    def __repr__(self) -> str:  # never the key, whoever prints the plugin
+        return f"SealKey({self.name})"
+
+    def setup(self, worker: Any) -> None:
+        add_key(self.key)
 
 
 class WorkerTTL(SchedulerPlugin):
@@ -54,9 +75,17 @@ class WorkerTTL(SchedulerPlugin):
         check.start()
 
 
-def install(client: Any, settings: Settings) -> None:
-    """Register our plugins with the client's cluster; a scheduler that cannot load them is told, not fatal."""
+def install(client: Any, settings: Settings, tell_key: bool = True) -> None:
+    """Register our plugins with the client's cluster; a scheduler that cannot load them is told, not fatal.
+    `tell_key`: the workers need this process's seal key (not for a local cluster it started, whose
+    workers were given it at start, nor when preprocess-seal-key is configured on both sides)."""
+    import dask.config
+
+    from .urls import SEAL_CONFIG
+
     plugins: list[Any] = [SweepScratch(settings.scratch)]
+    if tell_key and not dask.config.get(SEAL_CONFIG, default=None):
+        plugins.append(SealKey(seal_key()))
     if settings.cluster.worker_ttl:
         plugins.append(WorkerTTL(settings.cluster.worker_ttl))
     for plugin in plugins:

@@ -2,14 +2,19 @@
 
 `str()`, `repr()`, f-strings, logging and JSON serialization all see the redacted form
 (`https://host/path`); only `reveal()` gives the raw value, and only an I/O call should ask for it.
-Pickling keeps the raw value, so a document still reaches a worker whole. `scrub()` removes the
-same secrets from text a library wrote (urllib3's "Max retries exceeded with url: /x?sig=…").
+Pickling seals a URL that has secrets (userinfo, query, fragment): the pickle holds its redacted text
+and the raw value encrypted (Fernet) with the seal key, so a task's arguments never carry the secret
+in clear whatever logs them (distributed at debug prints messages with their pickled bytes). A
+process that holds the key (the client, the workers of a cluster it started, a worker told the key)
+unpickles the URL whole; another keeps it sealed and refuses `reveal()`. `scrub()` removes the same
+secrets from text a library wrote (urllib3's "Max retries exceeded with url: /x?sig=…").
 """
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import re
+import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,7 +40,7 @@ class Url:
     _raw: str
 
     def __init__(self, raw: str | Url) -> None:
-        self._raw = raw._raw if isinstance(raw, Url) else str(raw)
+        self._raw = raw.reveal() if isinstance(raw, Url) else str(raw)  # a SealedUrl refuses: never a silent copy
 
     def reveal(self) -> str:
         """The raw URL, credentials and query included: pass it to the I/O call, never to a message."""
@@ -69,10 +74,15 @@ class Url:
         return hash(self._raw)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Url, (self._raw,))
+        shown = redact(self._raw)
+        if shown == self._raw:
+            return (Url, (self._raw,))  # nothing to hide: a local path, a plain URL
+        return (_unseal, (shown, _fernet(seal_key()).encrypt(self._raw.encode()).decode("ascii")))
 
     def __dask_tokenize__(self) -> str:
-        return hashlib.sha256(self._raw.encode()).hexdigest()
+        """A keyed hash (HMAC with the seal key): a task key names equal work alike, and a weak password
+        in the URL cannot be guessed from it offline."""
+        return hmac.new(seal_key(), self._raw.encode(), "sha256").hexdigest()
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
@@ -82,6 +92,82 @@ class Url:
             python_schema=core_schema.union_schema([core_schema.is_instance_schema(cls), from_text]),
             serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="always"),
         )
+
+
+class SealedUrl(Url):
+    """A URL unpickled where its seal key is unknown (the scheduler, a worker not told the key): it
+    prints redacted like any Url, pickles sealed as it came, and `reveal()` raises ConfigError."""
+
+    __slots__ = ("_token",)
+    _token: str
+
+    def __init__(self, shown: str, token: str) -> None:
+        self._raw = shown
+        self._token = token
+
+    def reveal(self) -> str:
+        from .errors import ConfigError
+
+        raise ConfigError(f"cannot open {self}: its secrets were sealed with a key this process lacks (a worker "
+                          f"of a cluster not started by this run gets it from the client that sent the task, "
+                          f"or from the configuration key {SEAL_CONFIG!r}, which must be the same on both sides)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_unseal, (self._raw, self._token))
+
+
+# The seal key: this config key when set (the same on client and workers: then nothing but ciphertext
+# travels), else one made at random for this process and handed to the clusters it uses.
+SEAL_CONFIG = "preprocess-seal-key"
+_KEYS: dict[str, bytes] = {}  # every key this process can open with, by fingerprint
+_LOCK = threading.Lock()
+
+
+def seal_key() -> bytes:
+    """The key this process seals with: the configured one, else this process's own (made once)."""
+    import dask.config
+
+    configured = dask.config.get(SEAL_CONFIG, default=None)
+    if configured:
+        return add_key(str(configured).encode("ascii"))
+    with _LOCK:
+        own = _KEYS.get("own")
+        if own is None:
+            from cryptography.fernet import Fernet
+
+            own = _KEYS["own"] = Fernet.generate_key()
+    return own
+
+
+def add_key(key: bytes) -> bytes:
+    """Let this process open what `key` sealed (a worker told the key by its client); returns it."""
+    with _LOCK:
+        _KEYS.setdefault(hmac.new(key, b"fingerprint", "sha256").hexdigest(), key)
+    return key
+
+
+def _fernet(key: bytes) -> Any:
+    from cryptography.fernet import Fernet
+
+    return Fernet(key)
+
+
+def _unseal(shown: str, token: str) -> Url:
+    """The Url a sealed pickle holds: opened with any key this process has, else still sealed."""
+    import dask.config
+    from cryptography.fernet import InvalidToken
+
+    configured = dask.config.get(SEAL_CONFIG, default=None)
+    if configured:
+        add_key(str(configured).encode("ascii"))
+    with _LOCK:
+        keys = list(_KEYS.values())
+    for key in keys:
+        try:
+            return Url(_fernet(key).decrypt(token.encode("ascii")).decode())
+        except (InvalidToken, ValueError):
+            continue
+    return SealedUrl(shown, token)
 
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"<>]*@")

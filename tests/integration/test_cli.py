@@ -86,6 +86,22 @@ def test_run_one_file_by_path(tmp_path):
     assert wrong.returncode == 1 and "md5 mismatch" in wrong.stdout
 
 
+def test_one_file_to_build_runs_in_this_process_and_several_start_a_local_cluster(tmp_path):
+    for name, seed in (("a", 1), ("b", 2), ("c", 3), ("d", 4)):
+        samples.sam(tmp_path / f"{name}.sam", reads=200, seed=seed)
+    one = cli("run", "a.sam", "--json", "-", cwd=tmp_path)  # default settings: profile auto
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout)["results"][0]["status"] == "built" and "dashboard" not in one.stderr
+    (tmp_path / "two.csv").write_text("id,access_url,format\na,a.sam,SAM\nb,b.sam,SAM\n")
+    left_one = cli("batch", "two.csv", cwd=tmp_path)  # a is cached: the plan leaves one file to build
+    assert left_one.returncode == 0 and "1 built, 1 cached" in left_one.stdout
+    assert "dashboard" not in left_one.stderr
+    (tmp_path / "four.csv").write_text("id,access_url,format\na,a.sam,SAM\nb,b.sam,SAM\nc,c.sam,SAM\nd,d.sam,SAM\n")
+    several = cli("batch", "four.csv", cwd=tmp_path)
+    assert several.returncode == 0 and "2 built, 2 cached" in several.stdout
+    assert "dashboard: http://127.0.0.1:" in several.stderr  # two to build: a local cluster started
+
+
 def test_a_manifest_row_with_a_byte_that_is_not_utf8_fails_alone_and_the_batch_builds_the_rest(tmp_path):
     """The reproduction of issue 20: a bad byte in one row's id, 10 kB of another column in the row before."""
     samples.bed(tmp_path / "b1.bed", records=50)

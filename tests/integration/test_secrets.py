@@ -4,17 +4,24 @@ Planted: a signed URL's query string, URL userinfo, store storage options, the e
 config file, the private key that signs manifests (store.signing-key). Grepped: stdout and stderr of
 the CLI, the scheduler's and the worker's logs (at debug level), the report JSON, every manifest in the
 store, gc and mirror output, and the exceptions run() raises (their text, attributes and pickled bytes),
-on a real scheduler and worker and on a LocalCluster.
+on a real scheduler and worker, on a LocalCluster, in the calling process (one file, profile auto), and
+on a cluster whose worker logs into the caller's process at debug, where every task's pickled arguments
+and key are grepped too.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import pickle
 import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -159,3 +166,87 @@ def test_no_secret_in_what_run_raises_or_prints_on_a_local_cluster(s3_endpoint, 
 
 def bucket_and_prefix(bucket: str) -> str:
     return f"{bucket}/api"
+
+
+ONE_FILE = textwrap.dedent("""
+    import pickle, sys
+    import preprocess
+    store, good, bad = sys.argv[1:4]
+    print(preprocess.run({"id": "ok", "access_url": good, "format": "SAM"}, store=store).status)
+    try:
+        preprocess.run({"id": "bad", "access_url": bad, "format": "SAM"}, store=store)
+    except preprocess.SourceError as exc:
+        print("raised", str(exc), repr(exc), repr(vars(exc)), pickle.dumps(exc))
+    print("cluster started:", "distributed" in sys.modules)
+""")
+
+
+def test_one_file_is_built_in_the_calling_process_and_prints_no_secret(env_with_secrets, s3_bucket, tmp_path):
+    env = {**env_with_secrets, "DASK_LOGGING__DASK": "debug"}  # distributed's at debug too (the fixture)
+    sam = samples.sam(tmp_path / "ok.sam", reads=200)
+    bad = closed_port_url().replace("http://", f"http://u:{SECRETS['userinfo']}@")
+    out = subprocess.run([sys.executable, "-c", ONE_FILE, f"s3://{s3_bucket}/one", str(sam), bad], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "built" and lines[1].startswith("raised bad: fetching"), out.stderr
+    assert lines[-1] == "cluster started: False"  # profile auto, one file: built here, as profile sync does
+    assert not leaked(out.stdout + out.stderr)
+
+
+@pytest.fixture
+def debug_logs() -> Iterator[io.StringIO]:
+    """Every record of the distributed and dask loggers, at debug level, as text (their children too:
+    distributed's configuration gives some of them a level of their own)."""
+    import distributed  # noqa: F401 - configures its loggers on import; set ours after that
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.DEBUG)
+    names = [name for name in list(logging.root.manager.loggerDict) if name.split(".")[0] in ("distributed", "dask")]
+    loggers = [logging.getLogger(name) for name in sorted({"distributed", "dask", *names})]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+            logger.removeHandler(handler)
+
+
+def test_no_secret_in_a_tasks_arguments_or_key_when_its_worker_logs_into_this_process(
+        s3_endpoint, s3_bucket, tmp_path, debug_logs, capfd):
+    """The case that once leaked: a worker in the caller's process, logging at debug. Each task's
+    arguments as the scheduler holds and sends them (pickled) and its key are grepped as well."""
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    tasks: list[Any] = []
+
+    class Record(SchedulerPlugin):
+        def update_graph(self, scheduler: Any, *, keys: Any, **kwargs: Any) -> None:
+            for key in keys:
+                run_spec = scheduler.tasks[key].run_spec
+                tasks.append((str(key), repr(run_spec), pickle.dumps(run_spec)))
+
+    settings = load_settings(**{
+        "store.url": f"s3://{s3_bucket}/inproc", "scratch": str(tmp_path), "source.attempts": 2,
+        "source.backoff": 0.01, "store.storage-options": {"key": "k", "secret": SECRETS["storage-options"]}})
+    sam = samples.sam(tmp_path / "ok.sam", reads=200)
+    bad = closed_port_url().replace("http://", f"http://u:{SECRETS['userinfo']}@")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://", host=HOST,
+                      dashboard_address="127.0.0.1:0", silence_logs=False) as cluster, Client(cluster) as client:
+        cluster.scheduler.add_plugin(Record())  # this very object: the scheduler runs in this process
+        report = preprocess.run_many([{"id": "ok", "access_url": str(sam), "format": "SAM"},
+                                      {"id": "bad", "access_url": bad, "format": "SAM", "note": "x"}],
+                                     settings=settings, client=client)
+    assert [r.status for r in report.results] == ["built", "failed"]
+    exc = report.results[1].exception
+    assert isinstance(exc, preprocess.SourceError) and "Max retries exceeded" in str(exc)  # the worker opened it
+    assert len(tasks) == 2 and "build_doc" in tasks[0][1]
+    texts = [debug_logs.getvalue(), *capfd.readouterr(), str(exc), repr(vars(exc)), report.to_json(),
+             *(text for task in tasks for text in task)]
+    assert "Stimulus task finished" in texts[0]  # distributed's debug logging was on
+    assert not [kind for text in texts for kind in leaked(text)]

@@ -39,7 +39,7 @@ def test_shipped_yaml_and_schema_agree():
 
 def test_defaults_need_no_configuration():
     settings = load_settings()
-    assert settings.store.url == "./preprocess-store" and settings.cluster.profile == "local"
+    assert settings.store.url == "./preprocess-store" and settings.cluster.profile == "auto"
 
 
 def test_environment_variable_reaches_the_same_key():
