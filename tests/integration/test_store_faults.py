@@ -123,6 +123,6 @@ def test_a_worker_killed_while_it_uploads_an_artifact_leaves_no_manifest_and_the
     [left] = unfinished()
     assert left["UploadId"] == upload["UploadId"]
     report = collect(store, timedelta(0))
-    assert report.aborted_uploads == [f"{upload['Key']}#{upload['UploadId']}"] and report.removed == []
+    assert report.aborted_uploads == [f"s3://{s3_bucket}/{upload['Key']}"] and report.removed == []
     assert unfinished() == []
     assert store.lookup(result.key) == manifest
