@@ -89,7 +89,7 @@ def write_record(store: ArtifactStore, record: dict[str, Any]) -> str:
     body = json.dumps(record, separators=(",", ":")).encode()  # compact: the C encoder, ~1 µs a row
     try:
         if store.local:  # whole or absent: a temp name, then a rename (names are unique: no race)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            store.make_folders(path)
             tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
             with open(tmp, "wb") as stream:
                 stream.write(body)

@@ -15,7 +15,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, StoreError
+from pydantic import ValidationError
+
+from .errors import ConfigError, StoreError, validation_reasons
 from .keys import LAYOUT, is_key
 from .model import Artifact, Manifest
 from .urls import Url, scrub
@@ -150,8 +152,8 @@ class ArtifactStore:
             raise StoreError(f"reading {self.uri(key, MANIFEST)}: {type(exc).__name__}: {exc}") from exc
         try:
             manifest = Manifest.model_validate_json(data)
-        except ValueError as exc:
-            raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {exc}") from None
+        except ValidationError as exc:  # its reasons only: the file may be anything, a secret included
+            raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {validation_reasons(exc)}") from None
         if manifest.key != key:  # a copied or forged manifest must not make one key serve another's bytes
             raise StoreError(f"{self.uri(key, MANIFEST)} claims key {manifest.key[:80]!r}, not the key of its folder")
         return manifest
@@ -207,6 +209,23 @@ class ArtifactStore:
         return bytes(self.fs.cat_file(self.path(key, name), start=start, end=end))
 
     # -- writing ------------------------------------------------------------------------------------
+    def make_folders(self, target: str) -> None:
+        """Create the folders of `target`, a path in a local store, refusing (StoreError) to write through a
+        symlink in the store's own folders: one to a folder elsewhere would put artifacts outside the store.
+        Checked before the folders are made (makedirs follows links) and again after. The root may be a
+        link: the user named it. Reading through such a link is allowed (the README says so)."""
+        self._refuse_links(target)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        self._refuse_links(target)
+
+    def _refuse_links(self, target: str) -> None:
+        current = self.root
+        for part in os.path.relpath(target, self.root).split(os.sep):
+            current = os.path.join(current, part)
+            if os.path.islink(current):
+                raise StoreError(f"refusing to write through {current}: it is a symlink inside the store "
+                                 f"{self.url}, whose own folders must be real folders")
+
     def commit(self, manifest: Manifest, files: Mapping[str, Path], move: bool = False) -> Manifest:
         """Upload every artifact whole, verify it, then write the manifest; return the one committed.
 
@@ -233,6 +252,8 @@ class ArtifactStore:
             if all(ours.get(art.name) == art.sha256 for art in existing.artifacts):
                 return existing
             return self._reconcile(existing)
+        except StoreError:
+            raise
         except Exception as exc:  # a refused or failed manifest write: nothing was committed
             raise StoreError(f"writing {self.uri(manifest.key, MANIFEST)}: {type(exc).__name__}: "
                              f"{scrub(str(exc))}") from exc
@@ -254,7 +275,7 @@ class ArtifactStore:
     def _put(self, local: Path, target: str, move: bool = False) -> None:
         try:
             if self.local:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
+                self.make_folders(target)
                 tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
                 try:
                     if not (move and _renamed(local, tmp)):
@@ -303,7 +324,7 @@ class ArtifactStore:
     def _create(self, target: str, body: bytes) -> None:
         """Write `target` only if it does not exist; raise FileExistsError when it does."""
         if self.local:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+            self.make_folders(target)
             tmp = f"{target}.{uuid.uuid4().hex}.tmp"
             with open(tmp, "wb") as stream:
                 stream.write(body)
