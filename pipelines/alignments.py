@@ -186,7 +186,7 @@ def records_in_sort_order(bam: Path, threads: int = 1, in_order_so_far: Callable
     """
     proc = subprocess.Popen(["bgzip", "-dc", "-@", str(threads), str(bam)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=shell.environment(),
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=shell.die_with_parent())
     assert proc.stdout is not None
     try:
         found = _walk_records(proc.stdout, in_order_so_far or (lambda: None))
@@ -298,7 +298,8 @@ def adopt_sorted(src: Path, out: Path, workdir: Path) -> None:
         return
     with open(out, "wb") as target:
         proc = subprocess.run(["samtools", "reheader", "--no-PG", str(sorted_header), str(src)], stdout=target,
-                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment())
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment(),
+                              preexec_fn=shell.die_with_parent())
     if proc.returncode != 0:
         raise ToolError(["samtools", "reheader"], proc.returncode, proc.stderr.decode("utf-8", "replace"),
                         context="writing the sorted header")

@@ -234,7 +234,7 @@ def _reencode(head: bytes, pending: bytearray, data: mmap.mmap, blocks: list[tup
             "-o", str(out), "-"]
     shell.require("samtools")
     with subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=shell.environment(),
-                          start_new_session=True) as proc:
+                          start_new_session=True, preexec_fn=shell.die_with_parent()) as proc:
         assert proc.stdin is not None and proc.stderr is not None
         try:
             proc.stdin.write(head)  # an uncompressed BAM: htslib reads it as it reads BGZF

@@ -7,13 +7,14 @@ A pipeline script is a constant; every file name or value reaches it as a positi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
@@ -69,14 +70,49 @@ def check_time(doing: str) -> None:
                              f"while {doing}")
 
 
-def _execute(argv: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.CompletedProcess[bytes]:
-    """Run argv in a process group of its own; stdout in memory (ours are small), stderr through a file of
-    which only the tail is kept, so a tool that warns about every line of a huge malformed input cannot
-    exhaust memory. Past the task's time cap, or if this thread is interrupted, the group is killed."""
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+try:
+    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl  # looked up now, not in a child
+except (OSError, AttributeError):  # not Linux: no parent-death signal
+    _prctl = None
+
+
+def die_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A `preexec_fn` for subprocess: the child gets `signum` when the thread that started it ends. Every
+    caller here waits for its child in that thread, so that is when this process dies, kill -9 included
+    (Linux PR_SET_PDEATHSIG): no tool outlives its task. None where prctl is not available."""
+    if _prctl is None:
+        return None
+    prctl, parent = _prctl, os.getpid()
+
+    def tie() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the tie was made: go as it would have made us go
+            os._exit(128 + int(signum))
+    return tie
+
+
+# A bash script's own children do not inherit the parent-death signal, so a script runs under this one,
+# which gets SIGTERM when its parent dies and then kills its whole process group (the script and every
+# stage of its pipelines). `wait` returns at once on a trapped signal; a foreground command would not.
+_SUPERVISE = 'trap "kill -KILL 0" TERM; "$@" & wait "$!"'
+
+
+def _execute(argv: list[str], env: dict[str, str], cwd: Path | None,
+             supervise: bool = False) -> subprocess.CompletedProcess[bytes]:
+    """Run argv in a process group of its own that dies with this process (`supervise` for a bash script,
+    whose children the parent-death signal does not reach); stdout in memory (ours are small), stderr
+    through a file of which only the tail is kept, so a tool that warns about every line of a huge
+    malformed input cannot exhaust memory. Past the task's time cap, or if this thread is interrupted,
+    the group is killed."""
     cap = _DEADLINE.get()
+    if supervise:
+        argv, tie = ["bash", "-c", _SUPERVISE, "preprocess-supervise", *argv], die_with_parent(signal.SIGTERM)
+    else:
+        tie = die_with_parent()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,
-                                cwd=cwd, start_new_session=True)
+                                cwd=cwd, start_new_session=True, preexec_fn=tie)
         try:
             out, _ = proc.communicate(timeout=None if cap is None else max(0.0, cap[0] - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -125,7 +161,7 @@ def pipe(script: str, *args: str | Path | int, context: str = "", env: Mapping[s
     """Run a constant bash script under `-o pipefail` with `args` as $1, $2, ...; raise ToolError."""
     argv = ["bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c", script, "preprocess-pipe",
             *(str(a) for a in args)]
-    proc = _execute(argv, environment(env), cwd)
+    proc = _execute(argv, environment(env), cwd, supervise=True)
     if proc.returncode != 0:
         shown = ["bash", "-o", "pipefail", "-c", " ".join(script.split()), *argv[9:]]
         raise ToolError(shown, proc.returncode, tail(proc.stderr.decode("utf-8", "replace")), context)
@@ -136,7 +172,7 @@ def script(path: Path, *args: str | Path | int, context: str = "", env: Mapping[
            cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run a bash script file of the package (it sets pipefail itself) with `args` as $1, $2, ...; raise ToolError."""
     argv = ["bash", str(path), *(str(a) for a in args)]
-    proc = _execute(argv, environment(env), cwd)
+    proc = _execute(argv, environment(env), cwd, supervise=True)
     if proc.returncode != 0:
         raise ToolError(argv, proc.returncode, tail(proc.stderr.decode("utf-8", "replace")), context)
     return proc
