@@ -185,9 +185,9 @@ def records_in_sort_order(bam: Path, threads: int = 1, in_order_so_far: Callable
     first block of records has passed. Only the keys are read here: htslib,
     indexing the same records (adopt_if_sorted), validates each one as samtools sort would.
     """
-    proc = subprocess.Popen(["bgzip", "-dc", "-@", str(threads), str(bam)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(shell.tied(["bgzip", "-dc", "-@", str(threads), str(bam)]), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=shell.environment(),
-                            start_new_session=True, preexec_fn=shell.die_with_parent())
+                            start_new_session=True)
     assert proc.stdout is not None
     try:
         found = _walk_records(proc.stdout, in_order_so_far or (lambda: None))
@@ -298,9 +298,8 @@ def adopt_sorted(src: Path, out: Path, workdir: Path) -> None:
         shutil.copyfile(src, out)
         return
     with open(out, "wb") as target:
-        proc = subprocess.run(["samtools", "reheader", "--no-PG", str(sorted_header), str(src)], stdout=target,
-                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment(),
-                              preexec_fn=shell.die_with_parent())
+        proc = subprocess.run(shell.tied(["samtools", "reheader", "--no-PG", str(sorted_header), str(src)]),
+                              stdout=target, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment())
     if proc.returncode != 0:
         raise ToolError(["samtools", "reheader"], proc.returncode, proc.stderr.decode("utf-8", "replace"),
                         context="writing the sorted header")
