@@ -185,7 +185,7 @@ def _exists(store: ArtifactStore, path: str) -> bool:
 
 def _write(store: ArtifactStore, path: str, body: bytes, exclusive: bool) -> None:
     if store.local:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        store.make_folders(path)  # never through a symlink in the store's own folders
     if exclusive:
         store._create(path, body)
     elif store.local:
