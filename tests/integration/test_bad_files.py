@@ -188,12 +188,15 @@ FAULTS: dict[str, dict[str, Fault]] = {
     "BAM": {**ANY_FILE, **BGZF_FAULTS, **BAM_FAULTS},
     "bigBed": {**ANY_FILE, **BIGBED_FAULTS},
 }
-# Kinds made elsewhere, one line each: FAULTS[format][kind] = fault (and REFUSED.add(kind) if it must fail).
-ADDED: list[tuple[str, str, Fault]] = []
-for _fmt, _kind, _fault in ADDED:
-    FAULTS[_fmt][_kind] = _fault
 # Kinds that must be refused (a wrong byte no reader may take), not merely built whole or refused.
 REFUSED = {"nul", "trailing-nul", "bad-crc", "bad-block", "header-nul"}
+# Kinds made in other modules (a self-referential bigBed index, a zlib bomb, a huge BAM header...), one line
+# each: (format, kind, fault, whether it must be refused).
+ADDED: list[tuple[str, str, Fault, bool]] = [
+]
+for _fmt, _kind, _fault, _refused in ADDED:
+    FAULTS[_fmt][_kind] = _fault
+    REFUSED.update({_kind} if _refused else set())
 CASES = [(fmt, kind) for fmt, kinds in FAULTS.items() for kind in kinds]
 
 
