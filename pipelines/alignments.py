@@ -27,6 +27,7 @@ from typing import IO, Any
 from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
+from . import bgzf
 from .base import BuildContext, BuildOutput, BuildSettings
 
 BAI_MAX_LENGTH = 2**29  # BAI bins address positions below 2^29; longer references need CSI
@@ -190,7 +191,7 @@ def records_in_sort_order(bam: Path, threads: int = 1, in_order_so_far: Callable
     first block of records has passed. Only the keys are read here: htslib,
     indexing the same records (adopt_if_sorted), validates each one as samtools sort would.
     """
-    proc = subprocess.Popen(["bgzip", "-dc", "-@", str(threads), str(bam)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(shell.tied(["bgzip", "-dc", "-@", str(threads), str(bam)]), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=shell.environment(),
                             start_new_session=True)
     assert proc.stdout is not None
@@ -303,8 +304,8 @@ def adopt_sorted(src: Path, out: Path, workdir: Path) -> None:
         shutil.copyfile(src, out)
         return
     with open(out, "wb") as target:
-        proc = subprocess.run(["samtools", "reheader", "--no-PG", str(sorted_header), str(src)], stdout=target,
-                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment())
+        proc = subprocess.run(shell.tied(["samtools", "reheader", "--no-PG", str(sorted_header), str(src)]),
+                              stdout=target, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment())
     if proc.returncode != 0:
         raise ToolError(["samtools", "reheader"], proc.returncode, proc.stderr.decode("utf-8", "replace"),
                         context="writing the sorted header")
@@ -337,8 +338,9 @@ def _quickcheck(path: Path, shown: str) -> None:
     try:  # -u: an unaligned BAM (no @SQ: PacBio HiFi, GATK uBAM) is valid, not a damaged header
         shell.run(["samtools", "quickcheck", "-u", "-v", str(path)])
     except ToolError:
+        fault = bgzf.first_fault(path, inflate=False)  # block headers only: where the layout breaks, if it does
         raise InputError(f"{shown}: BAM is truncated or corrupt (samtools quickcheck failed: "
-                         "missing EOF block, bad header or unreadable)") from None
+                         + (f"{fault})" if fault else "missing EOF block, bad header or unreadable)")) from None
 
 
 def _reference_lengths(path: Path, shown: str) -> dict[str, int]:
@@ -439,8 +441,16 @@ def _first_line_of_read(path: Path, qname: str) -> int | None:
     return None
 
 
+_BGZF_DAMAGE = re.compile(r"checksum mismatch|inflate operation failed", re.I)
+
+
 def users_terms(text: str, path: Path, shown: str) -> str:
-    """A tool's message with the path of our copy of the input replaced by the user's file name."""
+    """A tool's message with the path of our copy of the input replaced by the user's file name; for
+    htslib's "CRC32 checksum mismatch" or "Inflate operation failed", the block at fault by its offset."""
+    if _BGZF_DAMAGE.search(text):
+        fault = bgzf.first_fault(path)
+        if fault:
+            return fault
     return text.replace(str(path), shown)
 
 

@@ -233,7 +233,7 @@ def _reencode(head: bytes, pending: bytearray, data: mmap.mmap, blocks: list[tup
     argv = ["samtools", "view", "--no-PG", "-b", "--output-fmt-option", f"level={level}", "-@", str(threads),
             "-o", str(out), "-"]
     shell.require("samtools")
-    with subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=shell.environment(),
+    with subprocess.Popen(shell.tied(argv), stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=shell.environment(),
                           start_new_session=True) as proc:
         assert proc.stdin is not None and proc.stderr is not None
         try:

@@ -119,7 +119,7 @@ def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Pa
     for stale in (err, stats):
         stale.unlink(missing_ok=True)  # from a split run that is now run whole
     decompress = sniff_compression(source)
-    _refuse_binary(source, decompress, label)
+    _refuse_binary(source, decompress, label, where)
     env = {"PP_AWK": str(VALIDATE_AWK), "PP_HDR": str(hdr), "PP_HDRNR": str(hdrnr), "PP_ERR": str(err),
            "PP_STATS": str(stats), "PP_KIND": spec.kind, "PP_MINCOL": str(spec.min_columns),
            "PP_EXACT": str(spec.exact_columns), "PP_START": str(spec.start_column),
@@ -130,7 +130,7 @@ def run_validated(mode: str, spec: IntervalFormat, ctx: BuildContext, source: Pa
     except ToolError as exc:
         if exc.returncode == UNSORTED and stats.exists() and stats.read_bytes().startswith(b"unsorted\t"):
             return [], _read_stats(stats, label)
-        raise _classify(label, decompress, err, exc, where) from None
+        raise _classify(label, source, decompress, err, exc, where) from None
     if err.exists() and err.stat().st_size:
         raise _placed(label, err.read_text(errors="replace").strip(), where)
     return _header_lines(hdr, hdrnr, label, where), _read_stats(stats, label)
@@ -402,7 +402,8 @@ def sniff_compression(path: Path) -> str:
     return "gzip"
 
 
-def _refuse_binary(path: Path, compression: str, label: str) -> None:
+def _refuse_binary(path: Path, compression: str, label: str, where: Where) -> None:
+    """InputError for a NUL in the first 64 KiB (a binary file given as text), or a gzip stream that cannot be read."""
     import gzip
     import zlib
 
@@ -415,16 +416,27 @@ def _refuse_binary(path: Path, compression: str, label: str) -> None:
                 head = stream.read(65536)
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{label}: corrupt or truncated gzip: {exc}") from None
-    if b"\0" in head:
-        raise InputError(f"{label}: binary content (NUL bytes) where text was expected")
+    at = head.find(b"\0")
+    if at >= 0:  # placed as validate.awk places a control character further in (it would read the same)
+        lines = head[:at].split(b"\n")
+        column = lines[-1].count(b"\t") + 1
+        raise _placed(label, f"line {len(lines)}: column {column}: a NUL byte: binary content where text was expected",
+                      where)
 
 
 _DAMAGED = re.compile(r"unexpected end of file|invalid compressed data|crc error|corrupt|truncated|"
                       r"not in gzip format|format violated|invalid block", re.I)
+# htslib's words for a block it could not decompress ("CRC32 checksum mismatch", "Inflate operation failed"),
+# or for a gzip member that is not BGZF, which bgzip -d -@ N ends with "Close failed: Error N"
+_BGZF_DAMAGE = re.compile(r"checksum mismatch|inflate operation failed|close failed|error \d+ in block|bgzf_read", re.I)
 
 
-def _classify(label: str, decompress: str, err: Path, exc: ToolError, where: Where) -> Exception:
+def _classify(label: str, source: Path, decompress: str, err: Path, exc: ToolError, where: Where) -> Exception:
     # A damaged stream comes first: the validator may also trip over the cut-off last line.
+    if decompress == "bgzf" and (_BGZF_DAMAGE.search(exc.stderr_tail) or _DAMAGED.search(exc.stderr_tail)):
+        fault = bgzf.first_fault(source)  # where, in the user's file: htslib names no offset of theirs
+        if fault:
+            return InputError(f"{label}: {fault}")
     if decompress != "plain" and _DAMAGED.search(exc.stderr_tail):
         return InputError(f"{label}: corrupt or truncated {decompress} input: {exc.stderr_tail.strip()}")
     if err.exists() and err.stat().st_size:

@@ -7,8 +7,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from .errors import validation_reasons as validation_reasons  # its home is errors.py; imported from here too
 from .urls import Url, redact
 
 Status = Literal["built", "cached", "passthrough", "failed"]
@@ -61,12 +62,6 @@ class FileDoc(BaseModel):
         if self.filename:
             return self.filename
         return self.access_url.path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def validation_reasons(exc: ValidationError) -> str:
-    """`field: rule` for each error, never the input: an input may hold a signed URL or a credential."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}"
-                     for e in exc.errors(include_input=False, include_url=False))
 
 
 def redact_url(url: str | Url) -> str:

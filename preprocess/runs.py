@@ -322,16 +322,38 @@ def latest_outcomes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return latest
 
 
+REPORT_MAX_BYTES = 256 << 20  # a report of a million rows is far smaller; more is not a report
+
+
 def failed_ids(report_path: str) -> set[str]:
-    """The ids of the rows that failed in an earlier batch or reindex report (`--json` output)."""
+    """The ids of the rows that failed in an earlier batch or reindex report (`--json` output).
+    ConfigError (a usage error, exit 2) when it is not one: not JSON, another shape, or over 256 MiB
+    (read no further: /dev/zero given by mistake must not fill memory)."""
     from .errors import ConfigError
 
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"--retry-failed {report_path}: {why}; give the JSON report an earlier batch wrote "
+                           "with --json")
+
     try:
-        with open(report_path, encoding="utf-8") as stream:
-            data = json.load(stream)
-        return {str(r["id"]) for r in data["results"] if r.get("status") == "failed"}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"cannot read the report {report_path}: {type(exc).__name__}: {exc}") from None
+        with open(report_path, "rb") as stream:
+            data = stream.read(1 << 16)
+            if not data.lstrip().startswith(b"{"):  # a report is a JSON object: nothing else is read further
+                raise refuse("not a report (a JSON object)")
+            data += stream.read(REPORT_MAX_BYTES + 1 - len(data))
+    except OSError as exc:
+        raise refuse(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > REPORT_MAX_BYTES:
+        raise refuse(f"larger than {REPORT_MAX_BYTES >> 20} MiB, so not a report")
+    try:
+        report = json.loads(data)
+    except (ValueError, RecursionError):
+        raise refuse("not JSON") from None
+    results = report.get("results") if isinstance(report, dict) else None
+    if not isinstance(results, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str | int)
+                                                for r in results):
+        raise refuse('not a report: it needs a "results" list of rows, each with an "id" and a "status"')
+    return {str(r["id"]) for r in results if r.get("status") == "failed"}
 
 
 def select(docs: Iterable[Any], ids: set[str]) -> list[Any]:

@@ -307,8 +307,8 @@ def _open(url: str, headers: dict[str, str], settings: SourceSettings,
             yield iter(lambda: stream.read(CHUNK), b""), size if isinstance(size, int) else None
     except ImportError as exc:
         package = {"s3": "s3fs", "az": "adlfs", "abfs": "adlfs", "gs": "gcsfs", "gcs": "gcsfs"}.get(scheme, scheme)
-        raise ConfigError(f"{scheme}:// sources need {package}: pip install {package} ({exc.name} is missing)") \
-            from None
+        missing = f" ({exc.name} is missing)" if exc.name else ""  # fsspec's own ImportError names no module
+        raise ConfigError(f"{scheme}:// sources need {package}: pip install {package}{missing}") from None
 
 
 def _paced(response: Any, pace: _Pace) -> Iterator[bytes]:

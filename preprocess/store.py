@@ -18,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import ConfigError, SignatureError, StoreError
+from pydantic import ValidationError
+
+from .errors import ConfigError, SignatureError, StoreError, validation_reasons
 from .keys import LAYOUT, is_key
 from .model import Artifact, Manifest
 from .signing import public_key, sign, signature_name, verifies
@@ -218,8 +220,8 @@ class ArtifactStore:
         signature = self._signature(key, data)
         try:
             manifest = Manifest.model_validate_json(data)
-        except ValueError as exc:
-            raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {exc}") from None
+        except ValidationError as exc:  # its reasons only: the file may be anything, a secret included
+            raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {validation_reasons(exc)}") from None
         if manifest.key != key:  # a copied or forged manifest must not make one key serve another's bytes
             raise StoreError(f"{self.uri(key, MANIFEST)} claims key {manifest.key[:80]!r}, not the key of its folder")
         return manifest, data, signature
@@ -344,6 +346,23 @@ class ArtifactStore:
         return bytes(self.fs.cat_file(self.path(key, name), start=start, end=end))
 
     # -- writing ------------------------------------------------------------------------------------
+    def make_folders(self, target: str) -> None:
+        """Create the folders of `target`, a path in a local store, refusing (StoreError) to write through a
+        symlink in the store's own folders: one to a folder elsewhere would put artifacts outside the store.
+        Checked before the folders are made (makedirs follows links) and again after. The root may be a
+        link: the user named it. Reading through such a link is allowed (the README says so)."""
+        self._refuse_links(target)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        self._refuse_links(target)
+
+    def _refuse_links(self, target: str) -> None:
+        current = self.root
+        for part in os.path.relpath(target, self.root).split(os.sep):
+            current = os.path.join(current, part)
+            if os.path.islink(current):
+                raise StoreError(f"refusing to write through {current}: it is a symlink inside the store "
+                                 f"{self.url}, whose own folders must be real folders")
+
     def commit(self, manifest: Manifest, files: Mapping[str, Path], move: bool = False, *,
                body: bytes | None = None, signature: bytes | None = None) -> Manifest:
         """Upload every artifact whole, verify it, then write the manifest; return the one committed.
@@ -378,6 +397,8 @@ class ArtifactStore:
             if all(ours.get(art.name) == art.sha256 for art in existing.artifacts):
                 return existing
             return self._reconcile(existing)
+        except StoreError:
+            raise
         except Exception as exc:  # a refused or failed manifest write: nothing was committed
             raise StoreError(f"writing {self.uri(manifest.key, MANIFEST)}: {type(exc).__name__}: "
                              f"{scrub(str(exc))}") from exc
@@ -399,7 +420,7 @@ class ArtifactStore:
     def _put(self, local: Path, target: str, move: bool = False) -> None:
         try:
             if self.local:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
+                self.make_folders(target)
                 tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
                 try:
                     if not (move and _renamed(local, tmp)):
@@ -430,7 +451,7 @@ class ArtifactStore:
         """Write a few bytes whole (a signature): a temp name and a rename locally, one PUT elsewhere."""
         try:
             if self.local:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
+                self.make_folders(target)
                 tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
                 with open(tmp, "wb") as stream:
                     stream.write(data)
@@ -439,6 +460,8 @@ class ArtifactStore:
                 os.replace(tmp, target)
             else:
                 self.fs.pipe_file(target, data)
+        except StoreError:
+            raise
         except Exception as exc:
             raise StoreError(f"writing {target}: {type(exc).__name__}: {scrub(str(exc))}") from exc
 
@@ -496,9 +519,9 @@ class ArtifactStore:
     def clock(self, folder: str) -> datetime:
         """The store's current time, read from the timestamp of a probe object it writes in `folder`
         (removed again): lease expiry is judged by the store's clock alone, never a host's."""
-        if self.local:
-            os.makedirs(folder, exist_ok=True)
         probe = f"{folder}/.clock-{uuid.uuid4().hex}"
+        if self.local:
+            self.make_folders(probe)
         self.fs.pipe_file(probe, b"")
         try:
             if not self.local:
@@ -557,7 +580,7 @@ class ArtifactStore:
 
     def _put_if_local(self, target: str, body: bytes, tag: str | None) -> str:
         folder = os.path.dirname(target)
-        os.makedirs(folder, exist_ok=True)
+        self.make_folders(target)  # never through a symlink in the store's own folders
         tmp = f"{target}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "wb") as stream:
             stream.write(body)

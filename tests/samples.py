@@ -13,7 +13,7 @@ import random
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 CONTIGS = {"chr1": 200_000, "chr2": 150_000, "chrX": 100_000}
@@ -296,6 +296,60 @@ def bigbed_raw(path: Path, chroms: dict[str, int], rows: list[tuple[str, int, in
     out[:64] = struct.pack(order + "IHHQQQHHQQIQ", 0x8789F2EB, 4, 0, tree_at, data_at, index_at, fields, fields,
                            autosql_at, 0, largest, 0)
     path.write_bytes(bytes(out))
+    return path
+
+
+# -- damage done on purpose: the bad-file set (tests/integration/test_bad_files.py) and issue 20's cases --
+
+def bgzf_compress(data: bytes) -> bytes:
+    """`data` as BGZF, by bgzip itself (64 KiB blocks, the EOF block last)."""
+    return subprocess.run(["bgzip", "-c"], input=data, stdout=subprocess.PIPE, check=True).stdout
+
+
+def bgzf_offsets(data: bytes) -> list[int]:
+    """The offset of every BGZF block of `data` (its BSIZE field), the EOF block included."""
+    offsets, at = [], 0
+    while at + 18 <= len(data) and data[at:at + 2] == b"\x1f\x8b":
+        offsets.append(at)
+        at += int.from_bytes(data[at + 16:at + 18], "little") + 1
+    return offsets
+
+
+def corrupt_bgzf_block(data: bytes, crc_only: bool) -> tuple[bytes, int]:
+    """A BGZF file with its middle data block damaged: its stored CRC32 changed (`crc_only`) or a byte of its
+    deflate stream flipped; and that block's offset."""
+    offsets = bgzf_offsets(data)
+    at = offsets[(len(offsets) - 1) // 2]  # never the EOF block
+    end = offsets[offsets.index(at) + 1]
+    raw = bytearray(data)
+    raw[end - 8 if crc_only else (at + 18 + end - 8) // 2] ^= 0x55
+    return bytes(raw), at
+
+
+def bgzf_then_gzip(data: bytes, text: bytes) -> tuple[bytes, int]:
+    """A BGZF file whose EOF block is followed by a plain gzip member holding `text` (as `cat x.gz >> y.bgz`
+    makes), and the offset of that member."""
+    return data + gzip.compress(text, mtime=0), len(data)
+
+
+def bam_header_edited(data: bytes, edit: Callable[[bytes], bytes]) -> bytes:
+    """A BAM (BGZF) whose SAM header text is `edit(text)`, the records as they were."""
+    import struct
+
+    raw = gzip.decompress(data)
+    size = struct.unpack_from("<i", raw, 4)[0]
+    text = edit(raw[8:8 + size])
+    return bgzf_compress(raw[:4] + struct.pack("<i", len(text)) + text + raw[8 + size:])
+
+
+def bed_with_late_nul(path: Path, at_least: int = 70_000) -> Path:
+    """Issue 20's case: a valid BED of more than `at_least` bytes whose last line is `chr0\\t1\\t2\\tn\\0x`."""
+    lines, i, size = [], 0, 0
+    while size < at_least:
+        lines.append(f"chr0\t{i * 10 + 1}\t{i * 10 + 2}\tn{i}\n")
+        size += len(lines[-1])
+        i += 1
+    path.write_bytes("".join(lines).encode() + f"chr0\t{i * 10 + 1}\t{i * 10 + 2}\tn\0x\n".encode())
     return path
 
 

@@ -25,6 +25,7 @@ function header() {
   if (stream) { if (records) disorder(); print }  # a header line after data: sorting moves it up
   headers++; print > hdr; print NR > hdrnr
 }
+function control(c,   i) { for (i = 0; i < 32; i++) if (sprintf("%c", i) == c) return sprintf("0x%02X", i); return "0x7F" }
 function disorder() { unsorted = NR; exit 4 }
 function q(s) { return "'" (length(s) > 40 ? substr(s, 1, 40) "..." : s) "'" }
 # htslib reads coordinates with strtoll(base 0): "010" is octal 8 and "0x10" is 16. Only plain
@@ -50,11 +51,13 @@ function info_end(info, pos,   i, v) {
 }
 {
   if (stream) bytes += length($0) + 1
-  if ($0 ~ /[\001-\010\013-\037\177]/) {  # CR or another control character: the rare slow path
+  if ($0 ~ /[\000-\010\013-\037\177]/) {  # CR or another control character (NUL too): the rare slow path
     if (index($0, "\r")) { cr++; sub(/\r$/, "") }
-    # htslib takes text holding control characters for binary and refuses to index it
-    if (!infasta && $0 ~ /[\001-\010\013\014\016-\037\177]/)
-      bad("a control character (a byte below 32 other than tab) in text")
+    # htslib takes text holding control characters for binary and refuses to index it; pysam and tabix
+    # cut a record at a NUL
+    if (!infasta && match($0, /[\000-\010\013\014\016-\037\177]/))
+      bad(sprintf("column %d: a control character (byte %s) in text, where only tab may be", \
+                  split(substr($0, 1, RSTART), cut, "\t"), control(substr($0, RSTART, 1))))
   }
   if (infasta) { fasta++; next }
   if (NF <= 1 && $0 ~ /^[ \t]*$/) { blank++; next }

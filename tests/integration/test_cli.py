@@ -115,3 +115,41 @@ def test_a_manifest_row_with_a_byte_that_is_not_utf8_fails_alone_and_the_batch_b
     (failed,) = [r for r in report["results"] if r["status"] == "failed"]
     assert failed["error"]["class"] == "InputError"
     assert "m.csv line 3: unreadable row: byte 0xff at line 3, byte offset 10045" in failed["error"]["message"]
+
+
+def _memory_capped() -> None:
+    """In the child: at most 4 GiB of address space, so a regression that reads /dev/zero whole fails there
+    instead of taking the test machine's memory."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+def test_retry_failed_with_a_report_of_the_wrong_shape_is_a_usage_error(tmp_path):
+    """Issue 20 item 9: a wrong-shaped report gave a Python traceback; /dev/zero grew to 12 GB of memory."""
+    samples.bed(tmp_path / "b.bed", records=20)
+    (tmp_path / "m.csv").write_text("id,access_url,format\nb,b.bed,BED\n")
+    shapes = {"list.json": '["a"]', "strings.json": '{"results": ["abc"]}', "no-id.json": '{"results": [{}]}',
+              "not-json.json": "{results", "deep.json": "{" + '"a":[' * 100_000}
+    for name, text in shapes.items():
+        (tmp_path / name).write_text(text)
+    for report in [*shapes, "/dev/zero", "missing.json"]:
+        out = subprocess.run([sys.executable, "-m", "preprocess", "batch", "m.csv", "--cluster", "sync",
+                              "--retry-failed", report], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                             preexec_fn=_memory_capped)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (report, out.stderr)
+        assert out.stderr.startswith(f"error: --retry-failed {report}: "), out.stderr
+        assert "give the JSON report an earlier batch wrote with --json" in out.stderr
+    assert store_files(tmp_path / "preprocess-store") == []
+
+
+def test_a_gs_source_without_gcsfs_says_what_to_install(tmp_path):
+    """Issue 20 item 9: the message ended "(None is missing)". (gcsfs is not installed here: with it, this
+    test would reach Google, so it fails rather than run.)"""
+    import importlib.util
+
+    assert importlib.util.find_spec("gcsfs") is None, "gcsfs is installed: this test must not reach Google"
+    out = cli("run", "gs://bucket/x.bed", "--store", str(tmp_path / "st"), "--cluster", "sync", "--json", "-",
+              cwd=tmp_path)
+    error = json.loads(out.stdout)["results"][0]["error"]
+    assert error == {"class": "ConfigError", "message": "gs:// sources need gcsfs: pip install gcsfs"}, error

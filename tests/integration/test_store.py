@@ -113,3 +113,66 @@ def test_a_racing_build_with_other_bytes_never_leaves_a_manifest_over_the_wrong_
     with pytest.raises(StoreError, match="un-committed"):
         any_store.commit(make_manifest(key, rival), rival)
     assert any_store.lookup(key) is None  # invisible until rebuilt, never inconsistent
+
+
+def _build_bed(tmp_path: Path, store: Path, name: str = "b.bed"):
+    """A real build of a small BED into the local store at `store` (issue 20's reproductions build one)."""
+    from preprocess.build import build_doc
+    from preprocess.config import load_settings
+    from preprocess.model import FileDoc
+    from tests import samples
+
+    source = tmp_path / name
+    if not source.exists():
+        samples.bed(source, records=50)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    settings = load_settings(**{"store.url": str(store), "cluster.profile": "sync", "scratch": str(scratch)})
+    return build_doc(FileDoc(id="b", access_url=str(source), format="BED"), "BED", settings)
+
+
+@pytest.mark.parametrize("linked", ["layout", "prefix", "key"])
+def test_a_local_store_refuses_to_write_through_a_symlink_in_its_own_folders(tmp_path, linked):
+    """Issue 20 item 5: with the store's v1/<key[:2]> folder (or v1, or the key's own) a symlink to a folder
+    outside, the artifacts went there. Now the build fails with a StoreError and nothing is written outside."""
+    key = _build_bed(tmp_path, tmp_path / "first").key
+    store, outside = tmp_path / "store", tmp_path / "outside"
+    outside.mkdir()
+    link = {"layout": store / "v1", "prefix": store / "v1" / key[:2], "key": store / "v1" / key[:2] / key}[linked]
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside, target_is_directory=True)
+    result = _build_bed(tmp_path, store)
+    assert result.status == "failed" and result.error.class_ == "StoreError", result
+    assert f"refusing to write through {link}: it is a symlink inside the store" in result.error.message
+    assert list(outside.rglob("*")) == []
+
+
+def test_a_local_store_reads_through_a_symlink_in_its_folders(tmp_path):
+    """Reading may follow one (the README says so): a store whose v1 links to another store's finds its builds."""
+    first = _build_bed(tmp_path, tmp_path / "first")
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "v1").symlink_to(tmp_path / "first" / "v1", target_is_directory=True)
+    assert ArtifactStore(str(store)).lookup(first.key).key == first.key
+    assert _build_bed(tmp_path, store).status == "cached"
+
+
+SECRETS = b"AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\nAWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+
+
+def test_a_manifest_linked_to_a_secrets_file_is_refused_without_quoting_it(tmp_path):
+    """Issue 20 item 6: lookup's StoreError printed pydantic's input_value, the start and end of the file."""
+    first = _build_bed(tmp_path, tmp_path / "store")
+    secrets = tmp_path / "credentials.env"
+    secrets.write_bytes(SECRETS)
+    manifest = tmp_path / "store" / "v1" / first.key[:2] / first.key / "manifest.json"
+    manifest.unlink()
+    manifest.symlink_to(secrets)
+    with pytest.raises(StoreError) as caught:
+        ArtifactStore(str(tmp_path / "store")).lookup(first.key)
+    message = str(caught.value)
+    assert message.startswith(f"{manifest} is not a valid manifest: document: Invalid JSON"), message
+    again = _build_bed(tmp_path, tmp_path / "store")  # a build that meets it reports it the same way
+    assert again.status == "failed" and again.error.class_ == "StoreError", again
+    for shown in (message, again.error.message, repr(caught.value)):
+        assert "AKIA" not in shown and "EXAMPLEKEY" not in shown and "AWS_" not in shown, shown

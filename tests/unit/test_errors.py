@@ -115,3 +115,18 @@ def test_a_classified_error_quoting_a_query_like_text_keeps_its_class():
     import preprocess
 
     assert preprocess.ScratchError is ScratchError
+
+
+def test_a_validation_error_is_described_by_its_reasons_never_its_input():
+    """Issue 20 item 6: pydantic's str() quotes input_value; a report or a worker's error must not."""
+    from pydantic import ValidationError
+
+    from preprocess.errors import describe, portable
+    from preprocess.model import Manifest
+
+    secret = '{"key": "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}'
+    with pytest.raises(ValidationError) as caught:
+        Manifest.model_validate_json(secret)
+    assert "EXAMPLEKEY" in str(caught.value)  # what would have been printed
+    for shown in (describe(caught.value)["message"], str(portable(caught.value))):
+        assert "EXAMPLEKEY" not in shown and "key: String should match pattern" in shown, shown

@@ -49,5 +49,5 @@ def test_retry_failed_selects_the_failed_rows_of_a_report(tmp_path):
     assert failed_ids(str(report)) == {"b", "line 4"}
     assert select(docs, failed_ids(str(report))) == docs[1:]
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(ConfigError, match="cannot read the report"):
+    with pytest.raises(ConfigError, match=r"bad.json: not JSON; give the JSON report"):
         failed_ids(str(tmp_path / "bad.json"))
