@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .run import PLAIN_BAM, make_bam, make_sorted, measure, plain
+from .common import PLAIN_BAM, make_bam, make_sorted, measure, plain
 
 
 def pipeline(source: Path, threads: int, code: Path | None) -> float:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .run import DATA, make_bam, measure
+from .common import DATA, make_bam, measure
 
 PLAIN = ('samtools sort --no-PG -l 6 -m 768M -@ 1 -T "$2/tmp" -o "$2/out.bam" "$1"'
          ' && samtools index -@ 1 "$2/out.bam"')

@@ -11,7 +11,7 @@ import json
 import os
 import statistics
 
-from benchmarks.run import PLAIN_BED, PLAIN_VCF, PLAIN_VCF_GZ, make_sorted, make_text, pipeline, plain
+from benchmarks.common import PLAIN_BED, PLAIN_VCF, PLAIN_VCF_GZ, make_sorted, make_text, pipeline, plain
 
 # Per-file cost of the interval build alone (no engine): N small files of each format built one after
 # another in one process, as a worker does; prints milliseconds per file. Run with a checkout's cwd.

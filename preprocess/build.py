@@ -95,18 +95,18 @@ def build_doc(doc: FileDoc, fmt: str, settings: Settings, rebuild: bool = False)
         common["pipeline"] = pipeline.name
         scratch = make_scratch(settings.scratch, doc.id)
     except Exception as exc:  # noqa: BLE001 - a worker without the pipeline or without scratch space
-        return RunResult.failure(doc.id, _for(doc, exc), **common)
+        return RunResult.failure(doc.id, name_failure(doc, exc), **common)
     try:
         with shell.time_cap(settings.task_timeout):
             return _build(doc, fmt, settings, pipeline, scratch, timings, keyed, common, rebuild)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified, in the result
-        return RunResult.failure(doc.id, _for(doc, exc, scratch), key=keyed[0] if keyed else None, timings=timings,
-                                 **common)
+        return RunResult.failure(doc.id, name_failure(doc, exc, scratch), key=keyed[0] if keyed else None,
+                                 timings=timings, **common)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _for(doc: FileDoc, exc: Exception, scratch: Path | None = None) -> Exception:
+def name_failure(doc: FileDoc, exc: Exception, scratch: Path | None = None) -> Exception:
     """The error, naming its document when it is an InputError raised by a pipeline (which never sees
     ids); a full scratch disk, met by a tool or by Python, becomes a ScratchError naming the folder."""
     if isinstance(exc, InputError) and exc.doc_id is None:

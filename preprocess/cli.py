@@ -11,82 +11,24 @@ or configuration error, 3 (reindex) another run holds the store's lease, or took
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from . import cli_catalogue, cli_trust
+from .cli_options import (
+    cluster_options,
+    finish,
+    json_option,
+    load_cli_settings,
+    parse_age,
+    set_option,
+    store_option,
+    write_json,
+)
 from .errors import ConfigError
 from .model import BatchReport, RunResult
-
-
-def _apply_set(ctx: click.Context, _: click.Parameter, values: tuple[str, ...]) -> None:
-    """`--set KEY=VALUE…`: applied to dask.config for the whole command, so every setting it loads (and
-    the workers of a local cluster it starts) sees them; kept in ctx.meta for `config` to name them."""
-    import dask.config
-
-    from .config import parse_assignment
-
-    flags = ctx.meta.setdefault("preprocess.set", {})
-    for text in values:
-        key, value = parse_assignment(text)
-        flags[key] = (value, f"--set {key}")  # the value may be a secret: `config` shows it hidden
-    if flags:
-        ctx.with_resource(dask.config.set({f"preprocess.{k}": v for k, (v, _) in flags.items()}))
-
-
-def _set_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--set", "assignments", metavar="KEY=VALUE", multiple=True, expose_value=False,
-                        callback=_apply_set,
-                        help="Override a setting (repeatable), e.g. --set threads=4 --set sort-memory=2G; beats "
-                             "YAML and DASK_PREPROCESS__* variables (see `python -m preprocess config`).")(fn)
-
-
-def _store_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--store URL, and --set KEY=VALUE: every command that reads settings has both."""
-    fn = _set_option(fn)
-    return click.option("--store", metavar="URL",
-                        help="Artifact store: a local path, file://, s3://bucket/prefix, az://container/prefix.")(fn)
-
-
-def _json_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """--json PATH on every command that has a report: '-' (or --json alone) prints it instead."""
-    return click.option("--json", "json_path", metavar="PATH", is_flag=False, flag_value="-", callback=_no_csv,
-                        help=f"Write the {what} as JSON to PATH ('-' for standard output, instead of the table).")
-
-
-def _no_csv(_: click.Context, __: click.Parameter, path: str | None) -> str | None:
-    """Refused before any work: JSON never overwrites a CSV (`status --json catalogue.csv` once meant
-    "this catalogue's status, as JSON")."""
-    if path and path != "-" and path.lower().endswith(".csv") and Path(path).exists():
-        raise click.BadParameter(f"{path} is a CSV file; JSON is not written over it. For a catalogue's "
-                                 "report on standard output: CATALOGUE.csv --json -")
-    return path
-
-
-def _cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--cluster", "profile", type=click.Choice(["auto", "local", "sync", "address", "fargate"]),
-                      help="Where tasks run (default from config: auto, which builds one file in this process "
-                           "and starts a local cluster for several).")(fn)
-    fn = click.option("--address", metavar="ADDR", help="Dask scheduler address for --cluster address.")(fn)
-    return click.option("--workers", type=click.IntRange(min=1), help="Worker processes for a local cluster.")(fn)
-
-
-def _write_json(text: str, json_path: str) -> None:
-    """Print `text` for '-', else write it to the path."""
-    if json_path == "-":
-        click.echo(text)
-    else:
-        Path(json_path).write_text(text + "\n")
-
-
-def _settings(store: str | None, profile: str | None, address: str | None, workers: int | None) -> Any:
-    from .config import load_settings
-
-    overrides = {"store.url": store, "cluster.profile": profile, "cluster.address": address,
-                 "cluster.n-workers": workers}
-    return load_settings(**overrides)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,9 +43,9 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@_store_option
-@_cluster_options
-@_json_option("batch report")
+@store_option
+@cluster_options
+@json_option("batch report")
 @click.option("--retry-failed", "retry", metavar="REPORT.json",
               help="Only the rows that failed in this earlier report.")
 @click.option("--report", "report_path", metavar="HTML", type=click.Path(dir_okay=False, path_type=Path),
@@ -119,14 +61,14 @@ def batch(manifest: Path, store: str | None, profile: str | None, address: str |
     from .catalog import read_catalog
     from .runs import failed_ids, select
 
-    settings = _settings(store, profile, address, workers)
+    settings = load_cli_settings(store, profile, address, workers)
     docs = read_catalog(manifest)
     if retry:
         docs = select(docs, failed_ids(retry))
         click.echo(f"retrying {len(docs)} row(s) that failed in {retry}", err=True)
     options = {"manifest": str(manifest), "store": settings.store.url, "cluster": settings.cluster.profile,
                "address": settings.cluster.address, "workers": workers, "json": json_path, "retry_failed": retry}
-    _finish(_run(docs, settings, options, report_path), json_path)
+    finish(_run(docs, settings, options, report_path), json_path)
 
 
 @cli.command("run")
@@ -134,24 +76,24 @@ def batch(manifest: Path, store: str | None, profile: str | None, address: str |
 @click.option("--format", "fmt", help="File format (inferred from the name when omitted).")
 @click.option("--md5", help="Expected md5 of the source; a mismatch is an input error.")
 @click.option("--id", "doc_id", help="Identifier for the report (default: the file name).")
-@_store_option
-@_cluster_options
-@_json_option("batch report")
+@store_option
+@cluster_options
+@json_option("batch report")
 def run_one(source: str, fmt: str | None, md5: str | None, doc_id: str | None, store: str | None,
             profile: str | None, address: str | None, workers: int | None, json_path: str | None) -> None:
     """Build one file given by path or URL."""
-    settings = _settings(store, profile, address, workers)
+    settings = load_cli_settings(store, profile, address, workers)
     name = source.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
     doc = {"id": doc_id or name or source, "access_url": source, "format": fmt, "md5": md5}
-    _finish(_run([doc], settings), json_path)
+    finish(_run([doc], settings), json_path)
 
 
 @cli.command("mirror")
 @click.argument("source")
 @click.argument("destination")
-@_json_option("mirror report")
+@json_option("mirror report")
 @click.option("--create", is_flag=True, help="Create the destination's bucket or container when it does not exist.")
-@_set_option
+@set_option
 def mirror_stores(source: str, destination: str, json_path: str | None, create: bool) -> None:
     """Copy committed artifacts SOURCE has and DESTINATION lacks, verifying each sha256; manifests last."""
     from .config import load_settings
@@ -160,7 +102,7 @@ def mirror_stores(source: str, destination: str, json_path: str | None, create: 
     report = mirror(source, destination, settings=load_settings(), create=create)
     text = report.model_dump_json(indent=2)
     if json_path:
-        _write_json(text, json_path)
+        write_json(text, json_path)
     if json_path != "-":
         if report.created:
             click.echo(f"created {report.destination}")
@@ -175,7 +117,7 @@ def mirror_stores(source: str, destination: str, json_path: str | None, create: 
 @click.argument("uri")
 @click.option("--expires", default=3600, show_default=True, type=click.IntRange(min=1),
               help="Seconds the URL stays valid.")
-@_set_option
+@set_option
 def sign_uri(uri: str, expires: int) -> None:
     """Print a time-limited URL for an artifact that a genome browser can read by range."""
     from .api import sign
@@ -185,7 +127,7 @@ def sign_uri(uri: str, expires: int) -> None:
 
 @cli.command("gc")
 @click.argument("manifests", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@_store_option
+@store_option
 @click.option("--older-than", default="24h", show_default=True, metavar="AGE",
               help="Only what is older than this (e.g. 30m, 24h, 7d), so running commits are left alone.")
 @click.option("--delete", is_flag=True, help="Remove the debris, and with catalogue CSVs the superseded keys "
@@ -207,12 +149,12 @@ def gc_store(manifests: tuple[Path, ...], store: str | None, older_than: str, de
 
     if orphans and not (delete and manifests):
         raise click.UsageError("--orphans removes the keys no catalogue row names: give catalogue CSVs and --delete")
-    settings = _settings(store, None, None, None)
+    settings = load_cli_settings(store, None, None, None)
     artifact_store = open_store(settings)
     artifact_store.check()
     remove = delete and not dry_run
     verb = "removed" if remove else "would remove"
-    age = _age(older_than)
+    age = parse_age(older_than)
     if manifests:
         from .catalog import read_catalog
 
@@ -242,7 +184,7 @@ def gc_store(manifests: tuple[Path, ...], store: str | None, older_than: str, de
 @click.option("--profile", type=click.Choice(["fargate"]), required=True, help="The cluster profile to resolve.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved arguments and warnings as JSON; call nothing.")
 @click.option("--teardown", metavar="NAME", help="Delete what cluster NAME created (left by a killed run).")
-@_store_option
+@store_option
 def cluster_plan(profile: str, dry_run: bool, teardown: str | None, store: str | None) -> None:
     """Show the cluster a batch would start (arguments resolved from config, the traps that apply), or
     delete what an earlier one left behind. `batch --cluster fargate` starts and deletes its own."""
@@ -250,7 +192,7 @@ def cluster_plan(profile: str, dry_run: bool, teardown: str | None, store: str |
 
     from . import fargate
 
-    settings = _settings(store, profile, None, None)
+    settings = load_cli_settings(store, profile, None, None)
     if dry_run == bool(teardown):
         raise click.UsageError("give one of --dry-run or --teardown NAME")
     if dry_run:
@@ -263,9 +205,9 @@ def cluster_plan(profile: str, dry_run: bool, teardown: str | None, store: str |
 
 
 @cli.command("config")
-@_store_option
-@_cluster_options
-@_json_option("settings")
+@store_option
+@cluster_options
+@json_option("settings")
 @click.pass_context
 def show_config(ctx: click.Context, store: str | None, profile: str | None, address: str | None,
                 workers: int | None, json_path: str | None) -> None:
@@ -282,7 +224,7 @@ def show_config(ctx: click.Context, store: str | None, profile: str | None, addr
             flags[key] = (value, f"{flag} {value}")
     found = describe_settings(flags)
     if json_path:
-        _write_json(json.dumps([s.model_dump() for s in found], indent=2), json_path)
+        write_json(json.dumps([s.model_dump() for s in found], indent=2), json_path)
     if json_path == "-":
         return
     width = max(len(s.key) for s in found)
@@ -291,17 +233,8 @@ def show_config(ctx: click.Context, store: str | None, profile: str | None, addr
         click.echo(f"{s.key:<{width}}  {shown:<24} {s.source}{' ' + s.where if s.where else ''}")
 
 
-def _age(text: str) -> Any:
-    from datetime import timedelta
-
-    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
-        raise click.BadParameter(f"{text!r}: expected a number and a unit (s, m, h, d), e.g. 24h")
-    return timedelta(**{units[text[-1]]: int(text[:-1])})
-
-
 @cli.command()
-@_store_option
+@store_option
 def doctor(store: str | None) -> None:
     """Check the tools, the Python packages and the store a build needs; exit 2 if something is missing."""
     import importlib.metadata
@@ -328,7 +261,7 @@ def doctor(store: str | None) -> None:
             optional = package in ("s3fs", "adlfs")
             problems += not optional
             click.echo(f"{'-- ' if optional else 'MISSING'} {package:12} {'(optional)' if optional else ''}")
-    settings = _settings(store, None, None, None)
+    settings = load_cli_settings(store, None, None, None)
     from .build import open_store
 
     try:
@@ -369,32 +302,8 @@ def _run(docs: list[Any], settings: Any, record: dict[str, Any] | None = None,
         bar.close()
 
 
-def _finish(report: Any, json_path: str | None, table: Callable[[Any], str] | None = None) -> None:
-    """Print the report (as JSON for `--json -`, else as a table), save it to `json_path`, exit 0 or 1."""
-    if json_path:
-        _write_json(report.to_json(), json_path)
-    if json_path != "-":
-        click.echo((table or summary_table)(report))
-    sys.exit(0 if report.ok else 1)
-
-
-def summary_table(report: BatchReport) -> str:
-    """One line per file (id, status, format, key prefix, first artifact or error), a line per warning
-    (a file built with reads no region query reaches), then the counts."""
-    rows = [("id", "status", "format", "key", "artifact / error")]
-    for r in report.results:
-        detail = f"{r.error.class_}: {r.error.message}" if r.error else r.artifacts.get("data", "")
-        rows.append((r.id, r.status, r.format or "-", (r.key or "-")[:12], detail))
-    widths = [min(40, max(len(row[i]) for row in rows)) for i in range(4)]
-    lines = ["  ".join(cell.ljust(widths[i])[: max(widths[i], 1)] if i < 4 else cell
-                       for i, cell in enumerate(row)) for row in rows]
-    lines += [f"warning: {w['id']}: {w['warning']}" for w in report.warnings]
-    counts = ", ".join(f"{n} {status}" for status, n in report.counts.items() if n)
-    lines.append(f"\n{len(report.results)} file(s): {counts or 'nothing to do'}; store {report.store}")
-    return "\n".join(lines)
-
-
-from . import cli_catalogue, cli_trust  # noqa: E402,F401 - register reindex, status, history and keygen
+for _command in (*cli_catalogue.COMMANDS, *cli_trust.COMMANDS):  # commands kept in modules of their own
+    cli.add_command(_command)
 
 
 def main() -> None:

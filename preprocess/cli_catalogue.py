@@ -10,14 +10,14 @@ from typing import Any
 
 import click
 
-from .cli import _age, _cluster_options, _finish, _json_option, _settings, _store_option, _write_json, cli
+from .cli_options import cluster_options, finish, json_option, load_cli_settings, parse_age, store_option, write_json
 
 
-@cli.command("reindex")
+@click.command("reindex")
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@_store_option
-@_cluster_options
-@_json_option("reindex report (each row's action, status, key, error)")
+@store_option
+@cluster_options
+@json_option("reindex report (each row's action, status, key, error)")
 @click.option("--verify", is_flag=True, help="Also read every artifact back and check its size and sha256.")
 @click.option("--dry-run", is_flag=True, help="Print the plan with counts; change nothing.")
 @click.option("--wait", default=0, type=click.FloatRange(min=0), show_default=True, metavar="SECONDS",
@@ -41,7 +41,7 @@ def reindex_catalogue(manifest: Path, store: str | None, profile: str | None, ad
     from .lease import LeaseHeld, LeaseLost
     from .reindex import reindex
 
-    settings = _settings(store, profile, address, workers)
+    settings = load_cli_settings(store, profile, address, workers)
     docs = read_catalog(manifest)
     options = {"manifest": str(manifest), "store": settings.store.url, "cluster": settings.cluster.profile,
                "address": settings.cluster.address, "workers": workers, "json": json_path, "dry_run": dry_run,
@@ -57,7 +57,7 @@ def reindex_catalogue(manifest: Path, store: str | None, profile: str | None, ad
     on_lost = _interrupt_on_lost()
     try:
         report = reindex(docs, settings=settings, verify=verify, dry_run=dry_run, wait=wait,
-                         lease_expiry=_age(lease_expiry), plan_from=plan_from,  # type: ignore[arg-type]
+                         lease_expiry=parse_age(lease_expiry), plan_from=plan_from,  # type: ignore[arg-type]
                          progress=lambda _: bar.update(1), on_client=announce, options=options,
                          on_wait=lambda message: bar.write(message, file=sys.stderr), on_lost=on_lost)
     except (LeaseHeld, LeaseLost) as exc:
@@ -65,7 +65,7 @@ def reindex_catalogue(manifest: Path, store: str | None, profile: str | None, ad
         sys.exit(3)
     finally:
         bar.close()
-    _finish(report, json_path, _plan_table)
+    finish(report, json_path, _plan_table)
 
 
 def _interrupt_on_lost() -> Any:
@@ -106,21 +106,21 @@ def _plan_table(report: Any) -> str:
     return "\n".join(lines)
 
 
-@cli.command("status")
+@click.command("status")
 @click.argument("manifest", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@_store_option
+@store_option
 @click.option("--last", default=5, show_default=True, type=click.IntRange(min=0), help="How many runs to show.")
-@_json_option("status")
+@json_option("status")
 def store_status(manifest: Path | None, store: str | None, last: int, json_path: str | None) -> None:
     """Keys per format, bytes, the last runs and current failures; per row with a catalogue CSV."""
     from .catalog import read_catalog
     from .status import status
 
-    settings = _settings(store, "sync", None, None)
+    settings = load_cli_settings(store, "sync", None, None)
     docs = read_catalog(manifest) if manifest else None
     found = status(docs, settings=settings, last=last)
     if json_path:
-        _write_json(found.model_dump_json(indent=2), json_path)
+        write_json(found.model_dump_json(indent=2), json_path)
     if json_path == "-":
         return
     kinds = ", ".join(f"{n} {kind}" for kind, n in found.keys.items()) or "none"
@@ -143,3 +143,6 @@ def store_status(manifest: Path | None, store: str | None, last: int, json_path:
             if row.state != "current":
                 click.echo(f"  {row.id:<24} {row.state:<8} {row.why or ''}")
         click.echo("rows: " + ", ".join(f"{n} {s}" for s, n in states.items()))
+
+
+COMMANDS = (reindex_catalogue, store_status)  # added to the `preprocess` group by cli.py

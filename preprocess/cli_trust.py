@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from .cli import _settings, _store_option, cli
+from .cli_options import load_cli_settings, store_option
 
 
-@cli.command("history")
-@_store_option
+@click.command("history")
+@store_option
 @click.option("--last", type=click.IntRange(min=0), metavar="N", help="Only the last N runs (default: all).")
 @click.option("--json", "json_path", metavar="PATH", help="Write the runs as JSON to PATH ('-' for standard output).")
 @click.option("--verify", is_flag=True, help="Check the hash chain of the run records: exit 0 when whole, 1 naming "
@@ -24,7 +24,7 @@ def history(store: str | None, last: int | None, json_path: str | None, verify: 
     from .build import open_store
     from .runs import list_records, verify_chain
 
-    settings = _settings(store, None, None, None)
+    settings = load_cli_settings(store, None, None, None)
     artifact_store = open_store(settings)
     artifact_store.check()
     checked = verify_chain(artifact_store) if verify else None
@@ -64,7 +64,7 @@ def _line(run: dict[str, Any]) -> str:
             f"{run.get('run')}  {run.get('host')}  {text}")
 
 
-@cli.command("keygen")
+@click.command("keygen")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def keygen(path: Path) -> None:
     """Write an Ed25519 key pair for signed manifests: PATH (private, mode 0600) and PATH.pub."""
@@ -74,3 +74,6 @@ def keygen(path: Path) -> None:
     click.echo(f"wrote {private} (private: keep it where the builds run, never share it) and {public}")
     click.echo(f"sign with:   DASK_PREPROCESS__STORE__SIGNING_KEY={private.resolve()}")
     click.echo(f"verify with: DASK_PREPROCESS__STORE__VERIFY_KEY={public.resolve()}")
+
+
+COMMANDS = (history, keygen)  # added to the `preprocess` group by cli.py

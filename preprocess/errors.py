@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import builtins
 import pickle
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from .urls import scrub
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"<>]*@")
+_QUERY = re.compile(r"\?[^\s'\"<>)\]]*")
+
+
+def scrub(text: str) -> str:
+    """Text with any URL userinfo and any query string (`?a=b…`) removed, for messages other libraries
+    wrote; `?` not followed by `name=` is left alone."""
+    text = _USERINFO.sub(lambda m: m.group("scheme"), text)
+    return _QUERY.sub(lambda m: "?…" if "=" in m.group(0) else m.group(0), text)
 
 
 class PreprocessError(Exception):

@@ -53,10 +53,10 @@ def sweep(store: ArtifactStore, docs: Iterable[Any], settings: Settings, older_t
     (manifest first), and with `orphans` too the orphans. UnknownKeys when a row's key cannot be
     derived (no md5 and not local, or unreadable)."""
     from .graph import classify
-    from .reindex import _hash_local
+    from .reindex import fill_local_md5
     from .runs import list_records
 
-    items, _ = _hash_local(list(docs))
+    items, _ = fill_local_md5(list(docs))
     pending, keyed = classify(items, settings)
     unknown = [f"{doc.id} (no md5, not a local file)" for members in pending.tasks.values() for _, doc, _ in members]
     unknown += [f"{r.id} ({r.error.message if r.error else 'invalid'})" for r in pending.results.values()

@@ -92,7 +92,7 @@ def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
         try:
             if isinstance(item, BaseException):
                 raise item
-            doc = _absolute(coerce(item))
+            doc = absolute_doc(coerce(item))
             fmt = registry.canonical_format(doc.format or registry.infer_format(doc.name))
             pipeline = registry.pipeline_for(fmt)
             if pipeline.passthrough and settings.keep_public_urls and _public(doc.access_url):
@@ -112,7 +112,7 @@ def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
             out.tasks.setdefault(name, []).append((index, doc, fmt))
         except Exception as exc:  # noqa: BLE001 - reported per document; the batch goes on
             out.results[index] = RunResult.failure(doc_id, _name_doc(exc, doc_id), format=fmt)
-    for index, doc, fmt, found in _hash_local(unhashed):
+    for index, doc, fmt, found in md5_local_sources(unhashed):
         if isinstance(found, BaseException):
             out.results[index] = RunResult.failure(doc.id, _name_doc(found, doc.id), format=fmt)
         else:
@@ -131,7 +131,7 @@ def _name_doc(exc: BaseException, doc_id: str) -> BaseException:
     return exc
 
 
-def _hash_local(docs: list[tuple[int, FileDoc, str]]) -> list[tuple[int, FileDoc, str, str | BaseException]]:
+def md5_local_sources(docs: list[tuple[int, FileDoc, str]]) -> list[tuple[int, FileDoc, str, str | BaseException]]:
     """md5 of local sources, read here and concurrently (hashlib releases the GIL): a cached answer
     for a document without an md5 then needs no cluster, which would only hash the same file."""
     if not docs:
@@ -232,7 +232,7 @@ def _linked(doc: FileDoc, fmt: str, pipeline: str) -> RunResult:
                      artifacts={"data": uri})
 
 
-def _absolute(doc: FileDoc) -> FileDoc:
+def absolute_doc(doc: FileDoc) -> FileDoc:
     url = doc.access_url
     if sources.is_local(url) and url.scheme != "file":
         return doc.model_copy(update={"access_url": Url(os.path.abspath(os.path.expanduser(url.reveal())))})

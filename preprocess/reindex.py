@@ -32,7 +32,7 @@ from . import registry, sources
 from .build import open_store
 from .config import Settings, load_settings
 from .errors import SignatureError, StoreError
-from .graph import _absolute, classify, coerce
+from .graph import absolute_doc, classify, coerce
 from .keys import LAYOUT
 from .lease import DEFAULT_EXPIRY, Lease, LeaseLost, acquire
 from .model import ErrorInfo, FileDoc, Manifest, RunResult, redact_url
@@ -128,7 +128,7 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
         progress = _stop_when_lost(lease, progress)
     try:
         clock = time.perf_counter()
-        items, hashed = _hash_local(list(docs))
+        items, hashed = fill_local_md5(list(docs))
         pending, keyed = classify(items, settings)
         mode = _mode(artifact_store, len({key for *_, key in keyed}), plan_from)
         decided = inspect_keys(artifact_store, [key for *_, key in keyed], verify, mode)
@@ -241,7 +241,7 @@ def inspect_keys(store: ArtifactStore, keys: list[str], verify: bool,
     """The action and its reason for each key, from listings; manifests only where needed."""
     unique = list(dict.fromkeys(keys))
     listing = list_keys(store, unique, mode)
-    shapes = {key: _shape(listing.get(key, {})) for key in unique}
+    shapes = {key: folder_shape(listing.get(key, {})) for key in unique}
     to_read = [k for k, shape in shapes.items() if shape == "unsure" or (verify and shape == "complete")]
     manifests = store.lookup_many(to_read) if to_read else {}
     decided: dict[str, tuple[Action, str | None]] = {}
@@ -300,7 +300,7 @@ def _list_prefix(store: ArtifactStore, prefix: str) -> list[tuple[str, int]]:
     return [(entry.path, entry.size) for entry in store.list_files(prefix)]
 
 
-def _shape(files: Mapping[str, int]) -> Literal["absent", "complete", "unsure"]:
+def folder_shape(files: Mapping[str, int]) -> Literal["absent", "complete", "unsure"]:
     """What a key folder's listing says: no manifest; a manifest beside a data file and its index
     (what every building pipeline commits); or anything else, which needs the manifest read."""
     names = [n for n in files if not n.startswith(".") and not n.endswith(".tmp") and not is_signature(n)]
@@ -351,7 +351,7 @@ def _mode(store: ArtifactStore, keys: int, plan_from: PlanFrom) -> Literal["shar
     return "shards" if not store.local and keys >= SHARD_LISTING_FROM else "keys"
 
 
-def _hash_local(items: list[Any]) -> tuple[list[Any], set[int]]:
+def fill_local_md5(items: list[Any]) -> tuple[list[Any], set[int]]:
     """Rows without an md5 whose source is a local file get one, hashed here (no worker needed)."""
     out: list[Any] = []
     hashed: set[int] = set()
@@ -360,7 +360,7 @@ def _hash_local(items: list[Any]) -> tuple[list[Any], set[int]]:
             out.append(item)
             continue
         try:
-            doc = _absolute(coerce(item))
+            doc = absolute_doc(coerce(item))
         except Exception:  # noqa: BLE001 - classify() reports it with its reason
             out.append(item)
             continue

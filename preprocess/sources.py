@@ -23,10 +23,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .config import SourceSettings
-from .errors import ConfigError, InputError, PreprocessError, ScratchError, SourceError
+from .errors import ConfigError, InputError, PreprocessError, ScratchError, SourceError, scrub
 from .model import FileDoc
 from .shell import check_time, time_left
-from .urls import Url, scrub
+from .urls import Url
 
 CHUNK = 8 * 2**20
 
@@ -350,7 +350,7 @@ def _attempts(url: str, settings: SourceSettings) -> int:
 def _with_retries(action: Callable[[], Fetched], url: str, settings: SourceSettings, doc_id: str,
                   shown: str) -> Fetched:
     """Run `action`, retrying only known-transient failures with jittered exponential backoff; classify
-    the rest at once (see _classify). A bug raises as itself."""
+    the rest at once (see classify_failure). A bug raises as itself."""
     import tenacity
 
     attempts = _attempts(url, settings)
@@ -367,7 +367,7 @@ def _with_retries(action: Callable[[], Fetched], url: str, settings: SourceSetti
     except Exception as exc:  # noqa: BLE001 - classified below; a bug is re-raised as itself
         check_time("fetching the source")  # a request cut short by the task's time cap is that cap's
         tries = retrying.statistics.get("attempt_number", 1)
-        raise _classify(exc, doc_id, shown, tries) from None
+        raise classify_failure(exc, doc_id, shown, tries) from None
 
 
 # Class names, anywhere in an exception's MRO, of failures that may pass: connection resets and
@@ -420,7 +420,7 @@ def _code(exc: BaseException) -> str | None:
     return str(code) if code else None
 
 
-def _classify(exc: Exception, doc_id: str, shown: str, tries: int) -> Exception:
+def classify_failure(exc: Exception, doc_id: str, shown: str, tries: int) -> Exception:
     """The classified error for a fetch that failed for good; an unknown builtin error (a bug) as itself."""
     reason = f"{type(exc).__name__}: {scrub(str(exc))}"
     if isinstance(exc, ImportError):

@@ -20,7 +20,7 @@ from pipelines import alignments_split as steps
 from pipelines.alignments import records_in_sort_order, sniff
 
 from . import shell, sources
-from .build import _for, build_doc, build_settings, key_for, key_parameters, open_store
+from .build import build_doc, build_settings, key_for, key_parameters, name_failure, open_store
 from .config import Settings
 from .errors import StoreError
 from .keys import LAYOUT, is_key
@@ -120,7 +120,7 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
                 (scratch / INPUT).write_text(json.dumps(body))
                 store._put(scratch / INPUT, info, move=True)
     except Exception as exc:
-        raise _for(doc, exc, scratch) from None
+        raise name_failure(doc, exc, scratch) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     timings["split"] = round(time.perf_counter() - started, 4)
@@ -144,7 +144,7 @@ def sort_part(doc: FileDoc, settings: Settings, key: str, parts: int, i: int, sp
             store._put(out, ready, move=True)
             store.fs.rm_file(unsorted)
     except Exception as exc:
-        raise _for(doc, exc, scratch) from None
+        raise name_failure(doc, exc, scratch) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {**split, "sort_part": round(time.perf_counter() - started, 4)}
@@ -177,7 +177,7 @@ def merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sort
         store.fs.rm(parts_dir(store, key), recursive=True)
         return RunResult(**result, **common)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified, in the result
-        return RunResult.failure(doc.id, _for(doc, exc, scratch), key=key, timings=timings, **common)
+        return RunResult.failure(doc.id, name_failure(doc, exc, scratch), key=key, timings=timings, **common)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

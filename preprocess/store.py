@@ -20,11 +20,11 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from .errors import ConfigError, SignatureError, StoreError, validation_reasons
+from .errors import ConfigError, SignatureError, StoreError, scrub, validation_reasons
 from .keys import LAYOUT, is_key
 from .model import Artifact, Manifest
 from .signing import public_key, sign, signature_name, verifies
-from .urls import Url, scrub
+from .urls import Url
 
 MANIFEST = "manifest.json"
 CHUNK = 8 * 2**20

@@ -6,20 +6,21 @@ Pickling seals a URL that has secrets (userinfo, query, fragment): the pickle ho
 and the raw value encrypted (Fernet) with the seal key, so a task's arguments never carry the secret
 in clear whatever logs them (distributed at debug prints messages with their pickled bytes). A
 process that holds the key (the client, the workers of a cluster it started, a worker told the key)
-unpickles the URL whole; another keeps it sealed and refuses `reveal()`. `scrub()` removes the same
+unpickles the URL whole; another keeps it sealed and refuses `reveal()`. `errors.scrub()` removes the same
 secrets from text a library wrote (urllib3's "Max retries exceeded with url: /x?sig=…").
 """
 
 from __future__ import annotations
 
 import hmac
-import re
 import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
+
+from .errors import ConfigError
 
 
 def redact(url: str) -> str:
@@ -106,8 +107,6 @@ class SealedUrl(Url):
         self._token = token
 
     def reveal(self) -> str:
-        from .errors import ConfigError
-
         raise ConfigError(f"cannot open {self}: its secrets were sealed with a key this process lacks (a worker "
                           f"of a cluster not started by this run gets it from the client that sent the task, "
                           f"or from the configuration key {SEAL_CONFIG!r}, which must be the same on both sides)")
@@ -168,14 +167,3 @@ def _unseal(shown: str, token: str) -> Url:
         except (InvalidToken, ValueError):
             continue
     return SealedUrl(shown, token)
-
-
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"<>]*@")
-_QUERY = re.compile(r"\?[^\s'\"<>)\]]*")
-
-
-def scrub(text: str) -> str:
-    """Text with any URL userinfo and any query string (`?a=b…`) removed, for messages other libraries
-    wrote; `?` not followed by `name=` is left alone."""
-    text = _USERINFO.sub(lambda m: m.group("scheme"), text)
-    return _QUERY.sub(lambda m: "?…" if "=" in m.group(0) else m.group(0), text)

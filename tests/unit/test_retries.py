@@ -12,7 +12,8 @@ import requests
 from preprocess.config import load_settings
 from preprocess.errors import ConfigError, InputError, ScratchError, SourceError
 from preprocess.model import FileDoc
-from preprocess.sources import _classify, fetch, transient
+from preprocess.sources import classify_failure as _classify
+from preprocess.sources import fetch, transient
 
 
 def http_error(status: int) -> requests.HTTPError:

@@ -8,7 +8,7 @@ import pytest
 
 from preprocess.errors import ConfigError, InputError
 from preprocess.model import FileDoc
-from preprocess.reindex import _shape
+from preprocess.reindex import folder_shape as _shape
 from preprocess.runs import failed_ids, record_name, safe_options, select
 
 
