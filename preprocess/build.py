@@ -152,7 +152,7 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
     found = None if rebuild else store.lookup(key)
     # Found only now, after fetching (no md5 in the document): worth a look that its artifacts are
     # all there, since no plan could list them; a gone one is rebuilt in place.
-    if found is not None and all(store.fs.exists(store.path(key, a.name)) for a in found.artifacts):
+    if found is not None and all(store.exists(store.path(key, a.name)) for a in found.artifacts):
         return cached_result(doc, fmt, store, found)
     if takes_reference(pipeline, doc) and reference is None:
         started = time.perf_counter()

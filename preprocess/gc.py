@@ -10,9 +10,7 @@ layout folder is looked at: run records (runs/) and leases (leases/) are never d
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +20,7 @@ from .config import Settings
 from .errors import ConfigError, StoreError
 from .keys import LAYOUT, is_key
 from .model import redact_url
-from .store import MANIFEST, ArtifactStore, StoredFile, modified_time
+from .store import MANIFEST, ArtifactStore, StoredFile
 
 
 class GcReport(BaseModel):
@@ -93,7 +91,7 @@ def sweep(store: ArtifactStore, docs: Iterable[Any], settings: Settings, older_t
             report.orphan_bytes += size
     if delete:
         for key in report.superseded + (report.orphans if orphans else []):
-            _remove_key(store, key)
+            store.remove_key(key)
         report.orphans_removed = orphans
     return report
 
@@ -104,24 +102,11 @@ def superseded(store: ArtifactStore, docs: Iterable[Any], settings: Settings, ol
     return sweep(store, docs, settings, older_than, delete=delete)
 
 
-def _remove_key(store: ArtifactStore, key: str) -> None:
-    """Un-commit first (never a manifest without its bytes), then remove the rest of the folder."""
-    store.fs.rm_file(store.path(key, MANIFEST))
-    rest = [entry.path for entry in store.list_files(store.key_dir(key) + "/")]
-    if rest:
-        store.fs.rm(rest)
-    if store.local:
-        with contextlib.suppress(OSError):
-            os.rmdir(store.key_dir(key))
-
-
 def collect(store: ArtifactStore, older_than: timedelta, dry_run: bool = False) -> GcReport:
     """Find debris older than `older_than` and remove it (unless `dry_run`)."""
     cutoff = datetime.now(UTC) - older_than
     report = GcReport(store=store.url, dry_run=dry_run)
     base = f"{store.root}/{LAYOUT}"
-    if store.local and not os.path.isdir(base):
-        return report
     by_key: dict[str, list[StoredFile]] = {}
     for entry in store.list_files(base + "/"):
         parts = entry.path.rstrip("/").split("/")
@@ -136,33 +121,10 @@ def collect(store: ArtifactStore, older_than: timedelta, dry_run: bool = False) 
                 doomed.append(entry.path)
                 report.debris_bytes += entry.size
     report.removed = [store.location(path) for path in doomed]
-    uploads = _stale_uploads(store, cutoff) if store.protocol in ("s3", "s3a") else []
-    report.aborted_uploads = [store.location(f"{store.root.partition('/')[0]}/{key}") for key, _ in uploads]
+    uploads = store.stale_uploads(cutoff)
+    report.aborted_uploads = [store.upload_uri(key) for key, _ in uploads]
     if not dry_run:
-        if doomed:
-            store.fs.rm(doomed)
-            if store.local:  # object stores have no empty folders to leave behind
-                for folder in sorted({path.rsplit("/", 1)[0] for path in doomed}):
-                    with contextlib.suppress(OSError):
-                        os.rmdir(folder)
-        _abort(store, uploads)
+        store.remove(doomed, prune=True)
+        store.abort_uploads(uploads)
     return report
 
-
-def _mtime(info: Mapping[str, Any]) -> datetime:
-    """A listing entry's age; unknown counts as new, so it is never deleted."""
-    return modified_time(info) or datetime.now(UTC)
-
-
-def _stale_uploads(store: ArtifactStore, cutoff: datetime) -> list[tuple[str, str]]:
-    bucket, _, prefix = store.root.partition("/")
-    found = store.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=f"{prefix}/{LAYOUT}/" if prefix
-                             else f"{LAYOUT}/")
-    return [(upload["Key"], upload["UploadId"]) for upload in found.get("Uploads", [])
-            if _mtime({"LastModified": upload["Initiated"]}) < cutoff]
-
-
-def _abort(store: ArtifactStore, uploads: list[tuple[str, str]]) -> None:
-    bucket = store.root.partition("/")[0]
-    for key, upload_id in uploads:
-        store.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)

@@ -184,7 +184,7 @@ def acquire(store: ArtifactStore, name: str = "reindex", expiry: timedelta = DEF
         lease = Lease(store, name, top + 1, run, expiry, tag=tag, taken_over=holder)
         for old in generations:  # released or claimed: superseded by ours
             with contextlib.suppress(FileNotFoundError):
-                store.fs.rm_file(_path(store, name, old))
+                store.remove(_path(store, name, old))
         return lease
 
 
@@ -227,22 +227,14 @@ def _parse(data: bytes) -> dict[str, Any]:
 
 
 def _generations(store: ArtifactStore, name: str) -> list[int]:
-    folder = f"{store.root}/{LEASES}"
-    try:
-        if store.local:
-            names = os.listdir(folder)
-        else:
-            store.fs.invalidate_cache(folder)
-            names = [p.rsplit("/", 1)[-1] for p in store.fs.ls(folder, detail=False)]
-    except FileNotFoundError:
-        return []
+    names = store.names_in(f"{store.root}/{LEASES}")
     found = (_NAME.match(n) for n in names)
     return sorted(int(m["gen"]) for m in found if m and m["name"] == name)
 
 
 def _read(store: ArtifactStore, path: str) -> dict[str, Any] | None:
     try:
-        data = json.loads(store.fs.cat_file(path))
+        data = store.read_json(path)
     except (FileNotFoundError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -6,7 +6,6 @@ with their signature, or are signed again by the destination when `store.signing
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,7 +15,6 @@ from pydantic import BaseModel, Field
 from .build import open_store
 from .config import Settings, load_settings
 from .errors import ConfigError, describe
-from .store import CHUNK, ArtifactStore
 
 
 class MirrorReport(BaseModel):
@@ -56,7 +54,7 @@ def mirror(source: str, destination: str, *, settings: Settings | None = None, c
                 files = {}
                 for art in manifest.artifacts:
                     local = scratch / art.name
-                    digest = _download(src, src.path(key, art.name), local)
+                    digest = src.download(src.path(key, art.name), local)
                     if digest != art.sha256:
                         raise ValueError(f"{src.uri(key, art.name)}: sha256 {digest} differs from its manifest's")
                     files[art.name] = local
@@ -71,13 +69,4 @@ def mirror(source: str, destination: str, *, settings: Settings | None = None, c
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return report
-
-
-def _download(store: ArtifactStore, path: str, target: Path) -> str:
-    digest = hashlib.sha256()
-    with store.fs.open(path, "rb", block_size=CHUNK) as stream, open(target, "wb") as out:
-        while block := stream.read(CHUNK):
-            digest.update(block)
-            out.write(block)
-    return digest.hexdigest()
 

@@ -33,11 +33,10 @@ from .build import open_store
 from .config import Settings, load_settings
 from .errors import SignatureError, StoreError
 from .graph import absolute_doc, classify, coerce
-from .keys import LAYOUT
 from .lease import DEFAULT_EXPIRY, Lease, LeaseLost, acquire
 from .model import ErrorInfo, FileDoc, Manifest, RunResult, redact_url
 from .signing import is_signature
-from .store import CHUNK, MANIFEST, ArtifactStore
+from .store import MANIFEST, ArtifactStore
 
 Action = Literal["ok", "build", "missing", "corrupt", "hash", "invalid"]
 PlanFrom = Literal["auto", "shards", "keys"]
@@ -164,7 +163,7 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
         dashboard = None
         if not dry_run:
             for key in dict.fromkeys(unreadable):  # the manifest itself is bad: un-commit, then rebuild
-                artifact_store.fs.rm_file(artifact_store.path(key, MANIFEST))
+                artifact_store.uncommit(key)
             built, dashboard = execute_plan(pending, settings, client, progress, on_client)
             for index, outcome in built.items():
                 results[index] = results[index].model_copy(update={
@@ -240,7 +239,7 @@ def inspect_keys(store: ArtifactStore, keys: list[str], verify: bool,
                  mode: Literal["shards", "keys"]) -> dict[str, tuple[Action, str | None]]:
     """The action and its reason for each key, from listings; manifests only where needed."""
     unique = list(dict.fromkeys(keys))
-    listing = list_keys(store, unique, mode)
+    listing = store.list_keys(unique, mode)
     shapes = {key: folder_shape(listing.get(key, {})) for key in unique}
     to_read = [k for k, shape in shapes.items() if shape == "unsure" or (verify and shape == "complete")]
     manifests = store.lookup_many(to_read) if to_read else {}
@@ -272,34 +271,6 @@ def inspect_keys(store: ArtifactStore, keys: list[str], verify: bool,
     return decided
 
 
-def list_keys(store: ArtifactStore, keys: list[str], mode: Literal["shards", "keys"]) -> dict[str, dict[str, int]]:
-    """Name -> size of the files under each key folder that exists: one listing per key folder
-    (`keys`) or per `<layout>/<xx>/` shard the keys fall in (`shards`), paginated by the store."""
-    base = f"{store.root}/{LAYOUT}"
-    if mode == "keys":
-        prefixes = [f"{base}/{key[:2]}/{key}/" for key in keys]
-    else:
-        prefixes = sorted({f"{base}/{key[:2]}/" for key in keys})
-    if store.local or len(prefixes) < 2:
-        listed = [_list_prefix(store, p) for p in prefixes]
-    else:
-        with ThreadPoolExecutor(max_workers=min(32, len(prefixes))) as pool:
-            listed = list(pool.map(lambda p: _list_prefix(store, p), prefixes))
-    wanted = set(keys)
-    found: dict[str, dict[str, int]] = {}
-    for entries in listed:
-        for path, size in entries:
-            parts = path.rsplit("/", 2)
-            if len(parts) == 3 and parts[1] in wanted:
-                found.setdefault(parts[1], {})[parts[2]] = size
-    return found
-
-
-def _list_prefix(store: ArtifactStore, prefix: str) -> list[tuple[str, int]]:
-    """(path, size) of every file under `prefix`: one request per thousand names on S3."""
-    return [(entry.path, entry.size) for entry in store.list_files(prefix)]
-
-
 def folder_shape(files: Mapping[str, int]) -> Literal["absent", "complete", "unsure"]:
     """What a key folder's listing says: no manifest; a manifest beside a data file and its index
     (what every building pipeline commits); or anything else, which needs the manifest read."""
@@ -320,35 +291,23 @@ def _verify_all(store: ArtifactStore, checks: list[tuple[str, Manifest]],
             if listing[key].get(art.name) != art.size:
                 return key, f"{art.name}: stored size {listing[key].get(art.name)} != {art.size}"
             try:
-                digest = _stored_sha256(store, store.path(key, art.name), art.size)
+                digest = store.stored_sha256(store.path(key, art.name), art.size)
             except FileNotFoundError:
                 return key, f"{art.name}: gone"
             if digest != art.sha256:
                 return key, f"{art.name}: stored sha256 differs from the manifest's"
         return key, None
 
-    if store.local or len(checks) < 2:
+    if not store.over_network or len(checks) < 2:
         return dict(map(one, checks))
     with ThreadPoolExecutor(max_workers=min(16, len(checks))) as pool:
         return dict(pool.map(one, checks))
 
 
-def _stored_sha256(store: ArtifactStore, path: str, size: int) -> str:
-    """sha256 of a stored file whose size the listing gave: ranged reads on object stores, so no
-    request asks for the size again."""
-    if store.local:
-        with open(path, "rb") as stream:
-            return hashlib.file_digest(stream, "sha256").hexdigest()
-    digest = hashlib.sha256()
-    for start in range(0, size, CHUNK):
-        digest.update(store.fs.cat_file(path, start=start, end=min(start + CHUNK, size)))
-    return digest.hexdigest()
-
-
 def _mode(store: ArtifactStore, keys: int, plan_from: PlanFrom) -> Literal["shards", "keys"]:
     if plan_from != "auto":
         return plan_from
-    return "shards" if not store.local and keys >= SHARD_LISTING_FROM else "keys"
+    return "shards" if store.over_network and keys >= SHARD_LISTING_FROM else "keys"
 
 
 def fill_local_md5(items: list[Any]) -> tuple[list[Any], set[int]]:

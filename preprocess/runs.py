@@ -136,15 +136,7 @@ def write_record(store: ArtifactStore, record: dict[str, Any]) -> str:
 
 def _names(store: ArtifactStore) -> list[str]:
     """The names of the files in runs/ that end in .json (hidden and temp files left out)."""
-    folder = f"{store.root}/{RUNS}"
-    try:
-        if store.local:
-            names = os.listdir(folder)
-        else:
-            store.fs.invalidate_cache(folder)
-            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(folder, detail=False)]
-    except FileNotFoundError:
-        return []
+    names = store.names_in(f"{store.root}/{RUNS}")
     return [n for n in names if n.endswith(".json") and not n.startswith(".")]
 
 
@@ -162,7 +154,7 @@ def _head(store: ArtifactStore) -> tuple[int, str | None]:
     if not chained:
         return 0, None
     name = chained[-1]
-    data = store.fs.cat_file(f"{store.root}/{RUNS}/{name}")
+    data = store.read_bytes(f"{store.root}/{RUNS}/{name}")
     try:
         return int(name[:12]), digest(json.loads(data))
     except ValueError:  # unreadable: chain to its bytes; verify names it
@@ -189,7 +181,7 @@ def verify_chain(store: ArtifactStore) -> ChainCheck:
     chained = sorted(n for n in names if _CHAINED.match(n))
     legacy = [n for n in names if _LEGACY.match(n)]
     check = ChainCheck(records=len(chained), before_chain=len(legacy))
-    found = store.fs.cat([f"{folder}/{n}" for n in chained], on_error="return") if chained else {}
+    found = store.read_many([f"{folder}/{n}" for n in chained])
     shown = f"{RUNS}/{{}}"
     previous: tuple[int, str | None, str | None] = (0, None, None)  # number, name, digest
     before: str | None = None                                        # the digest the one before that had
@@ -252,7 +244,7 @@ def _removed(shown: str, last_seq: int, seq: int, name: str) -> str:
 def _legacy_problem(store: ArtifactStore, path: str, first_started: str | None) -> str | None:
     """A record named as before the chain must look like one: no chain fields, older than the chain."""
     try:
-        record = json.loads(store.fs.cat_file(path))
+        record = store.read_json(path)
     except (ValueError, FileNotFoundError):
         return "it is not a JSON record"
     if not isinstance(record, dict) or {"seq", "previous", "sha256"} & set(record):
@@ -290,7 +282,7 @@ def list_records(store: ArtifactStore, last: int | None = None) -> list[dict[str
     if last is not None:
         names = names[-last:] if last > 0 else []
     paths = [f"{folder}/{name}" for name in names]
-    found = store.fs.cat(paths, on_error="return") if paths else {}
+    found = store.read_many(paths)
     records = []
     for path in paths:
         data = found.get(path)

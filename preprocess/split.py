@@ -84,7 +84,7 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
     store = open_store(settings)
     unsorted, ready = _part(store, key, parts, i, "unsorted"), _part(store, key, parts, i, "sorted")
     info = f"{parts_dir(store, key)}/{INPUT}"
-    if (store.fs.exists(ready) or store.fs.exists(unsorted)) and (i > 0 or store.fs.exists(info)):
+    if (store.exists(ready) or store.exists(unsorted)) and (i > 0 or store.exists(info)):
         return {"split": 0.0}
     scratch = make_scratch(settings.scratch, doc.id)
     timings: dict[str, float] = {}
@@ -107,18 +107,18 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
             if i < len(ranges):
                 first, stop = ranges[i]
                 out = scratch / "part.bam"
-                level = 0 if store.local else 1  # uncompressed: cheapest; level 1: fewer bytes to upload
+                level = 1 if store.over_network else 0  # uncompressed: cheapest; level 1: fewer bytes to upload
                 records = steps.extract_part(fetched.path, steps.part_filter(first, stop, i == len(ranges) - 1),
                                              out, level, threads, shown)
                 sources.check_unchanged(doc.id, fetched)  # the part holds the bytes that were hashed
                 (scratch / "count").write_text(str(records))
-                store._put(scratch / "count", _count_path(store, key, parts, i), move=True)
-                store._put(out, unsorted, move=True)  # after its count: a part in the store has one
+                store.put(scratch / "count", _count_path(store, key, parts, i), move=True)
+                store.put(out, unsorted, move=True)  # after its count: a part in the store has one
             if i == 0:
                 body = {"md5": fetched.md5, "sha256": fetched.sha256, "size": fetched.size, "lengths": lengths,
                         "parts": len(ranges), "sorted_input": in_order}
                 (scratch / INPUT).write_text(json.dumps(body))
-                store._put(scratch / INPUT, info, move=True)
+                store.put(scratch / INPUT, info, move=True)
     except Exception as exc:
         raise name_failure(doc, exc, scratch) from None
     finally:
@@ -132,17 +132,17 @@ def sort_part(doc: FileDoc, settings: Settings, key: str, parts: int, i: int, sp
     """Sort part i into the parts area (skipped when it is there, or when the file has fewer parts)."""
     store = open_store(settings)
     unsorted, ready = _part(store, key, parts, i, "unsorted"), _part(store, key, parts, i, "sorted")
-    if store.fs.exists(ready) or not store.fs.exists(unsorted):
+    if store.exists(ready) or not store.exists(unsorted):
         return {**split, "sort_part": 0.0}
     scratch = make_scratch(settings.scratch, doc.id)
     started = time.perf_counter()
     try:
         with shell.time_cap(settings.task_timeout):
-            source = _local(store, unsorted, scratch / "unsorted.bam")
+            source = store.local_copy(unsorted, scratch / "unsorted.bam")
             out = scratch / "sorted.bam"
             steps.sort_part(source, out, build_settings(settings), scratch)
-            store._put(out, ready, move=True)
-            store.fs.rm_file(unsorted)
+            store.put(out, ready, move=True)
+            store.remove(unsorted)
     except Exception as exc:
         raise name_failure(doc, exc, scratch) from None
     finally:
@@ -166,15 +166,15 @@ def merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sort
         if found is not None:
             return RunResult(id=doc.id, status="cached", key=key, artifacts=store.artifact_uris(found),
                              manifest=store.uri(key, "manifest.json"), records=found.records, **common)
-        info = json.loads(store.fs.cat_file(f"{parts_dir(store, key)}/{INPUT}"))
+        info = store.read_json(f"{parts_dir(store, key)}/{INPUT}")
         if info.get("sorted_input"):  # nothing to merge: the single build, on this worker, adopts the input
             whole = build_doc(doc, fmt, settings)
-            store.fs.rm(parts_dir(store, key), recursive=True)
+            store.remove(parts_dir(store, key), recursive=True)
             return whole
         scratch = make_scratch(settings.scratch, doc.id)
         with shell.time_cap(settings.task_timeout):
             result = _merge(doc, fmt, settings, key, parts, store, scratch, timings)
-        store.fs.rm(parts_dir(store, key), recursive=True)
+        store.remove(parts_dir(store, key), recursive=True)
         return RunResult(**result, **common)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified, in the result
         return RunResult.failure(doc.id, name_failure(doc, exc, scratch), key=key, timings=timings, **common)
@@ -188,8 +188,8 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
     pipeline = pipeline_for(fmt)
     shown = doc.name or os.path.basename(str(doc.access_url))
     started = time.perf_counter()
-    info = json.loads(store.fs.cat_file(f"{parts_dir(store, key)}/{INPUT}"))
-    made = [_local(store, _part(store, key, parts, i, "sorted"), scratch / f"part-{i}.bam")
+    info = store.read_json(f"{parts_dir(store, key)}/{INPUT}")
+    made = [store.local_copy(_part(store, key, parts, i, "sorted"), scratch / f"part-{i}.bam")
             for i in range(info["parts"])]
     workdir = scratch / "work"
     workdir.mkdir()
@@ -198,7 +198,7 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
     redone = steps.merge_parts(made, out, bsettings, scratch)
     timings["merge"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
-    records_in = sum(int(store.fs.cat_file(_count_path(store, key, parts, i))) for i in range(info["parts"]))
+    records_in = sum(int(store.read_bytes(_count_path(store, key, parts, i))) for i in range(info["parts"]))
     index, records = steps.index_and_verify(out, info["lengths"], records_in, bsettings.threads, shown,
                                             bsettings.unreachable_reads == "refuse")
     timings["verify"] = round(time.perf_counter() - started, 4)
@@ -220,14 +220,6 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
     timings["commit"] = round(time.perf_counter() - started, 4)
     return {"id": doc.id, "status": "built", "key": key, "artifacts": store.artifact_uris(committed),
             "manifest": store.uri(key, "manifest.json"), "records": committed.records, "timings": timings}
-
-
-def _local(store: ArtifactStore, remote: str, target: Path) -> Path:
-    """A part as a local file: its own path in a local store, else downloaded to `target`."""
-    if store.local:
-        return Path(remote)
-    store.fs.get_file(remote, str(target))
-    return target
 
 
 def _pysam_version() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import re
 import uuid
@@ -257,7 +258,7 @@ class ArtifactStore:
                 return exc
 
         unique = list(dict.fromkeys(keys))
-        if self.local or len(unique) < 2:
+        if not self.over_network or len(unique) < 2:
             return {key: one(key) for key in unique}
         from concurrent.futures import ThreadPoolExecutor
 
@@ -345,6 +346,139 @@ class ArtifactStore:
         """Bytes [start, end) of an artifact, as a genome browser reads BAM or BGZF by range."""
         return bytes(self.fs.cat_file(self.path(key, name), start=start, end=end))
 
+    # -- the engine's own files (run records, leases, split parts), read and listed by path --------------
+    @property
+    def over_network(self) -> bool:
+        """True for an object store, where each read or write is a request: callers send many at once
+        and favour fewer bytes over less CPU. False for a local disk."""
+        return not self.local
+
+    def exists(self, path: str) -> bool:
+        """Whether a file of this store is there."""
+        return bool(self.fs.exists(path))
+
+    def read_bytes(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        """A file's bytes (or bytes [start, end)); FileNotFoundError when it is not there."""
+        return bytes(self.fs.cat_file(path, start=start, end=end))
+
+    def read_json(self, path: str) -> Any:
+        """A small JSON file's content; FileNotFoundError when absent, ValueError when not JSON."""
+        return json.loads(self.read_bytes(path))
+
+    def read_many(self, paths: list[str]) -> dict[str, Any]:
+        """Path -> bytes for many small files in few round trips; an unreadable one maps to its exception."""
+        return dict(self.fs.cat(paths, on_error="return")) if paths else {}
+
+    def names_in(self, folder: str) -> list[str]:
+        """The names in `folder`, listed afresh (no cached listing); [] when it does not exist."""
+        try:
+            if self.local:
+                return os.listdir(folder)
+            self.fs.invalidate_cache(folder)
+            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)]
+        except FileNotFoundError:
+            return []
+
+    def download(self, path: str, target: Path) -> str:
+        """Copy a stored file to the local `target`; return its sha256."""
+        digest = hashlib.sha256()
+        with self.fs.open(path, "rb", block_size=CHUNK) as stream, open(target, "wb") as out:
+            while block := stream.read(CHUNK):
+                digest.update(block)
+                out.write(block)
+        return digest.hexdigest()
+
+    def local_copy(self, path: str, target: Path) -> Path:
+        """A stored file as a local file: its own path in a local store, else downloaded to `target`."""
+        if self.local:
+            return Path(path)
+        self.fs.get_file(path, str(target))
+        return target
+
+    def stored_sha256(self, path: str, size: int) -> str:
+        """sha256 of a stored file whose size a listing gave: ranged reads on object stores, so no
+        request asks for the size again."""
+        if self.local:
+            with open(path, "rb") as stream:
+                return hashlib.file_digest(stream, "sha256").hexdigest()
+        digest = hashlib.sha256()
+        for start in range(0, size, CHUNK):
+            digest.update(self.read_bytes(path, start=start, end=min(start + CHUNK, size)))
+        return digest.hexdigest()
+
+    def list_keys(self, keys: list[str], by: str = "keys") -> dict[str, dict[str, int]]:
+        """Name -> size of the files under each key folder that exists: one listing per key folder
+        (`by="keys"`) or per `<layout>/<xx>/` shard the keys fall in (`by="shards"`), paginated, and
+        concurrently on object stores. The one key lister: reindex, status and gc plan from it."""
+        base = f"{self.root}/{LAYOUT}"
+        if by == "keys":
+            prefixes = [f"{base}/{key[:2]}/{key}/" for key in keys]
+        else:
+            prefixes = sorted({f"{base}/{key[:2]}/" for key in keys})
+        if self.local or len(prefixes) < 2:
+            listed = [self.list_files(p) for p in prefixes]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(32, len(prefixes))) as pool:
+                listed = list(pool.map(self.list_files, prefixes))
+        wanted = set(keys)
+        found: dict[str, dict[str, int]] = {}
+        for entries in listed:
+            for entry in entries:
+                parts = entry.path.rsplit("/", 2)
+                if len(parts) == 3 and parts[1] in wanted:
+                    found.setdefault(parts[1], {})[parts[2]] = entry.size
+        return found
+
+    # -- removing -------------------------------------------------------------------------------------
+    def remove(self, paths: str | list[str], recursive: bool = False, prune: bool = False) -> None:
+        """Remove files (a folder's whole content with `recursive`); with `prune`, a local store also
+        removes the folders this left empty (object stores have no empty folders to leave behind)."""
+        if isinstance(paths, str):
+            self.fs.rm(paths, recursive=recursive) if recursive else self.fs.rm_file(paths)
+        elif paths:
+            self.fs.rm(paths, recursive=recursive)
+        if prune and self.local:
+            for folder in sorted({p.rsplit("/", 1)[0] for p in ([paths] if isinstance(paths, str) else paths)}):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+
+    def uncommit(self, key: str) -> None:
+        """Remove the manifest of `key`: its artifacts are no longer visible (FileNotFoundError when none)."""
+        self.fs.rm_file(self.path(key, MANIFEST))
+
+    def remove_key(self, key: str) -> None:
+        """Un-commit first (never a manifest without its bytes), then remove the rest of the folder."""
+        self.uncommit(key)
+        rest = [entry.path for entry in self.list_files(self.key_dir(key) + "/")]
+        if rest:
+            self.fs.rm(rest)
+        if self.local:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.key_dir(key))
+
+    def stale_uploads(self, cutoff: datetime) -> list[tuple[str, str]]:
+        """(object key, upload id) of the unfinished S3 multipart uploads under the layout started before
+        `cutoff`; [] on stores that have none."""
+        if self.protocol not in ("s3", "s3a"):
+            return []
+        bucket, _, prefix = self.root.partition("/")
+        found = self.fs.call_s3("list_multipart_uploads", Bucket=bucket,
+                                Prefix=f"{prefix}/{LAYOUT}/" if prefix else f"{LAYOUT}/")
+        return [(upload["Key"], upload["UploadId"]) for upload in found.get("Uploads", [])
+                if _modified({"LastModified": upload["Initiated"]}) < cutoff]
+
+    def upload_uri(self, object_key: str) -> str:
+        """An unfinished upload named as the user names the store (scheme://bucket/key)."""
+        return self.location(f"{self.root.partition('/')[0]}/{object_key}")
+
+    def abort_uploads(self, uploads: list[tuple[str, str]]) -> None:
+        """Abort the multipart uploads stale_uploads() returned."""
+        bucket = self.root.partition("/")[0]
+        for key, upload_id in uploads:
+            self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+
     # -- writing ------------------------------------------------------------------------------------
     def make_folders(self, target: str) -> None:
         """Create the folders of `target`, a path in a local store, refusing (StoreError) to write through a
@@ -377,7 +511,7 @@ class ArtifactStore:
         key is then un-committed (manifest removed, to be rebuilt) rather than left inconsistent.
         """
         for art in manifest.artifacts:
-            self._put(files[art.name], self.path(manifest.key, art.name), move)
+            self.put(files[art.name], self.path(manifest.key, art.name), move)
             self._verify(manifest.key, art)
         if self.local and manifest.artifacts:  # the artifacts' names are on disk before the manifest's
             _fsync(os.path.dirname(self.path(manifest.key, MANIFEST)))
@@ -386,7 +520,7 @@ class ArtifactStore:
         if self.signing_key:
             signature = sign(self.signing_key, body)
         if signature is not None:
-            self._write_small(self.path(manifest.key, signature_name(body)), signature)
+            self.write_atomic(self.path(manifest.key, signature_name(body)), signature)
         try:
             self.create(target, body)
         except FileExistsError:
@@ -417,7 +551,9 @@ class ArtifactStore:
         raise StoreError(f"this build of key {existing.key} differs from the committed one (nondeterministic "
                          "tools, or workers with different tool versions); the committed artifacts stand")
 
-    def _put(self, local: Path, target: str, move: bool = False) -> None:
+    def put(self, local: Path, target: str, move: bool = False) -> None:
+        """Upload a local file whole to `target` (a temp name and a rename locally: never half there);
+        `move`: the file is scratch, which a local store on the same filesystem takes by renaming."""
         try:
             if self.local:
                 self.make_folders(target)
@@ -447,8 +583,9 @@ class ArtifactStore:
         except Exception as exc:
             raise StoreError(f"uploading {target}: {type(exc).__name__}: {exc}") from exc
 
-    def _write_small(self, target: str, data: bytes) -> None:
-        """Write a few bytes whole (a signature): a temp name and a rename locally, one PUT elsewhere."""
+    def write_atomic(self, target: str, data: bytes) -> None:
+        """Write a few bytes whole, replacing what is there (a signature): a temp name, fsync and a rename
+        locally, one PUT elsewhere. The one atomic small write; create() and put_if() are the exclusive ones."""
         try:
             if self.local:
                 self.make_folders(target)
