@@ -28,7 +28,7 @@ from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
 from . import bgzf
-from .base import BuildContext, BuildOutput, BuildSettings
+from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
 
 BAI_MAX_LENGTH = 2**29  # BAI bins address positions below 2^29; longer references need CSI
 CSI_MIN_SHIFT = 14
@@ -37,13 +37,18 @@ BAM_MAGIC = b"BAM\x01"
 
 
 @dataclass(frozen=True)
-class AlignmentPipeline:
+class AlignmentPipeline(PipelineBase):
     name: str = "alignments"
     version: str = "2"  # 2: an already sorted BAM keeps its record blocks (records["path"] == "sorted-input")
     formats: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"SAM": (".sam",), "BAM": (".bam",)})
     stage: str = "sort_bam"
     passthrough: bool = False
+    split_steps: str | None = "pipelines.alignments_split:STEPS"  # one SAM/BAM across workers
+    tool_pins: str | None = "pipelines.pins:TOOLS"  # the tool versions its output pins were made with
+
+    def artifact_names(self) -> dict[str, tuple[str, ...]]:
+        return {"data": ("sorted.bam",), "index": ("sorted.bam.bai", "sorted.bam.csi")}
 
     def parameters(self, settings: BuildSettings) -> dict[str, Any]:
         return {"compression_level": settings.compression_level, "csi_min_shift": CSI_MIN_SHIFT}

@@ -32,11 +32,12 @@ from .alignments import (
     _indexed_records,
     _quickcheck,
     _reference_lengths,
+    records_in_sort_order,
     sniff,
     unreachable_reads,
     users_terms,
 )
-from .base import BuildSettings
+from .base import BuildSettings, SplitSteps
 
 BLOCK = 0xFF00  # htslib's BGZF_BLOCK_SIZE: the most uncompressed bytes one block holds
 # samtools view's -l is a library filter: the BGZF level goes in --output-fmt-option
@@ -291,3 +292,40 @@ def index_and_verify(out: Path, lengths: dict[str, int], records_in: int, thread
     if unreachable:
         records["unreachable"] = unreachable
     return index, records
+
+
+class AlignmentSplitSteps:
+    """SAM/BAM's SplitSteps (preprocess.contract), which AlignmentPipeline.split_steps names."""
+
+    def inspect(self, source: Path, shown: str) -> dict[str, int]:
+        return inspect(source, shown)
+
+    def part_ranges(self, lengths: dict[str, int], parts: int) -> list[tuple[int, int]]:
+        return part_ranges(lengths, parts)
+
+    def in_order(self, source: Path, threads: int) -> bool:
+        """An already sorted BAM takes the single build's sorted-input path (its bytes differ from a sort's)."""
+        return sniff(source) == "bam" and records_in_sort_order(source, threads) is not None
+
+    def extract_part(self, source: Path, first: int, stop: int, last: bool, out: Path, compress: bool,
+                     threads: int, shown: str) -> int:
+        level = 1 if compress else 0  # uncompressed: cheapest; level 1: fewer bytes to upload
+        return extract_part(source, part_filter(first, stop, last), out, level, threads, shown)
+
+    def sort_part(self, unsorted: Path, out: Path, settings: BuildSettings, workdir: Path) -> None:
+        sort_part(unsorted, out, settings, workdir)
+
+    def merge_parts(self, parts: list[Path], out: Path, settings: BuildSettings, workdir: Path) -> int:
+        return merge_parts(parts, out, settings, workdir)
+
+    def index_and_verify(self, out: Path, lengths: dict[str, int], records_in: int, threads: int, shown: str,
+                         refuse_unreachable: bool) -> tuple[Path, dict[str, Any]]:
+        return index_and_verify(out, lengths, records_in, threads, shown, refuse_unreachable)
+
+    def tools(self) -> dict[str, str]:
+        import pysam
+
+        return {"samtools": shell.version("samtools"), "pysam": pysam.__version__}
+
+
+STEPS: SplitSteps = AlignmentSplitSteps()

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 from preprocess import shell
 from preprocess.errors import InputError
 
-from .base import BuildContext, BuildOutput, BuildSettings
+from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
 from .intervals import BED, build_intervals, converted_line
 
 BIGBED_MAGIC = 0x8789F2EB
@@ -39,12 +39,16 @@ _MAX_BLOCK = 256 * 2**20  # uncompressed bytes in one data block; writers make b
 
 
 @dataclass(frozen=True)
-class BigBedPipeline:
+class BigBedPipeline(PipelineBase):
     name: str = "bigbed"
     version: str = "2"  # as BED; fields kept as stored (pybigtools split them on whitespace); either byte order
     formats: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"bigBed": (".bb", ".bigbed")})
     stage: str = "sort_bigbed"
     passthrough: bool = False
+    tool_pins: str | None = "pipelines.pins:TOOLS"  # the tool versions its output pins were made with
+
+    def artifact_names(self) -> dict[str, tuple[str, ...]]:
+        return BED.artifact_names()  # its output is BED's
 
     def parameters(self, settings: BuildSettings) -> dict[str, Any]:
         return BED.parameters(settings)

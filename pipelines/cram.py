@@ -30,7 +30,7 @@ from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
 from .alignments import BAI_MAX_LENGTH, CSI_MIN_SHIFT, _indexed_records, _pysam_version, users_terms
-from .base import BuildContext, BuildOutput, BuildSettings
+from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
 
 CRAM_MAGIC = b"CRAM"
 _MISSING = re.compile(r"Failed to populate reference for id (-?\d+)|Unable to fetch reference #(-?\d+)")
@@ -43,7 +43,7 @@ _SORT_TO_CRAM = 'samtools sort --no-PG -u -m "$1" -@ "$2" -T sort-tmp -o - "$3" 
 
 
 @dataclass(frozen=True)
-class CramPipeline:
+class CramPipeline(PipelineBase):
     name: str = "cram"
     # 2: self-contained output as no_ref=1, not embed_ref=2 (which @gmod/cram misreads); 3: no @SQ UR tags
     version: str = "3"
@@ -51,6 +51,12 @@ class CramPipeline:
     stage: str = "sort_cram"
     passthrough: bool = False
     takes_reference: bool = True
+    tool_pins: str | None = "pipelines.pins:TOOLS"  # the tool versions its output pins were made with
+
+    def artifact_names(self) -> dict[str, tuple[str, ...]]:
+        """sorted.cram, or sorted.bam with cram-output: bam."""
+        return {"data": ("sorted.cram", "sorted.bam"),
+                "index": ("sorted.cram.crai", "sorted.bam.bai", "sorted.bam.csi")}
 
     def parameters(self, settings: BuildSettings) -> dict[str, Any]:
         if settings.cram_output == "bam":

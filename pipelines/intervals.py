@@ -35,7 +35,7 @@ from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
 from . import bgzf, columnar, tabix_index
-from .base import BuildContext, BuildOutput, BuildSettings
+from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
 
 TBI_MAX = 2**29          # TBI bins address positions below 2^29; beyond that, CSI
 TABIX_MAX = 2**32        # the largest end tabix's CSI (min_shift 14) stores; beyond is an input error
@@ -60,7 +60,7 @@ PATHS = ("input", "stream", "columnar", "sort")  # records["path"]: the input's 
 
 
 @dataclass(frozen=True)
-class IntervalFormat:
+class IntervalFormat(PipelineBase):
     """How one text format is validated, sorted and indexed."""
 
     name: str
@@ -76,6 +76,11 @@ class IntervalFormat:
     version: str = "3"               # 3: a sorted, canonical BGZF input is its own output (path "input")
     passthrough: bool = False
     stage: str = field(default="")
+    tool_pins: str | None = "pipelines.pins:TOOLS"  # the tool versions its output pins were made with
+
+    def artifact_names(self) -> dict[str, tuple[str, ...]]:
+        data = f"sorted.{self.extension}.gz"
+        return {"data": (data,), "index": (f"{data}.tbi", f"{data}.csi")}
 
     def parameters(self, settings: BuildSettings) -> dict[str, Any]:
         return {"compression_level": settings.compression_level, "csi_min_shift": CSI_MIN_SHIFT}
@@ -581,7 +586,7 @@ GTF_AS_GFF = _interval("gtf", {"GTF": (".gtf",)}, "gff", "gff", "gtf", (), 9, ex
 
 
 @dataclass(frozen=True)
-class GtfPipeline:
+class GtfPipeline(PipelineBase):
     """GTF -> GFF3 with gffread, then the GFF3 pipeline; features the conversion drops are counted."""
 
     name: str = "gtf"
@@ -589,6 +594,10 @@ class GtfPipeline:
     formats: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"GTF": (".gtf",)})
     stage: str = "sort_gtf"
     passthrough: bool = False
+    tool_pins: str | None = "pipelines.pins:TOOLS"  # the tool versions its output pins were made with
+
+    def artifact_names(self) -> dict[str, tuple[str, ...]]:
+        return GFF3.artifact_names()  # its output is GFF3's
 
     def parameters(self, settings: BuildSettings) -> dict[str, Any]:
         return {**GFF3.parameters(settings), "gffread": list(GFFREAD_ARGS)}

@@ -9,17 +9,20 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
-from .base import BuildContext, BuildOutput, BuildSettings
+from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
 
 
 @dataclass(frozen=True)
-class Passthrough:
+class Passthrough(PipelineBase):
     name: str
     formats: dict[str, tuple[str, ...]]
     suffix: str          # the artifact's name is data<suffix>: browsers pick a reader by extension
     version: str = "2"
     stage: str = "copy"
     passthrough: bool = True
+
+    def artifact_names(self) -> dict[str, tuple[str, ...]]:
+        return {"data": (f"data{self.suffix}",)}
 
     def parameters(self, settings: BuildSettings) -> dict[str, Any]:
         return {}

@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.base import BuildContext, BuildSettings, Pipeline
-
 from . import registry, shell, sources
 from .cluster import host_cores
 from .config import Settings
+from .contract import BuildContext, BuildSettings, Pipeline
 from .errors import InputError, ScratchError, ToolError
 from .keys import LAYOUT, derive_key
 from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
@@ -61,7 +60,7 @@ def open_store(settings: Settings, url: str | None = None) -> ArtifactStore:
 
 def takes_reference(pipeline: Pipeline, doc: FileDoc) -> bool:
     """Whether the document's `reference` is an input of this build (CRAM), fetched and keyed."""
-    return bool(doc.reference) and bool(getattr(pipeline, "takes_reference", False))
+    return bool(doc.reference) and pipeline.takes_reference
 
 
 def key_parameters(pipeline: Pipeline, settings: Settings, reference_md5: str | None = None) -> dict[str, Any]:

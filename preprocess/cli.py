@@ -240,17 +240,16 @@ def doctor(store: str | None) -> None:
     import importlib.metadata
     import shutil
 
-    from pipelines.pins import TOOLS
-
-    from . import __version__, shell
+    from . import __version__, registry, shell
 
     click.echo(f"ok  {'preprocess':12} {__version__} ({Path(__file__).parent})")
     problems = 0
+    pins = registry.pinned_tools()
     for tool in ("samtools", "bgzip", "tabix", "gffread", "sort", "awk", "gzip", "bash"):
         found = shutil.which(tool)
         problems += not found
         seen = shell.version(tool) if found else ""
-        pinned = TOOLS.get(tool, seen)
+        pinned = pins.get(tool, seen)
         click.echo(f"{'ok ' if found else 'MISSING'} {tool:12} {seen}"
                    + ("" if seen == pinned else f"  (differs from {pinned!r}, which the pipelines' output pins were "
                                                 "made with: keys built here may name other bytes)"))

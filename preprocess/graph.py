@@ -212,8 +212,10 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
 
 
 def _splittable(doc: FileDoc, fmt: str, settings: Settings) -> bool:
-    """A cheap first look: an alignment file that may reach preprocess.split.min-size (split.parts_for decides)."""
-    return registry.pipeline_for(fmt).name == "alignments" and (doc.size is None or doc.size >= settings.split.min_size)
+    """A cheap first look: a file its pipeline can split that may reach preprocess.split.min-size
+    (split.parts_for decides)."""
+    splits = registry.pipeline_for(fmt).split_steps is not None
+    return splits and (doc.size is None or doc.size >= settings.split.min_size)
 
 
 def _public(url: Url) -> bool:

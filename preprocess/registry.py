@@ -1,19 +1,21 @@
 """Pipelines by format, found through the entry-point group `preprocess.pipelines`.
 
 An entry point's name is a format in lower case; its value a dotted path to a pipeline object.
-Loading one imports only that pipeline's module, so the engine never names a format module.
+Loading one imports only that pipeline's module, so the engine never names a format module. What a
+pipeline declares by dotted path (its split steps, its tool pins) is loaded here too, when first used:
+this module is the only one of the engine that imports pipeline code.
 """
 
 from __future__ import annotations
 
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputError
 
 if TYPE_CHECKING:
-    from pipelines.base import Pipeline
+    from .contract import Pipeline, SplitSteps
 
 GROUP = "preprocess.pipelines"
 
@@ -69,3 +71,35 @@ def infer_format(filename: str) -> str:
     if best is None:
         raise InputError(f"cannot infer a format from the file name {filename!r}: give a format")
     return best[1]
+
+
+def split_steps(pipeline: Pipeline) -> SplitSteps | None:
+    """The steps that build one file of this pipeline across workers; None when it cannot be split."""
+    return None if pipeline.split_steps is None else _load_path(pipeline.split_steps)
+
+
+def pinned_tools() -> dict[str, str]:
+    """Tool -> the version the registered pipelines' output pins were made with (`doctor` compares)."""
+    found: dict[str, str] = {}
+    for name in sorted(_entry_points()):
+        path = _load(name).tool_pins
+        if path is not None:
+            found.update(_load_path(path))
+    return found
+
+
+@cache
+def artifact_kinds() -> dict[str, str]:
+    """File name -> artifact kind ("data", "index"), over every registered pipeline's declared names:
+    how a key folder's listing is read without its manifest."""
+    kinds: dict[str, str] = {}
+    for name in sorted(_entry_points()):
+        for kind, names in _load(name).artifact_names().items():
+            kinds.update(dict.fromkeys(names, kind))
+    return kinds
+
+
+@cache
+def _load_path(path: str) -> Any:
+    """The object a "module:attribute" path names, imported on first use."""
+    return EntryPoint(name=path, value=path, group=GROUP).load()

@@ -42,7 +42,6 @@ Action = Literal["ok", "build", "missing", "corrupt", "hash", "invalid"]
 PlanFrom = Literal["auto", "shards", "keys"]
 ACTIONS: tuple[str, ...] = ("ok", "build", "missing", "corrupt", "hash", "invalid")
 STATUSES: tuple[str, ...] = ("built", "cached", "passthrough", "failed", "pending")
-INDEX_SUFFIXES = (".bai", ".csi", ".tbi", ".crai")
 SHARD_LISTING_FROM = 256  # rows from which an object store is planned from shard listings
 HISTORY = 10  # run records read to say why a row needs building (status reads the same ones)
 
@@ -271,15 +270,17 @@ def inspect_keys(store: ArtifactStore, keys: list[str], verify: bool,
     return decided
 
 
-def folder_shape(files: Mapping[str, int]) -> Literal["absent", "complete", "unsure"]:
-    """What a key folder's listing says: no manifest; a manifest beside a data file and its index
-    (what every building pipeline commits); or anything else, which needs the manifest read."""
+def folder_shape(files: Mapping[str, int], kinds: Mapping[str, str] | None = None
+                 ) -> Literal["absent", "complete", "unsure"]:
+    """What a key folder's listing says: no manifest; a manifest beside one data file and its index,
+    by the names the registered pipelines declare (`kinds`, default registry.artifact_kinds()): what
+    every building pipeline commits; or anything else, which needs the manifest read."""
+    kinds = registry.artifact_kinds() if kinds is None else kinds
     names = [n for n in files if not n.startswith(".") and not n.endswith(".tmp") and not is_signature(n)]
     if MANIFEST not in names:
         return "absent"
-    data = [n for n in names if n != MANIFEST and not n.endswith(INDEX_SUFFIXES)]
-    index = [n for n in names if n.endswith(INDEX_SUFFIXES)]
-    return "complete" if len(data) == 1 and len(index) == 1 else "unsure"
+    rest = [kinds.get(n) for n in names if n != MANIFEST]
+    return "complete" if sorted(map(str, rest)) == ["data", "index"] else "unsure"
 
 
 def _verify_all(store: ArtifactStore, checks: list[tuple[str, Manifest]],

@@ -1,10 +1,11 @@
-"""One big SAM/BAM across workers: `split-<key>-<i>`, `sort_part-<key>-<i>`, `merge-<key>` Dask tasks.
+"""One big file across workers: `split-<key>-<i>`, `sort_part-<key>-<i>`, `merge-<key>` Dask tasks.
 
 The tasks meet only through the store's parts area, <root>/parts/<key>/, each part written whole (a
 temporary name, then renamed; an object store's upload is whole or absent). A part already there is
 not made again, so a lost worker costs its part, not the file. The merge commits the key exactly as
 the single-worker build does, with the same bytes (pipelines/alignments_split.py says why), then
-removes the parts. Which files split: preprocess.split (min-size, parts) and a cluster of 2+ workers.
+removes the parts. Which files split: those whose pipeline declares split steps (contract.SplitSteps;
+today SAM/BAM's), from preprocess.split.min-size, on a cluster of 2+ workers (preprocess.split.parts).
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import alignments_split as steps
-from pipelines.alignments import records_in_sort_order, sniff
-
 from . import shell, sources
 from .build import build_doc, build_settings, key_for, key_parameters, name_failure, open_store
 from .config import Settings
+from .contract import SplitSteps
 from .errors import StoreError
 from .keys import LAYOUT, is_key
 from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
-from .registry import pipeline_for
+from .registry import canonical_format, infer_format, pipeline_for, split_steps
 from .scratch import make_scratch
 from .store import ArtifactStore, sha256_file
 
@@ -33,9 +32,10 @@ INPUT = "input.json"  # the source's hashes, reference lengths and number of par
 
 
 def parts_for(doc: FileDoc, fmt: str, key: str, settings: Settings, workers: int) -> int:
-    """How many parts to split this document into; 0: build it on one worker. Only SAM/BAM with a
-    derivation key, at least preprocess.split.min-size bytes, on a cluster of more than one worker."""
-    if workers < 2 or pipeline_for(fmt).name != "alignments" or not is_key(key):
+    """How many parts to split this document into; 0: build it on one worker. Only a format whose
+    pipeline declares split steps, with a derivation key, at least preprocess.split.min-size bytes, on a
+    cluster of more than one worker."""
+    if workers < 2 or pipeline_for(fmt).split_steps is None or not is_key(key):
         return 0
     size = doc.size
     if size is None and sources.is_local(doc.access_url):
@@ -97,19 +97,19 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
                 raise StoreError(f"{doc.id}: the source's md5 {fetched.md5} does not give key {key}")
             shown = doc.name or fetched.path.name
             threads = build_settings(settings).threads
+            steps = _steps(fmt)
             lengths = steps.inspect(fetched.path, shown)
             ranges = steps.part_ranges(lengths, parts)
-            # an already sorted BAM takes the single build's sorted-input path (its bytes differ from a
-            # sort's): no part is made, and the merge task builds it whole; an unsorted one is told in ms
-            in_order = sniff(fetched.path) == "bam" and records_in_sort_order(fetched.path, threads) is not None
+            # an already sorted input takes the single build's sorted-input path (its bytes differ from a
+            # sort's): no part is made, and the merge task builds it whole
+            in_order = steps.in_order(fetched.path, threads)
             if in_order:
                 ranges = []
             if i < len(ranges):
                 first, stop = ranges[i]
                 out = scratch / "part.bam"
-                level = 1 if store.over_network else 0  # uncompressed: cheapest; level 1: fewer bytes to upload
-                records = steps.extract_part(fetched.path, steps.part_filter(first, stop, i == len(ranges) - 1),
-                                             out, level, threads, shown)
+                records = steps.extract_part(fetched.path, first, stop, i == len(ranges) - 1, out,
+                                             store.over_network, threads, shown)
                 sources.check_unchanged(doc.id, fetched)  # the part holds the bytes that were hashed
                 (scratch / "count").write_text(str(records))
                 store.put(scratch / "count", _count_path(store, key, parts, i), move=True)
@@ -138,6 +138,7 @@ def sort_part(doc: FileDoc, settings: Settings, key: str, parts: int, i: int, sp
     started = time.perf_counter()
     try:
         with shell.time_cap(settings.task_timeout):
+            steps = _steps(canonical_format(doc.format or infer_format(doc.name)))  # as the plan found it
             source = store.local_copy(unsorted, scratch / "unsorted.bam")
             out = scratch / "sorted.bam"
             steps.sort_part(source, out, build_settings(settings), scratch)
@@ -195,6 +196,7 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
     workdir.mkdir()
     out = workdir / "sorted.bam"
     bsettings = build_settings(settings)
+    steps = _steps(fmt)
     redone = steps.merge_parts(made, out, bsettings, scratch)
     timings["merge"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
@@ -212,7 +214,7 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
                           size=info["size"]),
         pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
                               parameters=key_parameters(pipeline, settings)),
-        tools={"samtools": shell.version("samtools"), "pysam": _pysam_version()}, artifacts=artifacts,
+        tools=steps.tools(), artifacts=artifacts,
         records={**records, "path": "sort", "parts": info["parts"], "merge": "blocks" if redone >= 0 else "records",
                  "blocks_recompressed": max(redone, 0)}, timings=timings, threads=bsettings.threads,
     )
@@ -222,7 +224,9 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
             "manifest": store.uri(key, "manifest.json"), "records": committed.records, "timings": timings}
 
 
-def _pysam_version() -> str:
-    import pysam
-
-    return pysam.__version__
+def _steps(fmt: str) -> SplitSteps:
+    """The split steps the format's pipeline declares (parts_for admits no other format)."""
+    steps = split_steps(pipeline_for(fmt))
+    if steps is None:
+        raise ValueError(f"the {fmt} pipeline declares no split steps")
+    return steps

@@ -11,12 +11,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from . import registry
 from .build import open_store
 from .config import Settings, load_settings
 from .model import FileDoc, redact_url
-from .reindex import HISTORY, INDEX_SUFFIXES, ReindexResult, reindex
+from .reindex import HISTORY, ReindexResult, reindex
 from .runs import latest_outcomes, list_records
-from .signing import is_signature
 from .store import MANIFEST
 
 
@@ -83,7 +83,9 @@ def _row(result: ReindexResult, before: Mapping[str, Any] | None) -> RowState:
 
 
 def _kind(files: Mapping[str, Any]) -> str:
-    data = [n for n in files if n != MANIFEST and not n.endswith(INDEX_SUFFIXES) and not is_signature(n)]
+    """The type of a key's data artifact, found by the names the registered pipelines declare."""
+    kinds = registry.artifact_kinds()
+    data = [n for n in files if kinds.get(n) == "data"]
     if not data:
         return "unknown"
     name = data[0]

@@ -1,0 +1,137 @@
+"""The pipeline contract: what the engine asks of a format pipeline, and what it hands one.
+
+A pipeline reads `ctx.source`, writes its artifacts into `ctx.workdir`, checks them and returns a
+BuildOutput; it never touches fsspec or Dask. The engine fetches, keys and commits. Pipelines are
+registered by dotted path under the entry-point group `preprocess.pipelines` (registry.py), and the
+engine learns what one can do from the members below, never from its name (as fsspec.spec is to
+fsspec's backends). docs/architecture.md shows a whole pipeline, registered and built.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """The knobs a build may read; compression_level and cram_output change output bytes (and so the key)."""
+
+    threads: int = 1
+    sort_memory: str = "768M"
+    compression_level: int = 6
+    cram_output: str = "cram"  # what a CRAM becomes: "cram" or "bam" (changes output bytes, so the key)
+    unreachable_reads: str = "build"  # a read past its reference's end: "build" (counted, named) or "refuse"
+
+
+@dataclass
+class BuildContext:
+    source: Path          # the fetched source, read-only
+    format: str           # canonical format name, e.g. "BAM"
+    workdir: Path         # empty, private to this build, removed afterwards
+    settings: BuildSettings
+    timings: dict[str, float] = field(default_factory=dict)
+    name: str = ""        # the user's file name for messages (a download is `source` on disk)
+    reference: Path | None = None  # the document's reference FASTA (.fai beside it), for pipelines that take one
+
+    @property
+    def label(self) -> str:
+        return self.name or self.source.name
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage; its duration goes into the manifest."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 4)
+
+
+@dataclass
+class BuildOutput:
+    """Artifacts by kind ("data", "index") as files in the workdir, with counts and tool versions."""
+
+    artifacts: dict[str, Path]
+    records: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+
+
+class Pipeline(Protocol):
+    """One format pipeline. Required: the first five members, `artifact_names`, `parameters` and `build`;
+    the optional capabilities have the defaults of PipelineBase, which a pipeline states when it differs."""
+
+    name: str                              # part of the key, e.g. "alignments"
+    version: str                           # bump to rebuild everything this pipeline made
+    formats: Mapping[str, tuple[str, ...]]  # canonical format -> file-name suffixes (lower case)
+    stage: str                             # Dask task-key prefix, e.g. "sort_bam"
+    passthrough: bool                      # True: the artifact is the source's bytes unchanged, so a public
+                                           # https source may keep its URL instead (setting keep-public-urls)
+    # -- optional capabilities ---------------------------------------------------------------------------
+    takes_reference: bool  # the engine fetches a document's `reference` into ctx.reference, its md5 keyed
+    split_steps: str | None  # "module:object" of its SplitSteps: one file may be built across workers
+    tool_pins: str | None  # "module:object" of a {tool: version} its output pins were made with (doctor)
+
+    def artifact_names(self) -> Mapping[str, tuple[str, ...]]:
+        """Kind ("data", "index") -> every file name a build of it may commit under that kind: how a
+        key folder's listing is read without opening its manifest (reindex, status)."""
+        ...
+
+    def parameters(self, settings: BuildSettings) -> dict[str, Any]:
+        """The settings that change output bytes; they enter the derivation key."""
+        ...
+
+    def build(self, ctx: BuildContext) -> BuildOutput:
+        ...
+
+
+class PipelineBase:
+    """The optional capabilities' defaults: subclass it and state only what differs."""
+
+    takes_reference: bool = False
+    split_steps: str | None = None
+    tool_pins: str | None = None
+
+
+class SplitSteps(Protocol):
+    """The tool steps of one file built across workers (preprocess/split.py runs them as Dask tasks
+    that meet in the store's parts area): split by reference ranges, sort each part, merge, check.
+    The merged output must be byte-identical to the single-worker build's."""
+
+    def inspect(self, source: Path, shown: str) -> dict[str, int]:
+        """The source's reference lengths (name -> length), checking it can be split."""
+        ...
+
+    def part_ranges(self, lengths: dict[str, int], parts: int) -> list[tuple[int, int]]:
+        """Reference-id ranges [first, stop) of at most `parts` parts; [] builds the file whole."""
+        ...
+
+    def in_order(self, source: Path, threads: int) -> bool:
+        """True when the source is already sorted: then it is built whole, as the single build does."""
+        ...
+
+    def extract_part(self, source: Path, first: int, stop: int, last: bool, out: Path, compress: bool,
+                     threads: int, shown: str) -> int:
+        """Write the records of reference ids [first, stop) (`last`: the unplaced ones too) to `out`,
+        in input order, compressed when `compress` (it travels over a network); return their count."""
+        ...
+
+    def sort_part(self, unsorted: Path, out: Path, settings: BuildSettings, workdir: Path) -> None:
+        ...
+
+    def merge_parts(self, parts: list[Path], out: Path, settings: BuildSettings, workdir: Path) -> int:
+        """Merge the sorted parts into `out`; return the blocks recompressed (-1: merged by records)."""
+        ...
+
+    def index_and_verify(self, out: Path, lengths: dict[str, int], records_in: int, threads: int, shown: str,
+                         refuse_unreachable: bool) -> tuple[Path, dict[str, Any]]:
+        """Index the merged output and check it as the single build does; the index and the counts."""
+        ...
+
+    def tools(self) -> dict[str, str]:
+        """The tool versions its manifest names."""
+        ...
