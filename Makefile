@@ -57,6 +57,7 @@ lint: system $(STAMP)
 	$(VENV)/bin/ruff check preprocess pipelines tests benchmarks
 	shellcheck pipelines/scripts/*.sh
 	$(VENV)/bin/mypy preprocess pipelines
+	$(VENV)/bin/lint-imports
 
 test: system browser $(STAMP) $(AZURITE) $(READERS) $(WHEELHOUSE) lint
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest -q

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .build import open_store
-from .cluster import open_client
 from .config import Settings, load_settings
-from .graph import Plan, execute, plan
+from .graph import run_plan
 from .model import BatchReport, FileDoc, RunResult, redact_url
+from .plan import plan
 
 Doc = FileDoc | Mapping[str, Any]
 
@@ -48,7 +48,7 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
     if progress:
         for result in pending.results.values():
             progress(result)
-    built, dashboard, written = _run_plan(pending, settings, client, progress, on_client, report)
+    built, dashboard, written = run_plan(pending, settings, client, progress, on_client, report)
     results.update(built)
     ordered = [results[i] for i in sorted(results)]
     batch = BatchReport(store=redact_url(artifact_store.url), results=ordered, started=started, finished=_now(),
@@ -58,91 +58,6 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
 
         write_batch_record(artifact_store, batch, record)
     return batch
-
-
-def execute_plan(pending: Plan, settings: Settings, client: Any | None = None,
-                 progress: Callable[[RunResult], None] | None = None,
-                 on_client: Callable[[Any], None] | None = None) -> tuple[dict[int, RunResult], str | None]:
-    """Run a plan's tasks on `client`, the notebook's client, or a cluster started for the call (only
-    when there is work); return the results by position and the dashboard link of a started cluster."""
-    built, dashboard, _ = _run_plan(pending, settings, client, progress, on_client, None)
-    return built, dashboard
-
-
-def _run_plan(pending: Plan, settings: Settings, client: Any | None,
-              progress: Callable[[RunResult], None] | None, on_client: Callable[[Any], None] | None,
-              report: str | os.PathLike[str] | None) -> tuple[dict[int, RunResult], str | None, str | None]:
-    """execute_plan(), and the path of the performance report saved to `report` (when a cluster ran)."""
-    if not pending.needs_cluster:
-        return {}, None, None
-    client = client or _current_client(settings)
-    if client is not None:
-        built, written = _execute_reported(pending, settings, client, progress, report)
-        return built, None, written
-    if _in_process(pending, settings, report):
-        return execute(pending, settings, None, progress), None, None
-    with _workers_configured(settings), open_client(settings.cluster) as started_client:
-        dashboard = None
-        if started_client is not None:
-            dashboard = getattr(started_client, "dashboard_link", None)
-            if on_client:
-                on_client(started_client)
-        own_workers = settings.cluster.profile in ("auto", "local")  # given the seal key as they started
-        built, written = _execute_reported(pending, settings, started_client, progress, report,
-                                           tell_key=not own_workers)
-        return built, dashboard, written
-
-
-def _in_process(pending: Plan, settings: Settings, report: str | os.PathLike[str] | None) -> bool:
-    """Profile auto with one document to build, and no cluster asked for (cluster.n-workers, a
-    performance report): build it in this process, as profile sync does; starting a local cluster
-    for one task costs more than the task (issue 15)."""
-    return (settings.cluster.profile == "auto" and len(pending.tasks) == 1 and settings.cluster.n_workers is None
-            and report is None)
-
-
-def _execute_reported(pending: Plan, settings: Settings, client: Any | None,
-                      progress: Callable[[RunResult], None] | None,
-                      report: str | os.PathLike[str] | None,
-                      tell_key: bool = True) -> tuple[dict[int, RunResult], str | None]:
-    """execute(), inside distributed's performance_report when one is asked for and a cluster runs
-    the work; the results and the report's path when one was written."""
-    if report is None or client is None:
-        return execute(pending, settings, client, progress, tell_key=tell_key), None
-    from distributed import performance_report
-
-    with client.as_current(), performance_report(filename=os.fspath(report)):
-        built = execute(pending, settings, client, progress, tell_key=tell_key)
-    return built, os.path.abspath(report)
-
-
-def _workers_configured(settings: Settings) -> Any:
-    """While a cluster starts: the store options and this process's seal key in its dask config, so the
-    local workers it spawns (each Nanny hands its config to its worker) resolve them without a task or
-    a message carrying them."""
-    import dask.config
-
-    from .urls import SEAL_CONFIG, seal_key
-
-    values: dict[str, Any] = {"preprocess.store.storage-options": settings.store.options()}
-    if settings.cluster.profile in ("auto", "local"):  # workers spawned here; Fargate's are told by a plugin
-        values[SEAL_CONFIG] = seal_key().decode("ascii")
-    return dask.config.set(values)
-
-
-def _current_client(settings: Settings) -> Any | None:
-    """The notebook's own distributed.Client, when one is already connected and the profile is the
-    default: a notebook that made a Client expects work to run there, not on a second cluster."""
-    import sys
-
-    if settings.cluster.profile not in ("auto", "local") or "distributed" not in sys.modules:
-        return None  # never import distributed just to ask
-    from distributed import default_client
-
-    try:
-        return default_client()
-    except ValueError:
-        return None
 
 
 def sign(uri: str, expires: int = 3600, *, settings: Settings | None = None) -> str:

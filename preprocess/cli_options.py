@@ -1,4 +1,4 @@
-"""The options and report helpers every command of the CLI shares (cli, cli_catalogue, cli_trust):
+"""The options and report helpers every command of the CLI shares (cli, cli_setup, cli_trust):
 one definition each, so a flag reads the same in every command."""
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ import dask.config
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Secret, ValidationError, field_validator
 
-from .errors import ConfigError
-from .model import validation_reasons
+from .errors import ConfigError, validation_reasons
 from .urls import Url
 
 DEFAULTS_PATH = pathlib.Path(__file__).with_name("preprocess.yaml")

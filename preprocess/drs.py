@@ -7,12 +7,14 @@ returns with the URL (a bearer token, say) are sent with the download and never 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from .config import SourceSettings
 from .errors import InputError, SourceError
 from .urls import redact
+
+if TYPE_CHECKING:
+    from .config import SourceSettings
 
 PREFERRED = ("https", "http", "s3", "gs", "az")
 

@@ -50,8 +50,7 @@ def sweep(store: ArtifactStore, docs: Iterable[Any], settings: Settings, older_t
     or same source URL in its manifest) or `orphans`. With `delete` the superseded keys are removed
     (manifest first), and with `orphans` too the orphans. UnknownKeys when a row's key cannot be
     derived (no md5 and not local, or unreadable)."""
-    from .graph import classify
-    from .reindex import fill_local_md5
+    from .plan import classify, fill_local_md5
     from .runs import list_records
 
     items, _ = fill_local_md5(list(docs))

@@ -15,8 +15,8 @@ from . import registry
 from .build import open_store
 from .config import Settings, load_settings
 from .model import FileDoc, redact_url
-from .reindex import HISTORY, ReindexResult, reindex
 from .runs import latest_outcomes, list_records
+from .stale import HISTORY, ReindexResult, plan_catalogue
 from .store import MANIFEST
 
 
@@ -62,13 +62,13 @@ def status(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException] | None = 
                      "key": entry.get("key")}
                     for doc_id, entry in latest.items() if entry.get("status") == "failed"]
     if docs is not None:
-        plan = reindex(docs, settings=settings, dry_run=True)
-        out.rows = [_row(r, latest.get(r.id)) for r in plan.results]
+        planned = plan_catalogue(docs, artifact_store, settings).results  # reindex's plan, as a dry run makes it
+        out.rows = [_row(planned[i], latest.get(planned[i].id)) for i in sorted(planned)]
     return out
 
 
 def _row(result: ReindexResult, before: Mapping[str, Any] | None) -> RowState:
-    """A row's state from reindex's plan; the reason is reindex's own (reindex.why_build), never re-derived."""
+    """A row's state from reindex's plan; the reason is reindex's own (stale.why_build), never re-derived."""
     if result.action == "ok":
         return RowState(id=result.id, state="current", key=result.key)
     if result.action == "invalid":

@@ -48,8 +48,8 @@ def test_missing_local_file_without_md5_fails_in_planning(settings, tmp_path):
 def test_local_cram_without_md5_is_keyed_with_its_reference_or_left_to_the_worker(settings, tmp_path):
     from preprocess import registry
     from preprocess.build import key_for, open_store
-    from preprocess.graph import plan
     from preprocess.keys import task_key
+    from preprocess.plan import plan
     from tests.conftest import md5
 
     ref = samples.fasta(tmp_path / "ref.fa")

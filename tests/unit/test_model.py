@@ -54,7 +54,7 @@ def test_report_json_has_error_class_and_counts():
 
 def test_a_dict_document_keeps_unknown_fields_in_extra_and_a_bad_one_is_an_input_error():
     from preprocess.errors import InputError
-    from preprocess.graph import coerce
+    from preprocess.plan import coerce
 
     doc = coerce({"id": "a", "access_url": "x.bam", "project": "P1"})
     assert doc.extra == {"project": "P1"}

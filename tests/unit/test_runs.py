@@ -8,8 +8,8 @@ import pytest
 
 from preprocess.errors import ConfigError, InputError
 from preprocess.model import FileDoc
-from preprocess.reindex import folder_shape as _shape
 from preprocess.runs import failed_ids, record_name, safe_options, select
+from preprocess.stale import folder_shape as _shape
 
 
 def test_safe_options_drop_userinfo_queries_and_storage_option_values():
