@@ -89,6 +89,14 @@ class SourceInfo(BaseModel):
     size: int
 
 
+class ReferenceInfo(BaseModel):
+    """The outside reference a CRAM was built against: its md5 (in the key) and where it was read from
+    (redacted; not in the key), so a genome-browser session can pair the CRAM with its FASTA."""
+
+    url: str
+    md5: str
+
+
 class PipelineInfo(BaseModel):
     name: str
     version: str
@@ -103,6 +111,7 @@ class Manifest(BaseModel):
     source: SourceInfo
     pipeline: PipelineInfo
     tools: dict[str, str] = Field(default_factory=dict)
+    reference: ReferenceInfo | None = None  # CRAM built against an outside reference FASTA
     artifacts: list[Artifact]
     records: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
