@@ -1,4 +1,4 @@
-"""python -m preprocess {run,batch,reindex,status,mirror,sign,gc,doctor}: parse options, call the API,
+"""python -m preprocess {run,batch,reindex,status,mirror,sign,cors,view,gc,doctor}: parse options, call the API,
 report, exit.
 
 Exit codes: 0 every file succeeded, 1 some failed, 2 a usage or configuration error, 3 (reindex)
@@ -112,11 +112,19 @@ def mirror_stores(source: str, destination: str, json_path: str | None) -> None:
 @click.argument("uri")
 @click.option("--expires", default=3600, show_default=True, type=click.IntRange(min=1),
               help="Seconds the URL stays valid.")
-def sign_uri(uri: str, expires: int) -> None:
-    """Print a time-limited URL for an artifact that a genome browser can read by range."""
+@click.option("--user-delegation", is_flag=True,
+              help="Azure: a user-delegation SAS (Entra ID) even when an account key is configured.")
+def sign_uri(uri: str, expires: int, user_delegation: bool) -> None:
+    """Print a time-limited URL for an artifact that a genome browser can read by range (exit 1 when
+    the store does not hold it)."""
     from .api import sign
+    from .errors import StoreError
 
-    click.echo(sign(uri, expires))
+    try:
+        click.echo(sign(uri, expires, delegation=user_delegation))
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @cli.command("gc")
@@ -283,7 +291,7 @@ def summary_table(report: BatchReport) -> str:
     return "\n".join(lines)
 
 
-from . import cli_catalogue  # noqa: E402,F401 - registers reindex and status on the group
+from . import cli_browse, cli_catalogue  # noqa: E402,F401 - register cors, view, reindex, status on the group
 
 
 def main() -> None:
