@@ -11,6 +11,12 @@ AZURITE := .tools/node_modules/.bin/azurite-blob
 # The readers JBrowse and IGV.js use, for tests/integration/test_browsers.py (versions pinned: their bytes decide)
 READERS := .tools/node_modules/@gmod/cram/package.json
 READER_PACKAGES := @gmod/bam@7.1.17 @gmod/cram@8.0.4 @gmod/tabix@3.3.9 @gmod/indexedfasta@5.0.2 generic-filehandle2@2.1.10
+# The genome browsers the page `view --html` writes opens (tests/integration/test_view_browser.py serves
+# these in place of the CDN builds; versions as pinned in preprocess/view.py). Gosling is an ES module
+# whose preinstall insists on pnpm: installed without scripts, then bundled with its dependencies.
+VIEWERS := .tools/browser/gosling.bundle.mjs
+VIEWER_PACKAGES := igv@3.8.10 gosling.js@1.0.7 react@18.3.1 react-dom@18.3.1 pixi.js@6.5.10 higlass@1.13.6 \
+	esbuild@0.28.2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test unit lint bench system browser clean
@@ -39,6 +45,12 @@ $(AZURITE):
 $(READERS): | $(AZURITE)
 	npm install --silent --no-audit --no-fund --prefix .tools $(READER_PACKAGES)
 
+$(VIEWERS):
+	npm install --silent --no-audit --no-fund --ignore-scripts --prefix .tools/browser $(VIEWER_PACKAGES)
+	echo 'export * from "gosling.js";' > .tools/browser/gosling-entry.mjs
+	.tools/browser/node_modules/.bin/esbuild .tools/browser/gosling-entry.mjs --bundle --format=esm --minify \
+	  --define:process.env.NODE_ENV='"production"' --log-level=error --outfile=$@
+
 demo: system $(STAMP)
 	@[ -f demo/manifest.csv ] || $(PY) -m tests.samples demo
 	$(PY) -m preprocess batch demo/manifest.csv --json demo/report.json
@@ -48,7 +60,7 @@ lint: system $(STAMP)
 	shellcheck pipelines/scripts/*.sh
 	$(VENV)/bin/mypy preprocess pipelines
 
-test: system browser $(STAMP) $(AZURITE) $(READERS) lint
+test: system browser $(STAMP) $(AZURITE) $(READERS) $(VIEWERS) lint
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest -q
 
 unit: $(STAMP)

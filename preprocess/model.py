@@ -165,6 +165,12 @@ class RunResult(BaseModel):
 
         return rebuild(self.error.class_, self.error.message)
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the built file in igv.js (view.py: signed URLs, valid for an hour)."""
+        from .view import repr_html  # the only upward import: display is a notebook's concern, not a model's
+
+        return repr_html([self])
+
     @classmethod
     def failure(cls, doc_id: str, error: dict[str, str] | BaseException, **fields: Any) -> RunResult:
         """A failed result; given the exception itself, it travels with the result (see errors.portable)."""
@@ -195,6 +201,12 @@ class BatchReport(BaseModel):
     @property
     def ok(self) -> bool:
         return all(result.ok for result in self.results)
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the batch's built files in igv.js (view.py: signed URLs, valid for an hour)."""
+        from .view import repr_html
+
+        return repr_html(self.results)
 
     def to_json(self) -> str:
         data = self.model_dump(mode="json", by_alias=True)

@@ -55,6 +55,27 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
+@contextmanager
+def moto_process(**env: str) -> Iterator[str]:
+    """A moto S3 server in its own process, for settings read at import (MOTO_DISABLE_GLOBAL_CORS=1:
+    then a bucket's own CORS rules decide, as on S3); yields its endpoint URL."""
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield f"http://{HOST}:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def azurite_binary() -> str:
     found = shutil.which("azurite-blob")
     local = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / ".bin" / "azurite-blob"
