@@ -39,6 +39,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# the build backend tests/integration/test_packaging.py builds the wheel and sdist with, offline
+# (no test reaches the package index): pyproject.toml's [build-system] requires
+WHEELHOUSE := .tools/wheelhouse/.ready
+$(WHEELHOUSE): pyproject.toml | $(STAMP)
+	$(PY) -m pip download -q --only-binary=:all: --no-deps -d $(@D) "setuptools>=77"
+	touch $@
+
 $(AZURITE):
 	npm install --silent --no-audit --no-fund --prefix .tools azurite@3
 
@@ -60,7 +67,7 @@ lint: system $(STAMP)
 	shellcheck pipelines/scripts/*.sh
 	$(VENV)/bin/mypy preprocess pipelines
 
-test: system browser $(STAMP) $(AZURITE) $(READERS) $(VIEWERS) lint
+test: system browser $(STAMP) $(AZURITE) $(READERS) $(WHEELHOUSE) $(VIEWERS) lint
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest -q
 
 unit: $(STAMP)

@@ -68,11 +68,15 @@ class AlignmentPipeline:
             with ctx.stage("sort"):
                 records_in = sort_bam(src, out, index, settings, ctx.workdir, label)
         with ctx.stage("verify"):
-            records_out = verify_sorted(out, index, lengths, src, label, records_in)
+            records_out, unreachable = verify_sorted(out, index, lengths, src, label, records_in,
+                                                     refuse_unreachable=settings.unreachable_reads == "refuse")
+        records: dict[str, Any] = {"in": records_in, "out": records_out, "index": index_kind,
+                                   "references": len(lengths), "path": path}
+        if unreachable:
+            records["unreachable"] = unreachable
         return BuildOutput(
             artifacts={"data": out, "index": index},
-            records={"in": records_in, "out": records_out, "index": index_kind, "references": len(lengths),
-                     "path": path},
+            records=records,
             tools={"samtools": shell.version("samtools"), "pysam": _pysam_version()},
         )
 
@@ -154,16 +158,18 @@ def index_bam(bam: Path, index: Path, threads: int) -> None:
     shell.run(["samtools", "index", *flag, "-@", str(threads), str(bam), str(index)], context=f"indexing {bam.name}")
 
 
-def verify_sorted(bam: Path, index: Path, lengths: dict[str, int], source: Path, shown: str, records_in: int) -> int:
-    """The output is whole (quickcheck), every record is reachable through the index and their number is
-    `records_in`, and no read starts past its reference's end; returns the number of records out."""
+def verify_sorted(bam: Path, index: Path, lengths: dict[str, int], source: Path, shown: str, records_in: int,
+                  refuse_unreachable: bool = False) -> tuple[int, dict[str, Any] | None]:
+    """The output is whole (quickcheck) and holds `records_in` records: those a region query reaches through
+    the index plus those it cannot (reads starting past their reference's end, see unreachable_reads).
+    Returns the records out and the unreachable ones' summary (None when every read is reachable)."""
     shell.run(["samtools", "quickcheck", "-u", "-v", str(bam)], context="checking the sorted output")
     records_out = _indexed_records(bam, index)
-    _refuse_past_the_end(bam, index, lengths, source, shown)
+    unreachable = unreachable_reads(bam, index, lengths, source, shown, refuse_unreachable)
     if records_out != records_in:
         raise ToolError(["samtools", "sort"], 0, f"{records_in} records in, {records_out} out",
                         context=f"checking {shown}")
-    return records_out
+    return records_out, unreachable
 
 
 _KEY = struct.Struct("<IiIHH")  # refID (unsigned: unplaced last), pos, bin_mq_nl, n_cigar_op, flag
@@ -355,19 +361,33 @@ def _reference_lengths(path: Path, shown: str) -> dict[str, int]:
 reference_lengths = _reference_lengths  # the public name, for other pipelines (the split path)
 
 
-def _refuse_past_the_end(bam: Path, index: Path, lengths: dict[str, int], source: Path, shown: str) -> None:
-    """A read placed at or past its reference's length is kept by samtools, but no region query a browser
-    makes reaches it: refuse the file, naming the first such read. Reads only the bins past each end."""
+UNREACHABLE_NAMED = 5  # how many unreachable reads a manifest names
+
+
+def unreachable_reads(bam: Path, index: Path, lengths: dict[str, int], source: Path, shown: str,
+                      refuse: bool = False) -> dict[str, Any] | None:
+    """Reads placed at or past their reference's length: samtools sorts and indexes them, but no region
+    query a browser makes reaches them. None when there are none; else {"count": n, "first": the first
+    few, each {"read", "at" (1-based), "length"}}, or with `refuse` an InputError naming the first.
+    The index statistics count them with the rest; only the bins past each reference's end are read."""
     import pysam
 
+    count, first = 0, list[dict[str, Any]]()
     with pysam.AlignmentFile(str(bam), index_filename=str(index), check_sq=False) as aln:
         for name, length in lengths.items():
             for read in aln.fetch(name, max(0, length - 1), 2**31 - 1):
-                if read.reference_start >= length:
+                if read.reference_start < length:
+                    continue
+                if refuse:
                     line = _first_line_of_read(source, read.query_name or "")
                     where = f"{shown}: line {line}" if line else f"{shown}: read {read.query_name}"
                     raise InputError(f"{where}: a read at {name}:{read.reference_start + 1} starts past the end of "
                                      f"{name} (length {length} on its @SQ line), where no region query reaches it")
+                count += 1
+                if len(first) < UNREACHABLE_NAMED:
+                    first.append({"read": read.query_name, "at": f"{name}:{read.reference_start + 1}",
+                                  "length": length})
+    return {"count": count, "first": first} if count else None
 
 
 def _count(path: Path, threads: int, context: str, shown: str) -> int:

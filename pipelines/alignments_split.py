@@ -20,7 +20,7 @@ import struct
 import subprocess
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from preprocess import shell
 from preprocess.errors import InputError, ToolError
@@ -32,8 +32,8 @@ from .alignments import (
     _indexed_records,
     _quickcheck,
     _reference_lengths,
-    _refuse_past_the_end,
     sniff,
+    unreachable_reads,
     users_terms,
 )
 from .base import BuildSettings
@@ -272,8 +272,8 @@ def _compress(content: bytes, level: int, workdir: Path) -> bytes:
     return whole[:-len(EOF_BLOCK)]
 
 
-def index_and_verify(out: Path, lengths: dict[str, int], records_in: int, threads: int, shown: str
-                     ) -> tuple[Path, dict[str, int | str]]:
+def index_and_verify(out: Path, lengths: dict[str, int], records_in: int, threads: int, shown: str,
+                     refuse_unreachable: bool = False) -> tuple[Path, dict[str, Any]]:
     """Index the merged BAM and check it as the single-worker build does; its index and its records."""
     csi = any(length >= BAI_MAX_LENGTH for length in lengths.values())
     index = out.with_name(out.name + (".csi" if csi else ".bai"))
@@ -281,9 +281,13 @@ def index_and_verify(out: Path, lengths: dict[str, int], records_in: int, thread
     shell.run(["samtools", "index", *flag, "-@", str(threads), str(out), str(index)], context=f"indexing {shown}")
     shell.run(["samtools", "quickcheck", "-u", "-v", str(out)], context="checking the merged output")
     records_out = _indexed_records(out, index)
-    _refuse_past_the_end(out, index, lengths, out, shown)  # the source is not here: the read is named
+    # the source is not here: a refused read is named, not its line
+    unreachable = unreachable_reads(out, index, lengths, out, shown, refuse_unreachable)
     if records_out != records_in:
         raise ToolError(["samtools", "sort"], 0, f"{records_in} records in, {records_out} out",
                         context=f"checking {shown}")
-    return index, {"in": records_in, "out": records_out, "index": "csi" if csi else "bai",
-                   "references": len(lengths)}
+    records: dict[str, Any] = {"in": records_in, "out": records_out, "index": "csi" if csi else "bai",
+                               "references": len(lengths)}
+    if unreachable:
+        records["unreachable"] = unreachable
+    return index, records

@@ -22,6 +22,7 @@ class BuildSettings:
     sort_memory: str = "768M"
     compression_level: int = 6
     cram_output: str = "cram"  # what a CRAM becomes: "cram" or "bam" (changes output bytes, so the key)
+    unreachable_reads: str = "build"  # a read past its reference's end: "build" (counted, named) or "refuse"
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Pipeline(Protocol):
     version: str                           # bump to rebuild everything this pipeline made
     formats: Mapping[str, tuple[str, ...]]  # canonical format -> file-name suffixes (lower case)
     stage: str                             # Dask task-key prefix, e.g. "sort_bam"
-    passthrough: bool                      # True: nothing is built; the source is the artifact
+    passthrough: bool                      # True: the artifact is the source's bytes unchanged, so a public
+                                           # https source may keep its URL instead (setting keep-public-urls)
     # Optional: `takes_reference = True` makes the engine fetch a document's `reference` into
     # ctx.reference and put its md5 into the key (see preprocess.build.takes_reference).
 

@@ -9,6 +9,12 @@ bases stored as they are; decoded and encoded with no outside reference), so the
 never depend on what a worker's cache holds. Not `embed_ref=2`: @gmod/cram 8.0.4 (JBrowse,
 IGV.js) reads an embedded reference as empty and fails its md5 check. The output CRAM names its
 sequences by M5 exactly as the input did: a browser reads it with CRAM + CRAI + the FASTA.
+
+htslib never sees an @SQ UR tag: it would read the path or fetch the URL written there (any file on
+the worker, any host) whenever a lookup by M5 fails, so the bytes would depend on the worker and the
+input could make it read what nobody named. A header with UR tags is rewritten without them
+(`samtools reheader`, which copies the containers undecoded) before anything decodes a record; the
+output carries no UR either.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ _SORT_TO_CRAM = 'samtools sort --no-PG -u -m "$1" -@ "$2" -T sort-tmp -o - "$3" 
 @dataclass(frozen=True)
 class CramPipeline:
     name: str = "cram"
-    version: str = "2"  # 2: self-contained output as no_ref=1, not embed_ref=2 (which @gmod/cram misreads)
+    # 2: self-contained output as no_ref=1, not embed_ref=2 (which @gmod/cram misreads); 3: no @SQ UR tags
+    version: str = "3"
     formats: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"CRAM": (".cram",)})
     stage: str = "sort_cram"
     passthrough: bool = False
@@ -58,10 +65,13 @@ class CramPipeline:
                 if stream.read(4) != CRAM_MAGIC:
                     raise InputError(f"{ctx.label}: not a CRAM file (it does not start with the CRAM magic)")
             _quickcheck(src, ctx.label)
-            sq = _sq_lines(src, ctx.label)
+            alone = _environment(work, outside=False)
+            header = _header(src, ctx.label, alone)
+            sq = _sq_lines(header, ctx.label)
+            if any("UR" in tags for _, _, tags in sq):
+                src = _without_ur(src, header, work, alone)
             given = _write_reference_dir(ctx.reference, sq, work / "refs") if ctx.reference else {}
         with ctx.stage("count"):
-            alone = _environment(work, outside=False)
             everything = _environment(work, outside=True)
             try:
                 records_in = _count(src, alone, ctx.settings.threads, ctx.label, sq)
@@ -122,12 +132,29 @@ def _quickcheck(path: Path, shown: str) -> None:
                          "container, bad header or unreadable)") from None
 
 
-def _sq_lines(path: Path, shown: str) -> list[tuple[str, int, dict[str, str]]]:
-    """(name, length, tags) of each @SQ line, in header order (the order of htslib's reference ids)."""
+def _header(path: Path, shown: str, env: dict[str, str]) -> str:
+    """The CRAM's SAM header text (reading it decodes no record, so no reference is looked up)."""
     try:
-        text = shell.run(["samtools", "view", "-H", "--no-PG", str(path)])
+        return shell.run(["samtools", "view", "-H", "--no-PG", str(path)], env=env)
     except ToolError as exc:
         raise InputError(f"{shown}: cannot read the CRAM header: {users_terms(exc.stderr_tail, path, shown)}") from None
+
+
+def _without_ur(path: Path, header: str, work: Path, env: dict[str, str]) -> Path:
+    """A copy of the CRAM in `work` whose @SQ lines have no UR tag: containers copied as they are."""
+    lines = ["\t".join(f for f in line.split("\t") if not f.startswith("UR:")) if line.startswith("@SQ\t") else line
+             for line in header.splitlines()]
+    text = work / "header.sam"
+    text.write_text("\n".join(lines) + "\n")
+    copy = work / "input.cram"
+    shell.pipe('samtools reheader --no-PG "$1" "$2" > "$3"', text, path, copy,
+               context="removing @SQ UR tags", env=env)
+    text.unlink()
+    return copy
+
+
+def _sq_lines(text: str, shown: str) -> list[tuple[str, int, dict[str, str]]]:
+    """(name, length, tags) of each @SQ line of a header, in order (the order of htslib's reference ids)."""
     found = []
     for line in text.splitlines():
         if line.startswith("@SQ\t"):
@@ -236,7 +263,8 @@ def _explain(ctx: BuildContext, sq: list[tuple[str, int, dict[str, str]]], index
     local = _site_ref_path()
     tried.append(f"REF_PATH {':'.join(local)}" if local else "no local REF_PATH on the worker (URLs are never used)")
     if "UR" in tags:
-        tried.append(f"UR {tags['UR']} is not readable on the worker")
+        tried.append(f"UR {tags['UR']} is never followed (a reference is not taken from a path or URL inside the "
+                     "input)")
     return f"{ctx.label}: no reference sequence for {which}: " + "; ".join(tried)
 
 

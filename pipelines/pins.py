@@ -51,6 +51,9 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
         "tbi:sorted.bed.gz": "9093d761d25f6d3aeeb328d6a7e5522fcf229d54adee8bf54fc0386c98cb0c48",
         "tbi:sorted.bed.gz.tbi": "5582a0556061236ed715e7215629b88c89a38d7155cd5dec06b01f9b87bf8272"
     },
+    ('bigwig', '2'): {
+        "copy:data.bw": "0f9a560064c4e04183ba7865d6bcd4de2f398cd7ece70fe03be502185a3045b1"
+    },
     ('broadpeak', '2'): {
         "tbi:sorted.broadPeak.gz": "ea170c356053ed7f7b5c26cfe272ea5b3ff837aebe11ae86c0991116bd512c59",
         "tbi:sorted.broadPeak.gz.tbi": "0f63a19535ad5aa9b40e76e587815f878c957371eab12fdb7e4d9e8612368fe8"
@@ -58,6 +61,9 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
     ('broadpeak', '3'): {
         "tbi:sorted.broadPeak.gz": "ea170c356053ed7f7b5c26cfe272ea5b3ff837aebe11ae86c0991116bd512c59",
         "tbi:sorted.broadPeak.gz.tbi": "0f63a19535ad5aa9b40e76e587815f878c957371eab12fdb7e4d9e8612368fe8"
+    },
+    ('csv', '2'): {
+        "copy:data.csv": "bc3946a8d2261be3af86c7bf2e00e72e3c7c86068c30cce1de249edcff39a336"
     },
     ('cram', '1'): {
         "embedded:sorted.cram": "69431443299217d9a2301e67473d7fd86ef578b181e80514acd98a35de5285e1",
@@ -70,6 +76,12 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
         "embedded:sorted.cram.crai": "19d2fd906b8216dbb9c8154321647fde8acda0696e412a0293ff1a5ff45c4275",
         "external:sorted.cram": "00fcd761e572c3b166c2a67c9d15bd12bf38ef8c3f16d4d9f462f9ca0e6e248e",
         "external:sorted.cram.crai": "6a610b61ee8d6cf14763c01cba4061fb14632ad2bd7fdf959b85955ce61f5e58"
+    },
+    ('cram', '3'): {
+        "embedded:sorted.cram": "b179af2f7b8e31a40add7dd4ae50b4e6955f229e9ebaf30624dcccd3619cf404",
+        "embedded:sorted.cram.crai": "677e108ec93cb405ee9774e168506718ca08e048ae042b9094b64172ed8c4135",
+        "external:sorted.cram": "7600bda5f229b69dad9e4635f1f79ce33605b1375843a8f75d7c8a91074b6c7c",
+        "external:sorted.cram.crai": "6a23372dad15d6c2c651de7fb314ae277e7cc77a2927f721f005920f2facaafa"
     },
     ('gff3', '2'): {
         "tbi:sorted.gff3.gz": "2c15413b636e89316614607d922d2f7c5bd425c093623298ef3a684fc605e234",
@@ -90,6 +102,9 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
     ('narrowpeak', '3'): {
         "tbi:sorted.narrowPeak.gz": "848c13ad3ca468f7b4c334753549a6cdd7d7d4e14989b983e5c1a68c1337ad62",
         "tbi:sorted.narrowPeak.gz.tbi": "87d986d200f083b73d19514cebf96261ab38040607ff3bbf8e538e56fbbb0dac"
+    },
+    ('tsv', '2'): {
+        "copy:data.tsv": "8f42a801f132ea0de0dac5e6017102f8a5c8e172e01704b859be4d1cbdacb3d9"
     },
     ('vcf', '2'): {
         "csi:sorted.vcf.gz": "4e1ef5e3c0fb04418f6378591009917837c532459f81fc137e20f4adfd749cf5",

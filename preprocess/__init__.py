@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it; CHANGELOG.md lists it)
+
 __all__ = ["run", "run_many", "sign", "mirror", "FileDoc", "RunResult", "BatchReport", "Manifest", "ArtifactStore",
            "load_settings", "InputError", "SourceError", "ToolError", "StoreError", "ConfigError", "ScratchError",
            "TimeLimitError", "PreprocessError"]

@@ -31,7 +31,8 @@ def build_settings(settings: Settings) -> BuildSettings:
     """The knobs a pipeline reads; `threads: auto` resolved here, where the task runs (no output byte
     depends on it: tested)."""
     return BuildSettings(threads=tool_threads(settings.threads), sort_memory=settings.sort_memory,
-                         compression_level=settings.compression_level, cram_output=settings.cram_output)
+                         compression_level=settings.compression_level, cram_output=settings.cram_output,
+                         unreachable_reads=settings.unreachable_reads)
 
 
 def tool_threads(configured: int | str) -> int:
@@ -135,7 +136,7 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
     hashing = None
     if doc.md5 and sources.is_local(doc.access_url):  # key known: the check runs beside the build
         hashing = sources.Hashing(doc)
-        fetched = sources.Fetched(hashing.path, doc.md5, "", doc.size or hashing.path.stat().st_size)
+        fetched = sources.Fetched(hashing.path, doc.md5, "", doc.size or hashing.state[2], hashing.state)
     else:
         fetched = sources.fetch(doc, scratch, settings.source)
     reference = None
@@ -165,11 +166,15 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
     except Exception:
         if hashing is not None:
             hashing.result()  # a source that is not the document's is the cause to report
+        sources.check_unchanged(doc.id, fetched)  # so is a source that changed under the build
         raise
     if hashing is not None:
         started = time.perf_counter()
         fetched = hashing.result()  # before anything is committed: an md5 mismatch commits nothing
         timings["hash_wait"] = round(time.perf_counter() - started, 4)
+    sources.check_unchanged(doc.id, fetched)  # a file read in place: the bytes built are the bytes hashed
+    if reference is not None:
+        sources.check_unchanged(doc.id, reference, "reference")
     shell.check_time("building")
     started = time.perf_counter()
     artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))

@@ -27,8 +27,10 @@ def read_catalog(path: str | Path) -> list[FileDoc | InputError]:
 
 
 def _rows(path: Path) -> Iterator[FileDoc | InputError]:
+    # Bytes that are not UTF-8 are carried through as surrogates, so that they fail their own row and no
+    # other: a strict decoder fails a whole read buffer, losing every row in it without a word.
     try:
-        handle = open(path, newline="", encoding="utf-8-sig")
+        handle = open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
     except OSError as exc:
         raise ConfigError(f"cannot read manifest {path}: {exc.strerror}") from None
     base = path.resolve().parent
@@ -39,8 +41,10 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise ConfigError(f"{path}: empty manifest, expected a header row with {', '.join(REQUIRED)}") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except csv.Error as exc:
             raise ConfigError(f"{path}: unreadable header row: {exc}") from None
+        if _undecodable(header):
+            raise ConfigError(f"{path}: unreadable header row: {_bad_byte(path, 1)}")
         lowered = [h.lower() for h in header]
         missing = [c for c in REQUIRED if c not in lowered]
         if missing:
@@ -48,14 +52,18 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
         if len(set(lowered)) != len(lowered):
             raise ConfigError(f"{path}: header repeats a column name")
         while True:
+            first = reader.line_num + 1
             try:
                 row = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, UnicodeDecodeError) as exc:
+            except csv.Error as exc:
                 yield _row_error(path, reader.line_num, f"unreadable row: {exc}")
                 continue
             line = reader.line_num
+            if _undecodable(row):
+                yield _row_error(path, line, f"unreadable row: {_bad_byte(path, first)}")
+                continue
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
@@ -82,6 +90,26 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
                               reference_md5=values.get("reference_md5") or None, extra=extra)
             except ValidationError as exc:
                 yield _row_error(path, line, validation_reasons(exc), values["id"])
+
+
+def _undecodable(cells: list[str]) -> bool:
+    """Whether a cell holds a byte that was not UTF-8 (decoded by surrogateescape to U+DC80-U+DCFF)."""
+    return any(not cell.isascii() and any("\udc80" <= ch <= "\udcff" for ch in cell) for cell in cells)
+
+
+def _bad_byte(path: Path, first_line: int) -> str:
+    """Where the first byte that is not UTF-8 lies, at or after `first_line`: its value, line and offset."""
+    offset = 0
+    with open(path, "rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            if number >= first_line:
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return (f"byte 0x{raw[exc.start]:02x} at line {number}, byte offset {offset + exc.start} "
+                            "is not UTF-8 (save the manifest as UTF-8)")
+            offset += len(raw)
+    return "a byte that is not UTF-8"
 
 
 def _reference(values: dict[str, str], base: Path) -> str | None:

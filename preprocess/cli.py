@@ -131,38 +131,55 @@ def sign_uri(uri: str, expires: int, user_delegation: bool) -> None:
 @click.argument("manifests", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @_store_option
 @click.option("--older-than", default="24h", show_default=True, metavar="AGE",
-              help="Only debris older than this (e.g. 30m, 24h, 7d), so running commits are left alone.")
-@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
-@click.option("--delete", is_flag=True, help="With catalogue CSVs: remove the superseded keys and the debris "
+              help="Only what is older than this (e.g. 30m, 24h, 7d), so running commits are left alone.")
+@click.option("--delete", is_flag=True, help="Remove the debris, and with catalogue CSVs the superseded keys "
               "(without it, nothing is removed).")
-def gc_store(manifests: tuple[Path, ...], store: str | None, older_than: str, dry_run: bool, delete: bool) -> None:
-    """Remove debris of interrupted commits: key folders without a manifest, temp files, stale uploads.
+@click.option("--orphans", is_flag=True, help="With --delete and catalogue CSVs: also remove the keys no row "
+              "names (a partial catalogue names only some documents: check the list first).")
+@click.option("--dry-run", is_flag=True, help="List what --delete would remove; remove nothing.")
+def gc_store(manifests: tuple[Path, ...], store: str | None, older_than: str, delete: bool, orphans: bool,
+             dry_run: bool) -> None:
+    """List, and with --delete remove, the debris of interrupted commits: key folders without a
+    manifest, temp files, unfinished S3 uploads.
 
-    Given catalogue CSVs, also list the committed keys no row maps to under the current pipeline
-    versions (superseded builds); only --delete removes anything then.
+    Given catalogue CSVs, also the committed keys no row maps to under the current pipeline
+    versions: superseded (an older build of a document a row names, by id or source), removed with
+    --delete, and orphans (no row names them), removed only with --delete --orphans.
     """
     from .build import open_store
-    from .gc import collect, superseded
+    from .gc import collect, sweep
 
+    if orphans and not (delete and manifests):
+        raise click.UsageError("--orphans removes the keys no catalogue row names: give catalogue CSVs and --delete")
     settings = _settings(store, None, None, None)
     artifact_store = open_store(settings)
     artifact_store.check()
+    remove = delete and not dry_run
+    verb = "removed" if remove else "would remove"
+    age = _age(older_than)
     if manifests:
         from .catalog import read_catalog
 
-        dry_run = dry_run or not delete
         docs = [doc for path in manifests for doc in read_catalog(path)]
-        old = superseded(artifact_store, docs, settings, _age(older_than), delete=not dry_run)
-        for key in old.superseded:
-            click.echo(f"{'would remove' if dry_run else 'removed'} superseded key {artifact_store.key_dir(key)}")
-        click.echo(f"{len(old.superseded)} superseded key(s)")
-    report = collect(artifact_store, _age(older_than), dry_run=dry_run)
-    verb = "would remove" if dry_run else "removed"
+        keys = sweep(artifact_store, docs, settings, age, delete=remove, orphans=orphans)
+        for key in keys.superseded:
+            click.echo(f"{verb} superseded key {artifact_store.location(artifact_store.key_dir(key))}")
+        for key in keys.orphans:
+            shown = artifact_store.location(artifact_store.key_dir(key))
+            click.echo(f"{verb} orphan key {shown}" if orphans else f"orphan key {shown} (kept)")
+        click.echo(f"superseded: {len(keys.superseded)} key(s), {keys.superseded_bytes} bytes")
+        click.echo(f"orphans (no row names them): {len(keys.orphans)} key(s), {keys.orphan_bytes} bytes"
+                   + ("" if orphans else ", kept: --delete --orphans removes them"))
+        click.echo(f"too young to collect ({keys.too_young})")
+    report = collect(artifact_store, age, dry_run=not remove)
     for path in report.removed:
         click.echo(f"{verb} {path}")
     for upload in report.aborted_uploads:
-        click.echo(f"{'would abort' if dry_run else 'aborted'} upload {upload.split('#')[0]}")
-    click.echo(f"{len(report.removed)} file(s), {len(report.aborted_uploads)} unfinished upload(s): {report.store}")
+        click.echo(f"{'aborted' if remove else 'would abort'} upload {upload}")
+    click.echo(f"debris: {len(report.removed)} file(s), {report.debris_bytes} bytes, "
+               f"{len(report.aborted_uploads)} unfinished upload(s): {report.store}")
+    if not remove:
+        click.echo("nothing removed" + ("" if dry_run else ": give --delete to remove"))
 
 
 @cli.command("cluster")
@@ -207,8 +224,9 @@ def doctor(store: str | None) -> None:
 
     from pipelines.pins import TOOLS
 
-    from . import shell
+    from . import __version__, shell
 
+    click.echo(f"ok  {'preprocess':12} {__version__} ({Path(__file__).parent})")
     problems = 0
     for tool in ("samtools", "bgzip", "tabix", "gffread", "sort", "awk", "gzip", "bash"):
         found = shutil.which(tool)
@@ -278,7 +296,8 @@ def _finish(report: Any, json_path: str | None, table: Callable[[Any], str] | No
 
 
 def summary_table(report: BatchReport) -> str:
-    """One line per file (id, status, format, key prefix, first artifact or error), then the counts."""
+    """One line per file (id, status, format, key prefix, first artifact or error), a line per warning
+    (a file built with reads no region query reaches), then the counts."""
     rows = [("id", "status", "format", "key", "artifact / error")]
     for r in report.results:
         detail = f"{r.error.class_}: {r.error.message}" if r.error else r.artifacts.get("data", "")
@@ -286,6 +305,7 @@ def summary_table(report: BatchReport) -> str:
     widths = [min(40, max(len(row[i]) for row in rows)) for i in range(4)]
     lines = ["  ".join(cell.ljust(widths[i])[: max(widths[i], 1)] if i < 4 else cell
                        for i, cell in enumerate(row)) for row in rows]
+    lines += [f"warning: {w['id']}: {w['warning']}" for w in report.warnings]
     counts = ", ".join(f"{n} {status}" for status, n in report.counts.items() if n)
     lines.append(f"\n{len(report.results)} file(s): {counts or 'nothing to do'}; store {report.store}")
     return "\n".join(lines)

@@ -94,6 +94,8 @@ class Settings(_Section):
     sort_memory: str = "768M"
     compression_level: int = Field(default=6, ge=0, le=9)
     cram_output: Literal["cram", "bam"] = "cram"
+    unreachable_reads: Literal["build", "refuse"] = "build"
+    keep_public_urls: bool = False
     source: SourceSettings
     task_timeout: float | None = Field(default=None, gt=0)
     split: SplitSettings = Field(default_factory=SplitSettings)

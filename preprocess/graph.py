@@ -64,7 +64,7 @@ def coerce(doc: FileDoc | Mapping[str, Any]) -> FileDoc:
 
 def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: Settings,
          store: ArtifactStore) -> Plan:
-    """Sort documents into results known now (cached, passthrough, invalid) and tasks to run."""
+    """Sort documents into results known now (cached, linked passthrough, invalid) and tasks to run."""
     out, keyed = classify(docs, settings)
     manifests = store.lookup_many(key for _, _, _, key in keyed)
     for index, doc, fmt, key in keyed:
@@ -80,7 +80,7 @@ def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: 
 
 def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
              settings: Settings) -> tuple[Plan, list[tuple[int, FileDoc, str, str]]]:
-    """What is known without the store: passthrough and invalid documents (results), remote documents
+    """What is known without the store: linked public passthrough and invalid documents (results), remote documents
     without an md5 (tasks keyed by a token of their URL), and the keyed rest (index, doc, format, key),
     local files without an md5 included: they are hashed here."""
     out = Plan()
@@ -95,8 +95,8 @@ def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
             doc = _absolute(coerce(item))
             fmt = registry.canonical_format(doc.format or registry.infer_format(doc.name))
             pipeline = registry.pipeline_for(fmt)
-            if pipeline.passthrough:
-                out.results[index] = _passthrough(doc, fmt, pipeline.name)
+            if pipeline.passthrough and settings.keep_public_urls and _public(doc.access_url):
+                out.results[index] = _linked(doc, fmt, pipeline.name)
                 continue
             reference_md5 = doc.reference_md5 if takes_reference(pipeline, doc) else None
             reference_known = reference_md5 is not None or not takes_reference(pipeline, doc)
@@ -205,10 +205,18 @@ def _splittable(doc: FileDoc, fmt: str, settings: Settings) -> bool:
     return registry.pipeline_for(fmt).name == "alignments" and (doc.size is None or doc.size >= settings.split.min_size)
 
 
-def _passthrough(doc: FileDoc, fmt: str, pipeline: str) -> RunResult:
-    if sources.is_local(doc.access_url) and not sources.local_path(doc.access_url).is_file():
-        raise InputError(f"{doc.id}: source {doc.access_url} does not exist or is not a file")
-    uri = redact_url(doc.access_url)  # a signed URL's query string never reaches a report
+def _public(url: Url) -> bool:
+    """An http(s) URL anyone can read as it is: no credentials, no query string (a signed URL expires)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.reveal())
+    return url.scheme in ("https", "http") and not (parts.username or parts.password or parts.query)
+
+
+def _linked(doc: FileDoc, fmt: str, pipeline: str) -> RunResult:
+    """A passthrough document that keeps its public URL (keep-public-urls): status `passthrough`,
+    the URL as the artifact, nothing in the store."""
+    uri = str(doc.access_url)
     return RunResult(id=doc.id, status="passthrough", format=fmt, pipeline=pipeline, source=uri,
                      artifacts={"data": uri})
 

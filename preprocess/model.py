@@ -202,6 +202,11 @@ class BatchReport(BaseModel):
     def ok(self) -> bool:
         return all(result.ok for result in self.results)
 
+    @property
+    def warnings(self) -> list[dict[str, str]]:
+        """What a user should know of files that were built all the same ({"id", "warning"} each)."""
+        return [{"id": result.id, "warning": text} for result in self.results for text in warnings_of(result.records)]
+
     def _repr_html_(self) -> str:
         """A notebook shows the batch's built files in igv.js (view.py: signed URLs, valid for an hour)."""
         from .view import repr_html
@@ -211,4 +216,16 @@ class BatchReport(BaseModel):
     def to_json(self) -> str:
         data = self.model_dump(mode="json", by_alias=True)
         data["counts"] = self.counts
+        data["warnings"] = self.warnings
         return json.dumps(data, indent=2)
+
+
+def warnings_of(records: dict[str, Any]) -> list[str]:
+    """The warnings a build's records carry: reads no region query reaches (records["unreachable"])."""
+    unreachable = records.get("unreachable")
+    if not unreachable:
+        return []
+    first = unreachable["first"][0]
+    return [f"{unreachable['count']} read(s) start past the end of their reference, where no region query "
+            f"reaches them (first: {first['read']} at {first['at']}, length {first['length']}); "
+            "they are kept and counted in the manifest's records.unreachable"]

@@ -20,7 +20,6 @@ One reindex of a store runs at a time (lease.py). Interrupted anywhere, the stor
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ ACTIONS: tuple[str, ...] = ("ok", "build", "missing", "corrupt", "hash", "invali
 STATUSES: tuple[str, ...] = ("built", "cached", "passthrough", "failed", "pending")
 INDEX_SUFFIXES = (".bai", ".csi", ".tbi", ".crai")
 SHARD_LISTING_FROM = 256  # rows from which an object store is planned from shard listings
+HISTORY = 10  # run records read to say why a row needs building (status reads the same ones)
 
 
 class ReindexResult(BaseModel):
@@ -139,8 +139,11 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
                                                pipeline=_pipeline(fmt), reason="no md5: fetched and hashed to "
                                                "find its key")
         unreadable: list[str] = []
+        before = _history(artifact_store) if any(decided[key][0] == "build" for *_, key in keyed) else {}
         for index, doc, fmt, key in keyed:
             action, reason = decided[key]
+            if action == "build":
+                reason = why_build(key, doc.md5, _pipeline(fmt), before.get(doc.id))
             results[index] = ReindexResult(id=doc.id, action=action, status="cached" if action == "ok" else "pending",
                                            key=key, format=fmt, pipeline=_pipeline(fmt), md5=doc.md5,
                                            hashed=index in hashed,
@@ -173,6 +176,38 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
 
 
 _UNREADABLE = "the manifest cannot be read"
+_NO_BUILD = "no build under the current key (new row, changed md5 or pipeline version)"
+
+
+def _history(store: ArtifactStore) -> dict[str, dict[str, Any]]:
+    """Each row's latest outcome in the last HISTORY run records (runs.latest_outcomes)."""
+    from .runs import latest_outcomes, list_records
+
+    return latest_outcomes(list_records(store, last=HISTORY))
+
+
+def why_build(key: str, md5: str | None, pipeline: str | None, before: Mapping[str, Any] | None) -> str:
+    """Why a row's current key has no build, from its latest recorded outcome (`before`, see
+    runs.latest_outcomes): the one wording of this reason, for reindex and status alike. Only what
+    the records show is said: a batch records a pipeline's name, a reindex its name/version."""
+    if not before:
+        return _NO_BUILD
+    run = f"run {before.get('run')} ({before.get('when')})"
+    old_key, old_md5, old_pipeline = before.get("key"), before.get("md5"), before.get("pipeline")
+    if before.get("status") == "failed" and old_key in (key, None):
+        error = before.get("error") or {}
+        return f"failed in {run}: {error.get('class')}: {error.get('message')}"
+    if old_key == key:
+        return f"committed in {run}, removed from the store since (gc, or by hand)"
+    if old_md5 and md5 and old_md5 != md5:
+        return f"md5 changed since {run} ({old_md5[:8]}… -> {md5[:8]}…)"
+    if old_pipeline and pipeline and old_pipeline != (pipeline if "/" in old_pipeline else pipeline.split("/")[0]):
+        return f"pipeline {old_pipeline} -> {pipeline} since {run}"
+    if old_key:
+        moved = ("same md5, so a pipeline version or a parameter" if old_md5 and old_md5 == md5
+                 else "the md5, a pipeline version or a parameter")
+        return f"the key changed since {run}: {moved} (compression-level, the reference) moved"
+    return f"{_NO_BUILD}; last seen in {run}"
 _HASHED = "no md5 in the row: hashed on the client"
 
 
@@ -235,32 +270,7 @@ def list_keys(store: ArtifactStore, keys: list[str], mode: Literal["shards", "ke
 
 def _list_prefix(store: ArtifactStore, prefix: str) -> list[tuple[str, int]]:
     """(path, size) of every file under `prefix`: one request per thousand names on S3."""
-    if store.local:
-        out = []
-        for folder, _, names in os.walk(prefix):
-            for name in names:
-                path = os.path.join(folder, name)
-                try:
-                    out.append((path, os.stat(path).st_size))
-                except FileNotFoundError:
-                    continue
-        return out
-    if store.protocol in ("s3", "s3a"):
-        bucket, _, key_prefix = prefix.partition("/")
-        out, token = [], None
-        while True:
-            page = store.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key_prefix,
-                                    **({"ContinuationToken": token} if token else {}))
-            out.extend((f"{bucket}/{obj['Key']}", int(obj["Size"])) for obj in page.get("Contents", []))
-            if not page.get("IsTruncated"):
-                return out
-            token = page["NextContinuationToken"]
-    store.fs.invalidate_cache(prefix.rstrip("/"))
-    try:
-        found = store.fs.find(prefix.rstrip("/"), detail=True)
-    except FileNotFoundError:
-        return []
-    return [(path, int(info.get("size") or 0)) for path, info in found.items() if info.get("type") != "directory"]
+    return [(entry.path, entry.size) for entry in store.list_files(prefix)]
 
 
 def _shape(files: Mapping[str, int]) -> Literal["absent", "complete", "unsure"]:

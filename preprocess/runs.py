@@ -21,7 +21,7 @@ from .model import BatchReport, redact_url
 from .store import ArtifactStore
 
 RUNS = "runs"
-_PACKAGES = ("preprocess", "dask", "distributed", "fsspec", "s3fs", "adlfs", "pysam", "pydantic")
+_PACKAGES = ("dask", "distributed", "fsspec", "s3fs", "adlfs", "pysam", "pydantic")
 
 
 def new_run_id() -> str:
@@ -57,7 +57,9 @@ def versions() -> dict[str, str]:
     """Python and the installed versions of the packages a run depends on (from metadata: no imports)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {"python": sys.version.split()[0]}
+    from . import __version__
+
+    found = {"python": sys.version.split()[0], "preprocess": __version__}  # its distribution: preprocess-genomics
     for package in _PACKAGES:
         try:
             found[package] = version(package)
@@ -146,6 +148,26 @@ def list_records(store: ArtifactStore, last: int | None = None) -> list[dict[str
             except ValueError:
                 continue
     return records
+
+
+def latest_outcomes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each id's outcome in the most recent run that had it (records oldest first; dry runs skipped),
+    with the run's id and start time: `status`, `key`, `error`, and `md5`/`pipeline` where recorded."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.get("options", {}).get("dry_run"):
+            continue
+        when = {"run": record.get("run"), "when": record.get("started")}
+        for entry in record.get("results", []):
+            if entry.get("status") in ("built", "cached", "passthrough", "failed"):
+                latest[entry["id"]] = {**entry, **when}
+        for doc_id, md5 in record.get("ok", []):  # reindex lists unchanged rows as [id, md5], without key
+            earlier = latest.get(doc_id, {})
+            same = earlier.get("md5") in (md5, None)  # a batch records no md5: its key stands
+            latest[doc_id] = {"id": doc_id, "status": "cached", "md5": md5, "error": None,
+                              "key": earlier.get("key") if same else None,
+                              "pipeline": earlier.get("pipeline") if same else None, **when}
+    return latest
 
 
 def failed_ids(report_path: str) -> set[str]:

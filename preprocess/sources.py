@@ -29,12 +29,36 @@ CHUNK = 8 * 2**20
 
 @dataclass(frozen=True)
 class Fetched:
-    """A source on local disk, with the hashes computed while it was read."""
+    """A source on local disk, with the hashes computed while it was read. `read_in_place`: the user's own
+    file (a local source), whose state before it was read is kept, to prove it unchanged after the build."""
 
     path: Path
     md5: str
     sha256: str
     size: int
+    read_in_place: tuple[int, ...] | None = None
+
+
+def file_state(path: Path) -> tuple[int, ...]:
+    """What changes when a file's bytes do: device, inode, size, and modification and change times (ns)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def check_unchanged(doc_id: str, fetched: Fetched, what: str = "source") -> None:
+    """SourceError when a file read in place changed since it was hashed: the bytes built would not be the
+    bytes the key and the manifest's md5 name. Retried like any SourceError, once the file is still."""
+    if fetched.read_in_place is None:
+        return
+    try:
+        now: tuple[int, ...] | None = file_state(fetched.path)
+    except OSError:
+        now = None
+    if now != fetched.read_in_place:
+        before = fetched.read_in_place[2]
+        after = "gone" if now is None else f"{now[2]} bytes"
+        raise SourceError(f"{doc_id}: {what} {fetched.path} changed while it was being built ({before} bytes "
+                          f"when hashed, {after} after the build, modified since): nothing was committed")
 
 
 def is_local(url: str | Url) -> bool:
@@ -52,9 +76,9 @@ def fetch(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
     if is_local(doc.access_url):
         path = local_path(doc.access_url)
         if not path.is_file():
-            raise InputError(f"{doc.id}: source {shown} does not exist or is not a file")
+            raise InputError(f"{doc.id}: source {shown} does not exist or is not a file", doc_id=doc.id)
         try:
-            fetched = _hash_file(path)
+            fetched = _hash_file(path, file_state(path))
         except OSError as exc:
             raise InputError(f"{doc.id}: cannot read {shown}: {exc}") from None
     else:
@@ -76,11 +100,12 @@ class Hashing:
         self.path = local_path(doc.access_url)
         shown = str(doc.access_url)
         if not self.path.is_file():
-            raise InputError(f"{doc.id}: source {shown} does not exist or is not a file")
+            raise InputError(f"{doc.id}: source {shown} does not exist or is not a file", doc_id=doc.id)
+        self.state = state = file_state(self.path)  # before the build or the hash reads a byte
 
         def read() -> Fetched:
             try:
-                fetched = _hash_file(self.path)
+                fetched = _hash_file(self.path, state)
             except OSError as exc:
                 raise InputError(f"{doc.id}: cannot read {shown}: {exc}") from None
             _check(doc, fetched, shown)
@@ -107,7 +132,7 @@ def _check(doc: FileDoc, fetched: Fetched, shown: str) -> None:
         raise InputError(f"{doc.id}: md5 mismatch for {shown}: document says {doc.md5}, file has {fetched.md5}")
 
 
-def _hash_file(path: Path) -> Fetched:
+def _hash_file(path: Path, state: tuple[int, ...] | None = None) -> Fetched:
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
     with open(path, "rb") as stream:
@@ -115,7 +140,7 @@ def _hash_file(path: Path) -> Fetched:
             md5.update(block)
             sha.update(block)
             size += len(block)
-    return Fetched(path, md5.hexdigest(), sha.hexdigest(), size)
+    return Fetched(path, md5.hexdigest(), sha.hexdigest(), size, state)
 
 
 def fetch_reference(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
@@ -128,7 +153,7 @@ def fetch_reference(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fe
         path = local_path(reference)
         if not path.is_file():
             raise InputError(f"{doc.id}: reference {shown} does not exist or is not a file")
-        fetched = _hash_file(path)
+        fetched = _hash_file(path, file_state(path))
         for suffix in _index_suffixes(path):
             if not path.with_name(path.name + suffix).is_file():
                 raise InputError(f"{doc.id}: reference {shown} has no {suffix} index beside it "

@@ -110,6 +110,7 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
                 level = 0 if store.local else 1  # uncompressed: cheapest; level 1: fewer bytes to upload
                 records = steps.extract_part(fetched.path, steps.part_filter(first, stop, i == len(ranges) - 1),
                                              out, level, threads, shown)
+                sources.check_unchanged(doc.id, fetched)  # the part holds the bytes that were hashed
                 (scratch / "count").write_text(str(records))
                 store._put(scratch / "count", _count_path(store, key, parts, i), move=True)
                 store._put(out, unsorted, move=True)  # after its count: a part in the store has one
@@ -198,7 +199,8 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sto
     timings["merge"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
     records_in = sum(int(store.fs.cat_file(_count_path(store, key, parts, i))) for i in range(info["parts"]))
-    index, records = steps.index_and_verify(out, info["lengths"], records_in, bsettings.threads, shown)
+    index, records = steps.index_and_verify(out, info["lengths"], records_in, bsettings.threads, shown,
+                                            bsettings.unreachable_reads == "refuse")
     timings["verify"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
     files = {"data": out, "index": index}

@@ -12,8 +12,9 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigError, StoreError
 from .keys import LAYOUT, is_key
@@ -63,6 +64,24 @@ def _with_sigv4(scheme: str, options: Mapping[str, Any]) -> dict[str, Any]:
         return dict(options)
     config = {**dict(options.get("config_kwargs") or {}), "signature_version": "s3v4"}
     return {**options, "config_kwargs": config}
+
+
+class StoredFile(NamedTuple):
+    """One file a listing returned: its fsspec path, size, and last modification (None: not known)."""
+
+    path: str
+    size: int
+    modified: datetime | None
+
+
+def modified_time(info: Mapping[str, Any]) -> datetime | None:
+    """The modification time in a listing or info entry, whichever name its backend gives it."""
+    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created")
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return None
 
 
 def sha256_file(path: Path) -> str:
@@ -185,6 +204,55 @@ class ArtifactStore:
 
     def artifact_uris(self, manifest: Manifest) -> dict[str, str]:
         return {art.kind: self.uri(manifest.key, art.name) for art in manifest.artifacts}
+
+    def location(self, path: str) -> str:
+        """A path of this store's filesystem as the user names it: a local path, else scheme://…"""
+        return path if self.local else f"{self.protocol}://{path.lstrip('/')}"
+
+    def list_files(self, prefix: str) -> list[StoredFile]:
+        """Every file under `prefix` with its size and age: one request per thousand names on S3."""
+        if self.local:
+            out = []
+            for folder, _, names in os.walk(prefix):
+                for name in names:
+                    path = os.path.join(folder, name)
+                    try:
+                        stat = os.stat(path)
+                    except FileNotFoundError:
+                        continue
+                    out.append(StoredFile(path, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+            return out
+        if self.protocol in ("s3", "s3a"):
+            bucket, _, key_prefix = prefix.partition("/")
+            out, token = [], None
+            while True:
+                page = self.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key_prefix,
+                                       **({"ContinuationToken": token} if token else {}))
+                out.extend(StoredFile(f"{bucket}/{obj['Key']}", int(obj["Size"]), modified_time(obj))
+                           for obj in page.get("Contents", []))
+                if not page.get("IsTruncated"):
+                    return out
+                token = page["NextContinuationToken"]
+        self.fs.invalidate_cache(prefix.rstrip("/"))
+        try:
+            found = self.fs.find(prefix.rstrip("/"), detail=True)
+        except FileNotFoundError:
+            return []
+        return [StoredFile(path, int(info.get("size") or 0), modified_time(info)) for path, info in found.items()
+                if info.get("type") != "directory"]
+
+    def key_folders(self) -> dict[str, dict[str, StoredFile]]:
+        """Key -> name -> file, for every key folder of the layout (committed or not), from one listing;
+        temp files of a commit in progress are left out."""
+        base = f"{self.root}/{LAYOUT}/"
+        if self.local and not os.path.isdir(base):
+            return {}
+        found: dict[str, dict[str, StoredFile]] = {}
+        for entry in self.list_files(base):
+            parts = entry.path.rsplit("/", 2)
+            if len(parts) == 3 and is_key(parts[1]) and not parts[2].startswith(".") and not parts[2].endswith(".tmp"):
+                found.setdefault(parts[1], {})[parts[2]] = entry
+        return found
 
     def keys(self) -> Iterator[str]:
         """Every key with a committed manifest."""

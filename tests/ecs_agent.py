@@ -27,6 +27,7 @@ class Container:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     error: str | None = None
+    eni: str | None = None  # the task's network interface (awsvpc), which Fargate deletes when the task stops
 
 
 @dataclass
@@ -102,10 +103,12 @@ class EcsAgent:
                          if o.get("name") == spec["name"]), {})
         command = list(override.get("command") or spec.get("command") or [])
         env_list = list(spec.get("environment", [])) + list(override.get("environment", []))
+        eni = next((d["value"] for a in task.get("attachments", []) if a.get("type") == "ElasticNetworkInterface"
+                    for d in a.get("details", []) if d.get("name") == "networkInterfaceId"), None)
         if spec["image"] not in self.images:  # ECS stops a task whose image cannot be pulled
             reason = f"CannotPullContainerError: {spec['image']}"
             self.containers[task["taskArn"]] = Container(task["taskArn"], cluster_arn, command, [], self.workdir,
-                                                         error=reason)
+                                                         error=reason, eni=eni)
             ecs.stop_task(cluster=cluster_arn, task=task["taskArn"], reason=reason)
             return
         task_id = task["taskArn"].rsplit("/", 1)[-1]
@@ -113,7 +116,7 @@ class EcsAgent:
         task_dir.mkdir(parents=True)
         env = {**self.image_env(task_dir), **{e["name"]: e["value"] for e in env_list}, **self.task_role_env}
         container = Container(task["taskArn"], cluster_arn, command, [e["name"] for e in env_list],
-                              task_dir / "container.log")
+                              task_dir / "container.log", eni=eni)
         self.containers[task["taskArn"]] = container
         with container.log.open("wb") as log:
             try:

@@ -88,16 +88,16 @@ def read_sequences(path: Path) -> dict[str, str]:
 
 
 def cram(path: Path, reference: Path, reads: int = 1500, seed: int = 12, embed: bool = False,
-         unmapped: int = 10, ordered: bool | None = None) -> Path:
+         unmapped: int = 10, ordered: bool | None = None, ur: str = "file:/generated/ref.fa") -> Path:
     """An unsorted CRAM of reads drawn from `reference` (some with a mismatch), written by samtools.
 
-    @SQ lines carry M5 (as samtools writes them) and a UR naming a path that exists nowhere, so
-    the reference is found only where a test puts it. `embed` stores the reference in the CRAM;
+    @SQ lines carry M5 (as samtools writes them) and a UR (`ur`; by default a path that exists
+    nowhere), so the reference is found only where a test puts it. `embed` stores the reference in the CRAM;
     `ordered` (default: as `embed`) sorts the reads, so each slice holds one reference and its md5."""
     rng = random.Random(seed)
     seqs = read_sequences(reference)
     lines = ["@HD\tVN:1.6\tSO:unsorted"]
-    lines += [f"@SQ\tSN:{n}\tLN:{len(s)}\tM5:{hashlib.md5(s.encode()).hexdigest()}\tUR:file:/generated/ref.fa"
+    lines += [f"@SQ\tSN:{n}\tLN:{len(s)}\tM5:{hashlib.md5(s.encode()).hexdigest()}\tUR:{ur}"
               for n, s in seqs.items()]
     lines.append("@RG\tID:rg1\tSM:sample1")
     names = list(seqs)

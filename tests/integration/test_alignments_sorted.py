@@ -13,6 +13,7 @@ import preprocess
 from pipelines.alignments import adopt_if_sorted, index_kind_for, sort_bam, verify_sorted
 from pipelines.base import BuildSettings
 from preprocess.api import run_many
+from preprocess.config import load_settings
 from tests import samples
 from tests.conftest import store_files
 
@@ -101,7 +102,7 @@ def test_both_paths_forced_on_one_sorted_input_give_the_same_records_and_header(
             else:
                 records_in = sort_bam(source, out, index, BuildSettings(threads=2), work, source.name)
             assert records_in == 2020
-            assert verify_sorted(out, index, {}, source, source.name, records_in) == 2020
+            assert verify_sorted(out, index, {}, source, source.name, records_in) == (2020, None)
             outs[path] = out
         assert view(outs["sorted-input"]) == view(outs["sort"]) and view(outs["sort"]).count("\n") == 2020
         assert view(outs["sorted-input"], "-H") == view(outs["sort"], "-H")
@@ -146,7 +147,9 @@ def _past_the_end(data: Path) -> Path:
     (_undeclared_reference, "unreadable alignment records"),
     (_past_the_end, "starts past the end of chr2"),
 ])
-def test_a_sorted_input_gets_every_check_of_the_sorting_path(data, settings, store_dir, make, words):
+def test_a_sorted_input_gets_every_check_of_the_sorting_path(data, store_dir, tmp_path, make, words):
+    settings = load_settings(**{"store.url": str(store_dir), "cluster.profile": "sync", "scratch": str(tmp_path),
+                                "unreachable-reads": "refuse"})
     path = make(data)
     report = run_many([{"id": "bad", "access_url": str(path), "format": "BAM"}], settings=settings)
     error = report.results[0].error

@@ -84,3 +84,18 @@ def test_run_one_file_by_path(tmp_path):
     wrong = cli("run", str(sam), "--md5", "0" * 32, "--store", str(tmp_path / "st"), "--cluster", "sync",
                 cwd=tmp_path)
     assert wrong.returncode == 1 and "md5 mismatch" in wrong.stdout
+
+
+def test_a_manifest_row_with_a_byte_that_is_not_utf8_fails_alone_and_the_batch_builds_the_rest(tmp_path):
+    """The reproduction of issue 20: a bad byte in one row's id, 10 kB of another column in the row before."""
+    samples.bed(tmp_path / "b1.bed", records=50)
+    samples.narrowpeak(tmp_path / "p1.narrowPeak", records=50)
+    (tmp_path / "m.csv").write_bytes(b"id,access_url,format,note\nok1,b1.bed,BED," + b"n" * 10_000 +
+                                     b"\nbad\xff,b1.bed,BED,\nok2,p1.narrowPeak,narrowPeak,\n")
+    done = cli("batch", "m.csv", "--cluster", "sync", "--json", "report.json", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {r["id"]: r["status"] for r in report["results"]} == {"ok1": "built", "line 3": "failed", "ok2": "built"}
+    (failed,) = [r for r in report["results"] if r["status"] == "failed"]
+    assert failed["error"]["class"] == "InputError"
+    assert "m.csv line 3: unreadable row: byte 0xff at line 3, byte offset 10045" in failed["error"]["message"]

@@ -81,6 +81,41 @@ def test_signed_url_serves_the_artifact_by_range_to_a_plain_http_client(backend,
     assert preprocess.sign(result.artifacts["index"], settings=settings) != url
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_passthrough_file_is_in_the_store_and_readable_through_sign(backend, tmp_path, request):
+    """A bigWig is committed like any artifact: its URI is in the store, `sign` gives a URL a browser
+    reads it by, and a mirror copies it; only keep-public-urls keeps a public URL instead."""
+    url = str(tmp_path / "store") if backend == "local" else f"s3://{request.getfixturevalue('s3_bucket')}/p"
+    settings = cloud_settings(url, tmp_path)
+    bigwig = samples.bigwig(tmp_path / "w.bw")
+    result = preprocess.run({"id": "w", "access_url": str(bigwig), "format": "bigWig"}, settings=settings)
+    assert result.status == "built" and result.key
+    store = ArtifactStore(url)
+    assert result.artifacts["data"] == store.uri(result.key, "data.bw")
+    assert store.lookup(result.key).artifact("data").sha256 == hashlib.sha256(bigwig.read_bytes()).hexdigest()
+    signed = cli("sign", result.artifacts["data"], "--expires", "600", cwd=tmp_path)
+    assert signed.returncode == 0, signed.stderr
+    link = signed.stdout.strip()
+    if backend == "local":
+        assert Path(link.removeprefix("file://")).read_bytes() == bigwig.read_bytes()
+    else:
+        assert link.startswith("http://127.0.0.1:") and "?" in link
+        assert requests.get(link, timeout=30).content == bigwig.read_bytes()
+        part = requests.get(link, headers={"Range": "bytes=0-3"}, timeout=30)
+        assert part.status_code == 206 and part.content == bigwig.read_bytes()[:4]  # read by range, as IGV does
+    mirrored = cli("mirror", url, str(tmp_path / "mirror"), "--json", "-", cwd=tmp_path)
+    assert json.loads(mirrored.stdout)["copied"] == [result.key]
+    with FileServer() as server:
+        public = server.add("w.bw", bigwig.read_bytes())
+        doc = {"id": "p", "access_url": public, "format": "bigWig"}
+        copied = run_many([doc], settings=settings).results[0]
+        linked = run_many([doc, {**doc, "id": "signed", "access_url": public + "?sig=x"}],
+                          settings=cloud_settings(url, tmp_path, **{"keep-public-urls": True})).results
+    assert copied.status == "cached" and copied.artifacts["data"] == result.artifacts["data"]  # one content, one key
+    assert linked[0].status == "passthrough" and linked[0].artifacts == {"data": public} and linked[0].key is None
+    assert linked[1].status == "cached"  # a signed URL expires: it is never kept as the artifact
+
+
 def _manifest_sha(settings, result, kind: str) -> str:
     store = ArtifactStore(settings.store.url)
     return store.lookup(result.key).artifact(kind).sha256

@@ -56,7 +56,7 @@ def test_cram_with_the_documents_reference_becomes_sorted_cram_with_crai(data, s
         assert Path(out).stat().st_size < 3 * cram.stat().st_size  # still reference-compressed, not embedded
         with pysam.AlignmentFile(out, reference_filename=str(reference)) as aln:
             assert aln.check_index() and len(list(aln.fetch("chr2", 1000, 5000))) > 0
-            assert {sq["UR"] for sq in aln.header.to_dict()["SQ"]} == {"file:/generated/ref.fa"}  # no worker path
+            assert not any("UR" in sq for sq in aln.header.to_dict()["SQ"])  # no path for htslib to follow
 
         # The reference's md5 is part of the key; given in the document, a cached CRAM needs no fetch.
         again = preprocess.run({**doc, "reference_md5": md5(reference)}, settings=settings)
@@ -111,6 +111,46 @@ def test_cram_whose_reference_is_nowhere_is_an_input_error_saying_what_was_tried
     for words in ("not embedded in the CRAM", "the document gives no reference", "no REF_CACHE",
                   "URLs are never used", "UR file:/generated/ref.fa"):
         assert words in message
+    assert store_files(store_dir) == []
+
+
+def test_the_bytes_of_a_cram_do_not_depend_on_whether_its_ur_path_exists_on_the_worker(data, settings, reference,
+                                                                                      tmp_path):
+    """The same document, built once with the FASTA at the header's UR path and once without: one key,
+    one set of bytes, reference-compressed as the document asks, and labelled so."""
+    at_ur = tmp_path / "elsewhere" / "ref.fa"
+    at_ur.parent.mkdir()
+    shutil.copy(reference, at_ur)  # no .fai: htslib would write one beside it
+    cram = samples.cram(data / "u.cram", reference, ur=f"file:{at_ur}")
+    doc = {"id": "u", "access_url": str(cram), "md5": md5(cram), "reference": str(reference)}
+    present = preprocess.run(doc, settings=settings, store=str(tmp_path / "first"))
+    assert sorted(p.name for p in at_ur.parent.iterdir()) == ["ref.fa"]
+    shutil.rmtree(at_ur.parent)
+    absent = preprocess.run(doc, settings=settings, store=str(tmp_path / "second"))
+    assert present.key == absent.key
+    assert present.records["reference"] == absent.records["reference"] == "external"
+    assert _sha(present.artifacts["data"]) == _sha(absent.artifacts["data"])
+    assert sorted(decoded(absent.artifacts["data"], reference)) == sorted(decoded(str(cram), reference))
+
+
+@pytest.mark.parametrize("where", ["url", "path"])
+def test_a_ur_tag_is_never_followed_to_a_url_or_an_unnamed_local_file(data, settings, reference, tmp_path,
+                                                                       store_dir, where):
+    """A reference is taken from the document, the CRAM or the worker's REF_CACHE/REF_PATH, never from
+    a path or URL written inside the input: no request reaches the UR's server, no file appears beside
+    the UR's FASTA, and with no reference anywhere the build fails and commits nothing."""
+    unnamed = tmp_path / "unnamed"
+    unnamed.mkdir()
+    shutil.copy(reference, unnamed / "ref.fa")
+    with FileServer() as server:
+        ur = serve(server, reference) if where == "url" else f"file:{unnamed / 'ref.fa'}"
+        cram = samples.cram(data / "x.cram", reference, reads=300, ur=ur)
+        report = run_many([{"id": "x", "access_url": str(cram), "format": "CRAM"}], settings=settings)
+        assert server.requests == []
+    assert sorted(p.name for p in unnamed.iterdir()) == ["ref.fa"]
+    failed = report.results[0]
+    assert failed.status == "failed" and failed.error.class_ == "InputError"
+    assert f"UR {ur} is never followed" in failed.error.message
     assert store_files(store_dir) == []
 
 

@@ -65,10 +65,15 @@ def _load_managed_policies() -> None:
         backend.managed_policies.update(backend._init_managed_policies())
 
 
+SHARED_LOG_GROUP = "dask-ecs"  # dask-cloudprovider's default log group, shared by every cluster of the account
+
+
 def _leftovers(endpoint: str) -> dict[str, list[str]]:
-    """Every ECS cluster, running task, task definition, IAM role and security group that
-    dask-cloudprovider creates, as AWS reports them now."""
+    """Every ECS cluster, running task, task definition, IAM role, security group, network interface (the
+    tasks' ENIs) and log group that dask-cloudprovider creates, as AWS reports them now; the shared log
+    group is listed on its own (`kept`), since a run keeps it on purpose."""
     ecs, ec2, iam = _boto("ecs", endpoint), _boto("ec2", endpoint), _boto("iam", endpoint)
+    logs = _boto("logs", endpoint)
     cluster_arns = ecs.list_clusters()["clusterArns"]
     clusters = ecs.describe_clusters(clusters=cluster_arns)["clusters"] if cluster_arns else []
     active = [c["clusterArn"] for c in clusters if c["status"] == "ACTIVE"]
@@ -83,8 +88,23 @@ def _leftovers(endpoint: str) -> dict[str, list[str]]:
     roles = [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith("dask-")]
     groups = [g["GroupId"] for g in ec2.describe_security_groups(
         Filters=[{"Name": "tag:createdBy", "Values": ["dask-cloudprovider"]}])["SecurityGroups"]]
+    interfaces = [i["NetworkInterfaceId"] for i in ec2.describe_network_interfaces()["NetworkInterfaces"]]
+    log_groups = [g["logGroupName"] for page in logs.get_paginator("describe_log_groups").paginate()
+                  for g in page["logGroups"]]
     return {"clusters": active, "tasks": tasks, "task definitions": definitions, "roles": roles,
-            "security groups": groups}
+            "security groups": groups, "network interfaces": interfaces,
+            "log groups": [g for g in log_groups if g != SHARED_LOG_GROUP],
+            "kept": [g for g in log_groups if g == SHARED_LOG_GROUP]}
+
+
+def _without_task_enis(now: dict[str, list[str]], before: dict[str, list[str]], agent: EcsAgent
+                       ) -> dict[str, list[str]]:
+    """`now` less the network interfaces of the tasks the run started, once each task is stopped: on AWS
+    Fargate deletes a task's ENI as the task stops (moto keeps it). Fails on any other new interface."""
+    assert all(c.eni for c in agent.containers.values()) and agent.running() == []
+    new = set(now["network interfaces"]) - set(before["network interfaces"])
+    assert new == {c.eni for c in agent.containers.values()}, (new, [c.eni for c in agent.containers.values()])
+    return {**now, "network interfaces": [i for i in now["network interfaces"] if i not in new]}
 
 
 def _fargate_config(directory: Path, port: int, image: str = IMAGE, **workers: Any) -> Path:
@@ -157,17 +177,27 @@ def test_batch_on_fargate_builds_every_file_and_leaves_nothing_behind(ecs_emulat
         assert sum(1 for _ in vcf.fetch()) == 200
     with pysam.TabixFile(str(local / "b1" / "sorted.bed.gz")) as bed:
         assert sum(1 for contig in bed.contigs for _ in bed.fetch(contig)) == 200
-    # nothing the run created remains, and nothing was left to dask-cloudprovider's exit-time teardown
-    assert _leftovers(endpoint) == before, context
+    # nothing the run created remains, and nothing was left to dask-cloudprovider's exit-time teardown; what
+    # it keeps on purpose is the shared log group (the tasks' logs live on in it, for a post-mortem, and other
+    # clusters of the account write to it too), so only that may be new
+    after = _leftovers(endpoint)
+    assert _without_task_enis(after, before, agent) == {**before, "kept": [SHARED_LOG_GROUP]}, context
     assert agent.running() == [], context
     assert "IOLoop is closed" not in out.stderr and "Traceback" not in out.stderr, out.stderr
-    assert "task-role-secret" not in out.stdout + out.stderr
+    # the task role's secret is in every task's environment (the agent injects it, as ECS does); it is in no
+    # output: the CLI's, the report, nor the scheduler's and workers' own logs
+    task_logs = agent.logs()
+    assert all(agent.task_role_env["AWS_SECRET_ACCESS_KEY"] == "task-role-secret" and c.log.is_file()
+               for c in agent.containers.values()), context
+    assert "dask-worker" in task_logs and "Start worker" in task_logs, task_logs  # the logs were read
+    for text in (out.stdout, out.stderr, (tmp_path / "report.json").read_text(), task_logs):
+        assert "task-role-secret" not in text
     # a re-run with everything cached starts no cluster at all
     started = len(agent.containers)
     again = _batch_on_fargate(tmp_path, store, tmp_path / "dask-config")
     assert again.returncode == 0, again.stderr
     assert {r["status"] for r in json.loads((tmp_path / "report.json").read_text())["results"]} == {"cached"}
-    assert len(agent.containers) == started and _leftovers(endpoint) == before
+    assert len(agent.containers) == started and _leftovers(endpoint) == after
 
 
 def test_a_cluster_that_cannot_start_says_so_and_leaves_nothing_behind(ecs_emulator, s3_bucket, tmp_path):
@@ -182,7 +212,9 @@ def test_a_cluster_that_cannot_start_says_so_and_leaves_nothing_behind(ecs_emula
     assert out.returncode == 2, f"{out.stdout}\n{out.stderr}\n{agent.logs()}"
     assert "did not start" in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert [c.error for c in agent.containers.values()] == ["CannotPullContainerError: daskdev/dask:latest"]
-    assert _leftovers(endpoint) == before
+    left = _without_task_enis(_leftovers(endpoint), before, agent)
+    # the shared log group, made before the tasks are started, is kept
+    assert {**left, "kept": []} == {**before, "kept": []} and left["kept"] in ([], [SHARED_LOG_GROUP])
 
 
 def test_teardown_deletes_only_what_its_own_cluster_created(s3_endpoint):

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 import preprocess
+from preprocess.catalog import read_catalog
 from preprocess.gc import collect
 from preprocess.store import ArtifactStore
 from tests import samples
@@ -55,7 +56,7 @@ def test_gc_aborts_stale_multipart_uploads_on_s3(s3_bucket, tmp_path):
     key = f"p/v1/cd/{'cd' * 32}/sorted.bam"
     store.fs.call_s3("create_multipart_upload", Bucket=s3_bucket, Key=key)  # what kill -9 mid-upload leaves
     dry = collect(store, timedelta(0), dry_run=True)
-    assert [u.split("#")[0] for u in dry.aborted_uploads] == [key]
+    assert dry.aborted_uploads == [f"s3://{s3_bucket}/{key}"]
     collect(store, timedelta(0))
     assert store.fs.call_s3("list_multipart_uploads", Bucket=s3_bucket).get("Uploads", []) == []
 
@@ -69,9 +70,71 @@ def test_gc_command_dry_run_lists_and_keeps(tmp_path, settings_for):
                           "--dry-run"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and f"would remove {store.path(orphan, 'sorted.bam')}" in out.stdout
     assert store.fs.exists(store.path(orphan, "sorted.bam"))
+    plain = subprocess.run([sys.executable, "-m", "preprocess", "gc", "--store", store.url, "--older-than", "1h"],
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0 and "nothing removed: give --delete to remove" in plain.stdout
+    assert store.fs.exists(store.path(orphan, "sorted.bam"))  # without --delete, as with a catalogue: nothing goes
+    done = subprocess.run([sys.executable, "-m", "preprocess", "gc", "--store", store.url, "--older-than", "1h",
+                           "--delete"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and f"removed {store.path(orphan, 'sorted.bam')}" in done.stdout
+    assert not store.fs.exists(store.path(orphan, "sorted.bam"))
     bad = subprocess.run([sys.executable, "-m", "preprocess", "gc", "--store", store.url, "--older-than", "soon"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
+
+
+def gc_cli(*args: str, cwd) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "preprocess", "gc", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_partial_catalogue_keeps_every_other_documents_keys(backend, tmp_path, settings_for, request):
+    """One lab's rows: gc --delete removes only their superseded builds; the other rows' keys are
+    orphans, listed with their bytes and kept until --orphans; keys too young are counted, not hidden."""
+    from preprocess.reindex import reindex
+
+    url = str(tmp_path / "store") if backend == "local" else f"s3://{request.getfixturevalue('s3_bucket')}/p"
+    store = ArtifactStore(url)
+    settings = settings_for(url)
+    sams = [samples.sam(tmp_path / f"{name}.sam", reads=120, seed=seed) for name, seed in (("a", 1), ("b", 2))]
+    everyone = tmp_path / "all.csv"
+    everyone.write_text("id,access_url,format\n" + "".join(f"{p.stem},{p},SAM\n" for p in sams)
+                        + f"w,{samples.bigwig(tmp_path / 'w.bw')},bigWig\n")
+    first = {r.id: r.key for r in reindex(read_catalog(everyone), settings=settings).results}
+    samples.sam(tmp_path / "a.sam", reads=120, seed=7)  # lab one's row changes: its old key is superseded
+    lab = tmp_path / "lab.csv"
+    lab.write_text(f"id,access_url,format\na,{tmp_path / 'a.sam'},SAM\n")
+    now = {r.id: r.key for r in reindex(read_catalog(lab), settings=settings).results}
+    assert now["a"] != first["a"]
+
+    def keys() -> list[str]:
+        store.fs.invalidate_cache()  # gc ran in another process: s3fs would answer from its listing cache
+        return sorted(store.keys())
+
+    young = gc_cli(str(lab), "--store", url, "--older-than", "1h", "--delete", cwd=tmp_path)
+    assert young.returncode == 0 and "too young to collect (3)" in young.stdout, young.stdout
+    assert len(keys()) == 4
+
+    done = gc_cli(str(lab), "--store", url, "--older-than", "0s", "--delete", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert keys() == sorted([now["a"], first["b"], first["w"]])  # every other document's keys stay
+    shown = url if backend == "local" else f"s3://{store.root}"
+    assert f"removed superseded key {shown}/v1/{first['a'][:2]}/{first['a']}" in done.stdout
+    assert f"orphan key {shown}/v1/{first['b'][:2]}/{first['b']} (kept)" in done.stdout
+    orphan_bytes = _size(store, first["b"]) + _size(store, first["w"])
+    assert f"orphans (no row names them): 2 key(s), {orphan_bytes} bytes" in done.stdout
+
+    assert gc_cli(str(lab), "--store", url, "--orphans", cwd=tmp_path).returncode == 2  # --orphans needs --delete
+    preview = gc_cli(str(lab), "--store", url, "--older-than", "0s", "--delete", "--orphans", "--dry-run",
+                     cwd=tmp_path)
+    assert preview.returncode == 0 and "would remove orphan key" in preview.stdout and len(keys()) == 3
+    gone = gc_cli(str(lab), "--store", url, "--older-than", "0s", "--delete", "--orphans", cwd=tmp_path)
+    assert gone.returncode == 0 and keys() == [now["a"]]
+
+
+def _size(store: ArtifactStore, key: str) -> int:
+    return sum(entry.size for entry in store.list_files(store.key_dir(key) + "/"))
 
 
 def test_doctor_reports_tools_and_store(tmp_path):

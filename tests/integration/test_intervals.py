@@ -285,14 +285,18 @@ def test_truncated_gzip_fails_as_input_error(data, settings, store_dir):
     assert store_files(store_dir) == []
 
 
-@pytest.mark.parametrize("name, fmt", [("t.csv", "CSV"), ("t.tsv", "tsv"), ("t.bw", "bigWig")])
-def test_csv_tsv_bigwig_pass_through(data, settings, store_dir, name, fmt):
+@pytest.mark.parametrize("name, fmt, artifact", [("t.csv", "CSV", "data.csv"), ("t.tsv", "tsv", "data.tsv"),
+                                                 ("t.bw", "bigWig", "data.bw")])
+def test_csv_tsv_bigwig_are_committed_to_the_store_unchanged(data, settings, store_dir, name, fmt, artifact):
     path = samples.bigwig(data / name) if fmt == "bigWig" else (data / name)
     if fmt != "bigWig":
         path.write_text("a,b\n1,2\n")
     result = build(path, fmt, settings)
-    assert result.status == "passthrough" and result.artifacts == {"data": str(path)} and result.key is None
-    assert store_files(store_dir) == []
+    assert result.status == "built" and result.key and list(result.artifacts) == ["data"]
+    stored = Path(result.artifacts["data"])
+    assert stored.name == artifact and stored.is_relative_to(store_dir) and stored.read_bytes() == path.read_bytes()
+    assert Path(result.manifest).is_file() and path.exists()  # the user's file is copied, never moved
+    assert build(path, fmt, settings).status == "cached"
 
 
 def test_a_batch_of_every_format_builds_then_is_all_cached(tmp_path, settings):
@@ -300,11 +304,11 @@ def test_a_batch_of_every_format_builds_then_is_all_cached(tmp_path, settings):
 
     manifest = samples.demo(tmp_path / "demo", reads=500)
     first = run_many(read_catalog(manifest), settings=settings)
-    assert {r.id: r.status for r in first.results if r.status != "built"} == {"bw": "passthrough", "t1": "passthrough"}
+    assert {r.id: r.status for r in first.results if r.status != "built"} == {}
     assert {r.format for r in first.results} == {"SAM", "BAM", "VCF", "BED", "narrowPeak", "broadPeak", "GFF3", "GTF",
                                                  "bigBed", "bigWig", "TSV"}
     second = run_many(read_catalog(manifest), settings=settings)
-    assert second.counts == {"built": 0, "cached": 9, "passthrough": 2, "failed": 0}
+    assert second.counts == {"built": 0, "cached": 11, "passthrough": 0, "failed": 0}
     assert [r.artifacts for r in second.results] == [r.artifacts for r in first.results]
 
 

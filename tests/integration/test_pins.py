@@ -72,16 +72,20 @@ CASES: dict[str, list[tuple[str, str, Callable[[Path], Path | tuple[Path, dict[s
     "bigbed": [("tbi", "bigBed", lambda d: samples.bigbed(d / "a.bb"))],
     "cram": [("external", "CRAM", lambda d: _cram(d, embed=False)),
              ("embedded", "CRAM", lambda d: _cram(d, embed=True))],
+    "csv": [("copy", "CSV", lambda d: _text(d / "a.csv", "gene,score\nA,1\nB,2\n"))],
+    "tsv": [("copy", "TSV", lambda d: _text(d / "a.tsv", "gene\tscore\nA\t1\nB\t2\n"))],
+    "bigwig": [("copy", "bigWig", lambda d: samples.bigwig(d / "a.bw"))],
 }
 
 
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
 def _built_pipelines() -> dict[str, str]:
-    found = {}
-    for fmt in registry.formats():
-        pipeline = registry.pipeline_for(fmt)
-        if not pipeline.passthrough:
-            found[pipeline.name] = pipeline.version
-    return found
+    """Every pipeline by name and version: passthrough ones too, since they commit the source's bytes."""
+    return {registry.pipeline_for(fmt).name: registry.pipeline_for(fmt).version for fmt in registry.formats()}
 
 
 def test_the_tools_are_the_ones_the_pins_were_made_with():

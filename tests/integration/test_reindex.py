@@ -152,20 +152,46 @@ def test_gc_command_with_catalogues_lists_then_deletes(tmp_path):
     store_dir = tmp_path / "store"
     manifest = three_rows(tmp_path)
     assert cli("batch", str(manifest), "--store", str(store_dir), "--cluster", "sync", cwd=tmp_path).returncode == 0
+    samples.sam(tmp_path / "a.sam", reads=300, seed=9)  # row a changes: its first key is superseded
     only_sam = catalogue(tmp_path, [("a", tmp_path / "a.sam", "SAM", md5(tmp_path / "a.sam"))])
+    assert cli("batch", str(only_sam), "--store", str(store_dir), "--cluster", "sync", cwd=tmp_path).returncode == 0
     dry = cli("gc", str(only_sam), "--store", str(store_dir), "--older-than", "0s", cwd=tmp_path)
-    assert dry.returncode == 0 and "2 superseded key(s)" in dry.stdout and "would remove superseded key" in dry.stdout
-    assert len(list((store_dir / "v1").glob("*/*/manifest.json"))) == 3
+    assert dry.returncode == 0 and "would remove superseded key" in dry.stdout, dry.stdout
+    assert "superseded: 1 key(s)" in dry.stdout and "orphans (no row names them): 2 key(s)" in dry.stdout
+    assert "nothing removed: give --delete to remove" in dry.stdout
+    assert len(list((store_dir / "v1").glob("*/*/manifest.json"))) == 4
     held = acquire(ArtifactStore(str(store_dir)))  # a reindex running meanwhile: its lease is no debris
     done = cli("gc", str(only_sam), "--store", str(store_dir), "--older-than", "0s", "--delete", cwd=tmp_path)
     assert done.returncode == 0 and "removed superseded key" in done.stdout
     assert os.path.exists(held.path)
     held.release()
-    assert len(list((store_dir / "v1").glob("*/*/manifest.json"))) == 1
+    assert len(list((store_dir / "v1").glob("*/*/manifest.json"))) == 3  # v and b: orphans, kept
     assert list((store_dir / "runs").glob("*.json")) and (store_dir / "runs").is_dir()
     remote = catalogue(tmp_path, [("r", "s3://elsewhere/r.sam", "SAM", "")])
     refused = cli("gc", str(remote), "--store", str(store_dir), "--delete", cwd=tmp_path)
     assert refused.returncode == 2 and "r (no md5, not a local file)" in refused.stderr
+
+
+def test_status_and_reindex_give_one_reason_for_a_removed_key(tmp_path):
+    """A key folder removed after a batch: both say so, neither claims the pipeline moved."""
+    store_dir = tmp_path / "store"
+    manifest = three_rows(tmp_path)
+    assert cli("batch", str(manifest), "--store", str(store_dir), "--cluster", "sync", cwd=tmp_path).returncode == 0
+    store = ArtifactStore(str(store_dir))
+    key = next(r for r in reindex(read_catalog(manifest), settings=settings_for(str(store_dir), tmp_path),
+                                  dry_run=True).results if r.id == "a").key
+    assert key is not None
+    store.fs.rm(store.key_dir(key), recursive=True)
+    plan = cli("reindex", str(manifest), "--store", str(store_dir), "--dry-run", cwd=tmp_path)
+    shown = cli("status", str(manifest), "--store", str(store_dir), cwd=tmp_path)
+    assert plan.returncode == 0 and shown.returncode == 0, (plan.stderr, shown.stderr)
+    reason = next(line for line in plan.stdout.splitlines() if line.startswith("a "))
+    row = next(line for line in shown.stdout.splitlines() if line.strip().startswith("a "))
+    why = row.split("stale", 1)[1].strip()
+    assert "removed from the store since" in why and "pipeline" not in why, shown.stdout
+    assert reason.endswith(why), (reason, row)
+    state = status(read_catalog(manifest), settings=settings_for(str(store_dir), tmp_path))
+    assert {r.id: r.state for r in state.rows or []} == {"a": "stale", "v": "current", "b": "current"}
 
 
 def test_a_held_lease_makes_a_second_run_exit_or_wait(tmp_path):

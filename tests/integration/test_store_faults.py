@@ -1,6 +1,6 @@
 """The store answers 500s during a commit (a fault-injecting proxy in front of the moto S3 server):
 retried and committed whole, or failed cleanly with no manifest; a worker killed mid-upload leaves
-no manifest and the key is rebuilt."""
+a real unfinished multipart upload, nothing visible, and the key is rebuilt; gc removes the remains."""
 
 from __future__ import annotations
 
@@ -51,23 +51,45 @@ def test_a_store_failing_every_manifest_write_leaves_no_manifest(s3_endpoint, s3
     assert not [p for p in store.fs.find(store.root) if p.endswith("manifest.json")]
 
 
+PART = 5 * 2**20  # S3's smallest part: the artifact goes up as a multipart upload of several parts
+
+
 def test_a_worker_killed_while_it_uploads_an_artifact_leaves_no_manifest_and_the_key_is_rebuilt(
         s3_endpoint, s3_bucket, tmp_path):
+    """The worker is killed (SIGKILL) while the second part of sorted.bam is on its way: the first part is
+    stored, the upload is never completed. Nothing is visible (no object, no manifest), the restarted
+    worker rebuilds the key, and `gc` aborts the dead worker's upload, its stored part with it."""
     import os
     import signal
     import threading
+    from datetime import timedelta
 
     import dask.config
+    import s3fs
     from distributed import Client, LocalCluster
 
+    from preprocess.gc import collect
+
     port = int(s3_endpoint.rsplit(":", 1)[1])
-    proxy = FaultProxy(port, lambda method, path: False, hold=lambda method, path: method == "PUT" and
-                       path.split("?")[0].endswith("/sorted.bam"))
-    options = {"endpoint_url": f"http://127.0.0.1:{proxy.port}"}
+    cut = threading.Event()  # only the dead worker's part 2 is held; the rebuild's goes through
+
+    def hold(method: str, path: str) -> bool:
+        if method == "PUT" and "/sorted.bam?" in path and "partNumber=2&" in path + "&" and not cut.is_set():
+            cut.set()
+            return True
+        return False
+
+    proxy = FaultProxy(port, lambda method, path: False, hold=hold)
+    options = {"endpoint_url": f"http://127.0.0.1:{proxy.port}", "default_block_size": PART}
     settings = load_settings(**{"store.url": f"s3://{s3_bucket}/k", "store.storage-options": options,
-                                "scratch": str(tmp_path)})
-    sam = samples.sam(tmp_path / "k.sam", reads=3000)
+                                "scratch": str(tmp_path), "compression-level": 0})
+    sam = samples.sam(tmp_path / "k.sam", reads=90000)  # about 12 MB of BAM at level 0: three parts
     store = ArtifactStore(f"s3://{s3_bucket}/k")
+    s3 = s3fs.S3FileSystem(skip_instance_cache=True)
+
+    def unfinished() -> list[dict]:
+        return s3.call_s3("list_multipart_uploads", Bucket=s3_bucket, Prefix="k/").get("Uploads", [])
+
     results = []
     try:
         # workers take the store options from their own config (set here as the cluster starts), not a task
@@ -77,18 +99,30 @@ def test_a_worker_killed_while_it_uploads_an_artifact_leaves_no_manifest_and_the
             batch = threading.Thread(target=lambda: results.append(run_many(
                 [{"id": "k", "access_url": str(sam), "format": "SAM"}], settings=settings, client=client)))
             batch.start()
-            assert proxy.held.wait(120)  # the worker is uploading sorted.bam: kill it there
+            assert proxy.held.wait(120)  # the worker is uploading part 2 of sorted.bam: kill it there
             (pid,) = client.run(os.getpid).values()
             os.kill(pid, signal.SIGKILL)
-            assert not [p for p in store.fs.find(store.root) if p.endswith("manifest.json")]
-            proxy.release.set()  # the restarted worker's retry of the task may now upload
+            [upload] = unfinished()  # begun, part 1 stored, never completed
+            assert upload["Key"].endswith("/sorted.bam")
+            parts = s3.call_s3("list_parts", Bucket=s3_bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            assert [p["PartNumber"] for p in parts.get("Parts", [])] == [1]
+            s3.invalidate_cache()
+            assert not [p for p in s3.find(f"{s3_bucket}/k") if p.endswith(("manifest.json", "sorted.bam"))]
+            proxy.release.set()  # the held part reaches no one who would complete it
             batch.join(240)
     finally:
         proxy.close()
     result = results[0].results[0]
     assert result.status == "built", result.error
-    uploads = [path for method, path, _ in proxy.requests if method == "PUT" and "/sorted.bam" in path]
-    assert len(uploads) >= 2  # the killed worker's upload, then the rebuild's
+    uploads = [path for method, path, _ in proxy.requests if method == "POST" and "/sorted.bam?uploads" in path]
+    assert len(uploads) == 2  # the killed worker's multipart upload, then the rebuild's
     manifest = store.lookup(result.key)
     for art in manifest.artifacts:
         assert hashlib.sha256(store.fs.cat_file(store.path(result.key, art.name))).hexdigest() == art.sha256
+    # the dead worker's upload is still there, unfinished, until gc aborts it; the built key stays whole
+    [left] = unfinished()
+    assert left["UploadId"] == upload["UploadId"]
+    report = collect(store, timedelta(0))
+    assert report.aborted_uploads == [f"{upload['Key']}#{upload['UploadId']}"] and report.removed == []
+    assert unfinished() == []
+    assert store.lookup(result.key) == manifest

@@ -68,3 +68,27 @@ def test_a_reference_column_is_a_cram_reference_relative_to_the_csv(tmp_path):
     assert first.reference_md5 == "0123456789abcdef0123456789abcdef" and first.extra == {}
     assert (second.reference, second.reference_md5) == ("https://h/GRCh38.fa", None)
     assert third.reference is None
+
+
+@pytest.mark.parametrize("wide", [0, 10_000], ids=["short-rows", "a-10kB-column-first"])
+def test_a_byte_that_is_not_utf8_fails_its_own_row_and_every_other_row_parses(tmp_path, wide):
+    """One Latin-1 byte in a row: that row is an error naming its line and the byte's offset; the rows
+    before and after it (also in the same read buffer as the bad byte) are documents."""
+    first = b"ok1,b1.bed,BED," + b"x" * wide + b"\n"
+    raw = b"id,access_url,format,note\n" + first + b"bad\xff,b1.bed,BED,\nok2,p1.narrowPeak,narrowPeak,\n"
+    path = tmp_path / "manifest.csv"
+    path.write_bytes(raw)
+    rows = read_catalog(path)
+    assert [r.id for r in rows if isinstance(r, FileDoc)] == ["ok1", "ok2"]
+    (error,) = [r for r in rows if isinstance(r, InputError)]
+    assert error.doc_id == "line 3"
+    offset = len(b"id,access_url,format,note\n") + len(first) + len(b"bad")
+    assert str(error) == (f"manifest.csv line 3: unreadable row: byte 0xff at line 3, byte offset {offset} "
+                          "is not UTF-8 (save the manifest as UTF-8)")
+
+
+def test_a_header_byte_that_is_not_utf8_is_a_config_error_naming_its_offset(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_bytes(b"\xef\xbb\xbfid,access_url,form\xe9t\nok1,b1.bed,BED\n")  # a BOM, then Latin-1
+    with pytest.raises(ConfigError, match=r"unreadable header row: byte 0xe9 at line 1, byte offset 21 "):
+        read_catalog(path)
