@@ -26,9 +26,11 @@ from tests import samples
 from tests.servers import FaultProxy
 
 
-def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "preprocess", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300)
+def cli(*args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child process, its environment this one's with `env` set (None: removed)."""
+    merged = {key: value for key, value in {**os.environ, **env}.items() if value is not None}
+    return subprocess.run([sys.executable, "-m", "preprocess", *args], capture_output=True, text=True, env=merged,
+                          timeout=300)
 
 
 def settings_for(store: str, tmp_path: Path, **options: object):
@@ -213,3 +215,68 @@ def test_results_render_in_a_notebook_as_an_igv_page(s3_bucket, tmp_path):
     page = report._repr_html_()
     assert page.startswith("<iframe srcdoc=") and "igv.min.js" in page and "&quot;reads&quot;" in page
     assert report.results[1]._repr_html_() == "<pre>no genome-browser view: nothing built</pre>"
+
+
+def test_user_delegation_sas_from_an_entra_id_token_is_accepted_by_azurite(tmp_path):
+    """With Entra ID credentials (here a managed identity's token endpoint on loopback, found by
+    azure-identity's DefaultAzureCredential) and no account key, `sign` writes a user-delegation SAS:
+    Azurite (HTTPS, OAuth) hands out the delegation key and serves the blob through the SAS, and refuses
+    it tampered. Azurite checks the token's issuer, audience and expiry, not its signature: that a real
+    tenant's token gets a key, and that Azure accepts the SAS, is beyond what these tests can show."""
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.servers import TokenServer, azurite, self_signed
+
+    cert, key = self_signed(tmp_path)
+    tokens = TokenServer()
+    try:
+        with azurite(tmp_path / "azurite", tls=(cert, key)) as connection:
+            service = BlobServiceClient.from_connection_string(connection, connection_verify=str(cert))
+            service.create_container("delegated")
+            service.get_blob_client("delegated", "k/data.bin").upload_blob(b"0123456789")
+            host = connection.split("BlobEndpoint=https://")[1].rstrip(";")
+            options = {"account_name": "devstoreaccount1", "account_host": host, "anon": False}
+            env = {"SSL_CERT_FILE": str(cert), "IDENTITY_ENDPOINT": tokens.endpoint, "IDENTITY_HEADER": tokens.header,
+                   "DASK_PREPROCESS__STORE__URL": "az://delegated/a",
+                   "DASK_PREPROCESS__STORE__STORAGE_OPTIONS": repr(options), "AZURE_STORAGE_CONNECTION_STRING": None}
+            out = cli("sign", "az://delegated/k/data.bin", **env)
+            missing = cli("sign", "az://delegated/k/typo.bin", **env)
+            assert out.returncode == 0, out.stderr
+            query = parse_qs(urlsplit(out.stdout.strip()).query)
+            assert query["skoid"] == ["11111111-1111-1111-1111-111111111111"] and query["sp"] == ["r"]
+            part = requests.get(out.stdout.strip(), headers={"Range": "bytes=2-5"}, timeout=30, verify=str(cert))
+            assert part.status_code == 206 and part.content == b"2345"  # Azurite >= 3.37: SAS version 2026-*
+            signature = query["sig"][0]
+            tampered = out.stdout.strip().replace(signature.replace("/", "%2F").replace("+", "%2B")
+                                                  .replace("=", "%3D")[:8], "AAAAAAAA", 1)
+            assert tampered != out.stdout.strip()
+            assert requests.get(tampered, timeout=30, verify=str(cert)).status_code == 403
+            assert missing.returncode == 1 and "no such object" in missing.stderr
+            assert tokens.requests >= 1
+    finally:
+        tokens.close()
+
+
+def test_view_gives_each_format_its_track_type(tmp_path):
+    """Every built format of a real batch (local store: file:// URLs) as igv.js and Gosling tracks."""
+    from preprocess import view
+    from tests.integration.test_browsers import batch_sources
+
+    data = tmp_path / "data"
+    data.mkdir()
+    docs = batch_sources(data, str(data / "ref" / "ref.fa"))
+    report = preprocess.run_many(docs, settings=settings_for(str(tmp_path / "store"), tmp_path))
+    assert report.ok, report.to_json()
+    (tmp_path / "report.json").write_text(report.to_json())
+    session = view.session(tmp_path / "report.json", settings=settings_for(str(tmp_path / "store"), tmp_path))
+    assert {t.name: (t.type, t.format) for t in session.tracks} == {
+        "bam": ("alignment", "bam"), "bam-csi": ("alignment", "bam"), "cram": ("alignment", "cram"),
+        "cram-embedded": ("alignment", "cram"), "vcf": ("variant", "vcf"), "vcf-csi": ("variant", "vcf"),
+        "bed": ("annotation", "bed"), "narrowpeak": ("annotation", "narrowpeak"),
+        "broadpeak": ("annotation", "broadpeak"), "gff3": ("annotation", "gff3"), "gtf": ("annotation", "gff3"),
+        "bigbed": ("annotation", "bed")}
+    assert session.reference is not None and session.reference.fasta_url == f"file://{data}/ref/ref.fa"
+    assert [name for name, _ in session.reference.sequences] == list(samples.CONTIGS)
+    assert {t["indexURL"].rsplit(".", 1)[1] for t in session.igv()["tracks"]} == {"bai", "csi", "crai", "tbi"}
+    gosling = [t["data"]["type"] for t in session.gosling()["views"][0]["tracks"]]
+    assert sorted(gosling) == sorted(["bam", "bam", "vcf", "vcf", "bed", "bed", "bed", "gff", "gff", "bed"])
