@@ -7,7 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_TOOLS := samtools tabix bgzip gffread shellcheck
-AZURITE := .tools/node_modules/.bin/azurite-blob
+# pinned: 3.37 is the first to check a user-delegation SAS of the version azure-storage-blob 12.31 writes
+AZURITE_VERSION := 3.37.0
+AZURITE := .tools/node_modules/.azurite-$(AZURITE_VERSION)
 # The readers JBrowse and IGV.js use, for tests/integration/test_browsers.py (versions pinned: their bytes decide)
 READERS := .tools/node_modules/@gmod/cram/package.json
 READER_PACKAGES := @gmod/bam@7.1.17 @gmod/cram@8.0.4 @gmod/tabix@3.3.9 @gmod/indexedfasta@5.0.2 generic-filehandle2@2.1.10
@@ -47,7 +49,8 @@ $(WHEELHOUSE): pyproject.toml | $(STAMP)
 	touch $@
 
 $(AZURITE):
-	npm install --silent --no-audit --no-fund --prefix .tools azurite@3
+	npm install --silent --no-audit --no-fund --prefix .tools azurite@$(AZURITE_VERSION)
+	touch $@
 
 $(READERS): | $(AZURITE)
 	npm install --silent --no-audit --no-fund --prefix .tools $(READER_PACKAGES)
