@@ -53,8 +53,8 @@ def s3_cors(fs: Any, bucket: str, origins: list[str], dry_run: bool) -> CorsChan
     """Our rule (by its ID) on the bucket's CORS configuration, set to `origins`; other rules kept."""
     try:
         current = fs.call_s3("get_bucket_cors", Bucket=bucket).get("CORSRules", [])
-    except Exception as exc:  # noqa: BLE001 - botocore's ClientError, wrapped or translated by s3fs
-        if "NoSuchCORSConfiguration" not in f"{type(exc).__name__} {exc}" and "CORS" not in str(exc):
+    except OSError as exc:  # s3fs wraps botocore's ClientError; a bucket without rules answers this code
+        if "(NoSuchCORSConfiguration)" not in str(exc):
             raise
         current = []
     ours = {"ID": RULE_ID, "AllowedOrigins": origins, "AllowedMethods": list(METHODS),
@@ -123,10 +123,8 @@ def head(fs: Any, protocol: str, path: str) -> int:
     if protocol in ("s3", "s3a"):
         try:
             return int(fs.call_s3("head_object", Bucket=bucket, Key=key)["ContentLength"])
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            if "404" in str(exc) or "Not Found" in str(exc):
+        except OSError as exc:  # s3fs turns a 404 into FileNotFoundError; a HEAD's 404 has no error code
+            if isinstance(exc, FileNotFoundError) or "(404)" in str(exc):
                 raise FileNotFoundError(path) from None
             raise
     if protocol in ("az", "abfs", "abfss"):
