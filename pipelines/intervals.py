@@ -15,7 +15,9 @@ Which path runs depends on the content alone, and every path writes the same byt
 the header first (no sort; it stops at the first line out of order and the file is sorted instead),
 "input" when a BGZF input is moreover canonical (its text is exactly what the output would hold, no
 CR, blank or dropped line, newline-terminated, ending with the EOF block): then its bytes are the
-output, whatever level they were compressed at, and "sort" otherwise.
+output, whatever level they were compressed at; "columnar" when a plain text within the memory budget
+has nothing the validator would remark on (pipelines/columnar.py reads, checks and sorts it in one
+pass), and "sort" otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
-from . import bgzf, tabix_index
+from . import bgzf, columnar, tabix_index
 from .base import BuildContext, BuildOutput, BuildSettings
 
 TBI_MAX = 2**29          # TBI bins address positions below 2^29; beyond that, CSI
@@ -53,7 +55,8 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 SPLIT_MIN = 32 << 20                     # plain texts from this size are validated in two parts at once
 READ_BACK_IN_PROCESS = 256 << 10          # smaller outputs are read back through pysam, no processes
 UNSORTED = 4                              # intervals.sh check/stream: a line out of sort's order
-PATHS = ("input", "stream", "sort")       # records["path"]: the input's own bytes, no sort, sorted
+PATHS = ("input", "stream", "columnar", "sort")  # records["path"]: the input's own bytes, no sort, sorted in
+                                                 # memory (pipelines/columnar.py), sorted by the streaming pass
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,13 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
             header, stats = run_validated("stream", spec, ctx, source, out, *sorting, where=where)
         if stats["unsorted"]:
             path = "sort"
+    if path == "sort" and "columnar" in paths and sniff_compression(source) == "plain":
+        with ctx.stage("sort"):
+            found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
+                                       columnar.budget(settings.sort_memory, settings.threads))
+        if found is not None:
+            header, stats = found
+            path = "columnar"
     if path == "sort":
         with ctx.stage("sort"):
             split = split_point(source, spec, settings.threads)

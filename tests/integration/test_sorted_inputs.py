@@ -89,13 +89,13 @@ def test_a_sorted_bgzf_input_that_is_not_canonical_is_streamed_to_the_sorting_pa
 
 
 @pytest.mark.parametrize("text, path", [
-    (b"chr1\t10\t20\ta\nchr1\t10\t15\tb\n", "sort"),          # a tie on start, ends out of order
+    (b"chr1\t10\t20\ta\nchr1\t10\t15\tb\n", "columnar"),      # a tie on start, ends out of order
     (b"chr1\t10\t15\ta\nchr1\t10\t15\tb\nchr1\t10\t15\t0\n", "stream"),  # full ties keep input order
     (b"10\t5\t9\n9\t1\t2\n", "stream"),                       # contig names compare as text: "10" < "9"
-    (b"9\t5\t9\n10\t1\t2\n", "sort"),
+    (b"9\t5\t9\n10\t1\t2\n", "columnar"),
     (b"1\t5\t9\n1.0\t1\t2\n", "stream"),                      # "1" and "1.0" are two contigs
-    (b"chr1\t5\t9\nchr2\t1\t2\nchr1\t20\t30\n", "sort"),     # a contig in two blocks
-    (b"chr1\t5\t9\n#comment\nchr1\t20\t30\n", "sort"),       # a header line after data moves up
+    (b"chr1\t5\t9\nchr2\t1\t2\nchr1\t20\t30\n", "columnar"), # a contig in two blocks
+    (b"chr1\t5\t9\n#comment\nchr1\t20\t30\n", "sort"),       # a header line after data moves up (streaming pass)
 ])
 def test_the_order_check_is_sorts_order_exactly(tmp_path, text, path):
     source = tmp_path / "in.bed"
@@ -113,7 +113,7 @@ def test_gff_ties_on_start_keep_input_order_and_vcf_header_order_decides(tmp_pat
     head = (b"##fileformat=VCFv4.2\n##contig=<ID=chrB>\n##contig=<ID=chrA>\n"
             b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
     vcf = tmp_path / "in.vcf"
-    for order, path in (((b"chrB", b"chrA"), "stream"), ((b"chrA", b"chrB"), "sort")):
+    for order, path in (((b"chrB", b"chrA"), "stream"), ((b"chrA", b"chrB"), "columnar")):
         vcf.write_bytes(head + b"".join(c + b"\t5\t.\tA\tG\t.\t.\t.\n" for c in order))
         got = build(intervals.VCF, vcf, tmp_path / f"vcf-{path}")
         assert got[2]["path"] == path
@@ -196,14 +196,15 @@ def test_header_lines_in_the_second_part_keep_their_order_and_a_late_contig_line
 
 @pytest.mark.parametrize("name", FORMATS)
 def test_a_plainly_unsorted_start_goes_straight_to_the_sort_with_the_same_bytes(tmp_path, name):
-    """First lines already out of order: the sorting path runs without a streaming attempt (fewer
-    processes for a small file) and gives what the forced sorting path gives; a sorted start is left
-    to the streaming check."""
+    """First lines already out of order: the sorting path (in memory, for a plain text) runs without a
+    streaming attempt (fewer processes for a small file) and gives what the forced streaming sort gives;
+    a sorted start is left to the streaming check."""
     source = unsorted_sample(name, tmp_path / f"in.{name}")
     assert intervals.plainly_unsorted(source, FORMATS[name])
     auto = build(FORMATS[name], source, tmp_path / "auto")
     forced = build(FORMATS[name], source, tmp_path / "sort", paths=("sort",))
-    assert auto[2]["path"] == "sort" and auto[:2] == forced[:2]
+    assert auto[2]["path"] == "columnar" and auto[:2] == forced[:2]
+    assert {k: v for k, v in auto[2].items() if k != "path"} == {k: v for k, v in forced[2].items() if k != "path"}
     ordered = tmp_path / f"sorted.{name}"
     ordered.write_bytes(sorted_text(name, tmp_path))
     assert not intervals.plainly_unsorted(ordered, FORMATS[name])
