@@ -164,6 +164,7 @@ def sign_azure(fs: Any, path: str, expires: int, delegation: bool = False) -> st
             user_key = sync(fs.loop, fs.service_client.get_user_delegation_key, start, expiry)
         except Exception as exc:  # noqa: BLE001 - azure-core's HttpResponseError, whose text is pages long
             code = getattr(exc, "error_code", None) or type(exc).__name__
+            code = getattr(code, "value", code)  # azure-core's StorageErrorCode enum: its wire name
             raise PermissionError(f"no user-delegation key for {path} ({code}): a user-delegation SAS needs "
                                   "Entra ID credentials (a token, not an account key or SAS) with the "
                                   "'generate user delegation key' permission on the account") from None
