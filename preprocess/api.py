@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from .build import open_store
+from .build import open_store, signed_url
 from .config import Settings, load_settings
 from .graph import run_plan
 from .model import BatchReport, FileDoc, RunResult, redact_url
@@ -60,15 +60,10 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
     return batch
 
 
-def sign(uri: str, expires: int = 3600, *, settings: Settings | None = None) -> str:
-    """A time-limited URL for an artifact URI that a genome browser can read by range."""
-    settings = settings or load_settings()
-    if "://" not in uri or uri.startswith("file://"):
-        root = os.path.dirname(uri[len("file://"):] if uri.startswith("file://") else uri)
-    else:
-        scheme, rest = uri.split("://", 1)
-        root = f"{scheme}://{rest.split('/', 1)[0]}"  # the bucket or container
-    return open_store(settings, root).sign(uri, expires)
+def sign(uri: str, expires: int = 3600, *, settings: Settings | None = None, delegation: bool = False) -> str:
+    """A time-limited URL for an artifact URI that a genome browser can read by range; a StoreError
+    when nothing is there (one HEAD). `delegation`: on Azure, a user-delegation SAS (Entra ID)."""
+    return signed_url(uri, expires, settings or load_settings(), delegation)
 
 
 def run(doc: Doc, *, store: str | None = None, client: Any | None = None,

@@ -8,6 +8,7 @@ becomes a failed result with its classified error rather than an exception.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import sys
 import time
@@ -20,7 +21,7 @@ from .config import Settings
 from .contract import BuildContext, BuildSettings, Pipeline
 from .errors import InputError, ScratchError, ToolError
 from .keys import LAYOUT, derive_key
-from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
+from .model import Artifact, FileDoc, Manifest, PipelineInfo, ReferenceInfo, RunResult, SourceInfo, redact_url
 from .scratch import make_scratch
 from .store import ArtifactStore, sha256_file
 from .urls import Url
@@ -56,6 +57,17 @@ def open_store(settings: Settings, url: str | None = None) -> ArtifactStore:
     same = (target.scheme or "file") == (configured.scheme or "file")
     return ArtifactStore(target, settings.store.options() if same else {}, settings.store.verify,
                          signing_key=settings.store.signing_key, verify_key=settings.store.verify_key)
+
+
+def signed_url(uri: str, expires: int, settings: Settings, delegation: bool = False) -> str:
+    """A time-limited URL for an artifact URI that a genome browser can read by range (api.sign, view);
+    a StoreError when nothing is there. `delegation`: on Azure, a user-delegation SAS (Entra ID)."""
+    if "://" not in uri or uri.startswith("file://"):
+        root = os.path.dirname(uri[len("file://"):] if uri.startswith("file://") else uri)
+    else:
+        scheme, rest = uri.split("://", 1)
+        root = f"{scheme}://{rest.split('/', 1)[0]}"  # the bucket or container
+    return open_store(settings, root).sign(uri, expires, delegation)
 
 
 def takes_reference(pipeline: Pipeline, doc: FileDoc) -> bool:
@@ -186,6 +198,8 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
         pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
                               parameters=key_parameters(pipeline, settings, reference_md5)),
         tools=output.tools, artifacts=artifacts, records=output.records, timings=timings,
+        reference=ReferenceInfo(url=redact_url(doc.reference), md5=reference_md5)
+        if doc.reference is not None and reference_md5 is not None else None,
         threads=ctx.settings.threads,
     )
     committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()}, move=True)

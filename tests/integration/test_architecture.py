@@ -79,3 +79,12 @@ def test_the_module_map_names_every_module():
                for path in (ROOT / package).glob("*.py") if path.name != "__init__.py" or package == "preprocess"]
     missing = sorted(name for name in modules if f"`{name}`" not in page)
     assert not missing, f"docs/architecture.md's module map lacks {missing}"
+
+
+def test_every_engine_module_stands_on_a_floor_of_the_import_contract():
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    floors = next(c for c in contracts if c["id"] == "floors")["layers"]
+    placed = {name.strip() for floor in floors for name in floor.split("|")}
+    modules = {f"preprocess.{path.stem}" for path in (ROOT / "preprocess").glob("*.py") if path.stem != "__init__"}
+    assert not modules - placed, f"modules on no floor of [tool.importlinter] (make lint cannot check them): " \
+                                 f"{sorted(modules - placed)}"
