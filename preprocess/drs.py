@@ -7,19 +7,28 @@ returns with the URL (a bearer token, say) are sent with the download and never 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 from .errors import InputError, SourceError
 from .urls import redact
 
-if TYPE_CHECKING:
-    from .config import SourceSettings
+
+class DrsSettings(Protocol):
+    """What a DRS resolution reads of the source settings (config.SourceSettings has them)."""
+
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def drs_scheme(self) -> str: ...
+    @property
+    def drs_access_schemes(self) -> list[str]: ...
+
 
 PREFERRED = ("https", "http", "s3", "gs", "az")
 
 
-def resolve_drs(url: str, settings: SourceSettings) -> tuple[str, dict[str, str]]:
+def resolve_drs(url: str, settings: DrsSettings) -> tuple[str, dict[str, str]]:
     """The access URL and headers for a drs:// URI; InputError when the object is unknown."""
     import requests
 
@@ -56,7 +65,7 @@ def resolve_drs(url: str, settings: SourceSettings) -> tuple[str, dict[str, str]
     raise InputError(f"DRS object {shown} offers no access method this package can use")
 
 
-def _get_json(requests: Any, endpoint: str, settings: SourceSettings, shown: str) -> dict[str, Any]:
+def _get_json(requests: Any, endpoint: str, settings: DrsSettings, shown: str) -> dict[str, Any]:
     response = requests.get(endpoint, timeout=settings.timeout)
     if response.status_code == 404:
         raise InputError(f"DRS object {shown} not found")
