@@ -7,10 +7,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_TOOLS := samtools tabix bgzip gffread shellcheck
-AZURITE := .tools/node_modules/.bin/azurite-blob
+# pinned: 3.37 is the first to check a user-delegation SAS of the version azure-storage-blob 12.31 writes
+AZURITE_VERSION := 3.37.0
+AZURITE := .tools/node_modules/.azurite-$(AZURITE_VERSION)
 # The readers JBrowse and IGV.js use, for tests/integration/test_browsers.py (versions pinned: their bytes decide)
 READERS := .tools/node_modules/@gmod/cram/package.json
 READER_PACKAGES := @gmod/bam@7.1.17 @gmod/cram@8.0.4 @gmod/tabix@3.3.9 @gmod/indexedfasta@5.0.2 generic-filehandle2@2.1.10
+# The genome browsers the page `view --html` writes opens (tests/integration/test_view_browser.py serves
+# these in place of the CDN builds; versions as pinned in preprocess/view.py). Gosling is an ES module
+# whose preinstall insists on pnpm: installed without scripts, then bundled with its dependencies.
+VIEWERS := .tools/browser/gosling.bundle.mjs
+VIEWER_PACKAGES := igv@3.8.10 gosling.js@1.0.7 react@18.3.1 react-dom@18.3.1 pixi.js@6.5.10 higlass@1.13.6 \
+	esbuild@0.28.2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test unit lint bench system browser clean
@@ -41,10 +49,17 @@ $(WHEELHOUSE): pyproject.toml | $(STAMP)
 	touch $@
 
 $(AZURITE):
-	npm install --silent --no-audit --no-fund --prefix .tools azurite@3
+	npm install --silent --no-audit --no-fund --prefix .tools azurite@$(AZURITE_VERSION)
+	touch $@
 
 $(READERS): | $(AZURITE)
 	npm install --silent --no-audit --no-fund --prefix .tools $(READER_PACKAGES)
+
+$(VIEWERS):
+	npm install --silent --no-audit --no-fund --ignore-scripts --prefix .tools/browser $(VIEWER_PACKAGES)
+	echo 'export * from "gosling.js";' > .tools/browser/gosling-entry.mjs
+	.tools/browser/node_modules/.bin/esbuild .tools/browser/gosling-entry.mjs --bundle --format=esm --minify \
+	  --define:process.env.NODE_ENV='"production"' --log-level=error --outfile=$@
 
 demo: system $(STAMP)
 	@[ -f demo/manifest.csv ] || $(PY) -m tests.samples demo
@@ -58,7 +73,7 @@ lint: system $(STAMP)
 	shellcheck pipelines/scripts/*.sh
 	$(VENV)/bin/mypy preprocess pipelines
 
-test: system browser $(STAMP) $(AZURITE) $(READERS) $(WHEELHOUSE) lint
+test: system browser $(STAMP) $(AZURITE) $(READERS) $(WHEELHOUSE) $(VIEWERS) lint
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(VENV)/bin/pytest -q
 
 unit: $(STAMP)

@@ -145,15 +145,16 @@ def _current_client(settings: Settings) -> Any | None:
         return None
 
 
-def sign(uri: str, expires: int = 3600, *, settings: Settings | None = None) -> str:
-    """A time-limited URL for an artifact URI that a genome browser can read by range."""
+def sign(uri: str, expires: int = 3600, *, settings: Settings | None = None, delegation: bool = False) -> str:
+    """A time-limited URL for an artifact URI that a genome browser can read by range; a StoreError
+    when nothing is there (one HEAD). `delegation`: on Azure, a user-delegation SAS (Entra ID)."""
     settings = settings or load_settings()
     if "://" not in uri or uri.startswith("file://"):
         root = os.path.dirname(uri[len("file://"):] if uri.startswith("file://") else uri)
     else:
         scheme, rest = uri.split("://", 1)
         root = f"{scheme}://{rest.split('/', 1)[0]}"  # the bucket or container
-    return open_store(settings, root).sign(uri, expires)
+    return open_store(settings, root).sign(uri, expires, delegation)
 
 
 def run(doc: Doc, *, store: str | None = None, client: Any | None = None,

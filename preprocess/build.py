@@ -21,7 +21,7 @@ from .cluster import host_cores
 from .config import Settings
 from .errors import InputError, ScratchError, ToolError
 from .keys import LAYOUT, derive_key
-from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
+from .model import Artifact, FileDoc, Manifest, PipelineInfo, ReferenceInfo, RunResult, SourceInfo, redact_url
 from .scratch import make_scratch
 from .store import ArtifactStore, sha256_file
 from .urls import Url
@@ -187,6 +187,8 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
         pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
                               parameters=key_parameters(pipeline, settings, reference_md5)),
         tools=output.tools, artifacts=artifacts, records=output.records, timings=timings,
+        reference=ReferenceInfo(url=redact_url(doc.reference), md5=reference_md5)
+        if doc.reference is not None and reference_md5 is not None else None,
         threads=ctx.settings.threads,
     )
     committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()}, move=True)

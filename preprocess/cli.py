@@ -1,5 +1,5 @@
-"""python -m preprocess {run,batch,reindex,status,history,mirror,sign,gc,doctor,keygen,cluster,config}: parse
-options, call the API, report, exit.
+"""python -m preprocess {run,batch,reindex,status,history,mirror,sign,cors,view,gc,doctor,keygen,cluster,
+config}: parse options, call the API, report, exit.
 
 Settings come from preprocess.yaml, dask's YAML files, DASK_PREPROCESS__* variables and, on top of them
 all, `--set KEY=VALUE` and the explicit flags (`--store`, `--cluster`, …); `config` shows which won.
@@ -175,12 +175,20 @@ def mirror_stores(source: str, destination: str, json_path: str | None, create: 
 @click.argument("uri")
 @click.option("--expires", default=3600, show_default=True, type=click.IntRange(min=1),
               help="Seconds the URL stays valid.")
+@click.option("--user-delegation", is_flag=True,
+              help="Azure: a user-delegation SAS (Entra ID) even when an account key is configured.")
 @_set_option
-def sign_uri(uri: str, expires: int) -> None:
-    """Print a time-limited URL for an artifact that a genome browser can read by range."""
+def sign_uri(uri: str, expires: int, user_delegation: bool) -> None:
+    """Print a time-limited URL for an artifact that a genome browser can read by range (exit 1 when
+    the store does not hold it)."""
     from .api import sign
+    from .errors import StoreError
 
-    click.echo(sign(uri, expires))
+    try:
+        click.echo(sign(uri, expires, delegation=user_delegation))
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @cli.command("gc")
@@ -394,7 +402,7 @@ def summary_table(report: BatchReport) -> str:
     return "\n".join(lines)
 
 
-from . import cli_catalogue, cli_trust  # noqa: E402,F401 - register reindex, status, history and keygen
+from . import cli_browse, cli_catalogue, cli_trust  # noqa: E402,F401 - register cors, view, reindex, status, history, keygen
 
 
 def main() -> None:

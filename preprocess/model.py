@@ -84,6 +84,14 @@ class SourceInfo(BaseModel):
     size: int
 
 
+class ReferenceInfo(BaseModel):
+    """The outside reference a CRAM was built against: its md5 (in the key) and where it was read from
+    (redacted; not in the key), so a genome-browser session can pair the CRAM with its FASTA."""
+
+    url: str
+    md5: str
+
+
 class PipelineInfo(BaseModel):
     name: str
     version: str
@@ -98,6 +106,7 @@ class Manifest(BaseModel):
     source: SourceInfo
     pipeline: PipelineInfo
     tools: dict[str, str] = Field(default_factory=dict)
+    reference: ReferenceInfo | None = None  # CRAM built against an outside reference FASTA
     artifacts: list[Artifact]
     records: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
@@ -151,6 +160,12 @@ class RunResult(BaseModel):
 
         return rebuild(self.error.class_, self.error.message)
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the built file in igv.js (view.py: signed URLs, valid for an hour)."""
+        from .view import repr_html  # the only upward import: display is a notebook's concern, not a model's
+
+        return repr_html([self])
+
     @classmethod
     def failure(cls, doc_id: str, error: dict[str, str] | BaseException, **fields: Any) -> RunResult:
         """A failed result; given the exception itself, it travels with the result (see errors.portable)."""
@@ -186,6 +201,12 @@ class BatchReport(BaseModel):
     def warnings(self) -> list[dict[str, str]]:
         """What a user should know of files that were built all the same ({"id", "warning"} each)."""
         return [{"id": result.id, "warning": text} for result in self.results for text in warnings_of(result.records)]
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the batch's built files in igv.js (view.py: signed URLs, valid for an hour)."""
+        from .view import repr_html
+
+        return repr_html(self.results)
 
     def to_json(self) -> str:
         data = self.model_dump(mode="json", by_alias=True)

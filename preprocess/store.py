@@ -76,6 +76,15 @@ class Versioned:
     modified: datetime
 
 
+def _with_sigv4(scheme: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """S3 options with Signature Version 4 for every request and presigned URL: botocore otherwise
+    presigns with SigV2 in regions that still take it (us-east-1), which KMS-encrypted objects refuse."""
+    if scheme not in ("s3", "s3a"):
+        return dict(options)
+    config = {**dict(options.get("config_kwargs") or {}), "signature_version": "s3v4"}
+    return {**options, "config_kwargs": config}
+
+
 class StoredFile(NamedTuple):
     """One file a listing returned: its fsspec path, size, and last modification (None: not known)."""
 
@@ -126,7 +135,7 @@ class ArtifactStore:
                 root = os.path.abspath(os.path.expanduser(path))
                 self.fs = fsspec.filesystem("file")
             else:
-                self.fs, root = fsspec.url_to_fs(url, **dict(storage_options or {}))
+                self.fs, root = fsspec.url_to_fs(url, **_with_sigv4(scheme, storage_options or {}))
         except ImportError as exc:
             package = _INSTALL_HINT.get(scheme, scheme)
             raise ConfigError(f"store {shown}: install {package} to use {scheme}:// stores ({exc})") from None
@@ -324,22 +333,54 @@ class ArtifactStore:
             if is_key(key):
                 yield key
 
-    def sign(self, uri: str, expires: int = 3600) -> str:
-        """A URL a browser (IGV, Gosling) can GET by range without credentials: presigned S3, Azure SAS.
+    def sign(self, uri: str, expires: int = 3600, delegation: bool = False) -> str:
+        """A URL a browser (IGV, Gosling) can GET by range without credentials: presigned S3 (SigV4),
+        Azure SAS (`delegation`: a user-delegation SAS even when an account key is configured).
 
-        A local path is returned as a file:// URL: there is nothing to sign.
+        Only what exists is signed: one HEAD first, and a StoreError naming the object when it is
+        absent. A local path is returned as a file:// URL: there is nothing to sign.
         """
+        from . import cloud
+
         if self.local:
-            return "file://" + os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
+            path = os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
+            if not os.path.isfile(path):
+                raise StoreError(f"{path}: no such file")
+            return "file://" + path
         path = self.fs._strip_protocol(uri)
         if not path.startswith(self.root + "/"):
             raise StoreError(f"{uri} is not in the store {self.url}")
+        shown = f"{self.protocol}://{path}"
         try:
+            cloud.head(self.fs, self.protocol, path)
+        except FileNotFoundError:
+            raise StoreError(f"{shown}: no such object in the store (nothing signed)") from None
+        except Exception as exc:
+            raise StoreError(f"{shown}: cannot be checked: {type(exc).__name__}: {scrub(str(exc))}") from None
+        try:
+            if self.protocol in ("s3", "s3a"):
+                return cloud.sign_s3(self.fs, path, expires)
+            if self.protocol in ("az", "abfs", "abfss"):
+                return cloud.sign_azure(self.fs, path, expires, delegation)
             return str(self.fs.sign(path, expiration=int(expires)))
         except NotImplementedError:
             raise StoreError(f"{self.protocol}:// stores cannot sign URLs") from None
         except Exception as exc:
-            raise StoreError(f"signing {uri}: {type(exc).__name__}: {exc}") from None
+            raise StoreError(f"signing {shown}: {type(exc).__name__}: {scrub(str(exc))}") from None
+
+    def set_cors(self, origins: list[str], dry_run: bool = False) -> Any:
+        """Set (or with `dry_run` show) the CORS rule a genome-browser page on `origins` needs: on the
+        S3 bucket, or on the Azure account's blob service. Returns a cloud.CorsChange."""
+        from . import cloud
+
+        try:
+            if self.protocol in ("s3", "s3a"):
+                return cloud.s3_cors(self.fs, self.root.split("/", 1)[0], origins, dry_run)
+            if self.protocol in ("az", "abfs", "abfss"):
+                return cloud.azure_cors(self.fs, origins, dry_run)
+        except Exception as exc:
+            raise StoreError(f"CORS rules of {self.url}: {type(exc).__name__}: {scrub(str(exc))}") from None
+        raise ConfigError(f"store {self.url}: CORS rules apply to s3:// and az:// stores only")
 
     def read_range(self, key: str, name: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of an artifact, as a genome browser reads BAM or BGZF by range."""

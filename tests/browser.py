@@ -86,8 +86,14 @@ class Browser:
     def screenshot(self) -> bytes:
         return base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
 
-    def evaluate(self, expression: str) -> Any:
-        return self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"].get("value")
+    def evaluate(self, expression: str, await_promise: bool = False) -> Any:
+        """The expression's value (JSON-able); with `await_promise`, the value a promise it returns resolves to."""
+        answer = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                "awaitPromise": await_promise})
+        if "exceptionDetails" in answer:
+            details = answer["exceptionDetails"].get("exception", {}).get("description")
+            raise RuntimeError(f"page script failed: {details}")
+        return answer["result"].get("value")
 
     def close(self) -> None:
         try:

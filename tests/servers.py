@@ -55,6 +55,27 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
+@contextmanager
+def moto_process(**env: str) -> Iterator[str]:
+    """A moto S3 server in its own process, for settings read at import (MOTO_DISABLE_GLOBAL_CORS=1:
+    then a bucket's own CORS rules decide, as on S3); yields its endpoint URL."""
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield f"http://{HOST}:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def azurite_binary() -> str:
     found = shutil.which("azurite-blob")
     local = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / ".bin" / "azurite-blob"
@@ -66,16 +87,20 @@ def azurite_binary() -> str:
 
 
 @contextmanager
-def azurite(location: Path) -> Iterator[str]:
-    """Azurite's blob service as a child process; yields its connection string."""
+def azurite(location: Path, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """Azurite's blob service as a child process; yields its connection string. With `tls` (certificate,
+    key) it serves HTTPS and takes OAuth bearer tokens (checking issuer, audience and expiry, not the
+    token's signature), as user-delegation keys need."""
     port = free_port()
+    secure = ["--oauth", "basic", "--cert", str(tls[0]), "--key", str(tls[1])] if tls else []
     proc = subprocess.Popen([azurite_binary(), "--blobHost", HOST, "--blobPort", str(port), "--location",
-                             str(location), "--skipApiVersionCheck", "--silent", "--loose"],
+                             str(location), "--skipApiVersionCheck", "--silent", "--loose", *secure],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port(port)
-        yield (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-               f"BlobEndpoint=http://{HOST}:{port}/{AZURITE_ACCOUNT};")
+        scheme = "https" if tls else "http"
+        yield (f"DefaultEndpointsProtocol={scheme};AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+               f"BlobEndpoint={scheme}://{HOST}:{port}/{AZURITE_ACCOUNT};")
     finally:
         proc.terminate()
         try:
@@ -85,6 +110,79 @@ def azurite(location: Path) -> Iterator[str]:
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate (and its key) for 127.0.0.1 that expires tomorrow: trust it with SSL_CERT_FILE."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class TokenServer:
+    """A managed-identity token endpoint on loopback (App Service's protocol: IDENTITY_ENDPOINT and
+    IDENTITY_HEADER), handing out Entra ID-shaped bearer tokens for Azure Storage: what
+    azure-identity's DefaultAzureCredential finds on an Azure host, here without a tenant."""
+
+    def __init__(self) -> None:
+        import base64
+
+        def part(value: dict[str, object]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        now = int(time.time())
+        claims = {"aud": "https://storage.azure.com", "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000001/",
+                  "iat": now - 60, "nbf": now - 60, "exp": now + 3600, "oid": "11111111-1111-1111-1111-111111111111",
+                  "tid": "00000000-0000-0000-0000-000000000001"}
+        self.token = f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+        self.header = "loopback-identity-header"
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                server.requests += 1
+                if self.headers.get("X-IDENTITY-HEADER") != server.header:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.dumps({"access_token": server.token, "expires_on": str(now + 3600), "token_type": "Bearer",
+                                   "resource": "https://storage.azure.com"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer((HOST, 0), Handler)
+        self.endpoint = f"http://{HOST}:{self.httpd.server_address[1]}/msi/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 class FileServer:
