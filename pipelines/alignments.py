@@ -19,7 +19,7 @@ import shutil
 import struct
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -60,8 +60,8 @@ class AlignmentPipeline(PipelineBase):
             if kind == "other":
                 raise InputError(f"{label}: not SAM or BAM (neither BGZF-compressed BAM nor SAM text)")
             if kind == "bam":
-                _quickcheck(src, label)
-            lengths = _reference_lengths(src, label)
+                refuse_damaged(src, label)
+            lengths = reference_lengths(src, label)
         index_kind = index_kind_for(lengths)
         out = ctx.workdir / "sorted.bam"
         index = out.with_name(f"{out.name}.{index_kind}")
@@ -83,13 +83,19 @@ class AlignmentPipeline(PipelineBase):
         return BuildOutput(
             artifacts={"data": out, "index": index},
             records=records,
-            tools={"samtools": shell.version("samtools"), "pysam": _pysam_version()},
+            tools={"samtools": shell.version("samtools"), "pysam": pysam_version()},
         )
 
 
-def index_kind_for(lengths: dict[str, int]) -> str:
-    """"csi" when a reference is too long for BAI bins, else "bai"."""
+def index_kind_for(lengths: Mapping[Any, int]) -> str:
+    """"csi" when a reference is too long for BAI bins, else "bai" (the one choice for SAM, BAM, the BAM a
+    CRAM may become, and a BAM merged from parts)."""
     return "csi" if any(length >= BAI_MAX_LENGTH for length in lengths.values()) else "bai"
+
+
+def index_flags(kind: str) -> list[str]:
+    """samtools index's flags for an index kind: "bai", "csi" (min_shift 14, as sort_bam writes it) or "crai"."""
+    return {"bai": ["-b"], "csi": ["-c", "-m", str(CSI_MIN_SHIFT)], "crai": []}[kind]
 
 
 def sort_bam(src: Path, out: Path, index: Path, settings: BuildSettings, workdir: Path, shown: str) -> int:
@@ -158,10 +164,11 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
     return records
 
 
-def index_bam(bam: Path, index: Path, threads: int) -> None:
+def index_bam(bam: Path, index: Path, threads: int, shown: str = "") -> None:
     """samtools index: BAI, or CSI with min_shift 14 when `index` ends in .csi (as sort_bam writes them)."""
-    flag = ["-c", "-m", str(CSI_MIN_SHIFT)] if index.suffix == ".csi" else ["-b"]
-    shell.run(["samtools", "index", *flag, "-@", str(threads), str(bam), str(index)], context=f"indexing {bam.name}")
+    flags = index_flags("csi" if index.suffix == ".csi" else "bai")
+    shell.run(["samtools", "index", *flags, "-@", str(threads), str(bam), str(index)],
+              context=f"indexing {shown or bam.name}")
 
 
 def verify_sorted(bam: Path, index: Path, lengths: dict[str, int], source: Path, shown: str, records_in: int,
@@ -169,8 +176,8 @@ def verify_sorted(bam: Path, index: Path, lengths: dict[str, int], source: Path,
     """The output is whole (quickcheck) and holds `records_in` records: those a region query reaches through
     the index plus those it cannot (reads starting past their reference's end, see unreachable_reads).
     Returns the records out and the unreachable ones' summary (None when every read is reachable)."""
-    shell.run(["samtools", "quickcheck", "-u", "-v", str(bam)], context="checking the sorted output")
-    records_out = _indexed_records(bam, index)
+    quickcheck(bam, "checking the sorted output")
+    records_out = indexed_records(bam, index)
     unreachable = unreachable_reads(bam, index, lengths, source, shown, refuse_unreachable)
     if records_out != records_in:
         raise ToolError(["samtools", "sort"], 0, f"{records_in} records in, {records_out} out",
@@ -339,16 +346,31 @@ def sniff(path: Path) -> str:
     return "other"
 
 
-def _quickcheck(path: Path, shown: str) -> None:
-    try:  # -u: an unaligned BAM (no @SQ: PacBio HiFi, GATK uBAM) is valid, not a damaged header
-        shell.run(["samtools", "quickcheck", "-u", "-v", str(path)])
+def quickcheck(path: Path, context: str = "") -> None:
+    """samtools quickcheck -u -v: ToolError when a BAM or CRAM is truncated (no EOF block or container) or
+    its header unreadable. -u: an unaligned file (no @SQ: PacBio HiFi, GATK uBAM) is valid."""
+    shell.run(["samtools", "quickcheck", "-u", "-v", str(path)], context=context)
+
+
+def refuse_damaged(path: Path, shown: str) -> None:
+    """An input BAM or CRAM that fails quickcheck is an InputError; for a BAM it names where the BGZF
+    layout breaks, when it does (from the block headers alone)."""
+    try:
+        quickcheck(path)
     except ToolError:
-        fault = bgzf.first_fault(path, inflate=False)  # block headers only: where the layout breaks, if it does
+        with open(path, "rb") as stream:
+            cram = stream.read(4) == b"CRAM"
+        if cram:
+            raise InputError(f"{shown}: CRAM is truncated or corrupt (samtools quickcheck failed: missing EOF "
+                             "container, bad header or unreadable)") from None
+        fault = bgzf.first_fault(path, inflate=False)
         raise InputError(f"{shown}: BAM is truncated or corrupt (samtools quickcheck failed: "
                          + (f"{fault})" if fault else "missing EOF block, bad header or unreadable)")) from None
 
 
-def _reference_lengths(path: Path, shown: str) -> dict[str, int]:
+def reference_lengths(path: Path, shown: str) -> dict[str, int]:
+    """Reference name -> length from a SAM/BAM header; InputError when it cannot be read or an @SQ LN is
+    not a positive integer."""
     import pysam
 
     try:
@@ -363,9 +385,6 @@ def _reference_lengths(path: Path, shown: str) -> dict[str, int]:
         if bad:
             raise InputError(f"{shown}: header line {number}: @SQ {bad!r} is not a positive integer length")
     return lengths
-
-
-reference_lengths = _reference_lengths  # the public name, for other pipelines (the split path)
 
 
 UNREACHABLE_NAMED = 5  # how many unreachable reads a manifest names
@@ -407,13 +426,13 @@ def _count(path: Path, threads: int, context: str, shown: str) -> int:
         raise InputError(f"{shown}: unreadable alignment records: {reason}") from None
     unknown = re.search(r"recognized reference name (\S+?);", warnings)
     if unknown:  # htslib would quietly make such a read unmapped
-        line = _first_line_naming(path, unknown.group(1).strip('"'))
+        line = first_line_naming(path, unknown.group(1).strip('"'))
         where = f"{shown}: line {line}" if line else shown
         raise InputError(f"{where}: a record names reference {unknown.group(1)}, which no @SQ line declares")
     return int(out.strip())
 
 
-def _first_line_naming(path: Path, name: str) -> int | None:
+def first_line_naming(path: Path, name: str) -> int | None:
     """The line number of the first SAM record whose RNAME or RNEXT is `name`; None for BAM."""
     import gzip
 
@@ -459,7 +478,7 @@ def users_terms(text: str, path: Path, shown: str) -> str:
     return text.replace(str(path), shown)
 
 
-def _indexed_records(bam: Path, index: Path) -> int:
+def indexed_records(bam: Path, index: Path) -> int:
     """Records reachable through the index: mapped + unmapped per reference + unplaced."""
     import pysam
 
@@ -471,7 +490,8 @@ def _indexed_records(bam: Path, index: Path) -> int:
         raise ToolError(["pysam.AlignmentFile", str(bam)], 1, str(exc), context="opening the new index") from None
 
 
-def _pysam_version() -> str:
+def pysam_version() -> str:
+    """The pysam in use (a tool version the manifest records)."""
     import pysam
 
     return pysam.__version__

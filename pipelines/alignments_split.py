@@ -18,26 +18,28 @@ import mmap
 import re
 import struct
 import subprocess
-import zlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
+from . import bgzf
 from .alignments import (
-    BAI_MAX_LENGTH,
-    CSI_MIN_SHIFT,
-    _first_line_naming,
-    _indexed_records,
-    _quickcheck,
-    _reference_lengths,
+    first_line_naming,
+    index_bam,
+    index_kind_for,
+    indexed_records,
+    quickcheck,
     records_in_sort_order,
+    reference_lengths,
+    refuse_damaged,
     sniff,
     unreachable_reads,
     users_terms,
 )
 from .base import BuildSettings, SplitSteps
+from .bgzf import EOF_BLOCK, Block
 
 BLOCK = 0xFF00  # htslib's BGZF_BLOCK_SIZE: the most uncompressed bytes one block holds
 # samtools view's -l is a library filter: the BGZF level goes in --output-fmt-option
@@ -74,8 +76,8 @@ def inspect(source: Path, shown: str) -> dict[str, int]:
     if kind == "other":
         raise InputError(f"{shown}: not SAM or BAM (neither BGZF-compressed BAM nor SAM text)")
     if kind == "bam":
-        _quickcheck(source, shown)
-    return _reference_lengths(source, shown)
+        refuse_damaged(source, shown)
+    return reference_lengths(source, shown)
 
 
 def extract_part(source: Path, expression: str, out: Path, level: int, threads: int, shown: str) -> int:
@@ -92,7 +94,7 @@ def extract_part(source: Path, expression: str, out: Path, level: int, threads: 
                          ) from None
     unknown = re.search(r"recognized reference name (\S+?);", warnings)
     if unknown:  # htslib would quietly make such a read unmapped
-        line = _first_line_naming(source, unknown.group(1).strip('"'))
+        line = first_line_naming(source, unknown.group(1).strip('"'))
         where = f"{shown}: line {line}" if line else shown
         raise InputError(f"{where}: a record names reference {unknown.group(1)}, which no @SQ line declares")
     return int(shell.run(["samtools", "view", "-c", "-@", str(threads), str(out)], context="counting a part"))
@@ -121,31 +123,22 @@ class _NotBlockwise(Exception):
     """A part whose blocks cannot be reused as they are."""
 
 
-def _blocks(data: mmap.mmap) -> list[tuple[int, int, int]]:
-    """(offset, compressed size, uncompressed size) of every BGZF block of a file."""
-    found, at = [], 0
-    while at < len(data):
-        if data[at:at + 4] != b"\x1f\x8b\x08\x04" or data[at + 12:at + 14] != b"BC":
-            raise _NotBlockwise(f"not a BGZF block at byte {at}")
-        size = struct.unpack_from("<H", data, at + 16)[0] + 1
-        found.append((at, size, struct.unpack_from("<I", data, at + size - 4)[0]))
-        at += size
+def _blocks(path: Path) -> list[Block]:
+    """Every BGZF block of a part (bgzf.walk); _NotBlockwise where it is not BGZF throughout."""
+    found = bgzf.blocks(path)
+    if found is None:
+        raise _NotBlockwise(f"{path.name} is not BGZF throughout")
     return found
 
 
-def _inflate(data: mmap.mmap, block: tuple[int, int, int]) -> bytes:
-    at, size, _ = block
-    return zlib.decompress(data[at + 18:at + size - 8], -15)
-
-
-def _header_blocks(data: mmap.mmap, blocks: list[tuple[int, int, int]]) -> tuple[int, bytes]:
+def _header_blocks(data: mmap.mmap, blocks: list[Block]) -> tuple[int, bytes]:
     """How many leading blocks hold the BAM header (htslib flushes after it: no record shares them),
     and the header's bytes."""
     head, count = b"", 0
     while True:
         if count == len(blocks):
             raise _NotBlockwise("truncated header")
-        head += _inflate(data, blocks[count])
+        head += bgzf.inflate(data, blocks[count])
         count += 1
         try:
             text = struct.unpack_from("<i", head, 4)[0]
@@ -194,21 +187,21 @@ def _merge_blocks(parts: list[Path], out: Path, level: int, threads: int, workdi
     with open(out, "wb") as target:
         for number, part in enumerate(parts):
             with open(part, "rb") as raw, mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                blocks = _blocks(data)
+                blocks = _blocks(part)
                 header, head = _header_blocks(data, blocks)
                 if number == 0:
-                    target.write(data[:blocks[header - 1][0] + blocks[header - 1][1]])
-                body = [b for b in blocks[header:] if b[2] > 0]  # records only: no EOF marker
+                    target.write(data[:blocks[header - 1].offset + blocks[header - 1].size])
+                body = [b for b in blocks[header:] if b.isize > 0]  # records only: no EOF marker
                 same = False  # the whole file's packing and this part's coincide from here on
                 for index, block in enumerate(body):
                     last = index == len(body) - 1
                     if same and not last:
-                        target.write(data[block[0]:block[0] + block[1]])
+                        target.write(data[block.offset:block.offset + block.size])
                         continue
                     if not same and index >= SYNC_LIMIT:
                         redone += _reencode(head, pending, data, body[index:], target, level, threads, workdir)
                         break
-                    content = _inflate(data, block)
+                    content = bgzf.inflate(data, block)
                     for record in _records(content):
                         if len(record) > BLOCK:
                             raise _NotBlockwise("a record over one block")
@@ -216,7 +209,7 @@ def _merge_blocks(parts: list[Path], out: Path, level: int, threads: int, workdi
                             emit(target)
                         pending.extend(record)
                     if not last and pending == content:  # both packings close this block here
-                        target.write(data[block[0]:block[0] + block[1]])
+                        target.write(data[block.offset:block.offset + block.size])
                         pending.clear()
                         same = True
         if pending:
@@ -225,7 +218,7 @@ def _merge_blocks(parts: list[Path], out: Path, level: int, threads: int, workdi
     return redone
 
 
-def _reencode(head: bytes, pending: bytearray, data: mmap.mmap, blocks: list[tuple[int, int, int]],
+def _reencode(head: bytes, pending: bytearray, data: mmap.mmap, blocks: list[Block],
               target: BinaryIO, level: int, threads: int, workdir: Path) -> int:
     """Pack `pending` and the records of `blocks` as the whole file would (samtools view writes them
     from a block boundary, as the whole sort did); write all its blocks but the last, whose records
@@ -241,7 +234,7 @@ def _reencode(head: bytes, pending: bytearray, data: mmap.mmap, blocks: list[tup
             proc.stdin.write(head)  # an uncompressed BAM: htslib reads it as it reads BGZF
             proc.stdin.write(pending)
             for block in blocks:
-                proc.stdin.write(_inflate(data, block))
+                proc.stdin.write(bgzf.inflate(data, block))
             proc.stdin.close()
         except BrokenPipeError:
             pass
@@ -249,17 +242,14 @@ def _reencode(head: bytes, pending: bytearray, data: mmap.mmap, blocks: list[tup
         if proc.wait() != 0:
             raise ToolError(argv, proc.returncode, shell.tail(error), context="merging sorted parts")
     with open(out, "rb") as raw, mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ) as made:
-        found = _blocks(made)
-        body = [b for b in found[_header_blocks(made, found)[0]:] if b[2] > 0]
+        found = _blocks(out)
+        body = [b for b in found[_header_blocks(made, found)[0]:] if b.isize > 0]
         pending.clear()
         if body:
-            target.write(made[body[0][0]:body[-1][0]])
-            pending.extend(_inflate(made, body[-1]))
+            target.write(made[body[0].offset:body[-1].offset])
+            pending.extend(bgzf.inflate(made, body[-1]))
     out.unlink()
     return max(0, len(body) - 1)
-
-
-EOF_BLOCK = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 
 
 def _compress(content: bytes, level: int, workdir: Path) -> bytes:
@@ -276,18 +266,17 @@ def _compress(content: bytes, level: int, workdir: Path) -> bytes:
 def index_and_verify(out: Path, lengths: dict[str, int], records_in: int, threads: int, shown: str,
                      refuse_unreachable: bool = False) -> tuple[Path, dict[str, Any]]:
     """Index the merged BAM and check it as the single-worker build does; its index and its records."""
-    csi = any(length >= BAI_MAX_LENGTH for length in lengths.values())
-    index = out.with_name(out.name + (".csi" if csi else ".bai"))
-    flag = ["-c", "-m", str(CSI_MIN_SHIFT)] if csi else ["-b"]
-    shell.run(["samtools", "index", *flag, "-@", str(threads), str(out), str(index)], context=f"indexing {shown}")
-    shell.run(["samtools", "quickcheck", "-u", "-v", str(out)], context="checking the merged output")
-    records_out = _indexed_records(out, index)
+    kind = index_kind_for(lengths)
+    index = out.with_name(f"{out.name}.{kind}")
+    index_bam(out, index, threads, shown)
+    quickcheck(out, "checking the merged output")
+    records_out = indexed_records(out, index)
     # the source is not here: a refused read is named, not its line
     unreachable = unreachable_reads(out, index, lengths, out, shown, refuse_unreachable)
     if records_out != records_in:
         raise ToolError(["samtools", "sort"], 0, f"{records_in} records in, {records_out} out",
                         context=f"checking {shown}")
-    records: dict[str, Any] = {"in": records_in, "out": records_out, "index": "csi" if csi else "bai",
+    records: dict[str, Any] = {"in": records_in, "out": records_out, "index": kind,
                                "references": len(lengths)}
     if unreachable:
         records["unreachable"] = unreachable

@@ -29,7 +29,8 @@ from preprocess import shell
 from preprocess.errors import InputError
 
 from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
-from .intervals import BED, build_intervals, converted_line
+from .intervals import BED, build_intervals
+from .streaming import converted_line
 
 BIGBED_MAGIC = 0x8789F2EB
 CHROM_TREE_MAGIC = 0x78CA8C91

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from preprocess import shell
 
 from . import bgzf
+from .tabix_index import TABIX_MAX
 
 if TYPE_CHECKING:
     from .intervals import IntervalFormat
@@ -137,8 +138,6 @@ def _checked(spec: IntervalFormat, lines: Any) -> tuple[list[str], Any, dict[str
             return None
         if spec.kind == "bed" and bool((end == 0).any()):
             return None
-    from .intervals import TABIX_MAX
-
     maxend = max(0, int(end.max()))  # type: ignore[arg-type]
     if maxend > TABIX_MAX:
         return None

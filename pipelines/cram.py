@@ -29,7 +29,16 @@ from typing import Any
 from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
-from .alignments import BAI_MAX_LENGTH, CSI_MIN_SHIFT, _indexed_records, _pysam_version, users_terms
+from .alignments import (
+    CSI_MIN_SHIFT,
+    index_flags,
+    index_kind_for,
+    indexed_records,
+    pysam_version,
+    quickcheck,
+    refuse_damaged,
+    users_terms,
+)
 from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
 
 CRAM_MAGIC = b"CRAM"
@@ -70,15 +79,15 @@ class CramPipeline(PipelineBase):
             with open(src, "rb") as stream:
                 if stream.read(4) != CRAM_MAGIC:
                     raise InputError(f"{ctx.label}: not a CRAM file (it does not start with the CRAM magic)")
-            _quickcheck(src, ctx.label)
-            alone = _environment(work, outside=False)
+            refuse_damaged(src, ctx.label)
+            alone = reference_environment(work, outside=False)
             header = _header(src, ctx.label, alone)
             sq = _sq_lines(header, ctx.label)
             if any("UR" in tags for _, _, tags in sq):
                 src = _without_ur(src, header, work, alone)
             given = _write_reference_dir(ctx.reference, sq, work / "refs") if ctx.reference else {}
         with ctx.stage("count"):
-            everything = _environment(work, outside=True)
+            everything = reference_environment(work, outside=True)
             try:
                 records_in = _count(src, alone, ctx.settings.threads, ctx.label, sq)
                 env, embedded = alone, True
@@ -100,15 +109,14 @@ class CramPipeline(PipelineBase):
                 layout = f"cram,{'no_ref=1,' if embedded else ''}level={ctx.settings.compression_level}"
                 shell.pipe(_SORT_TO_CRAM, ctx.settings.sort_memory, ctx.settings.threads, src, layout, out.name,
                            context=f"sorting {ctx.label}", cwd=work, env=env)
-        csi = bam and any(length >= BAI_MAX_LENGTH for _, length, _ in sq)
-        index = out.with_name(out.name + (".csi" if csi else ".bai" if bam else ".crai"))
+        kind = index_kind_for(dict(enumerate(length for _, length, _ in sq))) if bam else "crai"
+        index = out.with_name(f"{out.name}.{kind}")
         with ctx.stage("index"):
-            flag = ["-c", "-m", str(CSI_MIN_SHIFT)] if csi else ["-b"] if bam else []
-            shell.run(["samtools", "index", *flag, "-@", str(ctx.settings.threads), out.name, index.name],
+            shell.run(["samtools", "index", *index_flags(kind), "-@", str(ctx.settings.threads), out.name, index.name],
                       context=f"indexing {ctx.label}", cwd=work, env=env)
         with ctx.stage("verify"):
-            shell.run(["samtools", "quickcheck", "-u", "-v", str(out)], context="checking the sorted output")
-            records_out = (_indexed_records(out, index) if bam
+            quickcheck(out, "checking the sorted output")
+            records_out = (indexed_records(out, index) if bam
                            else _indexed_cram_records(out, index, sq, env, ctx.settings.threads))
             if records_out != records_in:
                 raise ToolError(["samtools", "sort"], 0, f"{records_in} records in, {records_out} out",
@@ -118,7 +126,7 @@ class CramPipeline(PipelineBase):
             records={"in": records_in, "out": records_out, "index": index.suffix.lstrip("."),
                      "references": len(sq), "output": "bam" if bam else "cram",
                      "reference": "embedded" if embedded else "external"},
-            tools={"samtools": shell.version("samtools"), "pysam": _pysam_version()},
+            tools={"samtools": shell.version("samtools"), "pysam": pysam_version()},
         )
 
 
@@ -128,14 +136,6 @@ class _MissingReference(Exception):
     def __init__(self, sq_index: int | None, mismatch: bool = False) -> None:
         super().__init__(sq_index)
         self.sq_index, self.mismatch = sq_index, mismatch
-
-
-def _quickcheck(path: Path, shown: str) -> None:
-    try:
-        shell.run(["samtools", "quickcheck", "-u", "-v", str(path)])
-    except ToolError:
-        raise InputError(f"{shown}: CRAM is truncated or corrupt (samtools quickcheck failed: missing EOF "
-                         "container, bad header or unreadable)") from None
 
 
 def _header(path: Path, shown: str, env: dict[str, str]) -> str:
@@ -194,7 +194,7 @@ def _write_reference_dir(fasta: Path, sq: list[tuple[str, int, dict[str, str]]],
     return found
 
 
-def _site_ref_path() -> list[str]:
+def site_ref_path() -> list[str]:
     """The local directories of the worker's REF_PATH; URL entries (htslib would fetch) are dropped."""
     parts = os.environ.get("REF_PATH", "").split(":")
     kept, skip = [], False
@@ -210,7 +210,7 @@ def _site_ref_path() -> list[str]:
     return kept
 
 
-def _environment(work: Path, outside: bool) -> dict[str, str]:
+def reference_environment(work: Path, outside: bool) -> dict[str, str]:
     """REF_PATH / REF_CACHE for htslib: with `outside`, the document's reference and the worker's
     local cache; without, none at all (embedded references only). Never empty: an empty REF_PATH
     makes htslib fetch from the EBI."""
@@ -218,7 +218,7 @@ def _environment(work: Path, outside: bool) -> dict[str, str]:
     if not outside:
         return {"REF_PATH": nowhere, "REF_CACHE": ""}
     paths = [f"{work}/refs/%s"] if (work / "refs").is_dir() else []
-    paths += _site_ref_path()
+    paths += site_ref_path()
     cache = os.environ.get("REF_CACHE", "")
     return {"REF_PATH": ":".join(paths) or nowhere, "REF_CACHE": cache if cache.startswith("/") else ""}
 
@@ -266,7 +266,7 @@ def _explain(ctx: BuildContext, sq: list[tuple[str, int, dict[str, str]]], index
         tried.append(f"the document's reference has no sequence of that md5 (nor a {name} of that length)")
     cache = os.environ.get("REF_CACHE", "")
     tried.append(f"REF_CACHE {cache}" if cache.startswith("/") else "no REF_CACHE on the worker")
-    local = _site_ref_path()
+    local = site_ref_path()
     tried.append(f"REF_PATH {':'.join(local)}" if local else "no local REF_PATH on the worker (URLs are never used)")
     if "UR" in tags:
         tried.append(f"UR {tags['UR']} is never followed (a reference is not taken from a path or URL inside the "

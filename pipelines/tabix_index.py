@@ -1,12 +1,19 @@
-"""Records per contig as htslib counted them while indexing: the index's pseudo-bin (TBI and CSI
-both keep one per reference), so the records-in == records-out check needs no read-back."""
+"""The tabix index of an interval output: its limits, the choice between TBI and CSI, writing it, and the
+records per contig htslib counted while indexing (the index's pseudo-bin: TBI and CSI both keep one per
+reference), so the records-in == records-out check needs no read-back."""
 
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 from pathlib import Path
 
+from preprocess import shell
+
+TBI_MAX = 2**29          # TBI bins address positions below 2^29; beyond that, CSI
+TABIX_MAX = 2**32        # the largest end tabix's CSI (min_shift 14) stores; beyond is an input error
+CSI_MIN_SHIFT = 14
 TBI_META_BIN = 37450  # ((1 << 18) - 1) // 7 + 1, the pseudo-bin of a depth-5 index
 
 
@@ -50,3 +57,28 @@ def record_counts(index: Path) -> dict[str, int]:
             offset += 4 + 8 * n_intervals
         counts[name] = mapped
     return counts
+
+
+def declared_lengths(header: list[str]) -> list[int]:
+    """Contig lengths a header declares: VCF ##contig length=, GFF3 ##sequence-region end."""
+    found = []
+    for line in header:
+        match = (re.match(r"##contig=<.*?\blength=(\d+)", line)
+                 or re.match(r"##sequence-region\s+\S+\s+\d+\s+(\d+)", line))
+        if match:
+            found.append(int(match.group(1)))
+    return found
+
+
+def index_kind(max_end: int, lengths: tuple[int, ...] | list[int]) -> str:
+    """"csi" when the records' largest end or a contig length reaches past what TBI bins address, else "tbi"."""
+    return "csi" if max_end >= TBI_MAX or any(n >= TBI_MAX for n in lengths) else "tbi"
+
+
+def write_index(out: Path, preset: str, kind: str, skip: int, label: str) -> Path:
+    """tabix -p `preset` over `out` (CSI with min_shift 14 for `kind` "csi"), `skip` leading lines not
+    indexed (a BED track line); returns the index's path."""
+    flags = ["--csi", "-m", str(CSI_MIN_SHIFT)] if kind == "csi" else []
+    skipped = ["-S", str(skip)] if skip else []
+    shell.run(["tabix", "-f", "-p", preset, *flags, *skipped, str(out)], context=f"indexing {label}")
+    return out.with_name(f"{out.name}.{kind}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The interval pipelines' streaming pass (pipelines/intervals.py), run as bash -o pipefail:
+# The interval pipelines' streaming pass (run by pipelines/streaming.py), run as bash -o pipefail:
 #   intervals.sh validate DECOMPRESS SOURCE OUT THREADS
 #       decompress | validate > OUT                      (GTF, before gffread)
 #   intervals.sh check DECOMPRESS SOURCE OUT THREADS

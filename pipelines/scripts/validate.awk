@@ -1,4 +1,4 @@
-# Validates the data lines of a VCF, BED-family or GFF text on its way to sort (pipelines/intervals.py).
+# Validates the data lines of a VCF, BED-family or GFF text on its way to sort (run by pipelines/streaming.py).
 # Reads the decompressed text on stdin; data lines to stdout, header lines to $PP_HDR (and their line
 # numbers to $PP_HDRNR), the first error to $PP_ERR (exit 3), counts and contigs to $PP_STATS.
 # With PP_STREAM=1 it also checks that the text is already in the order `sort -s` would give (by the

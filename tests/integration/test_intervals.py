@@ -388,7 +388,7 @@ def test_a_bigbed_record_tabix_cannot_index_is_named_by_its_content_not_an_inter
 def test_a_record_the_index_does_not_reach_is_named_by_its_line_in_the_users_file(data, tmp_path):
     """The last guard behind the validator: when htslib reads a record otherwise (as it did `010`), the count
     through the index falls short and the error names the first record missing and its line."""
-    from pipelines.intervals import _unreachable
+    from pipelines.interval_checks import unreachable as _unreachable
 
     source = data / "src.bed"
     source.write_text("track name=x\nchr2\t1\t5\nchr1\t1\t5\nchr2\t9\t12\n")
@@ -405,7 +405,8 @@ def test_a_record_the_index_does_not_reach_is_named_by_its_line_in_the_users_fil
 
 def test_the_validator_script_runs_on_its_own(tmp_path):
     """pipelines/scripts/validate.awk is a program of its own: data lines through, header and counts aside."""
-    from pipelines.intervals import TABIX_MAX, VALIDATE_AWK
+    from pipelines.streaming import VALIDATE_AWK
+    from pipelines.tabix_index import TABIX_MAX
 
     env = {"PP_HDR": tmp_path / "h", "PP_HDRNR": tmp_path / "n", "PP_ERR": tmp_path / "e", "PP_STATS": tmp_path / "s",
            "PP_KIND": "bed", "PP_MINCOL": 3, "PP_EXACT": 0, "PP_START": 2, "PP_END": 3, "PP_MAX": TABIX_MAX}

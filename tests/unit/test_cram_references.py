@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipelines.cram import _environment, _site_ref_path
+from pipelines.cram import reference_environment as _environment
+from pipelines.cram import site_ref_path as _site_ref_path
 
 
 @pytest.mark.parametrize("ref_path, kept", [
