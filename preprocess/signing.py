@@ -32,18 +32,8 @@ def is_signature(name: str) -> bool:
     return name.startswith("manifest.json.") and name.endswith(SUFFIX)
 
 
-def _require() -> None:
-    """A ConfigError saying what to install when `cryptography` is not (the cloud SDKs bring it)."""
-    try:
-        import cryptography  # noqa: F401
-    except ImportError:
-        raise ConfigError("signed manifests need the cryptography package: pip install "
-                          "'preprocess-genomics[signing]'") from None
-
-
 def private_key(path: str) -> Ed25519PrivateKey:
     """The Ed25519 private key in the PEM file at `path`; a ConfigError names the file, never its bytes."""
-    _require()
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -61,7 +51,6 @@ def private_key(path: str) -> Ed25519PrivateKey:
 
 def public_key(path: str) -> Ed25519PublicKey:
     """The Ed25519 public key in the PEM file at `path`."""
-    _require()
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -95,7 +84,6 @@ def verifies(key: Ed25519PublicKey, body: bytes, signature: bytes) -> bool:
 def keygen(path: Path) -> tuple[Path, Path]:
     """Write a new key pair: the private key at `path` (mode 0600, created only if absent) and the
     public key at `path`.pub; return both paths. ConfigError when either exists."""
-    _require()
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
