@@ -15,7 +15,9 @@ from __future__ import annotations
 import gzip
 import os
 import random
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pysam
 import pytest
@@ -28,6 +30,7 @@ from preprocess.config import load_settings
 from preprocess.model import FileDoc
 from tests import samples
 from tests.conftest import store_files
+from tests.hostile_samples import HOSTILE
 
 EXAMPLES = int(os.environ.get("PREPROCESS_BAD_FILE_EXAMPLES", "0"))
 CLASSIFIED = {"InputError"}  # a bad file is the user's to fix: a ToolError here would blame the tools
@@ -192,7 +195,18 @@ FAULTS: dict[str, dict[str, Fault]] = {
 REFUSED = {"nul", "trailing-nul", "bad-crc", "bad-block", "header-nul"}
 # Kinds made in other modules (a self-referential bigBed index, a zlib bomb, a huge BAM header...), one line
 # each: (format, kind, fault, whether it must be refused).
+def hostile(kind: str) -> Fault:
+    """tests/hostile_samples.py's file of this kind (made whole, not derived from the original)."""
+    def fault(_original: bytes, _rng: random.Random) -> bytes:
+        with tempfile.TemporaryDirectory() as folder:
+            return HOSTILE[kind][2](Path(folder)).read_bytes()
+    return fault
+
+
 ADDED: list[tuple[str, str, Fault, bool]] = [
+    ("bigBed", "self-referential-index", hostile("self-referential-index"), True),
+    ("bigBed", "decompression-bomb", hostile("decompression-bomb"), True),
+    ("BAM", "huge-header", hostile("huge-header"), False),  # valid, 64 MB of header: built, in linear time
 ]
 for _fmt, _kind, _fault, _refused in ADDED:
     FAULTS[_fmt][_kind] = _fault
