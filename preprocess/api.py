@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from . import view  # noqa: F401 - importing it registers what results show in a notebook (register_html_view)
 from .build import open_store, signed_url
 from .config import Settings, load_settings
 from .graph import run_plan

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -127,6 +128,16 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+# How a notebook shows results: view.py registers its genome-browser page here when it is imported (api
+# imports it), so this model, floors below the view, never imports it.
+_HTML_VIEW: list[Callable[[list[RunResult]], str]] = []
+
+
+def register_html_view(render: Callable[[list[RunResult]], str]) -> None:
+    """Make `render` what RunResult and BatchReport show in a notebook (`_repr_html_`)."""
+    _HTML_VIEW[:] = [render]
+
+
 class RunResult(BaseModel):
     """What happened to one document. `artifacts` maps kind to an absolute URI."""
 
@@ -160,11 +171,9 @@ class RunResult(BaseModel):
 
         return rebuild(self.error.class_, self.error.message)
 
-    def _repr_html_(self) -> str:
-        """A notebook shows the built file in igv.js (view.py: signed URLs, valid for an hour)."""
-        from .view import repr_html  # the only upward import: display is a notebook's concern, not a model's
-
-        return repr_html([self])
+    def _repr_html_(self) -> str | None:
+        """A notebook shows the built file in igv.js (view.py's page, signed URLs valid for an hour)."""
+        return _HTML_VIEW[0]([self]) if _HTML_VIEW else None  # None: the notebook shows the text repr
 
     @classmethod
     def failure(cls, doc_id: str, error: dict[str, str] | BaseException, **fields: Any) -> RunResult:
@@ -202,11 +211,9 @@ class BatchReport(BaseModel):
         """What a user should know of files that were built all the same ({"id", "warning"} each)."""
         return [{"id": result.id, "warning": text} for result in self.results for text in warnings_of(result.records)]
 
-    def _repr_html_(self) -> str:
-        """A notebook shows the batch's built files in igv.js (view.py: signed URLs, valid for an hour)."""
-        from .view import repr_html
-
-        return repr_html(self.results)
+    def _repr_html_(self) -> str | None:
+        """A notebook shows the batch's built files in igv.js (view.py's page, signed URLs valid for an hour)."""
+        return _HTML_VIEW[0](self.results) if _HTML_VIEW else None
 
     def to_json(self) -> str:
         data = self.model_dump(mode="json", by_alias=True)
