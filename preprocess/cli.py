@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from . import cli_browse, cli_setup, cli_trust
+from . import __version__, cli_browse, cli_setup, cli_trust
 from .cli_options import (
     cluster_options,
     finish,
@@ -35,7 +35,8 @@ from .model import BatchReport, RunResult
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="preprocess", prog_name="preprocess")
+@click.version_option(version=__version__, prog_name="preprocess")  # not from metadata: a source checkout
+# with its .egg-info beside an installed copy has two distributions of the name, which click refuses
 def cli() -> None:
     """Sort, compress, index and check genomic files into a content-addressed store.
 
