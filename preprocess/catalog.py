@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import ValidationError
 
@@ -35,7 +37,8 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
         raise ConfigError(f"cannot read manifest {path}: {exc.strerror}") from None
     base = path.resolve().parent
     seen: dict[str, int] = {}
-    with handle:
+    bad_bytes = _BadBytes(path)
+    with handle, contextlib.closing(bad_bytes):
         reader = csv.reader(handle)
         try:
             header = [h.strip() for h in next(reader)]
@@ -44,7 +47,7 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
         except csv.Error as exc:
             raise ConfigError(f"{path}: unreadable header row: {exc}") from None
         if _undecodable(header):
-            raise ConfigError(f"{path}: unreadable header row: {_bad_byte(path, 1)}")
+            raise ConfigError(f"{path}: unreadable header row: {bad_bytes.find(1)}")
         lowered = [h.lower() for h in header]
         missing = [c for c in REQUIRED if c not in lowered]
         if missing:
@@ -62,7 +65,7 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
                 continue
             line = reader.line_num
             if _undecodable(row):
-                yield _row_error(path, line, f"unreadable row: {_bad_byte(path, first)}")
+                yield _row_error(path, line, f"unreadable row: {bad_bytes.find(first)}")
                 continue
             if not any(cell.strip() for cell in row):
                 continue
@@ -97,19 +100,31 @@ def _undecodable(cells: list[str]) -> bool:
     return any(not cell.isascii() and any("\udc80" <= ch <= "\udcff" for ch in cell) for cell in cells)
 
 
-def _bad_byte(path: Path, first_line: int) -> str:
-    """Where the first byte that is not UTF-8 lies, at or after `first_line`: its value, line and offset."""
-    offset = 0
-    with open(path, "rb") as stream:
-        for number, raw in enumerate(stream, start=1):
-            if number >= first_line:
+class _BadBytes:
+    """Where the first byte that is not UTF-8 lies, at or after a line: read forward only, once in all, so a
+    manifest with many such rows (a Latin-1 export) costs one more pass over the file, not one per row."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.line, self.offset = path, 0, 0
+        self.stream: BinaryIO | None = None
+
+    def find(self, first_line: int) -> str:
+        if self.stream is None:
+            self.stream = open(self.path, "rb")  # noqa: SIM115 - closed by close(), when the rows are done
+        for raw in self.stream:  # lines in order: each bad row lies after the last one found
+            self.line += 1
+            start, self.offset = self.offset, self.offset + len(raw)
+            if self.line >= first_line:
                 try:
                     raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    return (f"byte 0x{raw[exc.start]:02x} at line {number}, byte offset {offset + exc.start} "
+                    return (f"byte 0x{raw[exc.start]:02x} at line {self.line}, byte offset {start + exc.start} "
                             "is not UTF-8 (save the manifest as UTF-8)")
-            offset += len(raw)
-    return "a byte that is not UTF-8"
+        return "a byte that is not UTF-8"
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
 
 
 def _reference(values: dict[str, str], base: Path) -> str | None:

@@ -92,3 +92,15 @@ def test_a_header_byte_that_is_not_utf8_is_a_config_error_naming_its_offset(tmp_
     path.write_bytes(b"\xef\xbb\xbfid,access_url,form\xe9t\nok1,b1.bed,BED\n")  # a BOM, then Latin-1
     with pytest.raises(ConfigError, match=r"unreadable header row: byte 0xe9 at line 1, byte offset 21 "):
         read_catalog(path)
+
+
+def test_every_row_of_a_latin1_export_is_named_with_its_own_offset(tmp_path):
+    """A manifest saved as Latin-1: each row with an accent fails on its own line and offset (the bytes are
+    found reading forward once), the others parse."""
+    rows = [b"id,access_url,format\n", b"caf\xe9,a.bed,BED\n", b"ok,b.bed,BED\n", b"na\xefve,c.bed,BED\n"]
+    path = tmp_path / "manifest.csv"
+    path.write_bytes(b"".join(rows))
+    first, ok, second = read_catalog(path)
+    assert isinstance(ok, FileDoc) and ok.id == "ok"
+    assert "byte 0xe9 at line 2, byte offset 24 " in str(first)
+    assert f"byte 0xef at line 4, byte offset {len(b''.join(rows[:3])) + 2} " in str(second)
