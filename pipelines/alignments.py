@@ -2,7 +2,9 @@
 
 Two paths, chosen by the content alone (records["path"] says which ran):
 - "sort": samtools sort writes the BAM and its index in one pass (--write-index), while `samtools view -c`
-  counts the input beside it (records in = records out, from the index statistics);
+  counts the input beside it (records in = records out, from the index statistics); a BAM bigger than
+  the part_size parameter is sorted in parts laid end to end instead (records["parts"], the parted
+  layout of pipelines/alignments_split.py, which several workers can build);
 - "sorted-input": a BAM whose records are already in samtools sort order (read from the records in one
   streaming pass, never from @HD SO) keeps its record blocks as they are, under the header samtools sort
   would write (samtools reheader, or the file itself when that header is already its own), then is indexed.
@@ -39,19 +41,22 @@ BAM_MAGIC = b"BAM\x01"
 @dataclass(frozen=True)
 class AlignmentPipeline(PipelineBase):
     name: str = "alignments"
-    version: str = "2"  # 2: an already sorted BAM keeps its record blocks (records["path"] == "sorted-input")
+    # 2: an already sorted BAM keeps its record blocks (records["path"] == "sorted-input");
+    # 3: a BAM bigger than part_size is built in parts (pipelines/alignments_split.py)
+    version: str = "3"
     formats: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"SAM": (".sam",), "BAM": (".bam",)})
     stage: str = "sort_bam"
     passthrough: bool = False
-    split_steps: str | None = "pipelines.alignments_split:STEPS"  # one SAM/BAM across workers
+    split_steps: str | None = "pipelines.alignments_split:STEPS"  # a big BAM's parts across workers
     tool_pins: str | None = "pipelines.pins:TOOLS"  # the tool versions its output pins were made with
 
     def artifact_names(self) -> dict[str, tuple[str, ...]]:
         return {"data": ("sorted.bam",), "index": ("sorted.bam.bai", "sorted.bam.csi")}
 
     def parameters(self, settings: BuildSettings) -> dict[str, Any]:
-        return {"compression_level": settings.compression_level, "csi_min_shift": CSI_MIN_SHIFT}
+        return {"compression_level": settings.compression_level, "csi_min_shift": CSI_MIN_SHIFT,
+                "part_size": settings.part_size}
 
     def build(self, ctx: BuildContext) -> BuildOutput:
         src, label, settings = ctx.source, ctx.label, ctx.settings
@@ -70,6 +75,13 @@ class AlignmentPipeline(PipelineBase):
             with ctx.stage("order"):
                 records_in = adopt_if_sorted(src, out, index, settings.threads, ctx.workdir)
         path = "sort" if records_in is None else "sorted-input"
+        if records_in is None and kind == "bam":
+            from .alignments_split import build_parted, count_parts, part_ranges
+
+            parts = count_parts(kind, src.stat().st_size, settings.part_size, len(lengths))
+            if parts > 1:  # the parted layout: the bytes every cluster makes of this file
+                ranges = part_ranges(lengths, parts)
+                return build_parted(ctx, {"lengths": lengths, "ranges": ranges, "parts": len(ranges)})
         if records_in is None:
             with ctx.stage("sort"):
                 records_in = sort_bam(src, out, index, settings, ctx.workdir, label)

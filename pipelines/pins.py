@@ -39,6 +39,18 @@ OUTPUTS: dict[tuple[str, str], dict[str, str]] = {
         "sorted:sorted.bam": "e124b5d2c1fd8f91c6ee45bc62fa2d87aa8c1b175b1aa42d6f7e9b37752e0d25",
         "sorted:sorted.bam.bai": "ace6c8664890f2f3c82b7d4f889eb30b470fe17a59038a508d4d9e418a125ea5"
     },
+    ('alignments', '3'): {  # the parted layout (a BAM over part-size, here 20000 bytes: 3 parts); the rest as 2
+        "bai:sorted.bam": "5661dc83d1d6d93183f30432e6544e5872e106fa0d0ab62f51875545ec62a69d",
+        "bai:sorted.bam.bai": "73db621934522a0989c357701280b75e06ecd143438ca0423e6cf5d2afa5f9da",
+        "csi:sorted.bam": "2b7b80415fc812ac6d75ca6c7ea968e48601bc10e728b9408dfcdd44c941f3e5",
+        "csi:sorted.bam.csi": "7a5f95cf772da5d823cc05ca4f1db3ab7844850a72ccbaaadb097b0f8135ffcd",
+        "parted:sorted.bam": "7b53a5aaddd85f6acf9ecad4b65f96e24ec74945abf7772fe8ace2d390b72b02",
+        "parted:sorted.bam.bai": "6aba0369e800089171b5a69515238442a199f8fcbf2f2f6f1b68fecc656504de",
+        "sorted-unlabelled:sorted.bam": "250ec6b9847fdd13ea96d407052ae96fb2f6aef22638c6586f12b307c8ef22c0",
+        "sorted-unlabelled:sorted.bam.bai": "aaddf6fd66eca3591a3b92734a231a3db050687dd8f15495069cc039e6010967",
+        "sorted:sorted.bam": "e124b5d2c1fd8f91c6ee45bc62fa2d87aa8c1b175b1aa42d6f7e9b37752e0d25",
+        "sorted:sorted.bam.bai": "ace6c8664890f2f3c82b7d4f889eb30b470fe17a59038a508d4d9e418a125ea5"
+    },
     ('bed', '2'): {
         "tbi:sorted.bed.gz": "2f2e610cc28cd01f83b1fadf391ce068b5ed7c59902bf9291d83cfd27b4b5f9d",
         "tbi:sorted.bed.gz.tbi": "6162a67fa1592e3e09db4c4668f9cdc4b3fabd9a855885a4b257806dea547c87"

@@ -32,7 +32,7 @@ def build_settings(settings: Settings) -> BuildSettings:
     depends on it: tested)."""
     return BuildSettings(threads=tool_threads(settings.threads), sort_memory=settings.sort_memory,
                          compression_level=settings.compression_level, cram_output=settings.cram_output,
-                         unreachable_reads=settings.unreachable_reads)
+                         unreachable_reads=settings.unreachable_reads, part_size=settings.split.part_size)
 
 
 def tool_threads(configured: int | str) -> int:

@@ -87,12 +87,12 @@ class SourceSettings(_Section):
 
 
 class SplitSettings(_Section):
-    """When one SAM/BAM is sorted across workers (preprocess/split.py): never below min-size bytes."""
+    """A BAM of more than part-size bytes is built in parts (the key's parameter part_size), which the
+    workers of a cluster sort side by side (preprocess/split.py); the bytes are the same on one worker."""
 
-    min_size: int = Field(default=16 * 2**30, ge=0)
-    parts: int | None = Field(default=None, ge=1)
+    part_size: int = Field(default=256 * 2**20, ge=1)
 
-    @field_validator("min_size", mode="before")
+    @field_validator("part_size", mode="before")
     @classmethod
     def _bytes(cls, value: Any) -> Any:
         from dask.utils import parse_bytes

@@ -19,13 +19,14 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class BuildSettings:
-    """The knobs a build may read; compression_level and cram_output change output bytes (and so the key)."""
+    """The knobs a build may read; compression_level, cram_output and part_size change output bytes (and so the key)."""
 
     threads: int = 1
     sort_memory: str = "768M"
     compression_level: int = 6
     cram_output: str = "cram"  # what a CRAM becomes: "cram" or "bam" (changes output bytes, so the key)
     unreachable_reads: str = "build"  # a read past its reference's end: "build" (counted, named) or "refuse"
+    part_size: int = 256 * 2**20  # a bigger BAM is built in parts of about this many source bytes (the key's)
 
 
 @dataclass
@@ -98,40 +99,29 @@ class PipelineBase:
 
 
 class SplitSteps(Protocol):
-    """The tool steps of one file built across workers (preprocess/split.py runs them as Dask tasks
-    that meet in the store's parts area): split by reference ranges, sort each part, merge, check.
-    The merged output must be byte-identical to the single-worker build's."""
+    """How a pipeline builds one big file in parts that several workers can make (preprocess/split.py
+    runs them as route-, sort_part- and merge- tasks meeting in the store's parts area). The parts are
+    decided by the content and the key's parameters alone, and the pipeline's single build makes the
+    same parts one after another: which worker makes which part never changes a byte."""
 
-    def inspect(self, source: Path, shown: str) -> dict[str, int]:
-        """The source's reference lengths (name -> length), checking it can be split."""
+    def most_parts(self, fmt: str, size: int, settings: BuildSettings) -> int:
+        """The most parts a source of this format and size is built in (1: built whole), before it is read."""
         ...
 
-    def part_ranges(self, lengths: dict[str, int], parts: int) -> list[tuple[int, int]]:
-        """Reference-id ranges [first, stop) of at most `parts` parts; [] builds the file whole."""
+    def plan(self, source: Path, shown: str, settings: BuildSettings) -> dict[str, Any]:
+        """Check the source as the single build does and decide its parts: a JSON-able plan whose
+        "parts" is their number (1: it is built whole, by the single build)."""
         ...
 
-    def in_order(self, source: Path, threads: int) -> bool:
-        """True when the source is already sorted: then it is built whole, as the single build does."""
-        ...
-
-    def extract_part(self, source: Path, first: int, stop: int, last: bool, out: Path, compress: bool,
-                     threads: int, shown: str) -> int:
-        """Write the records of reference ids [first, stop) (`last`: the unplaced ones too) to `out`,
-        in input order, compressed when `compress` (it travels over a network); return their count."""
+    def route(self, source: Path, plan: dict[str, Any], which: list[int], outs: list[Path], threads: int,
+              shown: str) -> list[int]:
+        """Write the parts numbered `which` (unsorted) to `outs` in one read of the source; their record counts."""
         ...
 
     def sort_part(self, unsorted: Path, out: Path, settings: BuildSettings, workdir: Path) -> None:
         ...
 
-    def merge_parts(self, parts: list[Path], out: Path, settings: BuildSettings, workdir: Path) -> int:
-        """Merge the sorted parts into `out`; return the blocks recompressed (-1: merged by records)."""
-        ...
-
-    def index_and_verify(self, out: Path, lengths: dict[str, int], records_in: int, threads: int, shown: str,
-                         refuse_unreachable: bool) -> tuple[Path, dict[str, Any]]:
-        """Index the merged output and check it as the single build does; the index and the counts."""
-        ...
-
-    def tools(self) -> dict[str, str]:
-        """The tool versions its manifest names."""
+    def finish(self, parts: list[Path], plan: dict[str, Any], records_in: int, settings: BuildSettings,
+               workdir: Path, shown: str) -> BuildOutput:
+        """The output from the sorted parts, indexed and checked as the single build checks it."""
         ...

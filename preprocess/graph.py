@@ -57,7 +57,7 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
             key = name.partition("-")[2]
             parts = split.parts_for(doc, fmt, key, settings, workers)
             if parts:
-                futures[split.submit(client, doc, fmt, carried, key, parts)] = name
+                futures[split.submit(client, doc, fmt, carried, key, parts, workers)] = name
                 continue
         futures[client.submit(build_doc, doc, fmt, carried, rebuild=name in pending.rebuild, key=name,
                               pure=False)] = name
@@ -73,10 +73,10 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
 
 
 def _splittable(doc: FileDoc, fmt: str, settings: Settings) -> bool:
-    """A cheap first look: a file its pipeline can split that may reach preprocess.split.min-size
+    """A cheap first look: a file its pipeline can build in parts that may be over preprocess.split.part-size
     (split.parts_for decides)."""
     splits = registry.pipeline_for(fmt).split_steps is not None
-    return splits and (doc.size is None or doc.size >= settings.split.min_size)
+    return splits and (doc.size is None or doc.size > settings.split.part_size)
 
 
 def execute_plan(pending: Plan, settings: Settings, client: Any | None = None,

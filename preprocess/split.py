@@ -1,11 +1,14 @@
-"""One big file across workers: `split-<key>-<i>`, `sort_part-<key>-<i>`, `merge-<key>` Dask tasks.
+"""One big file across workers: `route-<key>-<g>`, `sort_part-<key>-<i>`, `merge-<key>` Dask tasks.
 
-The tasks meet only through the store's parts area, <root>/parts/<key>/, each part written whole (a
-temporary name, then renamed; an object store's upload is whole or absent). A part already there is
-not made again, so a lost worker costs its part, not the file. The merge commits the key exactly as
-the single-worker build does, with the same bytes (pipelines/alignments_split.py says why), then
-removes the parts. Which files split: those whose pipeline declares split steps (contract.SplitSteps;
-today SAM/BAM's), from preprocess.split.min-size, on a cluster of 2+ workers (preprocess.split.parts).
+The pipeline defines the output as parts decided by the content and the key alone (contract.SplitSteps;
+today a BAM above split.part-size, pipelines/alignments_split.py), and its single build makes the same
+parts one after another; here they are made side by side, so the bytes do not depend on the cluster.
+A route task reads the source once and writes the unsorted parts of its group (one group per worker),
+a sort_part task sorts one part, and the merge lays the sorted parts end to end, indexes and checks the
+output as the single build does, and commits the key (manifest last). The tasks meet only through the
+store's parts area, <root>/parts/<key>/, each part written whole (a temporary name, then renamed; an
+object store's upload is whole or absent); a part already there is not made again, so a lost worker
+costs its parts, not the file. The merge removes the parts area.
 """
 
 from __future__ import annotations
@@ -24,18 +27,19 @@ from .contract import SplitSteps
 from .errors import StoreError
 from .keys import LAYOUT, is_key
 from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
-from .registry import canonical_format, infer_format, pipeline_for, split_steps
+from .registry import pipeline_for, split_steps
 from .scratch import make_scratch
 from .store import ArtifactStore, sha256_file
 
-INPUT = "input.json"  # the source's hashes, reference lengths and number of parts, written by split-0
+PLAN = "plan.json"  # the source's hashes and the pipeline's plan of its parts, written by route-0
 
 
 def parts_for(doc: FileDoc, fmt: str, key: str, settings: Settings, workers: int) -> int:
-    """How many parts to split this document into; 0: build it on one worker. Only a format whose
-    pipeline declares split steps, with a derivation key, at least preprocess.split.min-size bytes, on a
-    cluster of more than one worker."""
-    if workers < 2 or pipeline_for(fmt).split_steps is None or not is_key(key):
+    """The most parts this document can be built in (the sort tasks to submit); 0: build it on one
+    worker. Only a format whose pipeline declares split steps, with a derivation key and a known size
+    its steps make into 2+ parts, on a cluster of more than one worker."""
+    pipeline = pipeline_for(fmt)
+    if workers < 2 or pipeline.split_steps is None or not is_key(key):
         return 0
     size = doc.size
     if size is None and sources.is_local(doc.access_url):
@@ -43,25 +47,34 @@ def parts_for(doc: FileDoc, fmt: str, key: str, settings: Settings, workers: int
             size = sources.local_path(doc.access_url).stat().st_size
         except OSError:
             return 0
-    if size is None or size < settings.split.min_size:
+    if size is None:
         return 0
-    return settings.split.parts or workers
+    most = _steps(fmt).most_parts(fmt, size, build_settings(settings))
+    return most if most > 1 else 0
 
 
-def submit(client: Any, doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int) -> Any:
-    """Submit the split graph of one document; the returned future (`merge-<key>`) gives its RunResult."""
-    splits = [client.submit(split_part, doc, fmt, settings, key, parts, i, key=f"split-{key}-{i}", pure=False)
-              for i in range(parts)]
-    sorts = [client.submit(sort_part, doc, settings, key, parts, i, done, key=f"sort_part-{key}-{i}", pure=False)
-             for i, done in enumerate(splits)]
-    return client.submit(merge, doc, fmt, settings, key, parts, sorts, key=f"merge-{key}", pure=False)
+def group(parts: int, groups: int, g: int) -> list[int]:
+    """The parts route task g of `groups` writes: a contiguous run, the runs as even as can be."""
+    return [i for i in range(parts) if i * groups // parts == g]
 
 
-def build_split(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int) -> RunResult:
+def submit(client: Any, doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, workers: int) -> Any:
+    """Submit the split graph of one document; the returned future (`merge-<key>`) gives its RunResult.
+    Each sort waits for every route (a part's group is known only once the source is read)."""
+    groups = max(1, min(parts, workers))
+    routes = [client.submit(route_group, doc, fmt, settings, key, groups, g, key=f"route-{key}-{g}", pure=False)
+              for g in range(groups)]
+    sorts = [client.submit(sort_part, doc, fmt, settings, key, i, routes, key=f"sort_part-{key}-{i}", pure=False)
+             for i in range(parts)]
+    return client.submit(merge, doc, fmt, settings, key, sorts, key=f"merge-{key}", pure=False)
+
+
+def build_split(doc: FileDoc, fmt: str, settings: Settings, key: str, groups: int) -> RunResult:
     """The same graph run in this process, one task after another (tests, debugging)."""
-    done = [split_part(doc, fmt, settings, key, parts, i) for i in range(parts)]
-    return merge(doc, fmt, settings, key, parts, [sort_part(doc, settings, key, parts, i, d)
-                                                  for i, d in enumerate(done)])
+    routes = [route_group(doc, fmt, settings, key, groups, g) for g in range(groups)]
+    store = open_store(settings)
+    parts = store.read_json(f"{parts_dir(store, key)}/{PLAN}")["plan"]["parts"]
+    return merge(doc, fmt, settings, key, [sort_part(doc, fmt, settings, key, i, routes) for i in range(parts)])
 
 
 def parts_dir(store: ArtifactStore, key: str) -> str:
@@ -70,22 +83,19 @@ def parts_dir(store: ArtifactStore, key: str) -> str:
     return f"{store.root}/parts/{key}"
 
 
-def _part(store: ArtifactStore, key: str, parts: int, i: int, state: str) -> str:
-    return f"{parts_dir(store, key)}/{parts}-{i}.{state}.bam"
+def _part(store: ArtifactStore, key: str, i: int, state: str) -> str:
+    return f"{parts_dir(store, key)}/{i}.{state}"
 
 
-def _count_path(store: ArtifactStore, key: str, parts: int, i: int) -> str:
-    return f"{parts_dir(store, key)}/{parts}-{i}.count"
-
-
-def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, i: int) -> dict[str, float]:
-    """Write part i of the source (its reference range, in input order) and its record count to the parts
-    area; split 0 also records the source's hashes. Skipped when the part is already there."""
+def route_group(doc: FileDoc, fmt: str, settings: Settings, key: str, groups: int, g: int) -> dict[str, float]:
+    """Write the unsorted parts of group g, and each one's record count, to the parts area; route-0 also
+    writes the plan with the source's hashes. Parts already there (sorted or not) are not made again."""
     store = open_store(settings)
-    unsorted, ready = _part(store, key, parts, i, "unsorted"), _part(store, key, parts, i, "sorted")
-    info = f"{parts_dir(store, key)}/{INPUT}"
-    if (store.exists(ready) or store.exists(unsorted)) and (i > 0 or store.exists(info)):
-        return {"split": 0.0}
+    area = parts_dir(store, key)
+    if store.exists(f"{area}/{PLAN}"):
+        planned = store.read_json(f"{area}/{PLAN}")["plan"]["parts"]
+        if all(store.exists(_part(store, key, i, "count")) for i in group(planned, groups, g)):
+            return {"route": 0.0}
     scratch = make_scratch(settings.scratch, doc.id)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -96,70 +106,66 @@ def split_part(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int,
             if key_for(pipeline_for(fmt), fetched.md5, settings) != key:
                 raise StoreError(f"{doc.id}: the source's md5 {fetched.md5} does not give key {key}")
             shown = doc.name or fetched.path.name
-            threads = build_settings(settings).threads
+            bsettings = build_settings(settings)
             steps = _steps(fmt)
-            lengths = steps.inspect(fetched.path, shown)
-            ranges = steps.part_ranges(lengths, parts)
-            # an already sorted input takes the single build's sorted-input path (its bytes differ from a
-            # sort's): no part is made, and the merge task builds it whole
-            in_order = steps.in_order(fetched.path, threads)
-            if in_order:
-                ranges = []
-            if i < len(ranges):
-                first, stop = ranges[i]
-                out = scratch / "part.bam"
-                records = steps.extract_part(fetched.path, first, stop, i == len(ranges) - 1, out,
-                                             store.over_network, threads, shown)
-                sources.check_unchanged(doc.id, fetched)  # the part holds the bytes that were hashed
-                (scratch / "count").write_text(str(records))
-                store.put(scratch / "count", _count_path(store, key, parts, i), move=True)
-                store.put(out, unsorted, move=True)  # after its count: a part in the store has one
-            if i == 0:
-                body = {"md5": fetched.md5, "sha256": fetched.sha256, "size": fetched.size, "lengths": lengths,
-                        "parts": len(ranges), "sorted_input": in_order}
-                (scratch / INPUT).write_text(json.dumps(body))
-                store.put(scratch / INPUT, info, move=True)
+            plan = steps.plan(fetched.path, shown, bsettings)
+            mine = group(plan["parts"], groups, g) if plan["parts"] > 1 else []
+            todo = [i for i in mine if not store.exists(_part(store, key, i, "count"))]
+            outs = [scratch / f"{i}.unsorted" for i in todo]
+            counts = steps.route(fetched.path, plan, todo, outs, bsettings.threads, shown) if todo else []
+            sources.check_unchanged(doc.id, fetched)  # the parts hold the bytes that were hashed
+            for i, out, count in zip(todo, outs, counts, strict=True):
+                store.put(out, _part(store, key, i, "unsorted"), move=True)
+                (scratch / "count").write_text(str(count))
+                store.put(scratch / "count", _part(store, key, i, "count"), move=True)  # last: the part is whole
+            if g == 0:
+                body = {"md5": fetched.md5, "sha256": fetched.sha256, "size": fetched.size, "plan": plan}
+                (scratch / PLAN).write_text(json.dumps(body))
+                store.put(scratch / PLAN, f"{area}/{PLAN}", move=True)
     except Exception as exc:
         raise name_failure(doc, exc, scratch) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    timings["split"] = round(time.perf_counter() - started, 4)
+    timings["route"] = round(time.perf_counter() - started, 4)
     return timings
 
 
-def sort_part(doc: FileDoc, settings: Settings, key: str, parts: int, i: int, split: dict[str, float]
+def sort_part(doc: FileDoc, fmt: str, settings: Settings, key: str, i: int, routes: list[dict[str, float]]
               ) -> dict[str, float]:
     """Sort part i into the parts area (skipped when it is there, or when the file has fewer parts)."""
     store = open_store(settings)
-    unsorted, ready = _part(store, key, parts, i, "unsorted"), _part(store, key, parts, i, "sorted")
-    if store.exists(ready) or not store.exists(unsorted):
-        return {**split, "sort_part": 0.0}
-    scratch = make_scratch(settings.scratch, doc.id)
+    timings = {"fetch": max(t.get("fetch", 0.0) for t in routes), "route": max(t.get("route", 0.0) for t in routes)}
+    unsorted = _part(store, key, i, "unsorted")
+    if store.exists(_part(store, key, i, "sorted")) or not store.exists(unsorted):
+        return {**timings, "sort_part": 0.0}
     started = time.perf_counter()
+    _sort(doc, fmt, settings, store, key, i)
+    return {**timings, "sort_part": round(time.perf_counter() - started, 4)}
+
+
+def _sort(doc: FileDoc, fmt: str, settings: Settings, store: ArtifactStore, key: str, i: int) -> None:
+    scratch = make_scratch(settings.scratch, doc.id)
     try:
         with shell.time_cap(settings.task_timeout):
-            steps = _steps(canonical_format(doc.format or infer_format(doc.name)))  # as the plan found it
-            source = store.local_copy(unsorted, scratch / "unsorted.bam")
-            out = scratch / "sorted.bam"
-            steps.sort_part(source, out, build_settings(settings), scratch)
-            store.put(out, ready, move=True)
-            store.remove(unsorted)
+            source = store.local_copy(_part(store, key, i, "unsorted"), scratch / f"{i}.unsorted")
+            out = scratch / f"{i}.sorted"
+            _steps(fmt).sort_part(source, out, build_settings(settings), scratch)
+            store.put(out, _part(store, key, i, "sorted"), move=True)
+            store.remove(_part(store, key, i, "unsorted"))
     except Exception as exc:
         raise name_failure(doc, exc, scratch) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {**split, "sort_part": round(time.perf_counter() - started, 4)}
 
 
-def merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sorted_parts: list[dict[str, float]]
-          ) -> RunResult:
-    """Merge the sorted parts into sorted.bam, index and check it as the single-worker build does,
-    commit the key (manifest last) and remove the parts. Never raises: a failure is a failed result."""
+def merge(doc: FileDoc, fmt: str, settings: Settings, key: str, sorted_parts: list[dict[str, float]]) -> RunResult:
+    """Lay the sorted parts end to end, index and check the output as the single build does, commit the
+    key (manifest last) and remove the parts. A file the plan builds whole (an already sorted one, one of
+    a single part) is built here by the single build. Never raises: a failure is a failed result."""
     pipeline = pipeline_for(fmt)
     common: dict[str, Any] = {"format": fmt, "source": redact_url(doc.access_url), "pipeline": pipeline.name}
-    timings = {"fetch": max(t.get("fetch", 0.0) for t in sorted_parts),
-               "split": max(t.get("split", 0.0) for t in sorted_parts),
-               "sort_part": max(t.get("sort_part", 0.0) for t in sorted_parts)}
+    timings = {name: max((t.get(name, 0.0) for t in sorted_parts), default=0.0)
+               for name in ("fetch", "route", "sort_part")}
     scratch = None
     try:
         store = open_store(settings)
@@ -167,14 +173,14 @@ def merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sort
         if found is not None:
             return RunResult(id=doc.id, status="cached", key=key, artifacts=store.artifact_uris(found),
                              manifest=store.uri(key, "manifest.json"), records=found.records, **common)
-        info = store.read_json(f"{parts_dir(store, key)}/{INPUT}")
-        if info.get("sorted_input"):  # nothing to merge: the single build, on this worker, adopts the input
+        info = store.read_json(f"{parts_dir(store, key)}/{PLAN}")
+        if info["plan"]["parts"] <= 1:  # the single build, on this worker, makes the file whole
             whole = build_doc(doc, fmt, settings)
             store.remove(parts_dir(store, key), recursive=True)
             return whole
         scratch = make_scratch(settings.scratch, doc.id)
         with shell.time_cap(settings.task_timeout):
-            result = _merge(doc, fmt, settings, key, parts, store, scratch, timings)
+            result = _merge(doc, fmt, settings, key, info, store, scratch, timings)
         store.remove(parts_dir(store, key), recursive=True)
         return RunResult(**result, **common)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified, in the result
@@ -184,41 +190,36 @@ def merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, sort
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, parts: int, store: ArtifactStore, scratch: Path,
-           timings: dict[str, float]) -> dict[str, Any]:
+def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, info: dict[str, Any], store: ArtifactStore,
+           scratch: Path, timings: dict[str, float]) -> dict[str, Any]:
     pipeline = pipeline_for(fmt)
     shown = doc.name or os.path.basename(str(doc.access_url))
+    plan = info["plan"]
+    for i in range(plan["parts"]):  # a part no sort task was submitted for (a size the document misstated)
+        if not store.exists(_part(store, key, i, "sorted")):
+            if not store.exists(_part(store, key, i, "unsorted")):
+                raise StoreError(f"{doc.id}: part {i} of {plan['parts']} is missing from {parts_dir(store, key)}")
+            _sort(doc, fmt, settings, store, key, i)
     started = time.perf_counter()
-    info = store.read_json(f"{parts_dir(store, key)}/{INPUT}")
-    made = [store.local_copy(_part(store, key, parts, i, "sorted"), scratch / f"part-{i}.bam")
-            for i in range(info["parts"])]
+    made = [store.local_copy(_part(store, key, i, "sorted"), scratch / f"{i}.sorted") for i in range(plan["parts"])]
+    records_in = sum(int(store.read_bytes(_part(store, key, i, "count"))) for i in range(plan["parts"]))
     workdir = scratch / "work"
     workdir.mkdir()
-    out = workdir / "sorted.bam"
     bsettings = build_settings(settings)
-    steps = _steps(fmt)
-    redone = steps.merge_parts(made, out, bsettings, scratch)
+    output = _steps(fmt).finish(made, plan, records_in, bsettings, workdir, shown)
     timings["merge"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
-    records_in = sum(int(store.read_bytes(_count_path(store, key, parts, i))) for i in range(info["parts"]))
-    index, records = steps.index_and_verify(out, info["lengths"], records_in, bsettings.threads, shown,
-                                            bsettings.unreachable_reads == "refuse")
-    timings["verify"] = round(time.perf_counter() - started, 4)
-    started = time.perf_counter()
-    files = {"data": out, "index": index}
     artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))
-                 for kind, path in files.items()]
+                 for kind, path in output.artifacts.items()]
     manifest = Manifest(
         key=key, layout=LAYOUT,
         source=SourceInfo(url=redact_url(doc.access_url), format=fmt, md5=info["md5"], sha256=info["sha256"],
                           size=info["size"]),
         pipeline=PipelineInfo(name=pipeline.name, version=pipeline.version,
                               parameters=key_parameters(pipeline, settings)),
-        tools=steps.tools(), artifacts=artifacts,
-        records={**records, "path": "sort", "parts": info["parts"], "merge": "blocks" if redone >= 0 else "records",
-                 "blocks_recompressed": max(redone, 0)}, timings=timings, threads=bsettings.threads,
+        tools=output.tools, artifacts=artifacts, records=output.records, timings=timings, threads=bsettings.threads,
     )
-    committed = store.commit(manifest, {path.name: path for path in files.values()}, move=True)
+    committed = store.commit(manifest, {path.name: path for path in output.artifacts.values()}, move=True)
     timings["commit"] = round(time.perf_counter() - started, 4)
     return {"id": doc.id, "status": "built", "key": key, "artifacts": store.artifact_uris(committed),
             "manifest": store.uri(key, "manifest.json"), "records": committed.records, "timings": timings}

@@ -61,7 +61,8 @@ CASES: dict[str, list[tuple[str, str, Callable[[Path], Path | tuple[Path, dict[s
     "alignments": [("bai", "BAM", lambda d: samples.bam(d / "a.bam", reads=3000)),
                    ("csi", "SAM", lambda d: samples.sam(d / "b.sam", reads=1000, contigs=BIG)),
                    ("sorted", "BAM", lambda d: _sorted_bam(d / "s.bam", "coordinate")),
-                   ("sorted-unlabelled", "BAM", lambda d: _sorted_bam(d / "u.bam", "unsorted"))],
+                   ("sorted-unlabelled", "BAM", lambda d: _sorted_bam(d / "u.bam", "unsorted")),
+                   ("parted", "BAM", lambda d: samples.bam(d / "p.bam", reads=3000))],
     "vcf": [("tbi", "VCF", lambda d: samples.vcf(d / "a.vcf", records=600)),
             ("csi", "VCF", lambda d: _csi_vcf(d / "b.vcf"))],
     "bed": [("tbi", "BED", lambda d: samples.bed(d / "a.bed", records=600))],
@@ -76,6 +77,10 @@ CASES: dict[str, list[tuple[str, str, Callable[[Path], Path | tuple[Path, dict[s
     "tsv": [("copy", "TSV", lambda d: _text(d / "a.tsv", "gene\tscore\nA\t1\nB\t2\n"))],
     "bigwig": [("copy", "bigWig", lambda d: samples.bigwig(d / "a.bw"))],
 }
+
+
+# cases built with other settings: "parted" is the bai case's BAM over part-size, in 3 parts
+PART_SIZE = {"parted": 20_000}
 
 
 def _text(path: Path, text: str) -> Path:
@@ -107,7 +112,11 @@ def test_output_bytes_match_the_pins_of_the_pipeline_version(name, tmp_path, set
         folder.mkdir()
         made = make(folder)
         source, more = made if isinstance(made, tuple) else (made, {})
-        result = preprocess.run({"id": case, "access_url": str(source), "format": fmt, **more}, settings=settings)
+        chosen = settings
+        if case in PART_SIZE:
+            chosen = settings.model_copy(update={"split": settings.split.model_copy(
+                update={"part_size": PART_SIZE[case]})})
+        result = preprocess.run({"id": case, "access_url": str(source), "format": fmt, **more}, settings=chosen)
         assert result.pipeline == name
         for uri in result.artifacts.values():
             got[f"{case}:{Path(uri).name}"] = hashlib.sha256(Path(uri).read_bytes()).hexdigest()

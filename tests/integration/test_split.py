@@ -1,7 +1,9 @@
-"""One SAM/BAM split across workers: the merged BAM and its index are byte-identical to one worker's."""
+"""A BAM over split.part-size is built in parts (the parted layout): the same key and the same bytes
+in this process, on one worker, and on a cluster of 2 or 3 workers, whichever worker sorts which part."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import subprocess
 from pathlib import Path
@@ -10,17 +12,20 @@ import pysam
 import pytest
 
 import preprocess
+from pipelines import alignments_split, pins
 from preprocess import split
-from preprocess.build import build_doc, key_for
-from preprocess.config import load_settings
+from preprocess.build import build_doc, key_for, open_store
+from preprocess.config import Settings, load_settings
 from preprocess.model import FileDoc
 from preprocess.registry import pipeline_for
 from tests import samples
 from tests.conftest import md5
 
+PART_SIZE = 20_000  # the sample BAMs here are 60-80 kB: 3 or 4 parts
 
-def tied_sam(path: Path, contigs: dict[str, int], reads: int = 1500, seed: int = 3, unmapped: int = 30) -> Path:
-    """Unsorted SAM where many reads share reference, position and strand (ties the sort keeps in input
+
+def tied_bam(path: Path, contigs: dict[str, int], reads: int = 1500, seed: int = 3, unmapped: int = 30) -> Path:
+    """Unsorted BAM where many reads share reference, position and strand (ties the sort keeps in input
     order), some unmapped reads placed at their mate's position, and unplaced ones."""
     rng = random.Random(seed)
     lines = ["@HD\tVN:1.6\tSO:unsorted"] + [f"@SQ\tSN:{n}\tLN:{ln}" for n, ln in contigs.items()]
@@ -37,24 +42,31 @@ def tied_sam(path: Path, contigs: dict[str, int], reads: int = 1500, seed: int =
     for i in range(unmapped):
         body.append(f"u{i:05d}\t4\t*\t0\t0\t*\t*\t0\t0\t{'A' * 30}\t{'I' * 30}")
     rng.shuffle(body)
-    path.write_text("\n".join(lines + body) + "\n")
+    sam = path.with_suffix(".sam")
+    sam.write_text("\n".join(lines + body) + "\n")
+    subprocess.run(["samtools", "view", "--no-PG", "-b", "-o", str(path), str(sam)], check=True)
     return path
 
 
-def doc_for(path: Path, fmt: str) -> FileDoc:
+def doc_for(path: Path, fmt: str = "BAM") -> FileDoc:
     return FileDoc.model_validate({"id": path.stem, "access_url": str(path), "format": fmt, "md5": md5(path)})
 
 
-def both_ways(path: Path, fmt: str, tmp_path: Path, parts: int) -> tuple[preprocess.RunResult, preprocess.RunResult]:
-    """The file built on one worker, and split into `parts` (in-process), on two fresh stores."""
+def settings_for(tmp_path: Path, store: str, part_size: int = PART_SIZE, **more: object) -> Settings:
     scratch = tmp_path / "scratch"
     scratch.mkdir(exist_ok=True)
-    one = load_settings(**{"store.url": str(tmp_path / "one"), "cluster.profile": "sync", "scratch": str(scratch)})
-    many = load_settings(**{"store.url": str(tmp_path / "many"), "cluster.profile": "sync", "scratch": str(scratch)})
-    doc = doc_for(path, fmt)
-    whole = build_doc(doc, fmt, one)
-    key = key_for(pipeline_for(fmt), md5(path), many)
-    parted = split.build_split(doc, fmt, many, key, parts)
+    return load_settings(**{"store.url": str(tmp_path / store), "cluster.profile": "sync", "scratch": str(scratch),
+                            "split.part-size": part_size, **more})
+
+
+def both_ways(path: Path, tmp_path: Path, groups: int, part_size: int = PART_SIZE
+              ) -> tuple[preprocess.RunResult, preprocess.RunResult]:
+    """The file built by the single build, and by the split graph's tasks with `groups` route groups
+    (in this process), on two fresh stores."""
+    doc = doc_for(path)
+    whole = build_doc(doc, "BAM", settings_for(tmp_path, f"one-{groups}", part_size))
+    many = settings_for(tmp_path, f"many-{groups}", part_size)
+    parted = split.build_split(doc, "BAM", many, key_for(pipeline_for("BAM"), md5(path), many), groups)
     assert whole.status == "built" and parted.status == "built", (whole.error, parted.error)
     return whole, parted
 
@@ -63,155 +75,198 @@ def assert_same_bytes(whole: preprocess.RunResult, parted: preprocess.RunResult)
     assert parted.key == whole.key
     for kind in ("data", "index"):
         assert Path(parted.artifacts[kind]).read_bytes() == Path(whole.artifacts[kind]).read_bytes(), kind
-    assert parted.records == {**whole.records, "parts": parted.records["parts"], "merge": "blocks",
-                              "blocks_recompressed": parted.records["blocks_recompressed"]}
+    assert parted.records == whole.records
 
 
-@pytest.mark.parametrize("parts", [2, 3, 5])
-def test_ties_and_unmapped_reads_over_several_references_give_the_same_bytes(tmp_path, parts):
-    sam = tied_sam(tmp_path / "ties.sam", {"chr1": 5000, "chr2": 4000, "chr3": 3000, "chrM": 600})
-    whole, parted = both_ways(sam, "SAM", tmp_path, parts)
+def view(path: str | Path) -> str:
+    return subprocess.run(["samtools", "view", "--no-PG", str(path)], check=True, capture_output=True,
+                          text=True).stdout
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_ties_and_unmapped_reads_give_the_same_bytes_whatever_the_route_groups(tmp_path, groups):
+    bam = tied_bam(tmp_path / "ties.bam", {"chr1": 5000, "chr2": 4000, "chr3": 3000, "chrM": 600})
+    whole, parted = both_ways(bam, tmp_path, groups, part_size=bam.stat().st_size // 4)
     assert_same_bytes(whole, parted)
-    assert parted.records["parts"] == min(parts, 4)
+    assert parted.records["parts"] == 4 and parted.records["path"] == "sort"
     with pysam.AlignmentFile(parted.artifacts["data"]) as aln:
         reads = list(aln)
-    assert len(reads) == 1530 and reads[-1].reference_id == -1  # unplaced reads last, as one worker puts them
+    assert len(reads) == 1530 and reads[-1].reference_id == -1  # unplaced reads last, as one sort puts them
 
 
-def test_bam_input_of_sample_reads_gives_the_same_bytes(tmp_path):
-    bam = samples.bam(tmp_path / "r.bam", reads=4000)
-    whole, parted = both_ways(bam, "BAM", tmp_path, 2)
+def test_the_parted_output_holds_the_whole_sorts_records_in_its_order(tmp_path):
+    """Read by samtools and pysam: the records of one `samtools sort` of the whole, in the same order,
+    the same header; the index answers region queries and idxstats as the whole sort's index does."""
+    bam = samples.bam(tmp_path / "r.bam", reads=3000)
+    whole, parted = both_ways(bam, tmp_path, 2)
+    assert parted.records["parts"] == 3
+    reference = tmp_path / "reference.bam"
+    subprocess.run(["samtools", "sort", "--no-PG", "--write-index", "-o", f"{reference}##idx##{reference}.bai",
+                    str(bam)], check=True)
+    out = parted.artifacts["data"]
+    assert view(out) == view(reference)
+    assert subprocess.run(["samtools", "view", "--no-PG", "-H", out], capture_output=True).stdout == subprocess.run(
+        ["samtools", "view", "--no-PG", "-H", str(reference)], capture_output=True).stdout
+    stats = [subprocess.run(["samtools", "idxstats", str(p)], check=True, capture_output=True, text=True).stdout
+             for p in (out, reference)]
+    assert stats[0] == stats[1]
+    with pysam.AlignmentFile(out) as aln, pysam.AlignmentFile(str(reference)) as ref:
+        assert [r.query_name for r in aln.fetch("chr2", 1000, 90_000)] == [
+            r.query_name for r in ref.fetch("chr2", 1000, 90_000)]
+        assert aln.mapped == ref.mapped and aln.unmapped == ref.unmapped
+    assert subprocess.run(["samtools", "quickcheck", out]).returncode == 0
+
+
+def test_a_bam_up_to_part_size_keeps_the_one_pass_sorts_bytes(tmp_path):
+    """P == 1: version 3's bytes of a small BAM are version 2's (the pins of the "bai" case)."""
+    bam = samples.bam(tmp_path / "a.bam", reads=3000)
+    result = build_doc(doc_for(bam), "BAM", settings_for(tmp_path, "store", part_size=bam.stat().st_size))
+    assert "parts" not in result.records
+    digest = hashlib.sha256(Path(result.artifacts["data"]).read_bytes()).hexdigest()
+    assert digest == pins.OUTPUTS[("alignments", "2")]["bai:sorted.bam"] == pins.OUTPUTS[("alignments", "3")][
+        "bai:sorted.bam"]
+
+
+def test_part_size_is_in_the_key(tmp_path):
+    bam = samples.bam(tmp_path / "a.bam", reads=300)
+    keys = {key_for(pipeline_for("BAM"), md5(bam), settings_for(tmp_path, "s", size)) for size in (10**6, 10**7)}
+    assert len(keys) == 2
+
+
+def test_one_reference_only_is_built_whole(tmp_path):
+    bam = tied_bam(tmp_path / "one.bam", {"chr1": 5000})
+    whole, parted = both_ways(bam, tmp_path, 3)
     assert_same_bytes(whole, parted)
-
-
-def test_one_reference_only_gives_the_same_bytes(tmp_path):
-    sam = tied_sam(tmp_path / "one.sam", {"chr1": 5000})
-    whole, parted = both_ways(sam, "SAM", tmp_path, 3)
-    assert_same_bytes(whole, parted)
-    assert parted.records["parts"] == 1
+    assert "parts" not in parted.records
 
 
 def test_reference_past_2_pow_29_gets_the_same_csi(tmp_path):
-    sam = samples.sam(tmp_path / "big.sam", reads=800, contigs={"chr1": 2**29 + 1000, "chr2": 5000, "chr3": 4000})
-    whole, parted = both_ways(sam, "SAM", tmp_path, 2)
+    bam = samples.bam(tmp_path / "big.bam", reads=800, contigs={"chr1": 2**29 + 1000, "chr2": 5000, "chr3": 4000})
+    whole, parted = both_ways(bam, tmp_path, 2, part_size=bam.stat().st_size // 2)
     assert parted.records["index"] == "csi" and parted.artifacts["index"].endswith(".bam.csi")
+    assert parted.records["parts"] == 2
     assert_same_bytes(whole, parted)
+    made = Path(parted.artifacts["data"])
+    subprocess.run(["samtools", "index", "-c", "-m", "14", str(made), str(tmp_path / "again.csi")], check=True)
+    assert (tmp_path / "again.csi").read_bytes() == Path(parted.artifacts["index"]).read_bytes()
 
 
-def test_the_parts_area_is_empty_after_the_merge_and_a_sorted_part_is_not_sorted_again(tmp_path):
+def test_a_lost_worker_costs_its_parts_and_a_part_already_there_is_not_made_again(tmp_path):
     bam = samples.bam(tmp_path / "r.bam", reads=3000)
-    settings = load_settings(**{"store.url": str(tmp_path / "store"), "cluster.profile": "sync",
-                                "scratch": str(tmp_path)})
-    doc = doc_for(bam, "BAM")
+    settings = settings_for(tmp_path, "store")
+    doc = doc_for(bam)
     key = key_for(pipeline_for("BAM"), doc.md5 or "", settings)
-    store = preprocess.build.open_store(settings)
-    done = [split.split_part(doc, "BAM", settings, key, 2, i) for i in range(2)]
-    split.sort_part(doc, settings, key, 2, 0, done[0])  # a worker sorted part 0, then was lost
-    first = Path(split.parts_dir(store, key)) / "2-0.sorted.bam"
+    area = Path(split.parts_dir(open_store(settings), key))
+    routes = [split.route_group(doc, "BAM", settings, key, 2, g) for g in range(2)]
+    split.sort_part(doc, "BAM", settings, key, 0, routes)  # a worker sorted part 0, then was lost
+    first = area / "0.sorted"
     made = first.stat().st_mtime_ns
-    first_again = split.sort_part(doc, settings, key, 2, 0, split.split_part(doc, "BAM", settings, key, 2, 0))
-    assert first_again["sort_part"] == 0.0 and first_again["split"] == 0.0 and first.stat().st_mtime_ns == made
-    second = split.sort_part(doc, settings, key, 2, 1, done[1])
-    result = split.merge(doc, "BAM", settings, key, 2, [first_again, second])
-    assert result.status == "built" and result.records["parts"] == 2
-    assert not Path(split.parts_dir(store, key)).exists()
-    single = build_doc(doc, "BAM", load_settings(**{"store.url": str(tmp_path / "one"), "cluster.profile": "sync",
-                                                    "scratch": str(tmp_path)}))
+    again = [split.route_group(doc, "BAM", settings, key, 2, g) for g in range(2)]  # the graph again
+    assert [r["route"] for r in again] == [0.0, 0.0]
+    sorts = [split.sort_part(doc, "BAM", settings, key, i, again) for i in range(2)]  # part 2: left to the merge
+    assert sorts[0]["sort_part"] == 0.0 and first.stat().st_mtime_ns == made
+    result = split.merge(doc, "BAM", settings, key, sorts)
+    assert result.status == "built" and result.records["parts"] == 3
+    assert not area.exists()
+    single = build_doc(doc, "BAM", settings_for(tmp_path, "one"))
     assert Path(result.artifacts["data"]).read_bytes() == Path(single.artifacts["data"]).read_bytes()
 
 
-def test_a_bad_record_fails_the_split_file_as_one_worker_fails_it(tmp_path):
-    sam = samples.sam(tmp_path / "bad.sam", reads=200)
-    with open(sam, "a") as out:
-        out.write("x1\t0\tchr9\t5\t60\t10M\t*\t0\t0\tACGTACGTAC\tIIIIIIIIII\n")  # no @SQ for chr9
-    settings = load_settings(**{"store.url": str(tmp_path / "store"), "cluster.profile": "sync",
-                                "scratch": str(tmp_path)})
-    doc = doc_for(sam, "SAM")
-    key = key_for(pipeline_for("SAM"), doc.md5 or "", settings)
-    with pytest.raises(preprocess.InputError, match="names reference"):
-        split.build_split(doc, "SAM", settings, key, 2)
+def damaged(tmp_path: Path) -> Path:
+    """A BAM whose record block in the middle has a CRC32 that does not match its data."""
+    bam = samples.bam(tmp_path / "bad.bam", reads=3000)
+    data = bytearray(bam.read_bytes())
+    from pipelines import bgzf
+
+    blocks = bgzf.blocks(bam)
+    assert blocks is not None
+    middle = blocks[len(blocks) // 2]
+    data[middle.offset + middle.size - 8] ^= 0xFF
+    bam.write_bytes(bytes(data))
+    return bam
 
 
-def test_two_workers_split_a_big_file_into_stage_named_tasks_and_skip_a_small_one(tmp_path):
+def test_damaged_input_fails_with_the_one_pass_sorts_message(tmp_path):
+    bam = damaged(tmp_path)
+    doc = doc_for(bam)
+    one_pass = build_doc(doc, "BAM", settings_for(tmp_path, "a", part_size=10**9))
+    parted = build_doc(doc, "BAM", settings_for(tmp_path, "b"))
+    settings = settings_for(tmp_path, "c")
+    with pytest.raises(preprocess.InputError) as split_error:
+        split.build_split(doc, "BAM", settings, key_for(pipeline_for("BAM"), doc.md5 or "", settings), 2)
+    assert one_pass.status == parted.status == "failed"
+    assert one_pass.error is not None and parted.error is not None
+    assert one_pass.error.message == parted.error.message == str(split_error.value)
+    assert "unreadable alignment records: corrupt compressed block at offset" in one_pass.error.message
+    assert not list((tmp_path / "b").glob("*/manifest.json"))
+
+
+def test_a_source_changed_while_its_parts_are_routed_commits_nothing(tmp_path, monkeypatch):
+    bam = samples.bam(tmp_path / "r.bam", reads=3000)
+    real = alignments_split.route
+
+    def route_then_append(source, *args, **kwargs):  # type: ignore[no-untyped-def]
+        counts = real(source, *args, **kwargs)
+        with open(source, "ab") as out:
+            out.write(b"\0")
+        return counts
+
+    monkeypatch.setattr(alignments_split, "route", route_then_append)
+    settings = settings_for(tmp_path, "store")
+    doc = doc_for(bam)
+    with pytest.raises(preprocess.SourceError, match="changed while it was being built"):
+        split.build_split(doc, "BAM", settings, key_for(pipeline_for("BAM"), doc.md5 or "", settings), 2)
+    assert not list((tmp_path / "store").glob("*/manifest.json"))
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_cluster_builds_the_parts_in_stage_named_tasks_with_the_in_process_bytes(tmp_path, workers):
     from distributed import Client, LocalCluster
 
     big = samples.bam(tmp_path / "big.bam", reads=6000)
-    small = samples.sam(tmp_path / "small.sam", reads=100)
-    size = big.stat().st_size
+    small = samples.bam(tmp_path / "small.bam", reads=100)
     settings = load_settings(**{"store.url": str(tmp_path / "store"), "scratch": str(tmp_path),
-                                "split.min-size": size})
+                                "split.part-size": 40_000})
     docs = [{"id": "big", "access_url": str(big), "md5": md5(big)}, {"id": "small", "access_url": str(small),
                                                                       "md5": md5(small)}]
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+    with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                       silence_logs=50) as cluster, Client(cluster) as client:
         results = preprocess.run_many(docs, settings=settings, client=client).results
         ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert [r.status for r in results] == ["built", "built"]
-    assert {"split", "sort_part", "merge", "sort_bam"} <= set(ran)
-    assert results[0].records["parts"] == 2 and "parts" not in results[1].records
-    single = build_doc(doc_for(big, "BAM"), "BAM", load_settings(**{
-        "store.url": str(tmp_path / "one"), "cluster.profile": "sync", "scratch": str(tmp_path)}))
-    assert Path(results[0].artifacts["data"]).read_bytes() == Path(single.artifacts["data"]).read_bytes()
-    assert subprocess.run(["samtools", "quickcheck", results[0].artifacts["data"]]).returncode == 0
+    assert {"route", "sort_part", "merge", "sort_bam"} <= set(ran)
+    assert results[0].records["parts"] == 3 and "parts" not in results[1].records
+    single = build_doc(doc_for(big), "BAM", load_settings(**{
+        "store.url": str(tmp_path / "one"), "cluster.profile": "sync", "scratch": str(tmp_path),
+        "split.part-size": 40_000}))
+    assert results[0].key == single.key and results[0].records == single.records
+    for kind in ("data", "index"):
+        assert Path(results[0].artifacts[kind]).read_bytes() == Path(single.artifacts[kind]).read_bytes(), kind
 
 
-def varied_sam(path: Path, reads: int = 20000, seed: int = 5) -> Path:
-    """Unsorted SAM with reads of many lengths, as real runs have (trimmed reads, varied names and tags)."""
-    rng = random.Random(seed)
-    contigs = {"chr1": 90_000, "chr2": 60_000, "chr3": 30_000}
-    lines = ["@HD\tVN:1.6"] + [f"@SQ\tSN:{n}\tLN:{ln}" for n, ln in contigs.items()]
-    for i in range(reads):
-        ref = rng.choice(list(contigs))
-        size = rng.randint(30, 150)
-        seq = "".join(rng.choice("ACGT") for _ in range(size))
-        lines.append(f"read{rng.randint(0, 10**rng.randint(1, 9))}_{i}\t{rng.choice((0, 16))}\t{ref}\t"
-                     f"{rng.randint(1, contigs[ref] - 200)}\t60\t{size}M\t*\t0\t0\t{seq}\t{'F' * size}\t"
-                     f"NM:i:{rng.randint(0, 9)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def test_varied_reads_give_the_same_bytes_and_the_first_parts_blocks_are_copied(tmp_path):
-    sam = varied_sam(tmp_path / "varied.sam")
-    whole, parted = both_ways(sam, "SAM", tmp_path, 3)
-    assert_same_bytes(whole, parted)
-    with open(whole.artifacts["data"], "rb") as stream:
-        total = stream.read().count(b"\x1f\x8b\x08\x04")  # about one magic per block
-    assert parted.records["blocks_recompressed"] < total - 10  # the first part has ~20 of ~60: copied
-
-
-def test_parts_whose_blocks_never_meet_are_re_encoded_by_samtools_with_the_same_bytes(tmp_path, monkeypatch):
-    from pipelines import alignments_split
-
-    monkeypatch.setattr(alignments_split, "SYNC_LIMIT", 1)  # reads of one size: packings that never meet
-    bam = samples.bam(tmp_path / "r.bam", reads=20000)
-    whole, parted = both_ways(bam, "BAM", tmp_path, 3)
-    assert_same_bytes(whole, parted)
-
-
-def test_a_file_splits_only_from_min_size_on_a_cluster_of_two_or_more_workers(tmp_path):
+def test_a_file_goes_across_workers_from_part_size_on_a_cluster_of_two_or_more(tmp_path):
     bam = samples.bam(tmp_path / "r.bam", reads=500)
     size = bam.stat().st_size
-    doc = doc_for(bam, "BAM")
+    doc = doc_for(bam)
 
-    def parts(workers: int, **overrides: object) -> int:
-        settings = load_settings(**{"store.url": str(tmp_path / "store"), **overrides})
-        return split.parts_for(doc, "BAM", key_for(pipeline_for("BAM"), doc.md5 or "", settings), settings, workers)
+    def parts(workers: int, part_size: int, fmt: str = "BAM") -> int:
+        settings = settings_for(tmp_path, "store", part_size)
+        return split.parts_for(doc, fmt, key_for(pipeline_for(fmt), doc.md5 or "", settings), settings, workers)
 
-    assert parts(3, **{"split.min-size": size}) == 3 and parts(3, **{"split.min-size": size, "split.parts": 2}) == 2
-    assert parts(3, **{"split.min-size": size + 1}) == 0 and parts(1, **{"split.min-size": 0}) == 0
-    assert parts(4) == 0  # the shipped min-size
-    assert load_settings(**{"store.url": "x", "split.min-size": "2GiB"}).split.min_size == 2 * 2**30
+    assert parts(3, size // 3 + 1) == 3 and parts(2, size // 3 + 1) == 3  # parts do not depend on the workers
+    assert parts(3, size) == 0 and parts(1, 1000) == 0 and parts(3, 1000, "SAM") == 0
+    assert load_settings(**{"store.url": "x"}).split.part_size == 256 * 2**20
+    assert load_settings(**{"store.url": "x", "split.part-size": "1GiB"}).split.part_size == 2**30
+    assert split.group(8, 2, 0) == [0, 1, 2, 3] and split.group(8, 3, 2) == [6, 7]
 
 
-def test_an_already_sorted_bam_is_not_split_and_gives_the_single_builds_bytes(tmp_path):
-    """A sorted BAM keeps its own record blocks on one worker (records.path "sorted-input"); split, it would
-    be re-encoded: the split graph sees the order and hands the file to the single build, one key one set."""
+def test_an_already_sorted_bam_keeps_its_blocks_however_big(tmp_path):
+    """A sorted BAM keeps its own record blocks (records.path "sorted-input") over part-size too: the
+    split graph sees the order and hands the file to the single build, one key one set of bytes."""
     unsorted = samples.bam(tmp_path / "u.bam", reads=3000)
     ordered = tmp_path / "sorted.bam"
     subprocess.run(["samtools", "sort", "--no-PG", "-l", "1", "-o", str(ordered), str(unsorted)], check=True)
-    whole, parted = both_ways(ordered, "BAM", tmp_path, 2)
+    whole, parted = both_ways(ordered, tmp_path, 2)
     assert whole.records["path"] == parted.records["path"] == "sorted-input"
-    for kind in ("data", "index"):
-        assert Path(parted.artifacts[kind]).read_bytes() == Path(whole.artifacts[kind]).read_bytes(), kind
-    assert not list((tmp_path / "many").glob("parts/*"))  # nothing left in the parts area
+    assert_same_bytes(whole, parted)
+    assert not list((tmp_path / "many-2").glob("parts/*"))  # nothing left in the parts area
