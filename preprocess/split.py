@@ -166,6 +166,7 @@ def merge(doc: FileDoc, fmt: str, settings: Settings, key: str, sorted_parts: li
     common: dict[str, Any] = {"format": fmt, "source": redact_url(doc.access_url), "pipeline": pipeline.name}
     timings = {name: max((t.get(name, 0.0) for t in sorted_parts), default=0.0)
                for name in ("fetch", "route", "sort_part")}
+    timings["sort_parts"] = round(sum(t.get("sort_part", 0.0) for t in sorted_parts), 4)  # the work, not the wait
     scratch = None
     try:
         store = open_store(settings)
