@@ -29,7 +29,7 @@ from typing import IO, Any
 from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
-from . import bgzf
+from . import bgzf, native
 from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
 
 BAI_MAX_LENGTH = 2**29  # BAI bins address positions below 2^29; longer references need CSI
@@ -214,7 +214,12 @@ def records_in_sort_order(bam: Path, threads: int = 1, in_order_so_far: Callable
     cannot read also gives None, so the sorting path reports it. `in_order_so_far` is called once the
     first block of records has passed. Only the keys are read here: htslib,
     indexing the same records (adopt_if_sorted), validates each one as samtools sort would.
+    The walk runs in bamwalk (pipelines.native) where it is built, else in Python, with the same answer.
     """
+    try:
+        return native.records_in_order(bam, threads, in_order_so_far or (lambda: None))
+    except native.Unavailable:
+        pass
     proc = subprocess.Popen(shell.tied(["bgzip", "-dc", "-@", str(threads), str(bam)]), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=shell.environment(),
                             start_new_session=True)

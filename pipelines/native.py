@@ -1,0 +1,334 @@
+"""bamwalk (bamwalk.c): the BAM record walks at the speed of decompression, and their Python equivalents.
+
+The C program is compiled on first use with the system's C compiler ($CC, else `cc`) into a per-user
+cache folder, under a name keyed by its source's sha256. Without a compiler, or when the build fails,
+every walk here runs in Python instead: the same verdicts, counts and output bytes, only slower.
+PREPROCESS_BAMWALK=python in the environment forces the Python walks (the tests compare both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import platform
+import select
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from preprocess import shell
+from preprocess.errors import InputError, ToolError
+
+from . import bgzf
+
+SOURCE = Path(__file__).with_name("bamwalk.c")
+SWITCH = "PREPROCESS_BAMWALK"  # "python": the Python walks even where the program builds
+UNSORTED, MALFORMED, TRUNCATED = 1, 2, 3  # bamwalk's exit statuses besides 0 (and 4: usage or I/O error)
+BAM_MAGIC = b"BAM\x01"
+SMALLEST_RECORD, LARGEST_RECORD = 36, 1 << 28  # bytes with the block_size field, as bamwalk.c
+_CHUNK = 1 << 22
+
+log = logging.getLogger(__name__)
+
+
+def program() -> Path | None:
+    """The compiled bamwalk, built now if it is not yet; None where PREPROCESS_BAMWALK=python or it
+    cannot be built (no compiler, a failed build: logged once)."""
+    if os.environ.get(SWITCH, "").lower() == "python":
+        return None
+    return _built()
+
+
+@functools.cache
+def _built() -> Path | None:
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    name = f"bamwalk-{platform.machine() or 'any'}-{digest}"
+    for folder in _cache_folders():
+        target = folder / name
+        if os.access(target, os.X_OK):
+            return target
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    if not compiler or not shutil.which(compiler[0]):
+        log.info("no C compiler (%s): BAM records are walked in Python", compiler[0] if compiler else "$CC empty")
+        return None
+    problem = "no writable cache folder"
+    for folder in _cache_folders():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, part = tempfile.mkstemp(prefix=f".{name}-", dir=folder)
+        except OSError as exc:
+            problem = str(exc)
+            continue
+        os.close(fd)
+        try:
+            made = subprocess.run([*compiler, "-O2", "-o", part, str(SOURCE)], capture_output=True, check=False,
+                                  stdin=subprocess.DEVNULL, env=shell.environment(), timeout=120)
+            if made.returncode != 0:
+                log.info("building bamwalk failed: BAM records are walked in Python: %s",
+                         shell.tail(made.stderr.decode("utf-8", "replace"), 5))
+                return None
+            os.chmod(part, 0o755)
+            os.replace(part, folder / name)  # whole or absent: a concurrent worker never runs half a binary
+            return folder / name
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problem = str(exc)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+    log.info("cannot build bamwalk (%s): BAM records are walked in Python", problem)
+    return None
+
+
+def _cache_folders() -> list[Path]:
+    """Where the program is kept: the user's cache ($XDG_CACHE_HOME or ~/.cache), then a temp folder."""
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    return [Path(home) / "preprocess", Path(tempfile.gettempdir()) / f"preprocess-{user}"]
+
+
+@contextlib.contextmanager
+def _decompressing(bam: Path, threads: int, walk: list[str]) -> Iterator[tuple[subprocess.Popen[bytes],
+                                                                               subprocess.Popen[bytes]]]:
+    """`bgzip -dc BAM | walk` as two processes (bgzip's, then the walk's); both are killed on leaving."""
+    shell.require("bgzip")
+    unzip = subprocess.Popen(shell.tied(["bgzip", "-dc", "-@", str(threads), str(bam)]), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment(),
+                             start_new_session=True)
+    assert unzip.stdout is not None
+    try:
+        walker = subprocess.Popen(shell.tied(walk), stdin=unzip.stdout, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=shell.environment(), start_new_session=True)
+    except BaseException:
+        unzip.kill()
+        unzip.wait()
+        raise
+    finally:
+        unzip.stdout.close()
+    try:
+        yield unzip, walker
+    finally:
+        for proc in (walker, unzip):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def _finish(proc: subprocess.Popen[bytes], doing: str) -> tuple[bytes, str]:
+    """The stdout and stderr of `proc` once it ends; TimeLimitError at the task's time cap."""
+    while True:
+        left = shell.time_left()
+        try:
+            out, err = proc.communicate(timeout=None if left is None else left + 0.01)
+            return out or b"", (err or b"").decode("utf-8", "replace")
+        except subprocess.TimeoutExpired:
+            shell.check_time(doing)
+
+
+class Unavailable(Exception):
+    """bamwalk is not built here (no compiler, PREPROCESS_BAMWALK=python) or failed in a way of its own:
+    the caller's Python walk answers instead."""
+
+
+def records_in_order(bam: Path, threads: int, in_order_so_far: Callable[[], None]) -> int | None:
+    """records_in_sort_order (pipelines.alignments) through bamwalk: the count when the records are in
+    samtools sort order, else None (out of order, truncated, malformed, BGZF damage); `in_order_so_far`
+    once the first records have passed. Unavailable where the program is missing or fails otherwise."""
+    walk = program()
+    if walk is None:
+        raise Unavailable("bamwalk is not built")
+    doing = "checking the record order"
+    with _decompressing(bam, threads, [str(walk), "order"]) as (unzip, walker):
+        assert walker.stdout is not None
+        lines, pending = list[bytes](), b""
+        while True:  # until bamwalk ends: "go" once the first records are in order, then the count
+            left = shell.time_left()
+            ready, _, _ = select.select([walker.stdout], [], [], 1.0 if left is None else min(1.0, left + 0.01))
+            shell.check_time(doing)
+            chunk = os.read(walker.stdout.fileno(), 4096) if ready else None
+            if chunk == b"":
+                break
+            *done, pending = (pending + (chunk or b"")).split(b"\n")
+            for line in done:
+                if line == b"go":
+                    in_order_so_far()
+                lines.append(line)
+        _, error = _finish(walker, doing)
+        if walker.returncode in (UNSORTED, MALFORMED, TRUNCATED):
+            return None
+        if walker.returncode == 0 and lines and lines[-1].isdigit():
+            _finish(unzip, doing)
+            return int(lines[-1]) if unzip.returncode == 0 else None
+    raise Unavailable(f"bamwalk order failed ({walker.returncode}): {shell.tail(error, 2)}")
+
+
+def route(source: Path, cuts: list[int], outs: list[Path], threads: int, shown: str | None = None) -> list[int]:
+    """Split a BAM's records by reference id: output k holds those with cuts[k-1] <= refID < cuts[k]
+    (the first from 0, the last to the end, with the unplaced reads, refID -1), in input order, each an
+    uncompressed BAM under the input's header bytes (samtools reads it as any BAM). Returns each
+    output's record count. InputError for an unreadable input: BGZF damage, a malformed or truncated
+    record, a reference id (or mate's) the header does not declare."""
+    if len(outs) != len(cuts) + 1 or cuts != sorted(cuts) or min(cuts, default=0) < 0:
+        raise ValueError(f"route: {len(outs)} outputs need {len(outs) - 1} increasing cuts, not {cuts}")
+    shown = shown or source.name
+    walk = program()
+    if walk is None:
+        return _route_in_python(source, cuts, outs, threads, shown)
+    doing = f"splitting {shown}"
+    with _decompressing(source, threads, [str(walk), "route", ",".join(map(str, cuts)), *map(str, outs)]
+                        ) as (unzip, walker):
+        out, error = _finish(walker, doing)
+        _, unzipped = _finish(unzip, doing)
+    if unzip.returncode > 0 and walker.returncode in (0, TRUNCATED):  # bgzip stopped at damage (not a SIGPIPE)
+        raise InputError(f"{shown}: unreadable alignment records: {_bgzf_reason(source, unzipped, shown)}")
+    if walker.returncode in (MALFORMED, TRUNCATED):
+        reason = shell.tail(error, 1).removeprefix("bamwalk route: ")
+        raise InputError(f"{shown}: unreadable alignment records: {reason}")
+    if walker.returncode != 0:
+        raise ToolError([str(walk), "route"], walker.returncode, shell.tail(error), context=doing)
+    return [int(n) for n in out.split()]
+
+
+def _bgzf_reason(source: Path, stderr: str, shown: str) -> str:
+    """Why bgzip could not decompress `source`: where its BGZF layout or data first breaks, or bgzip's words."""
+    return bgzf.first_fault(source) or shell.tail(stderr, 2).replace(str(source), shown) or "bgzip failed"
+
+
+class _Stream:
+    """An uncompressed BAM stream read record by record, with bamwalk.c's checks and messages."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream, self.buf, self.at, self.offset = stream, bytearray(), 0, 0
+
+    def have(self, size: int) -> bool:
+        """At least `size` unread bytes in buf[at:] (False at the end of the input)."""
+        while len(self.buf) - self.at < size:
+            if self.at:
+                del self.buf[:self.at]
+                self.offset += self.at
+                self.at = 0
+            chunk = self.stream.read(max(size - len(self.buf), _CHUNK))
+            if not chunk:
+                return False
+            self.buf += chunk
+        return True
+
+    def header(self) -> tuple[bytes, int]:
+        """The header's bytes (magic to the last reference) and its number of references."""
+        if not self.have(4):
+            raise _Bad(TRUNCATED, "no input" if not self.buf else "the input ends in the BAM magic")
+        if self.buf[:4] != BAM_MAGIC:
+            raise _Bad(MALFORMED, "not an uncompressed BAM (no BAM magic)")
+        if not self.have(12):
+            raise _Bad(TRUNCATED, "the input ends in the header")
+        text = int.from_bytes(self.buf[4:8], "little")
+        if text > 0x7FFFFFFF:
+            raise _Bad(MALFORMED, "a header text length over 2^31")
+        at = 12 + text
+        if not self.have(at):
+            raise _Bad(TRUNCATED, "the input ends in the header text")
+        count = int.from_bytes(self.buf[at - 4:at], "little")
+        if count > 0x7FFFFFFF:
+            raise _Bad(MALFORMED, "a reference count over 2^31")
+        for ref in range(count):
+            if not self.have(at + 4):
+                raise _Bad(TRUNCATED, "the input ends in the header's references")
+            name = int.from_bytes(self.buf[at:at + 4], "little")
+            if name > 0x7FFFFFFF:
+                raise _Bad(MALFORMED, f"reference {ref}: a name length over 2^31")
+            if not self.have(at + 8 + name):
+                raise _Bad(TRUNCATED, "the input ends in the header's references")
+            at += 8 + name
+        head = bytes(self.buf[:at])
+        self.at = at
+        return head, count
+
+    def records(self) -> Iterator[memoryview]:
+        """Each record, block_size field first (a view valid until the next one)."""
+        number = 0
+        while True:
+            if not self.have(4):
+                if len(self.buf) > self.at:
+                    raise _Bad(TRUNCATED, f"the input ends in record {number + 1}'s length")
+                return
+            size = 4 + int.from_bytes(self.buf[self.at:self.at + 4], "little", signed=True)
+            if not SMALLEST_RECORD <= size <= LARGEST_RECORD:
+                raise _Bad(MALFORMED, f"record {number + 1} (at uncompressed byte {self.offset + self.at}) is "
+                                      f"{size} bytes long, outside 36 to 2^28")
+            if not self.have(size):
+                raise _Bad(TRUNCATED, f"the input ends in record {number + 1}")
+            with memoryview(self.buf) as whole:
+                record = whole[self.at:self.at + size]
+                try:
+                    yield record
+                finally:
+                    record.release()
+            self.at += size
+            number += 1
+
+
+class _Bad(Exception):
+    """An unreadable stream: bamwalk's exit status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _route_in_python(source: Path, cuts: list[int], outs: list[Path], threads: int, shown: str) -> list[int]:
+    """route without the program: the same outputs, counts and messages."""
+    doing = f"splitting {shown}"
+    shell.require("bgzip")
+    proc = subprocess.Popen(shell.tied(["bgzip", "-dc", "-@", str(threads), str(source)]), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment(),
+                            start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    bad: _Bad | None = None
+    counts = [0] * len(outs)
+    try:
+        with contextlib.ExitStack() as files:
+            targets = [files.enter_context(open(out, "wb")) for out in outs]
+            try:
+                stream = _Stream(proc.stdout)
+                head, references = stream.header()
+                part_of = [sum(ref >= cut for cut in cuts) for ref in range(references)] + [len(outs) - 1]
+                for target in targets:
+                    target.write(head)
+                checked = time.monotonic()
+                for number, record in enumerate(stream.records(), 1):
+                    ref = int.from_bytes(record[4:8], "little", signed=True)
+                    mate = int.from_bytes(record[24:28], "little", signed=True)
+                    if not (-1 <= ref < references and -1 <= mate < references):
+                        raise _Bad(MALFORMED, f"record {number} names reference id "
+                                              f"{ref if not -1 <= ref < references else mate}, which the header's "
+                                              f"{references} references do not include")
+                    part = part_of[ref]
+                    targets[part].write(record)
+                    counts[part] += 1
+                    if time.monotonic() - checked > 1:
+                        shell.check_time(doing)
+                        checked = time.monotonic()
+            except _Bad as exc:
+                bad = exc
+    finally:
+        if bad is not None and bad.status == MALFORMED:
+            proc.kill()
+        proc.stdout.close()
+        unzipped = proc.stderr.read().decode("utf-8", "replace")
+        proc.stderr.close()
+        code = proc.wait()
+    if code > 0 and (bad is None or bad.status == TRUNCATED):  # bgzip stopped at damage
+        raise InputError(f"{shown}: unreadable alignment records: {_bgzf_reason(source, unzipped, shown)}")
+    if bad is not None:
+        raise InputError(f"{shown}: unreadable alignment records: {bad}")
+    return counts

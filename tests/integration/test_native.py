@@ -1,0 +1,198 @@
+"""bamwalk (pipelines/bamwalk.c, built by pipelines/native.py) against the Python walks it stands in for:
+the same order verdicts and counts, the same routed parts, the same errors and the same output bytes,
+on real BAMs read by real bgzip and samtools. PREPROCESS_BAMWALK=python forces the Python walks."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import preprocess
+from pipelines import native
+from pipelines.alignments import records_in_sort_order
+from preprocess.errors import InputError
+from tests import samples
+from tests.integration.test_alignments_sorted import bam_of, plain_sort, read, view
+
+WALKS = ["native", "python"]
+
+
+@pytest.fixture(params=WALKS)
+def walk(request, monkeypatch) -> str:
+    """Each test runs once with bamwalk (built here: CI installs a C compiler) and once in Python."""
+    monkeypatch.setenv(native.SWITCH, "" if request.param == "native" else "python")
+    assert (native.program() is not None) == (request.param == "native")
+    return str(request.param)
+
+
+def raw_of(bam: Path) -> bytearray:
+    """The uncompressed BAM stream (what bgzip -dc writes)."""
+    return bytearray(subprocess.run(["bgzip", "-dc", str(bam)], check=True, capture_output=True).stdout)
+
+
+def first_record(raw: bytes | bytearray) -> int:
+    """Where the first record starts: after the magic, the header text and the references."""
+    at = 12 + int.from_bytes(raw[4:8], "little")
+    for _ in range(int.from_bytes(raw[at - 4:at], "little")):
+        at += 8 + int.from_bytes(raw[at:at + 4], "little")
+    return at
+
+
+def rewritten(path: Path, raw: bytes | bytearray) -> Path:
+    path.write_bytes(samples.bgzf_compress(bytes(raw)))
+    return path
+
+
+def deep(data: Path, flip: bool) -> Path:
+    """10,100 records in order, or with one forward/reverse tie swapped 9,000 records in."""
+    records = sorted((read(f"r{i}", 16 * (i % 2), "chr1", 1 + i // 2 % 990) for i in range(10000)),
+                     key=lambda r: (int(r.split("\t")[3]), int(r.split("\t")[1])))
+    records += [read(f"u{i}", 4, "*", 0) for i in range(100)]
+    if flip:
+        at = next(i for i in range(9000, 10000) if records[i - 1].split("\t")[1] == "0"
+                  and records[i].split("\t")[1] == "16" and records[i - 1].split("\t")[3] == records[i].split("\t")[3])
+        records[at - 1], records[at] = records[at], records[at - 1]
+    return bam_of(data / "deep.bam", records)
+
+
+def truncated(data: Path) -> Path:
+    """A whole BGZF file whose BAM stream ends 10 bytes into its last record."""
+    raw = raw_of(plain_sort(samples.bam(data / "t.bam", reads=300)))
+    return rewritten(data / "truncated.bam", raw[:len(raw) - 40])
+
+
+def short_record(data: Path) -> Path:
+    """A sorted BAM whose second record claims a block_size of 10 bytes (the fixed fields alone are 32)."""
+    raw = raw_of(plain_sort(samples.bam(data / "s.bam", reads=300)))
+    at = first_record(raw)
+    at += 4 + int.from_bytes(raw[at:at + 4], "little")
+    raw[at:at + 4] = (10).to_bytes(4, "little")
+    return rewritten(data / "short.bam", raw)
+
+
+def damaged_block(data: Path) -> Path:
+    """A sorted BAM with the CRC of its middle BGZF block changed."""
+    bam = plain_sort(samples.bam(data / "d.bam", reads=3000))
+    damaged, _ = samples.corrupt_bgzf_block(bam.read_bytes(), crc_only=True)
+    (data / "damaged.bam").write_bytes(damaged)
+    return data / "damaged.bam"
+
+
+def two(data: Path, *records: str) -> Path:
+    return bam_of(data / "two.bam", list(records))
+
+
+# (case, how to make the BAM, records_in_sort_order's answer)
+ORDER_CASES = [
+    ("sorted", lambda d: plain_sort(samples.bam(d / "u.bam", reads=3000)), 3020),
+    ("unsorted at the first record", lambda d: two(d, read("a", 0, "chr1", 30), read("b", 0, "chr1", 10)), None),
+    ("unsorted deep in the file", lambda d: deep(d, True), None),
+    ("in order, 10,100 records", lambda d: deep(d, False), 10100),
+    ("only a strand tie reversed", lambda d: two(d, read("b", 16, "chr1", 10), read("a", 0, "chr1", 10)), None),
+    ("unplaced reads before placed ones", lambda d: two(d, read("u", 4, "*", 0), read("a", 0, "chr1", 10)), None),
+    ("header only", lambda d: samples.empty_bam(d / "e.bam"), 0),
+    ("empty (the EOF block alone)", lambda d: rewritten(d / "e.bam", b""), None),
+    ("truncated in a record", truncated, None),
+    ("a record shorter than its fixed fields", short_record, None),
+    ("a damaged BGZF block", damaged_block, None),
+]
+
+
+@pytest.mark.parametrize("case, make, expected", ORDER_CASES, ids=[c[0] for c in ORDER_CASES])
+def test_the_order_check_answers_alike_in_c_and_in_python(data, walk, case, make, expected):
+    bam = make(data)
+    told = []
+    assert records_in_sort_order(bam, 2, lambda: told.append(True)) == expected
+    assert told == [True] if expected else len(told) <= 1  # the adopting thread starts once the first records pass
+
+
+def test_a_sorted_bam_takes_the_same_path_to_the_same_bytes_either_way(data, store_dir, tmp_path, monkeypatch):
+    from preprocess.config import load_settings
+
+    bam = plain_sort(samples.bam(data / "u.bam", reads=3000))
+    made = {}
+    for walk in WALKS:
+        monkeypatch.setenv(native.SWITCH, "" if walk == "native" else "python")
+        settings = load_settings(**{"store.url": str(store_dir / walk), "cluster.profile": "sync",
+                                    "scratch": str(tmp_path)})
+        result = preprocess.run({"id": "s", "access_url": str(bam), "format": "BAM"}, settings=settings)
+        assert result.records["path"] == "sorted-input" and result.records["in"] == 3020
+        made[walk] = Path(result.artifacts["data"]).read_bytes()
+    assert made["native"] == made["python"]
+
+
+def reads_by_reference(bam: Path) -> list[str]:
+    return view(bam).splitlines()
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [1, 3], [0, 2, 5], [3, 3]], ids=str)
+def test_route_splits_records_by_reference_range_in_input_order(data, walk, cuts):
+    contigs = {"chr1": 5000, "chr2": 4000, "chr3": 3000, "chr4": 2000, "chr5": 1000}
+    bam = samples.bam(data / "in.bam", reads=2000, contigs=contigs)
+    outs = [data / f"part{k}.bam" for k in range(len(cuts) + 1)]
+    counts = native.route(bam, cuts, outs, 2)
+    lines, names = reads_by_reference(bam), list(contigs)
+    bounds = [0, *cuts, len(names)]
+    for k, out in enumerate(outs):
+        chosen = set(names[bounds[k]:bounds[k + 1]]) | ({"*"} if k == len(outs) - 1 else set())
+        expected = [line for line in lines if line.split("\t")[2] in chosen]  # unplaced reads: the last part
+        assert reads_by_reference(out) == expected and counts[k] == len(expected)
+        assert view(out, "-H") == view(bam, "-H")
+    assert sum(counts) == len(lines) == 2020
+    sorted_parts = [plain_sort(out) for out in outs]  # samtools sort reads each raw uncompressed part
+    whole = "".join(view(part) for part in sorted_parts)
+    assert whole == view(plain_sort(bam))
+
+
+def test_route_writes_the_same_bytes_in_c_and_in_python(data, monkeypatch):
+    bam = samples.bam(data / "in.bam", reads=1500)
+    made = {}
+    for walk in WALKS:
+        monkeypatch.setenv(native.SWITCH, "" if walk == "native" else "python")
+        outs = [data / f"{walk}-{k}.bam" for k in range(2)]
+        made[walk] = (native.route(bam, [1], outs, 1), [out.read_bytes() for out in outs])
+    assert made["native"] == made["python"]
+
+
+def undeclared(data: Path, mate: bool) -> Path:
+    bam = bam_of(data / "ok.bam", [read("a", 0, "chr1", 10), read("last-read", 0, "chr2", 10)])
+    raw = raw_of(bam)
+    start = raw.rfind(b"last-read\x00") - 36
+    field = start + (24 if mate else 4)
+    raw[field:field + 4] = (7).to_bytes(4, "little")
+    return rewritten(data / "undeclared.bam", raw)
+
+
+ROUTE_ERRORS = [
+    ("truncated", truncated, "truncated.bam: unreadable alignment records: the input ends in record 320"),
+    ("short record", short_record, "short.bam: unreadable alignment records: record 2 (at uncompressed byte {at}) "
+                                   "is 14 bytes long, outside 36 to 2^28"),
+    ("undeclared reference", lambda d: undeclared(d, False),
+     "undeclared.bam: unreadable alignment records: record 2 names reference id 7, which the header's 2 references "
+     "do not include"),
+    ("undeclared mate reference", lambda d: undeclared(d, True),
+     "undeclared.bam: unreadable alignment records: record 2 names reference id 7, which the header's 2 references "
+     "do not include"),
+    ("damaged block", damaged_block, "damaged.bam: unreadable alignment records: corrupt compressed block at offset "
+                                     "{block} (its data does not match its size and"),
+    ("not BAM", lambda d: rewritten(d / "text.bam", b"@HD\tVN:1.6\n"),
+     "text.bam: unreadable alignment records: not an uncompressed BAM (no BAM magic)"),
+]
+
+
+@pytest.mark.parametrize("case, make, message", ROUTE_ERRORS, ids=[c[0] for c in ROUTE_ERRORS])
+def test_route_refuses_an_unreadable_bam_alike_in_c_and_in_python(data, walk, case, make, message):
+    bam = make(data)
+    with pytest.raises(InputError) as caught:
+        native.route(bam, [1], [data / "p0.bam", data / "p1.bam"], 2)
+    if case == "short record":  # the second record's offset in the uncompressed stream
+        raw = raw_of(bam)
+        at = first_record(raw) + 4 + int.from_bytes(raw[first_record(raw):first_record(raw) + 4], "little")
+        assert str(caught.value) == message.format(at=at)
+    elif case == "damaged block":
+        block = samples.bgzf_offsets(bam.read_bytes())[(len(samples.bgzf_offsets(bam.read_bytes())) - 1) // 2]
+        assert str(caught.value).startswith(message.format(block=block))
+    else:
+        assert str(caught.value) == message
