@@ -119,7 +119,7 @@ def sort_bam(src: Path, out: Path, index: Path, settings: BuildSettings, workdir
 
     def count() -> None:
         try:
-            counted["n"] = _count(src, 1, "counting input records", shown)
+            counted["n"] = count_records(src, 1, "counting input records", shown)
         except BaseException as exc:  # re-raised on the building thread
             counted["error"] = exc
 
@@ -433,7 +433,7 @@ def unreachable_reads(bam: Path, index: Path, lengths: dict[str, int], source: P
     return {"count": count, "first": first} if count else None
 
 
-def _count(path: Path, threads: int, context: str, shown: str) -> int:
+def count_records(path: Path, threads: int, context: str, shown: str) -> int:
     """Records in the input; InputError when one is unreadable or names a reference the header lacks."""
     try:
         out, warnings = shell.run_with_stderr(["samtools", "view", "-c", "--no-PG", "-@", str(threads), str(path)],

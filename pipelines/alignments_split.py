@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import struct
 from dataclasses import replace
 from pathlib import Path
@@ -24,9 +23,9 @@ from typing import Any, BinaryIO
 from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
-from . import bgzf
+from . import bgzf, native
 from .alignments import (
-    first_line_naming,
+    count_records,
     index_bam,
     index_kind_for,
     pysam_version,
@@ -34,7 +33,6 @@ from .alignments import (
     reference_lengths,
     refuse_damaged,
     sniff,
-    users_terms,
     verify_sorted,
 )
 from .base import BuildContext, BuildOutput, BuildSettings, SplitSteps
@@ -65,13 +63,6 @@ def part_ranges(lengths: dict[str, int], parts: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
-def part_filter(first: int, stop: int, last: bool) -> str:
-    """The samtools filter expression selecting part [first, stop); the last part also takes the
-    unplaced reads (reference id -1), which the sort puts at its end, as the whole sort puts them."""
-    expression = f"refid >= {first} && refid < {stop}"
-    return f"({expression}) || refid == -1" if last else expression
-
-
 def inspect(source: Path, shown: str) -> dict[str, int]:
     """The single build's input checks (SAM or BAM, intact, valid @SQ lengths): reference lengths."""
     kind = sniff(source)
@@ -93,35 +84,32 @@ def plan(source: Path, shown: str, settings: BuildSettings) -> dict[str, Any]:
     return {"lengths": lengths, "ranges": ranges, "parts": max(1, len(ranges))}
 
 
-def extract_part(source: Path, expression: str, out: Path, level: int, threads: int, shown: str) -> int:
-    """Write the records `expression` selects, in input order, as a BAM with the source's header
-    (`level` 0: uncompressed, the cheapest to write and to sort), and return how many. A record naming
-    a reference no @SQ line declares is refused, as the single build's count refuses it."""
-    try:
-        _, warnings = shell.run_with_stderr(
-            ["samtools", "view", "--no-PG", "-b", "--output-fmt-option", f"level={level}", "-@", str(threads),
-             "-e", expression, "-o", str(out), str(source)], context=f"splitting {shown}")
-    except ToolError as exc:
-        raise InputError(f"{shown}: unreadable alignment records: {users_terms(exc.stderr_tail, source, shown)}"
-                         ) from None
-    unknown = re.search(r"recognized reference name (\S+?);", warnings)
-    if unknown:  # htslib would quietly make such a read unmapped
-        line = first_line_naming(source, unknown.group(1).strip('"'))
-        where = f"{shown}: line {line}" if line else shown
-        raise InputError(f"{where}: a record names reference {unknown.group(1)}, which no @SQ line declares")
-    return int(shell.run(["samtools", "view", "-c", "-@", str(threads), str(out)], context="counting a part"))
-
-
 def route(source: Path, ranges: list[tuple[int, int]], which: list[int], outs: list[Path], threads: int,
           shown: str) -> list[int]:
-    """Write parts `which` of the source (their records in input order, unsorted) to `outs`; their
-    record counts. Every record of the source is in exactly one part, so the counts of all parts add
-    up to the input's."""
-    counts = []
+    """Write parts `which` (each a run of consecutive parts) of the source, their records in input order,
+    unsorted and uncompressed, to `outs` in one read of the source (pipelines.native.route); their
+    record counts. Every record is in exactly one part, so the counts of all parts add up to the input's.
+    An unreadable input fails with the one-pass sort's message (its count's, samtools view -c)."""
+    if not which:
+        return []
+    cuts, targets, mine = [], [], []  # the parts of other groups go to the null device
+    if which[0] > 0:
+        cuts.append(ranges[which[0]][0])
+        targets.append(Path(os.devnull))
     for i, out in zip(which, outs, strict=True):
-        first, stop = ranges[i]
-        counts.append(extract_part(source, part_filter(first, stop, i == len(ranges) - 1), out, 0, threads, shown))
-    return counts
+        if i != which[0]:
+            cuts.append(ranges[i][0])
+        mine.append(len(targets))
+        targets.append(out)
+    if which[-1] < len(ranges) - 1:  # unplaced reads are the last part's
+        cuts.append(ranges[which[-1] + 1][0])
+        targets.append(Path(os.devnull))
+    try:
+        counts = native.route(source, cuts, targets, threads, shown)
+    except InputError:
+        count_records(source, threads, "counting input records", shown)  # htslib's words, as one sort gives them
+        raise
+    return [counts[k] for k in mine]
 
 
 def sort_part(unsorted: Path, out: Path, settings: BuildSettings, workdir: Path) -> None:
