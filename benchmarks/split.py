@@ -46,14 +46,29 @@ def make_big(megabytes: int) -> Path:
     return target
 
 
-def plain(source: Path, core: int) -> float:
+def plain(source: Path, core: int) -> tuple[float, float]:
+    """Wall and CPU seconds of samtools sort + index pinned to `core`."""
     work = Path(tempfile.mkdtemp(prefix="bench-split-plain-"))
+    before = _children_cpu()
     try:
         wall, _ = measure(["taskset", "-c", str(core), "bash", "-o", "pipefail", "-c", PLAIN, "bench", str(source),
                            str(work)])
-        return wall
+        return wall, _children_cpu() - before
     finally:
         shutil.rmtree(work)
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a process and the children it has waited for (its tools), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
 
 
 class PinnedWorkers:
@@ -111,6 +126,8 @@ def compare(megabytes: int, repeat: int) -> list[dict[str, object]]:
     md5 = _md5(source)
     runs_plain: list[float] = []
     runs_split: list[float] = []
+    cpu_plain: list[float] = []
+    cpu_workers: list[list[float]] = []
     stages: list[dict[str, Any]] = []
     loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-split-") as tmp:
@@ -119,8 +136,13 @@ def compare(megabytes: int, repeat: int) -> list[dict[str, object]]:
             client.wait_for_workers(2)
             for run in range(repeat):
                 loads.append(os.getloadavg()[0])
-                runs_plain.append(plain(source, 0))
+                wall, cpu = plain(source, 0)
+                runs_plain.append(wall)
+                cpu_plain.append(cpu)
+                workers = cluster.procs[1:]
+                before = [process_cpu(w.pid) for w in workers]
                 wall, timings = split_run(source, md5, client, root / f"store-{run}")
+                cpu_workers.append([round(process_cpu(w.pid) - b, 2) for w, b in zip(workers, before, strict=True)])
                 runs_split.append(wall)
                 stages.append(timings)
                 shutil.rmtree(root / f"store-{run}")
@@ -139,6 +161,10 @@ def compare(megabytes: int, repeat: int) -> list[dict[str, object]]:
              "projected_speedup": {n: round(p / projected(n), 2) for n in (2, 4, 8, 32)},
              "speedup_limit": round(p / projected(parts), 2),
              "load_1min": [round(x, 2) for x in loads],
+             # CPU seconds: samtools on its core, each worker with its tools; the busier worker's is a
+             # floor for the split's wall time on an idle machine (the load here inflates walls)
+             "cpu_plain_s": [round(c, 2) for c in cpu_plain], "cpu_workers_s": cpu_workers,
+             "cpu_speedup": round(statistics.median(cpu_plain) / statistics.median(max(c) for c in cpu_workers), 2),
              "runs_plain": [round(w, 3) for w in runs_plain], "runs_pipeline": [round(w, 3) for w in runs_split]}]
 
 

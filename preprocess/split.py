@@ -101,18 +101,30 @@ def route_group(doc: FileDoc, fmt: str, settings: Settings, key: str, groups: in
     started = time.perf_counter()
     try:
         with shell.time_cap(settings.task_timeout):
-            fetched = sources.fetch(doc, scratch, settings.source)
+            hashing = None
+            if doc.md5 and sources.is_local(doc.access_url):  # hashed beside the route, as build_doc does
+                hashing = sources.Hashing(doc)
+                fetched = sources.Fetched(hashing.path, doc.md5, "", doc.size or hashing.state[2], hashing.state)
+            else:
+                fetched = sources.fetch(doc, scratch, settings.source)
             timings["fetch"] = round(time.perf_counter() - started, 4)
             if key_for(pipeline_for(fmt), fetched.md5, settings) != key:
                 raise StoreError(f"{doc.id}: the source's md5 {fetched.md5} does not give key {key}")
             shown = doc.name or fetched.path.name
             bsettings = build_settings(settings)
             steps = _steps(fmt)
-            plan = steps.plan(fetched.path, shown, bsettings)
-            mine = group(plan["parts"], groups, g) if plan["parts"] > 1 else []
-            todo = [i for i in mine if not store.exists(_part(store, key, i, "count"))]
-            outs = [scratch / f"{i}.unsorted" for i in todo]
-            counts = steps.route(fetched.path, plan, todo, outs, bsettings.threads, shown) if todo else []
+            try:
+                plan = steps.plan(fetched.path, shown, bsettings)
+                mine = group(plan["parts"], groups, g) if plan["parts"] > 1 else []
+                todo = [i for i in mine if not store.exists(_part(store, key, i, "count"))]
+                outs = [scratch / f"{i}.unsorted" for i in todo]
+                counts = steps.route(fetched.path, plan, todo, outs, bsettings.threads, shown) if todo else []
+            except Exception:
+                if hashing is not None:
+                    hashing.result()  # a source that is not the document's is the cause to report
+                raise
+            if hashing is not None:
+                fetched = hashing.result()  # before any part is stored: an md5 mismatch stores nothing
             sources.check_unchanged(doc.id, fetched)  # the parts hold the bytes that were hashed
             for i, out, count in zip(todo, outs, counts, strict=True):
                 store.put(out, _part(store, key, i, "unsorted"), move=True)
