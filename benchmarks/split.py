@@ -141,7 +141,11 @@ def compare(megabytes: int, repeat: int) -> list[dict[str, object]]:
                 cpu_plain.append(cpu)
                 workers = cluster.procs[1:]
                 before = [process_cpu(w.pid) for w in workers]
-                wall, timings = split_run(source, md5, client, root / f"store-{run}")
+                try:
+                    wall, timings = split_run(source, md5, client, root / f"store-{run}")
+                except RuntimeError:
+                    print((root / "cluster.log").read_text()[-6000:], file=sys.stderr)
+                    raise
                 cpu_workers.append([round(process_cpu(w.pid) - b, 2) for w, b in zip(workers, before, strict=True)])
                 runs_split.append(wall)
                 stages.append(timings)

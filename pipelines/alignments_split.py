@@ -112,18 +112,26 @@ def route(source: Path, ranges: list[tuple[int, int]], which: list[int], outs: l
     return [counts[k] for k in mine]
 
 
-def sort_part(unsorted: Path, out: Path, settings: BuildSettings, workdir: Path) -> None:
-    """samtools sort of one part, at the build's compression level: its record blocks are the output's."""
+def sort_part(unsorted: Path, out: Path, layout: dict[str, Any], settings: BuildSettings, workdir: Path
+              ) -> list[Path]:
+    """samtools sort of one part, at the build's compression level (its record blocks are the output's),
+    writing the part's BAI in the same pass (merge_bai); a CSI layout is indexed whole instead. The
+    part's files: [out] or [out, its BAI]."""
+    index = out.with_name(f"{out.name}.bai")
+    bai = index_kind_for(layout["lengths"]) == "bai"
     shell.run(["samtools", "sort", "--no-PG", "-l", str(settings.compression_level), "-m", settings.sort_memory,
-               "-@", str(settings.threads), "-T", str(workdir / f"sort-tmp-{unsorted.stem}"), "-o", str(out),
-               str(unsorted)], context=f"sorting part {unsorted.name}")
+               "-@", str(settings.threads), "-T", str(workdir / f"sort-tmp-{unsorted.stem}"),
+               *(["--write-index", "-o", f"{out}##idx##{index}"] if bai else ["-o", str(out)]), str(unsorted)],
+              context=f"sorting part {unsorted.name}")
+    return [out, index] if bai else [out]
 
 
-def concatenate(parts: list[Path], out: Path) -> None:
+def concatenate(parts: list[Path], out: Path) -> list[int]:
     """`out` = the first part's header blocks, every part's record blocks copied as they are, in order,
-    and the EOF marker. ToolError when a part is not laid out as samtools sort writes it (the header in
-    blocks of its own, one EOF marker at the end) or the parts' headers differ."""
-    header = None
+    and the EOF marker; returns how far each part's blocks moved (output offset - part offset). ToolError
+    when a part is not laid out as samtools sort writes it (the header in blocks of its own, one EOF
+    marker at the end) or the parts' headers differ."""
+    header, shifts = None, []
     with open(out, "wb") as target:
         for part in parts:
             with open(part, "rb") as stream:
@@ -139,8 +147,10 @@ def concatenate(parts: list[Path], out: Path) -> None:
                 elif head != header:
                     raise ToolError(["samtools", "sort"], 0, f"{part.name} has another header than the first part",
                                     context="concatenating the sorted parts")
+                shifts.append(target.tell() - end)
                 _copy(stream, target, end, size - len(EOF_BLOCK) - end)
         target.write(EOF_BLOCK)
+    return shifts
 
 
 def _header_end(stream: BinaryIO, part: Path) -> tuple[int, bytes]:
@@ -178,16 +188,64 @@ def _copy(source: BinaryIO, target: BinaryIO, offset: int, length: int) -> None:
         length -= len(chunk)
 
 
-def finish(parts: list[Path], layout: dict[str, Any], records_in: int, settings: BuildSettings, workdir: Path,
-           shown: str) -> BuildOutput:
-    """The output from its sorted parts: concatenated, indexed whole, and checked as the single build
-    checks a sort (records in = records out through the index, reads past their reference's end)."""
+_BAI_MAGIC = b"BAI\x01"
+_PSEUDO_BIN = 37450  # its second "chunk" holds the mapped and unmapped counts, not offsets
+
+
+def merge_bai(indexes: list[Path], ranges: list[tuple[int, int]], shifts: list[int], out: Path) -> None:
+    """The BAI of the concatenated parts from the parts' BAIs: each reference lies in one part, so its
+    bins, chunks and linear index are that part's, every virtual offset moved by the part's shift (its
+    blocks' move; the in-block offset stays). The unplaced count is the last part's. Byte-identical to
+    `samtools index` of the output (tested), without reading it again."""
+    merged: list[bytes] = []
+    tail = b""
+    for number, (index, (first, stop), shift) in enumerate(zip(indexes, ranges, shifts, strict=True)):
+        data = index.read_bytes()
+        if data[:4] != _BAI_MAGIC:
+            raise ToolError(["samtools", "sort"], 0, f"{index.name} is not a BAI", context="merging the parts' indexes")
+        at, moved = 8, shift << 16
+        for ref in range(struct.unpack_from("<i", data, 4)[0]):
+            piece = bytearray()
+            bins = struct.unpack_from("<i", data, at)[0]
+            piece += data[at:at + 4]
+            at += 4
+            for _ in range(bins):
+                bin_id, chunks = struct.unpack_from("<Ii", data, at)
+                piece += data[at:at + 8]
+                offsets = list(struct.unpack_from(f"<{2 * chunks}Q", data, at + 8))
+                at += 8 + 16 * chunks
+                moves = 2 if bin_id == _PSEUDO_BIN else len(offsets)
+                piece += struct.pack(f"<{len(offsets)}Q", *[o + moved if k < moves else o
+                                                           for k, o in enumerate(offsets)])
+            intervals = struct.unpack_from("<i", data, at)[0]
+            linear = struct.unpack_from(f"<{intervals}Q", data, at + 4)
+            piece += data[at:at + 4] + struct.pack(f"<{intervals}Q", *[o + moved for o in linear])
+            at += 4 + 8 * intervals
+            if first <= ref < stop:
+                merged.append(bytes(piece))
+            elif bins or intervals:
+                raise ToolError(["samtools", "sort"], 0, f"{index.name} indexes reference {ref}, outside its part",
+                                context="merging the parts' indexes")
+        if number == len(indexes) - 1:
+            tail = data[at:]  # n_no_coor: the unplaced reads, all in the last part
+    with open(out, "wb") as target:
+        target.write(_BAI_MAGIC + struct.pack("<i", len(merged)) + b"".join(merged) + tail)
+
+
+def finish(parts: list[list[Path]], layout: dict[str, Any], records_in: int, settings: BuildSettings,
+           workdir: Path, shown: str) -> BuildOutput:
+    """The output from its sorted parts (each [part] or [part, its BAI]): concatenated, indexed (the
+    parts' BAIs merged, or a CSI made whole), and checked as the single build checks a sort (records in
+    = records out through the index, reads past their reference's end)."""
     lengths = layout["lengths"]
     out = workdir / "sorted.bam"
     kind = index_kind_for(lengths)
     index = out.with_name(f"{out.name}.{kind}")
-    concatenate(parts, out)
-    index_bam(out, index, settings.threads, shown)
+    shifts = concatenate([files[0] for files in parts], out)
+    if kind == "bai" and all(len(files) == 2 for files in parts):
+        merge_bai([files[1] for files in parts], [(int(a), int(b)) for a, b in layout["ranges"]], shifts, index)
+    else:
+        index_bam(out, index, settings.threads, shown)
     # a BAM source names no line: the output stands in for it where a refused read would be named
     records_out, unreachable = verify_sorted(out, index, lengths, out, shown, records_in,
                                              refuse_unreachable=settings.unreachable_reads == "refuse")
@@ -212,13 +270,14 @@ def build_parted(ctx: BuildContext, layout: dict[str, Any]) -> BuildOutput:
     made = []
     with ctx.stage("sort"):
         for part in unsorted:
-            made.append(part.with_name(part.name.replace(".unsorted.", ".sorted.")))
-            sort_part(part, made[-1], ctx.settings, ctx.workdir)
+            made.append(sort_part(part, part.with_name(part.name.replace(".unsorted.", ".sorted.")), layout,
+                                  ctx.settings, ctx.workdir))
             part.unlink()
     with ctx.stage("merge"):
         output = finish(made, layout, records_in, ctx.settings, ctx.workdir, ctx.label)
-    for part in made:
-        part.unlink()
+    for files in made:
+        for file in files:
+            file.unlink()
     return output
 
 
@@ -235,10 +294,11 @@ class AlignmentSplitSteps:
               shown: str) -> list[int]:
         return route(source, [(int(a), int(b)) for a, b in layout["ranges"]], which, outs, threads, shown)
 
-    def sort_part(self, unsorted: Path, out: Path, settings: BuildSettings, workdir: Path) -> None:
-        sort_part(unsorted, out, settings, workdir)
+    def sort_part(self, unsorted: Path, out: Path, layout: dict[str, Any], settings: BuildSettings,
+                  workdir: Path) -> list[Path]:
+        return sort_part(unsorted, out, layout, settings, workdir)
 
-    def finish(self, parts: list[Path], layout: dict[str, Any], records_in: int, settings: BuildSettings,
+    def finish(self, parts: list[list[Path]], layout: dict[str, Any], records_in: int, settings: BuildSettings,
                workdir: Path, shown: str) -> BuildOutput:
         return finish(parts, layout, records_in, settings, workdir, shown)
 

@@ -118,10 +118,12 @@ class SplitSteps(Protocol):
         """Write the parts numbered `which` (unsorted) to `outs` in one read of the source; their record counts."""
         ...
 
-    def sort_part(self, unsorted: Path, out: Path, settings: BuildSettings, workdir: Path) -> None:
+    def sort_part(self, unsorted: Path, out: Path, plan: dict[str, Any], settings: BuildSettings,
+                  workdir: Path) -> list[Path]:
+        """Sort one part into `out`; the sorted part's files, `out` first (the rest: what finish may use)."""
         ...
 
-    def finish(self, parts: list[Path], plan: dict[str, Any], records_in: int, settings: BuildSettings,
+    def finish(self, parts: list[list[Path]], plan: dict[str, Any], records_in: int, settings: BuildSettings,
                workdir: Path, shown: str) -> BuildOutput:
-        """The output from the sorted parts, indexed and checked as the single build checks it."""
+        """The output from the sorted parts' files, indexed and checked as the single build checks it."""
         ...

@@ -159,9 +159,12 @@ def _sort(doc: FileDoc, fmt: str, settings: Settings, store: ArtifactStore, key:
     scratch = make_scratch(settings.scratch, doc.id)
     try:
         with shell.time_cap(settings.task_timeout):
+            plan = store.read_json(f"{parts_dir(store, key)}/{PLAN}")["plan"]
             source = store.local_copy(_part(store, key, i, "unsorted"), scratch / f"{i}.unsorted")
-            out = scratch / f"{i}.sorted"
-            _steps(fmt).sort_part(source, out, build_settings(settings), scratch)
+            out, *more = _steps(fmt).sort_part(source, scratch / f"{i}.sorted", plan, build_settings(settings),
+                                               scratch)
+            for k, extra in enumerate(more, 1):  # the part's own index: before the part, which says it is whole
+                store.put(extra, _part(store, key, i, f"sorted.{k}"), move=True)
             store.put(out, _part(store, key, i, "sorted"), move=True)
             store.remove(_part(store, key, i, "unsorted"))
     except Exception as exc:
@@ -214,7 +217,10 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, info: dict[str,
                 raise StoreError(f"{doc.id}: part {i} of {plan['parts']} is missing from {parts_dir(store, key)}")
             _sort(doc, fmt, settings, store, key, i)
     started = time.perf_counter()
-    made = [store.local_copy(_part(store, key, i, "sorted"), scratch / f"{i}.sorted") for i in range(plan["parts"])]
+    made = [[store.local_copy(_part(store, key, i, "sorted"), scratch / f"{i}.sorted")] for i in range(plan["parts"])]
+    for i, files in enumerate(made):
+        while store.exists(extra := _part(store, key, i, f"sorted.{len(files)}")):
+            files.append(store.local_copy(extra, scratch / f"{i}.sorted.{len(files)}"))
     records_in = sum(int(store.read_bytes(_part(store, key, i, "count"))) for i in range(plan["parts"]))
     workdir = scratch / "work"
     workdir.mkdir()

@@ -78,6 +78,13 @@ def assert_same_bytes(whole: preprocess.RunResult, parted: preprocess.RunResult)
     assert parted.records == whole.records
 
 
+def assert_index_is_samtools_own(result: preprocess.RunResult, tmp_path: Path) -> None:
+    """The index merged from the parts' indexes is the one `samtools index` makes of the output."""
+    again = tmp_path / "again.bai"
+    subprocess.run(["samtools", "index", "-b", result.artifacts["data"], str(again)], check=True)
+    assert again.read_bytes() == Path(result.artifacts["index"]).read_bytes()
+
+
 def view(path: str | Path) -> str:
     return subprocess.run(["samtools", "view", "--no-PG", str(path)], check=True, capture_output=True,
                           text=True).stdout
@@ -89,6 +96,7 @@ def test_ties_and_unmapped_reads_give_the_same_bytes_whatever_the_route_groups(t
     whole, parted = both_ways(bam, tmp_path, groups, part_size=bam.stat().st_size // 4)
     assert_same_bytes(whole, parted)
     assert parted.records["parts"] == 4 and parted.records["path"] == "sort"
+    assert_index_is_samtools_own(parted, tmp_path)
     with pysam.AlignmentFile(parted.artifacts["data"]) as aln:
         reads = list(aln)
     assert len(reads) == 1530 and reads[-1].reference_id == -1  # unplaced reads last, as one sort puts them
@@ -100,6 +108,7 @@ def test_the_parted_output_holds_the_whole_sorts_records_in_its_order(tmp_path):
     bam = samples.bam(tmp_path / "r.bam", reads=3000)
     whole, parted = both_ways(bam, tmp_path, 2)
     assert parted.records["parts"] == 3
+    assert_index_is_samtools_own(parted, tmp_path)
     reference = tmp_path / "reference.bam"
     subprocess.run(["samtools", "sort", "--no-PG", "--write-index", "-o", f"{reference}##idx##{reference}.bai",
                     str(bam)], check=True)
@@ -115,6 +124,26 @@ def test_the_parted_output_holds_the_whole_sorts_records_in_its_order(tmp_path):
             r.query_name for r in ref.fetch("chr2", 1000, 90_000)]
         assert aln.mapped == ref.mapped and aln.unmapped == ref.unmapped
     assert subprocess.run(["samtools", "quickcheck", out]).returncode == 0
+
+
+def test_references_and_a_whole_part_without_reads_get_samtools_own_index(tmp_path):
+    contigs = {"chr1": 200_000, "chr2": 150_000, "empty1": 100_000, "empty2": 90_000, "chrX": 100_000}
+    bam = samples.bam(tmp_path / "gaps.bam", reads=3000, contigs={k: v for k, v in contigs.items()
+                                                                   if not k.startswith("empty")})
+    header = subprocess.run(["samtools", "view", "-H", "--no-PG", str(bam)], check=True, capture_output=True,
+                            text=True).stdout
+    sq = "".join(f"@SQ\tSN:{n}\tLN:{ln}\n" for n, ln in contigs.items())
+    new = tmp_path / "header.sam"
+    new.write_text("".join(line + "\n" for line in header.splitlines() if not line.startswith("@SQ")) + sq)
+    gaps = tmp_path / "gaps-reheadered.bam"  # two references between chr2 and chrX that no read names
+    sam = tmp_path / "gaps.sam"
+    sam.write_text(new.read_text() + view(bam))
+    subprocess.run(["samtools", "view", "--no-PG", "-b", "-o", str(gaps), str(sam)], check=True)
+    whole, parted = both_ways(gaps, tmp_path, 2, part_size=gaps.stat().st_size // 5)
+    assert_same_bytes(whole, parted)
+    assert parted.records["parts"] == 5  # parts 3 and 4 hold no read
+    assert_index_is_samtools_own(parted, tmp_path)
+    assert view(parted.artifacts["data"]).count("\n") == 3020
 
 
 def test_a_bam_up_to_part_size_keeps_the_one_pass_sorts_bytes(tmp_path):
