@@ -85,9 +85,10 @@ def plan(source: Path, shown: str, settings: BuildSettings) -> dict[str, Any]:
 
 
 def route(source: Path, ranges: list[tuple[int, int]], which: list[int], outs: list[Path], threads: int,
-          shown: str) -> list[int]:
-    """Write parts `which` (each a run of consecutive parts) of the source, their records in input order,
-    unsorted and uncompressed, to `outs` in one read of the source (pipelines.native.route); their
+          shown: str, compress: bool = False) -> list[int]:
+    """Write parts `which` (a run of consecutive parts) of the source, their records in input order,
+    unsorted, to `outs` in one read of the source (pipelines.native.route): uncompressed, the cheapest
+    to write and to sort, or with `compress` BGZF at level 1 (fewer bytes to upload); their
     record counts. Every record is in exactly one part, so the counts of all parts add up to the input's.
     An unreadable input fails with the one-pass sort's message (its count's, samtools view -c)."""
     if not which:
@@ -109,6 +110,10 @@ def route(source: Path, ranges: list[tuple[int, int]], which: list[int], outs: l
     except InputError:
         count_records(source, threads, "counting input records", shown)  # htslib's words, as one sort gives them
         raise
+    for out in outs if compress else []:
+        packed = out.with_name(f"{out.name}.gz")
+        shell.run(["bgzip", "--force", "-l", "1", "-@", str(threads), str(out)], context=f"compressing {out.name}")
+        packed.replace(out)
     return [counts[k] for k in mine]
 
 
@@ -291,8 +296,8 @@ class AlignmentSplitSteps:
         return plan(source, shown, settings)
 
     def route(self, source: Path, layout: dict[str, Any], which: list[int], outs: list[Path], threads: int,
-              shown: str) -> list[int]:
-        return route(source, [(int(a), int(b)) for a, b in layout["ranges"]], which, outs, threads, shown)
+              shown: str, compress: bool) -> list[int]:
+        return route(source, [(int(a), int(b)) for a, b in layout["ranges"]], which, outs, threads, shown, compress)
 
     def sort_part(self, unsorted: Path, out: Path, layout: dict[str, Any], settings: BuildSettings,
                   workdir: Path) -> list[Path]:

@@ -114,8 +114,9 @@ class SplitSteps(Protocol):
         ...
 
     def route(self, source: Path, plan: dict[str, Any], which: list[int], outs: list[Path], threads: int,
-              shown: str) -> list[int]:
-        """Write the parts numbered `which` (unsorted) to `outs` in one read of the source; their record counts."""
+              shown: str, compress: bool) -> list[int]:
+        """Write the parts numbered `which` (unsorted) to `outs` in one read of the source, compressed when
+        `compress` (they travel over a network); their record counts."""
         ...
 
     def sort_part(self, unsorted: Path, out: Path, plan: dict[str, Any], settings: BuildSettings,

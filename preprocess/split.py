@@ -118,7 +118,8 @@ def route_group(doc: FileDoc, fmt: str, settings: Settings, key: str, groups: in
                 mine = group(plan["parts"], groups, g) if plan["parts"] > 1 else []
                 todo = [i for i in mine if not store.exists(_part(store, key, i, "count"))]
                 outs = [scratch / f"{i}.unsorted" for i in todo]
-                counts = steps.route(fetched.path, plan, todo, outs, bsettings.threads, shown) if todo else []
+                counts = steps.route(fetched.path, plan, todo, outs, bsettings.threads, shown,
+                                     store.over_network) if todo else []
             except Exception:
                 if hashing is not None:
                     hashing.result()  # a source that is not the document's is the cause to report

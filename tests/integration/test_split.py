@@ -13,8 +13,9 @@ import pytest
 
 import preprocess
 from pipelines import alignments_split, pins
+from pipelines.alignments_split import STEPS
 from preprocess import split
-from preprocess.build import build_doc, key_for, open_store
+from preprocess.build import build_doc, build_settings, key_for, open_store
 from preprocess.config import Settings, load_settings
 from preprocess.model import FileDoc
 from preprocess.registry import pipeline_for
@@ -154,6 +155,22 @@ def test_a_bam_up_to_part_size_keeps_the_one_pass_sorts_bytes(tmp_path):
     digest = hashlib.sha256(Path(result.artifacts["data"]).read_bytes()).hexdigest()
     assert digest == pins.OUTPUTS[("alignments", "2")]["bai:sorted.bam"] == pins.OUTPUTS[("alignments", "3")][
         "bai:sorted.bam"]
+
+
+def test_parts_compressed_to_travel_sort_to_the_same_bytes(tmp_path):
+    """Over a network store the routed parts are BGZF level 1, not raw: the sorted parts are the same."""
+    bam = samples.bam(tmp_path / "a.bam", reads=3000)
+    settings = build_settings(settings_for(tmp_path, "s"))
+    layout = STEPS.plan(bam, "a.bam", settings)
+    made = {}
+    for compress in (False, True):
+        outs = [tmp_path / f"{compress}-{i}.bam" for i in range(layout["parts"])]
+        counts = STEPS.route(bam, layout, list(range(layout["parts"])), outs, 1, "a.bam", compress)
+        assert sum(counts) == 3020 and layout["parts"] == 3
+        assert all(out.read_bytes()[:4] == (b"\x1f\x8b\x08\x04" if compress else b"BAM\x01") for out in outs)
+        made[compress] = [STEPS.sort_part(out, out.with_suffix(".sorted"), layout, settings, tmp_path)[0].read_bytes()
+                          for out in outs]
+    assert made[True] == made[False]
 
 
 def test_part_size_is_in_the_key(tmp_path):
