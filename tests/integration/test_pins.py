@@ -79,7 +79,8 @@ CASES: dict[str, list[tuple[str, str, Callable[[Path], Path | tuple[Path, dict[s
 }
 
 
-# cases built with other settings: "parted" is the bai case's BAM over part-size, in 3 parts
+# cases built with other settings: "parted" is the bai case's BAM over part-size, in 3 parts (the same
+# as tests/integration/test_split.py's PART_SIZE, whose cluster test checks these pins)
 PART_SIZE = {"parted": 20_000}
 
 

@@ -289,10 +289,10 @@ def test_a_source_changed_while_its_parts_are_routed_commits_nothing(tmp_path, m
 def test_a_cluster_builds_the_parts_in_stage_named_tasks_with_the_in_process_bytes(tmp_path, workers):
     from distributed import Client, LocalCluster
 
-    big = samples.bam(tmp_path / "big.bam", reads=6000)
+    big = samples.bam(tmp_path / "big.bam", reads=3000)  # the "parted" case of pipelines/pins.py
     small = samples.bam(tmp_path / "small.bam", reads=100)
     settings = load_settings(**{"store.url": str(tmp_path / "store"), "scratch": str(tmp_path),
-                                "split.part-size": 40_000})
+                                "split.part-size": PART_SIZE})
     docs = [{"id": "big", "access_url": str(big), "md5": md5(big)}, {"id": "small", "access_url": str(small),
                                                                       "md5": md5(small)}]
     with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
@@ -304,10 +304,13 @@ def test_a_cluster_builds_the_parts_in_stage_named_tasks_with_the_in_process_byt
     assert results[0].records["parts"] == 3 and "parts" not in results[1].records
     single = build_doc(doc_for(big), "BAM", load_settings(**{
         "store.url": str(tmp_path / "one"), "cluster.profile": "sync", "scratch": str(tmp_path),
-        "split.part-size": 40_000}))
+        "split.part-size": PART_SIZE}))
     assert results[0].key == single.key and results[0].records == single.records
     for kind in ("data", "index"):
         assert Path(results[0].artifacts[kind]).read_bytes() == Path(single.artifacts[kind]).read_bytes(), kind
+    pinned = pins.OUTPUTS[("alignments", pipeline_for("BAM").version)]
+    for uri in results[0].artifacts.values():
+        assert hashlib.sha256(Path(uri).read_bytes()).hexdigest() == pinned[f"parted:{Path(uri).name}"]
 
 
 def test_a_file_goes_across_workers_from_part_size_on_a_cluster_of_two_or_more(tmp_path):
