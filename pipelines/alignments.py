@@ -162,7 +162,7 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
         if verdict[0]:
             try:
                 adopt_sorted(src, out, workdir)
-                index_bam(out, index, 1)
+                index_bam(out, index, threads)  # the order check (bamwalk) ends first and leaves it every core
             except BaseException as exc:  # a ToolError means: take the sorting path; others are re-raised
                 failed.append(exc)
 
