@@ -318,3 +318,29 @@ def test_without_a_compiler_the_python_walks_answer_and_say_so_once(fresh_build,
         assert native.route(bam, [2], [data / "a.bam", data / "b.bam"], 1) == [first, 520 - first]
     assert [r.getMessage() for r in caplog.records] == [
         "no C compiler (no-such-compiler): BAM records are walked in Python"]
+
+
+def test_a_program_planted_in_a_shared_temp_folder_is_never_run(fresh_build, data, monkeypatch):
+    import hashlib
+    import os
+    import platform
+
+    (fresh_build / "cache").write_text("a file where the cache folder would be")
+    shared = fresh_build / "tmp" / f"preprocess-{os.getuid()}"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone may write here
+    digest = hashlib.sha256(native.SOURCE.read_bytes()).hexdigest()[:16]
+    planted = shared / f"bamwalk-{platform.machine()}-{digest}"
+    planted.write_text("#!/bin/sh\necho go; echo 1\n")
+    planted.chmod(0o755)
+    monkeypatch.setenv(native.SWITCH, "")
+    assert native.program() is None
+    assert records_in_sort_order(plain_sort(samples.bam(data / "u.bam", reads=200))) == 220
+
+
+def test_a_program_removed_after_its_build_is_built_again(fresh_build, monkeypatch):
+    monkeypatch.setenv(native.SWITCH, "")
+    built = native.program()
+    assert built is not None
+    built.unlink()
+    assert native.program() == built and built.is_file()
