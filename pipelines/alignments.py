@@ -1,8 +1,9 @@
 """SAM/BAM -> coordinate-sorted BAM with a BAI index (CSI when a reference is >= 2^29 bp).
 
 Two paths, chosen by the content alone (records["path"] says which ran):
-- "sort": samtools sort writes the BAM and its index in one pass (--write-index), while `samtools view -c`
-  counts the input beside it (records in = records out, from the index statistics);
+- "sort": samtools sort writes the BAM and its index in one pass (--write-index); the input's records are
+  counted on their way into the sort (a BAM: `bgzip -dc | bamwalk count | samtools sort -`, one
+  decompression) or beside it (`samtools view -c`): records in = records out, from the index statistics;
 - "sorted-input": a BAM whose records are already in samtools sort order (read from the records in one
   streaming pass, never from @HD SO) keeps its record blocks as they are, under the header samtools sort
   would write (samtools reheader, or the file itself when that header is already its own), then is indexed.
