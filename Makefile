@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_TOOLS := samtools tabix bgzip gffread shellcheck
+SYSTEM_TOOLS := samtools tabix bgzip gffread shellcheck cc
 # pinned: 3.37 is the first to check a user-delegation SAS of the version azure-storage-blob 12.31 writes
 AZURITE_VERSION := 3.37.0
 AZURITE := .tools/node_modules/.azurite-$(AZURITE_VERSION)
@@ -27,7 +27,7 @@ system:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system tools:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread shellcheck >/dev/null; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread gcc libc6-dev shellcheck >/dev/null; \
 	fi
 
 # headless Chromium screenshots the Dask dashboard in the tests (make test only; demo needs no browser)

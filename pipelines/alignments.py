@@ -1,10 +1,11 @@
 """SAM/BAM -> coordinate-sorted BAM with a BAI index (CSI when a reference is >= 2^29 bp).
 
 Two paths, chosen by the content alone (records["path"] says which ran):
-- "sort": samtools sort writes the BAM and its index in one pass (--write-index), while `samtools view -c`
-  counts the input beside it (records in = records out, from the index statistics); a BAM bigger than
-  the part_size parameter is sorted in parts laid end to end instead (records["parts"], the parted
-  layout of pipelines/alignments_split.py, which several workers can build);
+- "sort": samtools sort writes the BAM and its index in one pass (--write-index); the input's records are
+  counted on their way into the sort (a BAM: `bgzip -dc | bamwalk count | samtools sort -`, one
+  decompression) or beside it (`samtools view -c`): records in = records out, from the index statistics;
+  a BAM bigger than the part_size parameter is sorted in parts laid end to end instead (records["parts"],
+  the parted layout of pipelines/alignments_split.py, which several workers can build);
 - "sorted-input": a BAM whose records are already in samtools sort order (read from the records in one
   streaming pass, never from @HD SO) keeps its record blocks as they are, under the header samtools sort
   would write (samtools reheader, or the file itself when that header is already its own), then is indexed.
@@ -84,7 +85,7 @@ class AlignmentPipeline(PipelineBase):
                 return build_parted(ctx, {"lengths": lengths, "ranges": ranges, "parts": len(ranges)})
         if records_in is None:
             with ctx.stage("sort"):
-                records_in = sort_bam(src, out, index, settings, ctx.workdir, label)
+                records_in = sort_bam(src, out, index, settings, ctx.workdir, label, bam=kind == "bam")
         with ctx.stage("verify"):
             records_out, unreachable = verify_sorted(out, index, lengths, src, label, records_in,
                                                      refuse_unreachable=settings.unreachable_reads == "refuse")
@@ -110,11 +111,32 @@ def index_flags(kind: str) -> list[str]:
     return {"bai": ["-b"], "csi": ["-c", "-m", str(CSI_MIN_SHIFT)], "crai": []}[kind]
 
 
-def sort_bam(src: Path, out: Path, index: Path, settings: BuildSettings, workdir: Path, shown: str) -> int:
+# One decompression for the count and the sort: bamwalk counts the records bgzip writes on their way to
+# samtools sort, which reads them as an uncompressed BAM on stdin.
+_COUNT_AND_SORT = ('bgzip -dc -@ "$1" "$2" | "$3" count "$4" '
+                   '| samtools sort --no-PG -l "$5" -m "$6" -@ "$1" -T "$7" --write-index -o "$8" -')
+
+
+def sort_bam(src: Path, out: Path, index: Path, settings: BuildSettings, workdir: Path, shown: str,
+             bam: bool = False) -> int:
     """samtools sort writing `out` and its index in the same pass (`##idx##`: a .bai name gives BAI, any
-    other CSI with min_shift 14, the bytes `samtools index -b`/`-c -m 14` write). The input's records are
-    counted beside it by `samtools view -c` on another thread (InputError for an unreadable record or an
-    undeclared reference); returns that count."""
+    other CSI with min_shift 14, the bytes `samtools index -b`/`-c -m 14` write); returns the number of
+    input records. A BAM is decompressed once, counted by bamwalk on its way into the sort; where that
+    fails (or bamwalk is not built, or the input is SAM) the sort reads the file itself while `samtools
+    view -c` counts it on another thread, and names the problem (InputError for an unreadable record or
+    an undeclared reference)."""
+    walk = native.program() if bam else None
+    if walk is not None:
+        tally = workdir / "records-in"
+        try:
+            shell.pipe(_COUNT_AND_SORT, settings.threads, src, walk, tally, settings.compression_level,
+                       settings.sort_memory, workdir / "sort-tmp", f"{out}##idx##{index}", context=f"sorting {shown}")
+            return int(tally.read_text())
+        except ToolError:  # the two-pass sort below reports the problem in today's words
+            for made in (out, index, *workdir.glob("sort-tmp*")):
+                made.unlink(missing_ok=True)
+        finally:
+            tally.unlink(missing_ok=True)
     counted: dict[str, object] = {}
 
     def count() -> None:
@@ -153,7 +175,7 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
         if verdict[0]:
             try:
                 adopt_sorted(src, out, workdir)
-                index_bam(out, index, 1)
+                index_bam(out, index, threads)  # the order check (bamwalk) ends first and leaves it every core
             except BaseException as exc:  # a ToolError means: take the sorting path; others are re-raised
                 failed.append(exc)
 

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
+enum { COPY_NONE, COPY_WRITE, COPY_TEE };
 enum { DONE = 0, UNSORTED = 1, MALFORMED = 2, TRUNCATED = 3, FAILED = 4 };
 
 #define CHUNK (1 << 20)
@@ -61,7 +62,7 @@ typedef struct {
     unsigned char *data;
     size_t at, end, size;
     int eof;
-    int copy; /* count: every byte read is written to stdout as it is */
+    int copy; /* count: every byte read goes to stdout as it is (COPY_WRITE, or COPY_TEE between pipes) */
     uint64_t consumed; /* input offset of data[0] */
 } Input;
 
@@ -100,6 +101,31 @@ static int fill(Input *in, size_t want) {
         in->size = size;
     }
     for (;;) {
+#ifdef __linux__
+        if (in->copy == COPY_TEE) { /* the pipe's pages to stdout without a copy, then read as before */
+            ssize_t teed = tee(STDIN_FILENO, STDOUT_FILENO, want, 0);
+            if (teed < 0 && errno == EINTR)
+                continue;
+            if (teed < 0 && errno != EINVAL)
+                return -1;
+            if (teed < 0) { /* not two pipes */
+                in->copy = COPY_WRITE;
+                continue;
+            }
+            if (teed == 0) {
+                in->eof = 1;
+                return 0;
+            }
+            for (size_t done = 0; done < (size_t)teed;) {
+                ssize_t got = read(STDIN_FILENO, in->data + in->end + done, (size_t)teed - done);
+                if (got <= 0 && !(got < 0 && errno == EINTR))
+                    return -1;
+                done += got > 0 ? (size_t)got : 0;
+            }
+            in->end += (size_t)teed;
+            return 1;
+        }
+#endif
         ssize_t got = read(STDIN_FILENO, in->data + in->end, want);
         if (got < 0 && errno == EINTR)
             continue;
@@ -109,7 +135,7 @@ static int fill(Input *in, size_t want) {
             in->eof = 1;
             return 0;
         }
-        if (in->copy && write_all(STDOUT_FILENO, in->data + in->end, (size_t)got) != 0)
+        if (in->copy == COPY_WRITE && write_all(STDOUT_FILENO, in->data + in->end, (size_t)got) != 0)
             return -1;
         in->end += (size_t)got;
         return 1;
@@ -232,7 +258,7 @@ static int order(Input *in) {
 static int count(Input *in, const char *to) {
     size_t header;
     uint32_t references;
-    in->copy = 1;
+    in->copy = COPY_TEE;
     int status = read_header(in, &header, &references);
     if (status != DONE)
         return status;

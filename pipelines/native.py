@@ -44,7 +44,11 @@ def program() -> Path | None:
     cannot be built (no compiler, a failed build: logged once)."""
     if os.environ.get(SWITCH, "").lower() == "python":
         return None
-    return _built()
+    built = _built()
+    if built is not None and not _trusted(built):  # removed since (a temp folder's cleaner): built again
+        _built.cache_clear()
+        built = _built()
+    return built
 
 
 @functools.cache
@@ -52,9 +56,8 @@ def _built() -> Path | None:
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
     name = f"bamwalk-{platform.machine() or 'any'}-{digest}"
     for folder in _cache_folders():
-        target = folder / name
-        if os.access(target, os.X_OK):
-            return target
+        if _trusted(folder / name):
+            return folder / name
     compiler = shlex.split(os.environ.get("CC") or "cc")
     if not compiler or not shutil.which(compiler[0]):
         log.info("no C compiler (%s): BAM records are walked in Python", compiler[0] if compiler else "$CC empty")
@@ -62,7 +65,10 @@ def _built() -> Path | None:
     problem = "no writable cache folder"
     for folder in _cache_folders():
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not _trusted(folder, program=False):
+                problem = f"{folder} is not this user's alone"
+                continue
             fd, part = tempfile.mkstemp(prefix=f".{name}-", dir=folder)
         except OSError as exc:
             problem = str(exc)
@@ -85,6 +91,19 @@ def _built() -> Path | None:
                 os.unlink(part)
     log.info("cannot build bamwalk (%s): BAM records are walked in Python", problem)
     return None
+
+
+def _trusted(path: Path, program: bool = True) -> bool:
+    """`path` is this user's, in a folder of this user's, neither writable by others (a program found
+    in a shared temp folder could have been put there by anyone); a program must be executable."""
+    try:
+        for item in (path, path.parent) if program else (path,):
+            found = item.stat()
+            if found.st_uid != os.getuid() or found.st_mode & 0o022:
+                return False
+    except OSError:
+        return False
+    return not program or os.access(path, os.X_OK)
 
 
 def _cache_folders() -> list[Path]:

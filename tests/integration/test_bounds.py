@@ -117,9 +117,14 @@ def test_a_bam_with_a_huge_header_builds_within_a_generous_cap(settings, huge_he
         assert len(str(aln.header)) > 128 * 10**6 and aln.references == ("chr1",)
 
 
-def test_the_time_cap_stops_the_order_check_in_its_python_loop(huge_header):
+@pytest.mark.parametrize("walk", ["native", "python"])
+def test_the_time_cap_stops_the_order_check_in_c_or_in_its_python_loop(huge_header, monkeypatch, walk):
+    from pipelines import native
     from pipelines.alignments import records_in_sort_order
     from preprocess import shell
+
+    monkeypatch.setenv(native.SWITCH, "python" if walk == "python" else "")
+    assert (native.program() is None) == (walk == "python")
 
     with pytest.raises(TimeLimitError) as caught, shell.time_cap(0.05):
         records_in_sort_order(huge_header)

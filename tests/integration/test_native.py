@@ -196,3 +196,151 @@ def test_route_refuses_an_unreadable_bam_alike_in_c_and_in_python(data, walk, ca
         assert str(caught.value).startswith(message.format(block=block))
     else:
         assert str(caught.value) == message
+
+
+def unsorted_with(data: Path, damage: str) -> Path:
+    """An unsorted BAM (the sorting path) whose BGZF is whole but whose records are not: a record naming
+    an undeclared reference, one shorter than its fixed fields, or a stream ending inside a record."""
+    bam = samples.bam(data / "u.bam", reads=3000)
+    raw = raw_of(bam)
+    at = first_record(raw)
+    at += 4 + int.from_bytes(raw[at:at + 4], "little")  # the second record
+    if damage == "undeclared":
+        raw[at + 4:at + 8] = (99).to_bytes(4, "little")
+    elif damage == "short":
+        raw[at:at + 4] = (10).to_bytes(4, "little")
+    else:
+        raw = raw[:len(raw) - 40]
+    return rewritten(data / f"{damage}.bam", raw)
+
+
+BAD_FOR_THE_SORT = {
+    "undeclared": lambda d: unsorted_with(d, "undeclared"),
+    "short": lambda d: unsorted_with(d, "short"),
+    "truncated": lambda d: unsorted_with(d, "truncated"),
+    "damaged block": lambda d: samples.bam(d / "damaged.bam", reads=3000),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FOR_THE_SORT))
+def test_the_sorting_path_names_bad_records_in_the_same_words_either_way(data, store_dir, tmp_path, monkeypatch,
+                                                                         case):
+    from preprocess.api import run_many
+    from preprocess.config import load_settings
+
+    bam = BAD_FOR_THE_SORT[case](data)
+    if case == "damaged block":
+        bam.write_bytes(samples.corrupt_bgzf_block(bam.read_bytes(), crc_only=False)[0])
+    messages = {}
+    for walk in WALKS:
+        monkeypatch.setenv(native.SWITCH, "" if walk == "native" else "python")
+        settings = load_settings(**{"store.url": str(store_dir), "cluster.profile": "sync", "scratch": str(tmp_path)})
+        result = run_many([{"id": "bad", "access_url": str(bam), "format": "BAM"}], settings=settings).results[0]
+        assert result.status == "failed" and result.error is not None and result.error.class_ == "InputError"
+        messages[walk] = result.error.message
+    assert messages["native"] == messages["python"]
+    assert messages["native"].startswith(f"{bam.name}: unreadable alignment records: ")
+
+
+def test_an_unsorted_bam_sorts_to_the_same_bytes_with_one_decompression_or_two(data, store_dir, tmp_path,
+                                                                                monkeypatch):
+    from preprocess.config import load_settings
+
+    bam = samples.bam(data / "u.bam", reads=5000)
+    made = {}
+    for walk in WALKS:
+        monkeypatch.setenv(native.SWITCH, "" if walk == "native" else "python")
+        settings = load_settings(**{"store.url": str(store_dir / walk), "cluster.profile": "sync",
+                                    "scratch": str(tmp_path), "threads": 2})
+        result = preprocess.run({"id": "u", "access_url": str(bam), "format": "BAM"}, settings=settings)
+        assert result.records["path"] == "sort" and result.records["in"] == result.records["out"] == 5020
+        made[walk] = [Path(result.artifacts[name]).read_bytes() for name in ("data", "index")]
+    assert made["native"] == made["python"]
+    assert view(Path(result.artifacts["data"])) == view(plain_sort(bam))
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """No bamwalk built yet: an empty user cache and temp folder, and the process's memo cleared."""
+    import tempfile
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    native._built.cache_clear()
+    yield tmp_path
+    native._built.cache_clear()
+
+
+def test_bamwalk_is_built_once_into_the_user_cache_under_its_source_hash(fresh_build, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv(native.SWITCH, "")
+    built = native.program()
+    digest = hashlib.sha256(native.SOURCE.read_bytes()).hexdigest()[:16]
+    assert built is not None and built.parent == fresh_build / "cache" / "preprocess" and digest in built.name
+    assert [p.name for p in built.parent.iterdir()] == [built.name]  # no half-written build left beside it
+    native._built.cache_clear()
+    assert native.program() == built and built.stat().st_mtime_ns == built.stat().st_mtime_ns
+
+
+def test_an_unwritable_cache_builds_into_a_temp_folder(fresh_build, monkeypatch):
+    (fresh_build / "cache").write_text("a file where the cache folder would be")
+    monkeypatch.setenv(native.SWITCH, "")
+    built = native.program()
+    assert built is not None and built.parent.parent == fresh_build / "tmp"
+
+
+def test_workers_building_at_once_each_run_a_whole_program(fresh_build, data):
+    import os
+    import sys
+
+    bam = plain_sort(samples.bam(data / "u.bam", reads=500))
+    code = ("import sys; from pathlib import Path; from pipelines.alignments import records_in_sort_order; "
+            "print(records_in_sort_order(Path(sys.argv[1])))")
+    env = {**os.environ, native.SWITCH: "", "XDG_CACHE_HOME": str(fresh_build / "cache")}
+    workers = [subprocess.Popen([sys.executable, "-c", code, str(bam)], stdout=subprocess.PIPE, text=True, env=env)
+               for _ in range(4)]
+    assert [w.communicate()[0] for w in workers] == ["520\n"] * 4 and [w.returncode for w in workers] == [0] * 4
+    assert len(list((fresh_build / "cache" / "preprocess").iterdir())) == 1
+
+
+def test_without_a_compiler_the_python_walks_answer_and_say_so_once(fresh_build, data, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setenv(native.SWITCH, "")
+    monkeypatch.setenv("CC", "no-such-compiler")
+    bam = plain_sort(samples.bam(data / "u.bam", reads=500))
+    with caplog.at_level(logging.INFO, logger="pipelines.native"):
+        assert native.program() is None
+        assert records_in_sort_order(bam) == 520
+        first = sum(line.split("\t")[2] in ("chr1", "chr2") for line in view(bam).splitlines())
+        assert native.route(bam, [2], [data / "a.bam", data / "b.bam"], 1) == [first, 520 - first]
+    assert [r.getMessage() for r in caplog.records] == [
+        "no C compiler (no-such-compiler): BAM records are walked in Python"]
+
+
+def test_a_program_planted_in_a_shared_temp_folder_is_never_run(fresh_build, data, monkeypatch):
+    import hashlib
+    import os
+    import platform
+
+    (fresh_build / "cache").write_text("a file where the cache folder would be")
+    shared = fresh_build / "tmp" / f"preprocess-{os.getuid()}"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone may write here
+    digest = hashlib.sha256(native.SOURCE.read_bytes()).hexdigest()[:16]
+    planted = shared / f"bamwalk-{platform.machine()}-{digest}"
+    planted.write_text("#!/bin/sh\necho go; echo 1\n")
+    planted.chmod(0o755)
+    monkeypatch.setenv(native.SWITCH, "")
+    assert native.program() is None
+    assert records_in_sort_order(plain_sort(samples.bam(data / "u.bam", reads=200))) == 220
+
+
+def test_a_program_removed_after_its_build_is_built_again(fresh_build, monkeypatch):
+    monkeypatch.setenv(native.SWITCH, "")
+    built = native.program()
+    assert built is not None
+    built.unlink()
+    assert native.program() == built and built.is_file()
