@@ -128,51 +128,62 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     unsorted = paths != ("sort",) and plainly_unsorted(source, spec)
     path = "stream" if "stream" in paths and not unsorted else "sort"
     compression = bgzf.sniff_compression(source)
-    found = None
-    if "columnar" in paths and compression == "bgzf":  # in memory: the order checked, the file sorted if need be
-        with ctx.stage("sort"):
-            found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
-                                       columnar.budget(settings.sort_memory, settings.threads), compression,
-                                       reuse="input" in paths)
-        if found is not None:
-            header, stats, path = found
-    if found is None and "input" in paths and not unsorted and compression == "bgzf":
-        with ctx.stage("check"):
-            header, stats = streaming.run_validated("check", spec, ctx, source, out, where=where)
-        if stats["unsorted"]:
-            path = "sort"
-        elif canonical_bgzf(source, stats):
-            path = "input"
-            shutil.copyfile(source, out)
-    if path == "stream":
-        with ctx.stage("stream"):
-            header, stats = streaming.run_validated("stream", spec, ctx, source, out, *sorting, where=where)
-        if stats["unsorted"]:
-            path = "sort"
-    if path == "sort" and "columnar" in paths and compression == "plain":
-        with ctx.stage("sort"):
-            found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
-                                       columnar.budget(settings.sort_memory, settings.threads), compression,
-                                       reuse=False)
-        if found is not None:
-            header, stats, path = found
-    if path == "sort":
-        with ctx.stage("sort"):
-            split = split_point(source, spec, settings.threads)
-            parts = streaming.run_split(spec, ctx, source, out, split, sorting, where) if split else None
-            if parts is None:
-                header, stats = streaming.run_validated("sort", spec, ctx, source, out, *sorting, 0,
-                                                        *spec.sort_keys, where=where)
+    memory = columnar.budget(settings.sort_memory, settings.threads)
+    found = early = guess = None
+    try:
+        size = columnar.text_size(source, compression) if "columnar" in paths and spec.sort_keys else None
+        if size is not None and columnar.fits(size, memory):  # in memory: checked, sorted if need be
+            if compression == "bgzf" and "input" in paths and not unsorted:  # likely its own output: index it now
+                shutil.copyfile(source, out)
+                guess = index_options(spec, leading_header(source, spec), 0, lengths)
+                early = columnar.Early(tabix_index.index_argv(out, spec.preset, *guess), f"indexing {label}")
+            with ctx.stage("columnar"):
+                found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
+                                           compression, reuse="input" in paths, likely_sorted=not unsorted,
+                                           early=early)
+            if found is not None:
+                header, stats, path = found
+            if path != "input":
+                early = None  # cancelled by sort_text
+        if found is None and "input" in paths and not unsorted and compression == "bgzf":
+            with ctx.stage("check"):
+                header, stats = streaming.run_validated("check", spec, ctx, source, out, where=where)
+            if stats["unsorted"]:
+                path = "sort"
+            elif canonical_bgzf(source, stats):
+                path = "input"
+                shutil.copyfile(source, out)
+        if path == "stream" and found is None:
+            with ctx.stage("stream"):
+                header, stats = streaming.run_validated("stream", spec, ctx, source, out, *sorting, where=where)
+            if stats["unsorted"]:
+                path = "sort"
+        if path == "sort":
+            with ctx.stage("sort"):
+                split = split_point(source, spec, settings.threads)
+                parts = streaming.run_split(spec, ctx, source, out, split, sorting, where) if split else None
+                if parts is None:
+                    header, stats = streaming.run_validated("sort", spec, ctx, source, out, *sorting, 0,
+                                                            *spec.sort_keys, where=where)
+                else:
+                    header, stats = parts
+        if spec.preset == "vcf" and not (header and header[0].startswith("##fileformat=VCF")
+                                         and header[-1].startswith("#CHROM\t")):
+            raise InputError(f"{label}: not a VCF: the header must begin with ##fileformat=VCF and end with "
+                             "the #CHROM line (VCF readers refuse a file without them)")
+        kind, skip = index_options(spec, header, stats["maxend"], lengths)
+        with ctx.stage("index"):
+            if early and guess == (kind, skip):
+                early.finish()
+                index = tabix_index.index_path(out, kind)
             else:
-                header, stats = parts
-    if spec.preset == "vcf" and not (header and header[0].startswith("##fileformat=VCF")
-                                     and header[-1].startswith("#CHROM\t")):
-        raise InputError(f"{label}: not a VCF: the header must begin with ##fileformat=VCF and end with "
-                         "the #CHROM line (VCF readers refuse a file without them)")
-    kind = tabix_index.index_kind(stats["maxend"], (*tabix_index.declared_lengths(header), *lengths))
-    with ctx.stage("index"):
-        skip = len(header) if spec.kind == "bed" and stats["track"] else 0
-        index = tabix_index.write_index(out, spec.preset, kind, skip, label)
+                if early:
+                    early.cancel()
+                index = tabix_index.write_index(out, spec.preset, kind, skip, label)
+    except BaseException:
+        if early:
+            early.cancel()
+        raise
     with ctx.stage("verify"):
         records_out = interval_checks.verify_output(spec, source, out, index, header, stats, ctx.settings.threads,
                                                     label, where)
@@ -185,6 +196,30 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
         records.update(extra_records)
     return BuildOutput(artifacts={"data": out, "index": index}, records=records,
                        tools={"htslib": shell.version("tabix"), "sort": shell.version("sort")})
+
+
+def index_options(spec: IntervalFormat, header: list[str], maxend: int, lengths: tuple[int, ...]) -> tuple[str, int]:
+    """The output's index kind ("tbi" or "csi") and the leading lines tabix skips (a BED track line's header)."""
+    kind = tabix_index.index_kind(maxend, (*tabix_index.declared_lengths(header), *lengths))
+    track = spec.kind == "bed" and any(not line.startswith("#") for line in header)
+    return kind, len(header) if track else 0
+
+
+def leading_header(source: Path, spec: IntervalFormat) -> list[str]:
+    """The header lines at the top of the first 64 KiB of a text (a guess at its header, for work started
+    before it is read whole)."""
+    import zlib
+
+    try:
+        head = bgzf.read_head(source, PREFIX_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return []
+    found = []
+    for line in head.split(b"\n")[:-1]:
+        if not (line.startswith(b"#") or (spec.kind == "bed" and re.match(rb"(track|browser)([ \t]|$)", line))):
+            break
+        found.append(line.decode("utf-8", "replace"))
+    return found
 
 
 def split_point(source: Path, spec: IntervalFormat, threads: int) -> int:
