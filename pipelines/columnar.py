@@ -45,8 +45,8 @@ PEAK_MULTIPLE = 3
 PIECE = 32 << 20            # the text is read and parsed this many bytes at a time (never whole as bytes)
 WRITE_ROWS = 1 << 20        # the sorted lines are gathered and written this many at a time
 _NUMBER = r"^(0|[1-9][0-9]{0,14})$"  # what validate.awk and htslib read alike, at most 15 digits
-# Every control character but tab and newline maps to NUL, the rest to themselves: one C-speed pass finds any.
-_CONTROLS = bytes(0 if (b < 32 and b not in (9, 10)) or b == 127 else b for b in range(256))
+# Every byte but the control characters (tab and newline are not): deleting them leaves only those.
+_NOT_CONTROL = bytes(b for b in range(256) if b in (9, 10) or 32 <= b < 127 or b > 127)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -168,6 +168,44 @@ def _pieces(stream: IO[bytes]) -> Iterator[bytes]:
         rest = chunk[cut:]
 
 
+def _ahead(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """The pieces, each read while the one before is parsed (a thread reads them: a decompressor writing
+    into a pipe would otherwise wait while the text it gave is parsed)."""
+    import queue
+    import threading
+
+    ready: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def give(item: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for piece in pieces:
+                if not give(piece):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
+            give(exc)
+            return
+        give(None)
+
+    threading.Thread(target=read, name="columnar-read-ahead", daemon=True).start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def _checked_text(spec: IntervalFormat, source: Path, threads: int,
                   compression: str) -> tuple[list[str], Any, Any, dict[str, Any]] | None:
     """Read the text and check it: the header lines, the data lines, their key columns, and the stats;
@@ -182,7 +220,7 @@ def _checked_text(spec: IntervalFormat, source: Path, threads: int,
             assert proc.stdout is not None
             read = None
             try:
-                read = _lines(spec, proc.stdout)
+                read = _lines(spec, proc.stdout, ahead=True)
             finally:
                 if proc.poll() is None and (read is None or sys.exc_info()[0]):
                     proc.kill()  # given up on: nothing more is wanted
@@ -197,22 +235,22 @@ def _checked_text(spec: IntervalFormat, source: Path, threads: int,
     return found
 
 
-def _lines(spec: IntervalFormat, stream: IO[bytes]) -> tuple[Any, int, int] | None:
+def _lines(spec: IntervalFormat, stream: IO[bytes], ahead: bool = False) -> tuple[Any, int, int] | None:
     """The text's lines (before a GFF3 ##FASTA section) as one polars column, its size and the lines of
-    that section; None where the streaming pass must judge
-    (a control character or CR, a blank line, no final newline, text that is not UTF-8). Read a piece
-    at a time: the text is never held whole as bytes beside its column."""
+    that section; None where the streaming pass must judge (a control character or CR, a blank line,
+    no final newline, text that is not UTF-8). Read a piece at a time: the text is never held whole as
+    bytes beside its column; `ahead`: each piece read while the one before is parsed."""
     import polars as pl
 
     parts, whole, fasta, infasta, last = [], 0, 0, False, b"\n"
-    for piece in _pieces(stream):
+    for piece in _ahead(_pieces(stream)) if ahead else _pieces(stream):
         whole += len(piece)
         if infasta:
             fasta += piece.count(b"\n")
             last = piece[-1:]
             continue
-        if 0 in piece.translate(_CONTROLS) or piece.startswith(b"\n") or b"\n\n" in piece:
-            return None  # bytes: `0 in` is a C-speed search for NUL
+        if piece.translate(None, _NOT_CONTROL):  # what is left of it is its control characters, CR included
+            return None
         if spec.kind == "gff":  # a GFF3 ##FASTA section ends the records: its lines are dropped and counted
             cut = 0 if piece.startswith(b"##FASTA") else piece.find(b"\n##FASTA") + 1
             if cut > 0 or piece.startswith(b"##FASTA"):
@@ -221,10 +259,13 @@ def _lines(spec: IntervalFormat, stream: IO[bytes]) -> tuple[Any, int, int] | No
         last = piece[-1:] or last
         if piece:
             try:
-                parts.append(pl.read_csv(piece, has_header=False, separator="\x01", quote_char=None,
-                                         new_columns=["line"], infer_schema=False)["line"])
+                part = pl.read_csv(piece, has_header=False, separator="\x01", quote_char=None,
+                                   new_columns=["line"], infer_schema=False)["line"]
             except pl.exceptions.ComputeError:  # text that is not UTF-8: the validator's to judge
                 return None
+            if part.null_count() or len(part) != piece.count(b"\n"):  # a blank line reads as null
+                return None
+            parts.append(part)
     if not parts or last != b"\n":
         return None
     lines = parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=False)
