@@ -36,12 +36,17 @@ from .tabix_index import TABIX_MAX
 if TYPE_CHECKING:
     from .intervals import IntervalFormat
 
-# Peak RSS of the process running the pass, measured (`python -m preprocess run --cluster sync`, make
-# bench): at most PEAK_BASE (the interpreter, polars and the build's other imports) plus PEAK_MULTIPLE
-# times the text's decompressed size (the line column, the key columns, the permutation and a slice of
-# the sorted lines; see benchmarks/README.md). The budget check uses these with their margin.
+# Peak RSS of the process running the pass, measured (`python -m preprocess run --cluster sync`, 2 threads,
+# benchmarks/README.md): 115 MiB for a tiny text; 328-386 MiB for 50 MiB of BED or VCF (47-51 bytes a
+# line), 839-904 MiB for 200 MiB, sorted or not; 833 MiB for 100 MiB of 3-column BED (24 bytes a line).
+# Fitted: about 150 MiB (the interpreter, polars and the build's other imports) plus 0.4 times the text
+# plus 157 bytes a line (the line column's 16-byte views, the key columns, the sort's keys and
+# permutation, a slice of the sorted lines): lines cost more than bytes. The pass runs only when
+# PEAK_BASE + PEAK_MULTIPLE x the size + PEAK_PER_LINE x the lines (estimated from the first 64 KiB)
+# fits the budget: 25-40% above every peak measured.
 PEAK_BASE = 256 << 20
-PEAK_MULTIPLE = 3
+PEAK_MULTIPLE = 1
+PEAK_PER_LINE = 192
 PIECE = 32 << 20            # the text is read and parsed this many bytes at a time (never whole as bytes)
 WRITE_ROWS = 1 << 20        # the sorted lines are gathered and written this many at a time
 _NUMBER = r"^(0|[1-9][0-9]{0,14})$"  # what validate.awk and htslib read alike, at most 15 digits
@@ -56,11 +61,6 @@ def budget(sort_memory: str, threads: int) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)] * max(1, threads) if match else 0
 
 
-def fits(size: int, memory: int) -> bool:
-    """Whether a text of `size` bytes (decompressed) can take the pass within `memory` bytes."""
-    return PEAK_BASE + size * PEAK_MULTIPLE <= memory
-
-
 def text_size(source: Path, compression: str) -> int | None:
     """The decompressed size of a plain or BGZF text (from the block trailers); None for another
     compression or a damaged BGZF file, which the pass does not take."""
@@ -68,6 +68,22 @@ def text_size(source: Path, compression: str) -> int | None:
         return source.stat().st_size
     layout = bgzf.blocks(source) if compression == "bgzf" else None
     return sum(block.isize for block in layout) if layout is not None else None
+
+
+def peak(source: Path, compression: str) -> int | None:
+    """The most memory the pass may take on a plain or BGZF text (see PEAK_BASE), None where it cannot
+    take it (another compression, a damaged BGZF file)."""
+    import zlib
+
+    size = text_size(source, compression)
+    if size is None:
+        return None
+    try:
+        head = bgzf.read_head(source, 1 << 16)
+    except (OSError, EOFError, zlib.error):
+        return None
+    lines = -(-size * max(1, head.count(b"\n")) // max(1, len(head)))
+    return PEAK_BASE + PEAK_MULTIPLE * size + PEAK_PER_LINE * lines
 
 
 class Early:
@@ -108,7 +124,7 @@ class Early:
 def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level: int, compression: str,
               reuse: bool, likely_sorted: bool = False,
               early: Early | None = None) -> tuple[list[str], dict[str, Any], str] | None:
-    """Sort and bgzip a plain or BGZF text `source` that `fits` the memory budget into `out` as the
+    """Sort and bgzip a plain or BGZF text `source` whose `peak` fits the memory budget into `out` as the
     sorting pass would: (header lines, stats in validate.awk's terms, path), or None, leaving `out` to
     be overwritten, when the streaming pass must run instead. With `reuse`, a BGZF input already in
     order whose text is exactly the output's is its own output: path "input" (as the streaming check
@@ -352,12 +368,12 @@ def _in_order(spec: IntervalFormat, frame: Any, header: list[str], contigs: list
 
 
 def _sort_order(spec: IntervalFormat, frame: Any, header: list[str], contigs: list[str]) -> Any:
-    """The permutation that puts the data lines in `sort -s` order for spec.sort_keys: the integer keys,
-    then the input order (a sort on strings with kept order is several times slower)."""
+    """The permutation that puts the data lines in `sort -s` order for spec.sort_keys: by the integer
+    keys, ties in input order (a stable sort; one on strings is several times slower)."""
     import polars as pl
 
     keys = _ranked(spec, header, contigs)
-    return frame.select(pl.arg_sort_by([*keys, pl.int_range(pl.len())])).to_series()
+    return frame.select(pl.arg_sort_by(keys, maintain_order=True)).to_series()
 
 
 def _write(out: Path, header: list[str], lines: Any, permutation: Any, threads: int, level: int) -> None:

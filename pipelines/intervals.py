@@ -27,8 +27,10 @@ tabix_index.py, the checks of the output in interval_checks.py, compression snif
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,14 +131,16 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     path = "stream" if "stream" in paths and not unsorted else "sort"
     compression = bgzf.sniff_compression(source)
     memory = columnar.budget(settings.sort_memory, settings.threads)
-    found = early = guess = None
+    found = early = guess = ahead = None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="read-back")
     try:
-        size = columnar.text_size(source, compression) if "columnar" in paths and spec.sort_keys else None
-        if size is not None and columnar.fits(size, memory):  # in memory: checked, sorted if need be
+        need = columnar.peak(source, compression) if "columnar" in paths and spec.sort_keys else None
+        if need is not None and need <= memory:  # in memory: checked, sorted if need be
             if compression == "bgzf" and "input" in paths and not unsorted:  # likely its own output: index it now
                 shutil.copyfile(source, out)
                 guess = index_options(spec, leading_header(source, spec), 0, lengths)
                 early = columnar.Early(tabix_index.index_argv(out, spec.preset, *guess), f"indexing {label}")
+                ahead = pool.submit(index_and_read_back, early, out, guess[0], settings.threads, label)
             with ctx.stage("columnar"):
                 found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
                                            compression, reuse="input" in paths, likely_sorted=not unsorted,
@@ -173,20 +177,27 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                              "the #CHROM line (VCF readers refuse a file without them)")
         kind, skip = index_options(spec, header, stats["maxend"], lengths)
         with ctx.stage("index"):
-            if early and guess == (kind, skip):
-                early.finish()
+            if ahead and early and guess == (kind, skip):
+                read_back = ahead.result()  # ToolError where tabix failed
                 index = tabix_index.index_path(out, kind)
             else:
+                read_back = None
                 if early:
                     early.cancel()
+                if ahead:
+                    concurrent.futures.wait([ahead])  # a guess gone wrong: its read back is not wanted
+                    if guess:
+                        tabix_index.index_path(out, guess[0]).unlink(missing_ok=True)
                 index = tabix_index.write_index(out, spec.preset, kind, skip, label)
     except BaseException:
         if early:
             early.cancel()
         raise
+    finally:
+        pool.shutdown(wait=True)
     with ctx.stage("verify"):
         records_out = interval_checks.verify_output(spec, source, out, index, header, stats, ctx.settings.threads,
-                                                    label, where)
+                                                    label, where, read_back)
     records: dict[str, Any] = {
         "in": stats["records"], "out": records_out, "header_lines": len(header),
         "dropped": {k: stats[k] for k in ("blank", "track", "fasta") if stats[k]},
@@ -196,6 +207,14 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
         records.update(extra_records)
     return BuildOutput(artifacts={"data": out, "index": index}, records=records,
                        tools={"htslib": shell.version("tabix"), "sort": shell.version("sort")})
+
+
+def index_and_read_back(indexing: columnar.Early, out: Path, kind: str, threads: int,
+                        label: str) -> tuple[dict[str, int], int]:
+    """Wait for tabix, started early on `out`, then read `out` back through its index (verify_output's
+    reads), while the text is checked: kept when the check finds `out` final and the index as guessed."""
+    indexing.finish()
+    return interval_checks.read_back(out, tabix_index.index_path(out, kind), threads, label)
 
 
 def index_options(spec: IntervalFormat, header: list[str], maxend: int, lengths: tuple[int, ...]) -> tuple[str, int]:

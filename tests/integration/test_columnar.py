@@ -234,15 +234,15 @@ def test_a_bgzf_input_indexed_on_a_wrong_guess_is_indexed_again(tmp_path):
 
 @pytest.mark.parametrize("order", ["sorted", "unsorted"])
 def test_the_budget_decides_in_memory_or_streaming_with_the_same_bytes(tmp_path, monkeypatch, order):
-    """The pass runs when PEAK_BASE + PEAK_MULTIPLE x the text's size fits sort-memory x threads; past
-    that the streaming passes run (validate.awk, then sort if need be), with the same output."""
+    """The pass runs when the most it may take (columnar.peak) fits sort-memory x threads; past that
+    the streaming passes run (validate.awk, then sort if need be), with the same output."""
     from pipelines import columnar
 
     spec, make = SORTED["bed"]
     source = tmp_path / "in.bed"
     source.write_bytes(in_order(spec, make, tmp_path) if order == "sorted" else make(source).read_bytes())
-    monkeypatch.setattr(columnar, "PEAK_BASE", 0)
-    fitting = source.stat().st_size * columnar.PEAK_MULTIPLE  # bytes the pass may need, at 2 threads
+    fitting = columnar.peak(source, "plain")  # bytes the pass may need, shared by 2 threads
+    assert fitting is not None and fitting > columnar.PEAK_BASE + source.stat().st_size
     within, ran = stages(spec, source, tmp_path / "within", sort_memory=str(-(-fitting // 2)), threads=2)
     over, ran_over = stages(spec, source, tmp_path / "over", sort_memory=str(fitting // 2 - 1), threads=2)
     assert isinstance(within, tuple) and isinstance(over, tuple) and within[:2] == over[:2]
