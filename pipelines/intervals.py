@@ -12,13 +12,15 @@ lines (undeclared contigs last, by name); other formats sort contigs by name. He
 section are dropped and counted. Nothing else is ever dropped.
 
 Which path runs depends on the content alone, and every path writes the same bytes as sorting would
-(records["path"] names it): "stream" when the validator finds the text already in sort's order with
-the header first (no sort; it stops at the first line out of order and the file is sorted instead),
-"input" when a BGZF input is moreover canonical (its text is exactly what the output would hold, no
-CR, blank or dropped line, newline-terminated, ending with the EOF block): then its bytes are the
-output, whatever level they were compressed at; "columnar" when a plain text within the memory budget
-has nothing the validator would remark on (pipelines/columnar.py reads, checks and sorts it in one
-pass), and "sort" otherwise.
+(records["path"] names it): "stream" when the text is already in sort's order with the header first
+(no sort: checked in memory when it fits the memory budget, a plain text bgzipped as it is meanwhile;
+else by the validator as it streams, which stops at the first line out of order, and the file is
+sorted instead), "input" when a BGZF input is moreover canonical (its text is exactly what the output
+would hold, no CR, blank or dropped line, newline-terminated, ending with the EOF block): then its
+bytes are the output, whatever level they were compressed at (indexed and read back while it is
+checked); "columnar" when a text within the memory budget with nothing the validator would remark on
+is sorted in memory (pipelines/columnar.py reads, checks and sorts it in one pass), and "sort"
+otherwise.
 
 Where the rest is: the streaming pass and its error diagnosis in pipelines/streaming.py (with
 scripts/intervals.sh and scripts/validate.awk), the in-memory pass in columnar.py, the tabix index in
