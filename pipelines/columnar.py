@@ -121,45 +121,111 @@ class Early:
         self._err.close()
 
 
+class Ahead:
+    """The output's last steps, started on the guess that the check will find `out` final: the step
+    making it (`make`: bgzip of a plain text as it is; None where the caller copied a BGZF one), then
+    tabix with options guessed from the first lines (`index`), then the read back through the index
+    (verify_output's reads), one after another in a thread of their own while the text is checked.
+    `result` waits for them all; `stop` stops them (with `keep_output`, once `out` is made)."""
+
+    def __init__(self, out: Path, make: list[str] | None, index: list[str], kind: str, threads: int,
+                 label: str) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.made = threading.Event()
+        self._lock = threading.Lock()
+        self._current: Early | None = None
+        self._stopped = False
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ahead")
+        self._future = self._pool.submit(self._run, out, make, index, kind, threads, label)
+
+    def _step(self, argv: list[str], context: str, stdout: Path | None = None) -> None:
+        with self._lock:
+            if self._stopped:
+                raise _Stopped
+            self._current = Early(argv, context, stdout)
+        self._current.finish()
+
+    def _run(self, out: Path, make: list[str] | None, index: list[str], kind: str, threads: int,
+             label: str) -> tuple[dict[str, int], int]:
+        from . import interval_checks, tabix_index
+
+        if make:
+            self._step(make, "compressing the text as it is", out)
+        self.made.set()
+        self._step(index, f"indexing {label}")
+        return interval_checks.read_back(out, tabix_index.index_path(out, kind), threads, label)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def result(self) -> tuple[dict[str, int], int]:
+        """The index's counts and the records read back (ToolError where a step failed)."""
+        try:
+            return self._future.result()
+        finally:
+            self._pool.shutdown()
+
+    def stop(self, keep_output: bool = False) -> None:
+        """Stop the steps left (a read back under way runs to its end); with `keep_output`, only once the
+        step making `out` has ended, and ToolError where it failed."""
+        import concurrent.futures
+
+        if keep_output:
+            while not self.made.is_set() and not self._future.done():
+                self.made.wait(0.05)
+            if not self.made.is_set():
+                self._future.result()  # raises what making it raised
+        with self._lock:
+            self._stopped, current = True, self._current
+        if current is not None and (self.made.is_set() or not keep_output):
+            current.cancel()
+        concurrent.futures.wait([self._future])
+        self._pool.shutdown()
+
+
+class _Stopped(Exception):
+    """Raised in Ahead's thread when it was stopped between steps."""
+
+
 def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level: int, compression: str,
-              reuse: bool, likely_sorted: bool = False,
-              early: Early | None = None) -> tuple[list[str], dict[str, Any], str] | None:
+              reuse: bool, early: Any = None) -> tuple[list[str], dict[str, Any], str] | None:
     """Sort and bgzip a plain or BGZF text `source` whose `peak` fits the memory budget into `out` as the
     sorting pass would: (header lines, stats in validate.awk's terms, path), or None, leaving `out` to
-    be overwritten, when the streaming pass must run instead. With `reuse`, a BGZF input already in
-    order whose text is exactly the output's is its own output: path "input" (as the streaming check
-    decides it), and `out` is left as the caller made it (a copy of `source`, on which `early` may be
-    at work: it is cancelled unless the path is "input"). Otherwise the path is "stream" for a text in
-    order (no sort: its lines compressed as they are, as the streaming pass would) and "columnar" for
-    one sorted here. A plain text `likely_sorted` is bgzipped as it is while it is checked; that output
-    stands when the text is in order with nothing to drop."""
-    started = [early] if early else []
-    if likely_sorted and compression == "plain":
-        started.append(Early(["bgzip", "-c", "-l", str(level), "-@", str(threads), "--", str(source)],
-                             "compressing the sorted text", stdout=out))
+    be overwritten, when the streaming pass must run instead. The path is "stream" for a text in order
+    (no sort: its lines compressed as they are, as the streaming pass would), "columnar" for one sorted
+    here, and with `reuse` "input" for a BGZF input in order whose text is exactly the output's (as
+    the streaming check decides it): then `out` is left as the caller made it, a copy of `source`.
+
+    `early`: the caller's work making `out` from `source` as it is (a plain text: bgzip of it; BGZF: a
+    copy) and going on with it; it stands when the check finds that output final (plain: in order with
+    nothing to drop; BGZF: path "input"), and is stopped (`early.stop()`) before `out` is written
+    otherwise."""
+    keep = False
     try:
         found = _checked_text(spec, source, threads, compression)
         if found is None:
             return None
         header, data, frame, stats = found
         if _in_order(spec, frame, header, stats["contigs"]) and not stats["fasta"]:
-            if compression == "plain" and likely_sorted:
-                started.pop().finish()
+            if compression == "plain" and early is not None:
+                keep = True  # its bgzip of the file is the output
                 return header, stats, "stream"
             if reuse and compression == "bgzf" and _is_whole_bgzf(source):
-                started.clear()  # the caller's work on its copy stands
+                keep = True
                 return header, stats, "input"
             permutation = None
         else:
             permutation = _sort_order(spec, frame, header, stats["contigs"])
-        for work in started:
-            work.cancel()
-        started.clear()
+        if early is not None:
+            early.stop()
         _write(out, header, data, permutation, threads, level)
         return header, stats, "stream" if permutation is None else "columnar"
     finally:
-        for work in started:
-            work.cancel()
+        if early is not None and not keep:
+            early.stop()  # a second time does nothing
 
 
 def _is_whole_bgzf(source: Path) -> bool:

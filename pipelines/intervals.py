@@ -29,10 +29,8 @@ tabix_index.py, the checks of the output in interval_checks.py, compression snif
 
 from __future__ import annotations
 
-import concurrent.futures
 import re
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,24 +131,29 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     path = "stream" if "stream" in paths and not unsorted else "sort"
     compression = bgzf.sniff_compression(source)
     memory = columnar.budget(settings.sort_memory, settings.threads)
-    found = early = guess = ahead = None
-    pool = ThreadPoolExecutor(1, thread_name_prefix="read-back")
+    found = ahead = guess = None
     try:
         need = columnar.peak(source, compression) if "columnar" in paths and spec.sort_keys else None
         if need is not None and need <= memory:  # in memory: checked, sorted if need be
-            if compression == "bgzf" and "input" in paths and not unsorted:  # likely its own output: index it now
-                shutil.copyfile(source, out)
+            if not unsorted and (compression == "plain" or ("input" in paths and compression == "bgzf")):
+                # likely in order: its output made, indexed and read back meanwhile (kept if the check says so)
                 guess = index_options(spec, leading_header(source, spec), 0, lengths)
-                early = columnar.Early(tabix_index.index_argv(out, spec.preset, *guess), f"indexing {label}")
-                ahead = pool.submit(index_and_read_back, early, out, guess[0], settings.threads, label)
+                make = ["bgzip", "-c", "-l", str(settings.compression_level), "-@", str(settings.threads), "--",
+                        str(source)] if compression == "plain" else None
+                if make is None:
+                    shutil.copyfile(source, out)
+                ahead = columnar.Ahead(out, make, tabix_index.index_argv(out, spec.preset, *guess), guess[0],
+                                       settings.threads, label)
             with ctx.stage("columnar"):
                 found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
-                                           compression, reuse="input" in paths, likely_sorted=not unsorted,
-                                           early=early)
+                                           compression, reuse="input" in paths, early=ahead)
             if found is not None:
                 header, stats, path = found
-            if path != "input":
-                early = None  # cancelled by sort_text
+                if path == "input" and ahead is None:
+                    shutil.copyfile(source, out)
+            if ahead is not None and ahead.stopped and guess:  # the check did not find the output final
+                ahead = None
+                tabix_index.index_path(out, guess[0]).unlink(missing_ok=True)
         if found is None and "input" in paths and not unsorted and compression == "bgzf":
             with ctx.stage("check"):
                 header, stats = streaming.run_validated("check", spec, ctx, source, out, where=where)
@@ -179,24 +182,20 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                              "the #CHROM line (VCF readers refuse a file without them)")
         kind, skip = index_options(spec, header, stats["maxend"], lengths)
         with ctx.stage("index"):
-            if ahead and early and guess == (kind, skip):
-                read_back = ahead.result()  # ToolError where tabix failed
+            if ahead and guess == (kind, skip):
+                read_back = ahead.result()  # ToolError where a step failed
                 index = tabix_index.index_path(out, kind)
             else:
                 read_back = None
-                if early:
-                    early.cancel()
                 if ahead:
-                    concurrent.futures.wait([ahead])  # a guess gone wrong: its read back is not wanted
+                    ahead.stop(keep_output=True)  # a guess gone wrong: the output stands, not its index
                     if guess:
                         tabix_index.index_path(out, guess[0]).unlink(missing_ok=True)
                 index = tabix_index.write_index(out, spec.preset, kind, skip, label)
     except BaseException:
-        if early:
-            early.cancel()
+        if ahead:
+            ahead.stop()
         raise
-    finally:
-        pool.shutdown(wait=True)
     with ctx.stage("verify"):
         records_out = interval_checks.verify_output(spec, source, out, index, header, stats, ctx.settings.threads,
                                                     label, where, read_back)
@@ -209,14 +208,6 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
         records.update(extra_records)
     return BuildOutput(artifacts={"data": out, "index": index}, records=records,
                        tools={"htslib": shell.version("tabix"), "sort": shell.version("sort")})
-
-
-def index_and_read_back(indexing: columnar.Early, out: Path, kind: str, threads: int,
-                        label: str) -> tuple[dict[str, int], int]:
-    """Wait for tabix, started early on `out`, then read `out` back through its index (verify_output's
-    reads), while the text is checked: kept when the check finds `out` final and the index as guessed."""
-    indexing.finish()
-    return interval_checks.read_back(out, tabix_index.index_path(out, kind), threads, label)
 
 
 def index_options(spec: IntervalFormat, header: list[str], maxend: int, lengths: tuple[int, ...]) -> tuple[str, int]:

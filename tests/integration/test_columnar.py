@@ -220,16 +220,19 @@ def test_a_text_read_in_many_pieces_gives_the_same_bytes_and_findings(tmp_path, 
     assert not isinstance(got, str) and got[2]["path"] == "columnar" and got[2]["dropped"]["fasta"] > 0
 
 
-def test_a_bgzf_input_indexed_on_a_wrong_guess_is_indexed_again(tmp_path):
-    """tabix starts on the copy with options guessed from the first lines (TBI here); an end past TBI's
-    reach makes the index CSI: the guess is dropped and the index is the streaming pass's."""
+@pytest.mark.parametrize("compress", ["plain", "bgzf"])
+def test_an_output_indexed_on_a_wrong_guess_is_indexed_again(tmp_path, compress):
+    """tabix starts on the output made early with options guessed from the first lines (TBI here); an
+    end past TBI's reach makes the index CSI: the output stands, the guessed index is dropped and the
+    index is the streaming pass's."""
     plain = tmp_path / "in.bed"
     plain.write_bytes(b"".join(b"chr1\t%d\t%d\n" % (i, i + 5) for i in range(1, 3000)) + b"chr1\t5000\t600000000\n")
-    source = samples.bgzip(plain, tmp_path / "in.bed.gz")
+    source = plain if compress == "plain" else samples.bgzip(plain, tmp_path / "in.bed.gz")
     got, ran = stages(intervals.BED, source, tmp_path / "auto")
     awk, _ = stages(intervals.BED, source, tmp_path / "awk", paths=AWK)
     assert "columnar" in ran and got == awk
-    assert not isinstance(got, str) and got[2]["path"] == "input" and got[2]["index"] == "csi"
+    assert not isinstance(got, str) and got[2]["path"] == ("stream" if compress == "plain" else "input")
+    assert got[2]["index"] == "csi" and not list((tmp_path / "auto").glob("*.tbi"))
 
 
 @pytest.mark.parametrize("order", ["sorted", "unsorted"])
