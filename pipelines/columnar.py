@@ -9,10 +9,11 @@ character or CR, a blank line, a header line after data, a bad coordinate, ragge
 text that is not UTF-8, a damaged block) gives None, and the caller runs the streaming pass, which names
 the first such line exactly as it always has.
 
-A text likely in order (its first lines are) has its output's work started before the check, on the
-guess that the check will find its bytes final: a plain text is bgzipped as it is (`bgzip` of the file
-writes what `bgzip` of the same bytes through a pipe writes), a BGZF one is the caller's to index (see
-`Early`). A guess that fails costs the work done; the bytes are decided by the content alone.
+A text likely in order (its first lines are) has its output's last steps started before the check, on
+the guess that the check will find its bytes final (`Ahead`): a plain text is bgzipped as it is (`bgzip`
+of the file writes what `bgzip` of the same bytes through a pipe writes), a BGZF one copied; then tabix
+and the read back through the index. A guess that fails costs the work done; the bytes are decided by
+the content alone.
 """
 
 from __future__ import annotations
