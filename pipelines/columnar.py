@@ -162,10 +162,17 @@ class Ahead:
     def stopped(self) -> bool:
         return self._stopped
 
-    def result(self) -> tuple[dict[str, int], int]:
-        """The index's counts and the records read back (ToolError where a step failed)."""
+    def result(self, doing: str) -> tuple[dict[str, int], int]:
+        """The index's counts and the records read back (ToolError where a step failed; TimeLimitError,
+        the steps stopped, at the task's time cap)."""
+        import concurrent.futures
+
         try:
-            return self._future.result()
+            return self._future.result(timeout=shell.time_left())
+        except concurrent.futures.TimeoutError:
+            self.stop()
+            shell.check_time(doing)
+            raise
         finally:
             self._pool.shutdown()
 

@@ -183,7 +183,7 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
         kind, skip = index_options(spec, header, stats["maxend"], lengths)
         with ctx.stage("index"):
             if ahead and guess == (kind, skip):
-                read_back = ahead.result()  # ToolError where a step failed
+                read_back = ahead.result(f"indexing {label}")  # ToolError where a step failed
                 index = tabix_index.index_path(out, kind)
             else:
                 read_back = None

@@ -251,3 +251,16 @@ def test_the_budget_decides_in_memory_or_streaming_with_the_same_bytes(tmp_path,
     assert isinstance(within, tuple) and isinstance(over, tuple) and within[:2] == over[:2]
     assert "columnar" in ran and within[2]["path"] == ("stream" if order == "sorted" else "columnar")
     assert "columnar" not in ran_over and over[2]["path"] == ("stream" if order == "sorted" else "sort")
+
+
+def test_the_time_cap_stops_the_work_started_early(tmp_path):
+    """Waiting for the output's early steps (bgzip, tabix, the read back) honours the task's time cap."""
+    from preprocess import shell
+    from preprocess.errors import TimeLimitError
+
+    source = tmp_path / "in.bed"
+    source.write_bytes(b"".join(b"chr1\t%d\t%d\n" % (i, i + 5) for i in range(1, 200_000)))
+    (tmp_path / "w").mkdir()
+    ctx = BuildContext(source=source, format="bed", workdir=tmp_path / "w", settings=BuildSettings())
+    with pytest.raises(TimeLimitError, match="task time cap"), shell.time_cap(0.01):
+        intervals.build_intervals(intervals.BED, ctx, source)
