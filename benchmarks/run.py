@@ -62,7 +62,27 @@ def compare(name: str, source: Path, fmt: str, script: str, repeat: int, threads
             "input_mb": round(source.stat().st_size / 2**20, 1), "plain_s": round(p_wall, 2),
             "pipeline_s": round(q_wall, 2), "time_ratio": round(q_wall / p_wall, 2),
             "plain_rss_mb": round(p_mem), "pipeline_rss_mb": round(q_mem), "rss_ratio": round(q_mem / p_mem, 2),
+            **in_memory(source, fmt, tool_threads, q_mem),
             "runs_plain": [round(w, 3) for w, _ in runs_plain], "runs_pipeline": [round(w, 3) for w, _ in runs_pipe]}
+
+
+def in_memory(source: Path, fmt: str, threads: int, rss_mb: float) -> dict[str, object]:
+    """For a text that the in-memory pass (pipelines/columnar.py) takes at the shipped sort-memory: the
+    pipeline's peak RSS over the text's decompressed size, and whether it stayed within the budget it
+    was given (sort-memory x threads); nothing for other rows."""
+    sys.path.insert(0, str(HERE.parent))
+    from pipelines import bgzf, columnar
+    from preprocess.config import Settings
+
+    if fmt not in ("BED", "VCF", "GFF3"):
+        return {}
+    compression = bgzf.sniff_compression(source)
+    budget = columnar.budget(Settings.model_fields["sort_memory"].default, threads)
+    need, size = columnar.peak(source, compression), columnar.text_size(source, compression)
+    if need is None or size is None or need > budget:
+        return {"in_memory": False}
+    return {"in_memory": True, "text_mb": round(size / 2**20, 1), "rss_per_text": round(rss_mb * 2**20 / size, 2),
+            "budget_mb": round(budget / 2**20), "within_budget": rss_mb * 2**20 <= budget}
 
 
 def one_record(repeat: int) -> dict[str, object]:

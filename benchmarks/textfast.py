@@ -78,15 +78,19 @@ def main() -> None:
             source, fmt, script = cases[name]
             tool: list[float] = []
             ours: dict[str, list[float]] = {code: [] for code in codes}
+            peaks: dict[str, float] = dict.fromkeys(codes, 0.0)
             for _ in range(args.repeat):
                 tool.append(plain(script, source, threads)[0])
                 for code in codes:
                     os.chdir(code)  # python -m preprocess imports from the working directory first
-                    ours[code].append(pipeline(source, fmt, threads)[0])
+                    wall, rss = pipeline(source, fmt, threads)
+                    ours[code].append(wall)
+                    peaks[code] = max(peaks[code], rss)
             for code, times in ours.items():
                 row = {"case": name, "threads": threads, "code": code, "plain_s": round(statistics.median(tool), 2),
                        "preprocess_s": round(statistics.median(times), 2),
                        "ratio": round(statistics.median(times) / statistics.median(tool), 2),
+                       "rss_mb": round(peaks[code]), "runs": [round(t, 2) for t in times],
                        "load": round(os.getloadavg()[0], 2)}
                 print(json.dumps(row), flush=True)
 

@@ -1,21 +1,33 @@
-"""The interval pipelines' in-memory pass: read the text once, check it and sort it by columns (polars).
+"""The interval pipelines' in-memory pass: read the text once, check it by columns (polars) and sort it
+when it is not already in order.
 
-It replaces `validate.awk | sort` (and, for a BGZF input, validate.awk's check of the order) for a
-plain or BGZF text that fits the memory budget and in which nothing is unusual: it writes exactly the
-lines, in exactly the order, that the streaming pass would (sort -s: keys compared bytewise and
-numerically, ties in input order), so bgzip gives the same bytes. Anything the validator would say
-something about (a control character or CR, a blank line, a header line after data, a bad coordinate,
-ragged rows, a VCF INFO/END, text that is not UTF-8, a damaged block) gives None, and the caller runs
-the streaming pass, which names the first such line exactly as it always has.
+It replaces `validate.awk | sort` (and validate.awk's check of the order) for a plain or BGZF text that
+fits the memory budget and in which nothing is unusual: it writes exactly the lines, in exactly the
+order, that the streaming pass would (sort -s: keys compared bytewise and numerically, ties in input
+order), so bgzip gives the same bytes. Anything the validator would say something about (a control
+character or CR, a blank line, a header line after data, a bad coordinate, ragged rows, a VCF INFO/END,
+text that is not UTF-8, a damaged block) gives None, and the caller runs the streaming pass, which names
+the first such line exactly as it always has.
+
+A text likely in order (its first lines are) has its output's last steps started before the check, on
+the guess that the check will find its bytes final (`Ahead`): a plain text is bgzipped as it is (`bgzip`
+of the file writes what `bgzip` of the same bytes through a pipe writes), a BGZF one copied; then tabix
+and the read back through the index. A guess that fails costs the work done; the bytes are decided by
+the content alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-import shutil
+import signal
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from preprocess import shell
 
@@ -25,12 +37,22 @@ from .tabix_index import TABIX_MAX
 if TYPE_CHECKING:
     from .intervals import IntervalFormat
 
-# Peak memory of the pass over the size of the text, measured: 953 MiB for a 200 MiB BED (4.6x): the
-# bytes, the line column, the key columns, the permutation and the sorted copy (make bench records it).
-PEAK_MULTIPLE = 5
+# Peak RSS of the process running the pass, measured (`python -m preprocess run --cluster sync`, 2 threads,
+# benchmarks/README.md): 115 MiB for a tiny text; 328-386 MiB for 50 MiB of BED or VCF (47-51 bytes a
+# line), 839-904 MiB for 200 MiB, sorted or not; 833 MiB for 100 MiB of 3-column BED (24 bytes a line).
+# Fitted: about 150 MiB (the interpreter, polars and the build's other imports) plus 0.4 times the text
+# plus 157 bytes a line (the line column's 16-byte views, the key columns, the sort's keys and
+# permutation, a slice of the sorted lines): lines cost more than bytes. The pass runs only when
+# PEAK_BASE + PEAK_MULTIPLE x the size + PEAK_PER_LINE x the lines (estimated from the first 64 KiB)
+# fits the budget: 25-40% above every peak measured.
+PEAK_BASE = 256 << 20
+PEAK_MULTIPLE = 1
+PEAK_PER_LINE = 192
+PIECE = 32 << 20            # the text is read and parsed this many bytes at a time (never whole as bytes)
+WRITE_ROWS = 1 << 20        # the sorted lines are gathered and written this many at a time
 _NUMBER = r"^(0|[1-9][0-9]{0,14})$"  # what validate.awk and htslib read alike, at most 15 digits
-# Every control character but tab and newline maps to NUL, the rest to themselves: one C-speed pass finds any.
-_CONTROLS = bytes(0 if (b < 32 and b not in (9, 10)) or b == 127 else b for b in range(256))
+# Every byte but the control characters (tab and newline are not): deleting them leaves only those.
+_NOT_CONTROL = bytes(b for b in range(256) if b in (9, 10) or 32 <= b < 127 or b > 127)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -40,65 +62,309 @@ def budget(sort_memory: str, threads: int) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)] * max(1, threads) if match else 0
 
 
-def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level: int, memory: int,
-              compression: str, reuse: bool) -> tuple[list[str], dict[str, Any], str] | None:
-    """Sort and bgzip a plain or BGZF text `source` into `out` as the sorting pass would: (header lines,
-    stats in validate.awk's terms, path), or None, writing nothing, when the streaming pass must run
-    instead. With `reuse`, a BGZF input already in order whose text is exactly the output's is copied
-    as it is (path "input", as the streaming check decides it); otherwise the path is "columnar"."""
-    if not spec.sort_keys:
-        return None
+def text_size(source: Path, compression: str) -> int | None:
+    """The decompressed size of a plain or BGZF text (from the block trailers); None for another
+    compression or a damaged BGZF file, which the pass does not take."""
+    if compression == "plain":
+        return source.stat().st_size
     layout = bgzf.blocks(source) if compression == "bgzf" else None
-    if compression == "bgzf" and layout is None:
+    return sum(block.isize for block in layout) if layout is not None else None
+
+
+def peak(source: Path, compression: str) -> int | None:
+    """The most memory the pass may take on a plain or BGZF text (see PEAK_BASE), None where it cannot
+    take it (another compression, a damaged BGZF file)."""
+    import zlib
+
+    size = text_size(source, compression)
+    if size is None:
         return None
-    size = sum(block.isize for block in layout) if layout is not None else source.stat().st_size
-    if size * PEAK_MULTIPLE > memory:
+    try:
+        head = bgzf.read_head(source, 1 << 16)
+    except (OSError, EOFError, zlib.error):
         return None
-    data = source.read_bytes() if compression == "plain" else _decompressed(source, threads)
-    if not data or not data.endswith(b"\n") or data.startswith(b"\n") or b"\n\n" in data:
+    lines = -(-size * max(1, head.count(b"\n")) // max(1, len(head)))
+    return PEAK_BASE + PEAK_MULTIPLE * size + PEAK_PER_LINE * lines
+
+
+class Early:
+    """A tool started on the output before the check that decides whether its work stands: `finish`
+    waits for it (ToolError if it failed), `cancel` kills it (what it wrote is then overwritten or
+    removed by the caller)."""
+
+    def __init__(self, argv: list[str], context: str, stdout: Path | None = None) -> None:
+        self.argv, self.context = argv, context
+        shell.require(argv[0])
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish or cancel
+        with open(stdout or os.devnull, "wb") as target:
+            self._proc = subprocess.Popen(shell.tied(argv), stdin=subprocess.DEVNULL, stdout=target,
+                                          stderr=self._err, env=shell.environment(), start_new_session=True)
+
+    def finish(self) -> None:
+        from preprocess.errors import ToolError
+
+        try:
+            code = self._proc.wait()
+            self._err.seek(0)
+            stderr = self._err.read().decode("utf-8", "replace")
+        except BaseException:
+            self.cancel()
+            raise
+        self._err.close()
+        if code != 0:
+            raise ToolError(self.argv, code, shell.tail(stderr), context=self.context)
+
+    def cancel(self) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
+        self._err.close()
+
+
+class Ahead:
+    """The output's last steps, started on the guess that the check will find `out` final: the step
+    making it (`make`: bgzip of a plain text as it is; None where the caller copied a BGZF one), then
+    tabix with options guessed from the first lines (`index`), then the read back through the index
+    (verify_output's reads), one after another in a thread of their own while the text is checked.
+    `result` waits for them all; `stop` stops them (with `keep_output`, once `out` is made)."""
+
+    def __init__(self, out: Path, make: list[str] | None, index: list[str], kind: str, threads: int,
+                 label: str) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.made = threading.Event()
+        self._lock = threading.Lock()
+        self._current: Early | None = None
+        self._stopped = False
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ahead")
+        self._future = self._pool.submit(self._run, out, make, index, kind, threads, label)
+
+    def _step(self, argv: list[str], context: str, stdout: Path | None = None) -> None:
+        with self._lock:
+            if self._stopped:
+                raise _Stopped
+            self._current = Early(argv, context, stdout)
+        self._current.finish()
+
+    def _run(self, out: Path, make: list[str] | None, index: list[str], kind: str, threads: int,
+             label: str) -> tuple[dict[str, int], int]:
+        from . import interval_checks, tabix_index
+
+        if make:
+            self._step(make, "compressing the text as it is", out)
+        self.made.set()
+        self._step(index, f"indexing {label}")
+        return interval_checks.read_back(out, tabix_index.index_path(out, kind), threads, label)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def result(self, doing: str) -> tuple[dict[str, int], int]:
+        """The index's counts and the records read back (ToolError where a step failed; TimeLimitError,
+        the steps stopped, at the task's time cap)."""
+        import concurrent.futures
+
+        try:
+            return self._future.result(timeout=shell.time_left())
+        except concurrent.futures.TimeoutError:
+            self.stop()
+            shell.check_time(doing)
+            raise
+        finally:
+            self._pool.shutdown()
+
+    def stop(self, keep_output: bool = False) -> None:
+        """Stop the steps left (a read back under way runs to its end); with `keep_output`, only once the
+        step making `out` has ended, and ToolError where it failed."""
+        import concurrent.futures
+
+        if keep_output:
+            while not self.made.is_set() and not self._future.done():
+                self.made.wait(0.05)
+            if not self.made.is_set():
+                self._future.result()  # raises what making it raised
+        with self._lock:
+            self._stopped, current = True, self._current
+        if current is not None and (self.made.is_set() or not keep_output):
+            current.cancel()
+        concurrent.futures.wait([self._future])
+        self._pool.shutdown()
+
+
+class _Stopped(Exception):
+    """Raised in Ahead's thread when it was stopped between steps."""
+
+
+def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level: int, compression: str,
+              reuse: bool, early: Any = None) -> tuple[list[str], dict[str, Any], str] | None:
+    """Sort and bgzip a plain or BGZF text `source` whose `peak` fits the memory budget into `out` as the
+    sorting pass would: (header lines, stats in validate.awk's terms, path), or None, leaving `out` to
+    be overwritten, when the streaming pass must run instead. The path is "stream" for a text in order
+    (no sort: its lines compressed as they are, as the streaming pass would), "columnar" for one sorted
+    here, and with `reuse` "input" for a BGZF input in order whose text is exactly the output's (as
+    the streaming check decides it): then `out` is left as the caller made it, a copy of `source`.
+
+    `early`: the caller's work making `out` from `source` as it is (a plain text: bgzip of it; BGZF: a
+    copy) and going on with it; it stands when the check finds that output final (plain: in order with
+    nothing to drop; BGZF: path "input"), and is stopped (`early.stop()`) before `out` is written
+    otherwise."""
+    keep = False
+    try:
+        found = _checked_text(spec, source, threads, compression)
+        if found is None:
+            return None
+        header, data, frame, stats = found
+        if _in_order(spec, frame, header, stats["contigs"]) and not stats["fasta"]:
+            if compression == "plain" and early is not None:
+                keep = True  # its bgzip of the file is the output
+                return header, stats, "stream"
+            if reuse and compression == "bgzf" and _is_whole_bgzf(source):
+                keep = True
+                return header, stats, "input"
+            permutation = None
+        else:
+            permutation = _sort_order(spec, frame, header, stats["contigs"])
+        if early is not None:
+            early.stop()
+        _write(out, header, data, permutation, threads, level)
+        return header, stats, "stream" if permutation is None else "columnar"
+    finally:
+        if early is not None and not keep:
+            early.stop()  # a second time does nothing
+
+
+def _is_whole_bgzf(source: Path) -> bool:
+    layout = bgzf.blocks(source)
+    return layout is not None and bgzf.ends_with_eof_block(source, layout)
+
+
+def _pieces(stream: IO[bytes]) -> Iterator[bytes]:
+    """The stream's bytes in pieces of about PIECE bytes, each ending just after a newline (the last
+    as the stream ends)."""
+    rest = b""
+    while True:
+        chunk = stream.read(PIECE)
+        if not chunk:
+            if rest:
+                yield rest
+            return
+        chunk = rest + chunk
+        cut = chunk.rfind(b"\n") + 1
+        if cut:
+            yield chunk[:cut]
+        rest = chunk[cut:]
+
+
+def _ahead(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """The pieces, each read while the one before is parsed (a thread reads them: a decompressor writing
+    into a pipe would otherwise wait while the text it gave is parsed)."""
+    import queue
+    import threading
+
+    ready: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def give(item: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for piece in pieces:
+                if not give(piece):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
+            give(exc)
+            return
+        give(None)
+
+    threading.Thread(target=read, name="columnar-read-ahead", daemon=True).start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _checked_text(spec: IntervalFormat, source: Path, threads: int,
+                  compression: str) -> tuple[list[str], Any, Any, dict[str, Any]] | None:
+    """Read the text and check it: the header lines, the data lines, their key columns, and the stats;
+    None for anything unusual (the streaming pass then says what)."""
+    if compression == "plain":
+        with open(source, "rb") as stream:
+            read = _lines(spec, stream)
+    else:
+        argv = ["bgzip", "-dc", "-@", str(threads), "--", str(source)]
+        with subprocess.Popen(shell.tied(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, env=shell.environment(), start_new_session=True) as proc:
+            assert proc.stdout is not None
+            read = None
+            try:
+                read = _lines(spec, proc.stdout, ahead=True)
+            finally:
+                if proc.poll() is None and (read is None or sys.exc_info()[0]):
+                    proc.kill()  # given up on: nothing more is wanted
+        if proc.returncode != 0:
+            return None  # a damaged stream (the streaming pass names the block), or given up on
+    if read is None:
         return None
-    whole, fasta = len(data), 0
-    if spec.kind == "gff":  # a GFF3 ##FASTA section ends the records: its lines are dropped and counted
-        cut = 0 if data.startswith(b"##FASTA") else data.find(b"\n##FASTA") + 1
-        if cut > 0 or data.startswith(b"##FASTA"):
-            fasta = data.count(b"\n", cut)
-            data = data[:cut]
-            if not data:
-                return None
-    if 0 in data.translate(_CONTROLS):  # bytes: `0 in` is a C-speed search for NUL
-        return None
+    lines, whole, fasta = read
+    found = _checked(spec, lines)
+    if found is not None:
+        found[3].update(fasta=fasta, lines=found[3]["lines"] + fasta, bytes=whole)
+    return found
+
+
+def _lines(spec: IntervalFormat, stream: IO[bytes], ahead: bool = False) -> tuple[Any, int, int] | None:
+    """The text's lines (before a GFF3 ##FASTA section) as one polars column, its size and the lines of
+    that section; None where the streaming pass must judge (a control character or CR, a blank line,
+    no final newline, text that is not UTF-8). Read a piece at a time: the text is never held whole as
+    bytes beside its column; `ahead`: each piece read while the one before is parsed."""
     import polars as pl
 
-    try:
-        lines = pl.read_csv(data, has_header=False, separator="\x01", quote_char=None, new_columns=["line"],
-                            infer_schema=False)["line"]
-    except Exception:  # noqa: BLE001 - text polars cannot read as UTF-8: the validator's to judge
+    parts, whole, fasta, infasta, last = [], 0, 0, False, b"\n"
+    for piece in _ahead(_pieces(stream)) if ahead else _pieces(stream):
+        whole += len(piece)
+        if infasta:
+            fasta += piece.count(b"\n")
+            last = piece[-1:]
+            continue
+        if piece.translate(None, _NOT_CONTROL):  # what is left of it is its control characters, CR included
+            return None
+        if spec.kind == "gff":  # a GFF3 ##FASTA section ends the records: its lines are dropped and counted
+            cut = 0 if piece.startswith(b"##FASTA") else piece.find(b"\n##FASTA") + 1
+            if cut > 0 or piece.startswith(b"##FASTA"):
+                infasta, fasta = True, piece.count(b"\n", cut)
+                piece = piece[:cut]
+        last = piece[-1:] or last
+        if piece:
+            try:
+                part = pl.read_csv(piece, has_header=False, separator="\x01", quote_char=None,
+                                   new_columns=["line"], infer_schema=False)["line"]
+            except pl.exceptions.ComputeError:  # text that is not UTF-8: the validator's to judge
+                return None
+            if part.null_count() or len(part) != piece.count(b"\n"):  # a blank line reads as null
+                return None
+            parts.append(part)
+    if not parts or last != b"\n":
         return None
-    del data
-    found = _checked(spec, lines)
-    if found is None:
-        return None
-    header, frame, stats = found
-    stats["fasta"], stats["lines"], stats["bytes"] = fasta, stats["lines"] + fasta, whole
-    permutation = _sort_order(spec, frame, header, stats["contigs"])
-    in_order = bool((permutation == pl.int_range(len(permutation), eager=True)).all())
-    if in_order and reuse and layout is not None and not fasta and bgzf.ends_with_eof_block(source, layout):
-        shutil.copyfile(source, out)
-        return header, stats, "input"
-    ordered = frame.select("line") if in_order else frame.select(pl.col("line").gather(permutation))
-    _write(out, header, ordered, threads, level)
-    return header, stats, "columnar"
+    lines = parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=False)
+    return lines, whole, fasta
 
 
-def _decompressed(source: Path, threads: int) -> bytes:
-    """A BGZF file's text, or b"" where bgzip cannot read it (the streaming pass then says why)."""
-    done = subprocess.run(["bgzip", "-dc", "-@", str(threads), str(source)], capture_output=True,
-                          env=shell.environment(), start_new_session=True)
-    return done.stdout if done.returncode == 0 else b""
-
-
-def _checked(spec: IntervalFormat, lines: Any) -> tuple[list[str], Any, dict[str, Any]] | None:
-    """The header lines, the data lines with their key columns, and the stats; None for anything unusual."""
+def _checked(spec: IntervalFormat, lines: Any) -> tuple[list[str], Any, Any, dict[str, Any]] | None:
+    """The header lines, the data lines, their key columns (contig, start, end) and the stats; None for
+    anything unusual."""
     import polars as pl
 
     text = lines.str
@@ -110,49 +376,47 @@ def _checked(spec: IntervalFormat, lines: Any) -> tuple[list[str], Any, dict[str
         return None
     header = lines.slice(0, headers).to_list()
     data = lines.slice(headers)
-    widths = data.str.count_matches("\t", literal=True)
-    width = int(widths[0]) + 1
-    if (int(widths.min()) != int(widths.max()) or width < spec.min_columns
-            or (spec.exact_columns and width != spec.exact_columns)):
-        return None
-    wanted = max(spec.start_column, spec.end_column, 8 if spec.kind == "vcf" else 0)
-    fields = data.str.splitn("\t", wanted + 1).struct.unnest()
-    contig, start = fields["field_0"], fields[f"field_{spec.start_column - 1}"]
-    if bool(contig.str.contains(r"^$|[^\x21-\x7e]").any()):  # empty, not ASCII, or whitespace: the validator says
-        return None
-    if not bool(start.str.contains(_NUMBER).all()):
-        return None
-    begin = start.cast(pl.Int64)
+    wanted = max(spec.start_column, spec.end_column, 4 if spec.kind == "vcf" else 0)
+    field = pl.col("fields").struct.field
+    contig, start = field("field_0"), field(f"field_{spec.start_column - 1}")
+    begin = start.cast(pl.Int64, strict=False)
+    # a line the validator would remark on: a contig name empty, not ASCII or with whitespace; a coordinate
+    # not in canonical decimal; a VCF INFO/END (htslib's rules); start after end; GFF start 0; BED end 0
+    odd = contig.str.contains(r"^$|[^\x21-\x7e]") | ~start.str.contains(_NUMBER)
     if spec.kind == "vcf":
-        if bool(fields["field_7"].str.contains("END=", literal=True).any()):  # htslib's INFO/END: the validator's
-            return None
-        end = pl.select(pl.max_horizontal(begin + fields["field_3"].str.len_bytes() - 1, begin)).to_series()
+        end = pl.max_horizontal(begin + field("field_3").str.len_bytes().cast(pl.Int64) - 1, begin)
+        odd = odd | pl.col("line").str.contains("END=", literal=True)
     else:
-        stop = fields[f"field_{spec.end_column - 1}"]
-        if not bool(stop.str.contains(_NUMBER).all()):
-            return None
-        end = stop.cast(pl.Int64)
-        if bool((begin > end).any()):
-            return None
-        if spec.kind == "gff" and bool((begin < 1).any()):
-            return None
-        if spec.kind == "bed" and bool((end == 0).any()):
-            return None
-    maxend = max(0, int(end.max()))  # type: ignore[arg-type]
+        stop = field(f"field_{spec.end_column - 1}")
+        end = stop.cast(pl.Int64, strict=False)
+        odd = odd | ~stop.str.contains(_NUMBER) | (begin > end)
+        odd = odd | (begin < 1) if spec.kind == "gff" else odd | (end == 0)
+    # every thread at once, a slice of the lines at a time: only the key columns are kept (never the
+    # lines again: selecting them with the keys would copy them into one chunk)
+    frame = (pl.LazyFrame({"line": data})
+             .with_columns(fields=pl.col("line").str.split_exact("\t", wanted - 1))
+             .select(pl.col("line").str.count_matches("\t", literal=True).alias("tabs"), odd.alias("odd"),
+                     contig.alias("contig"), begin.alias("start"), end.alias("end"))
+             .collect(engine="streaming"))
+    tabs = frame.get_column("tabs")
+    width = int(tabs[0]) + 1
+    if (int(tabs.min()) != int(tabs.max()) or width < spec.min_columns  # type: ignore[arg-type]
+            or (spec.exact_columns and width != spec.exact_columns) or bool(frame.get_column("odd").any())):
+        return None
+    frame = frame.drop("tabs", "odd")
+    maxend = max(0, int(frame.get_column("end").max()))  # type: ignore[arg-type]
     if maxend > TABIX_MAX:
         return None
-    frame = pl.DataFrame({"line": data, "contig": contig, "start": begin, "end": end})
     stats = {"unsorted": 0, "bytes": 0, "cr": 0, "lines": len(lines), "late": 0, "records": len(data), "blank": 0,
              "track": sum(1 for line in header if not line.startswith("#")), "fasta": 0, "headers": headers,
-             "maxend": maxend, "columns": width, "contigs": contig.unique(maintain_order=True).to_list()}
-    return header, frame, stats
+             "maxend": maxend, "columns": width,
+             "contigs": frame.get_column("contig").unique(maintain_order=True).to_list()}
+    return header, data, frame, stats
 
 
-def _sort_order(spec: IntervalFormat, frame: Any, header: list[str], contigs: list[str]) -> Any:
-    """The permutation that puts the data lines in `sort -s` order for spec.sort_keys: contigs ranked
-    (VCF: by the header's ##contig lines, then by name; others bytewise by name, as LC_ALL=C compares),
-    then the numeric keys, then the input order, all as integers (a sort on strings with kept order is
-    several times slower)."""
+def _ranked(spec: IntervalFormat, header: list[str], contigs: list[str]) -> list[Any]:
+    """The integer sort keys of a data line, in order: its contig's rank (VCF: by the header's ##contig
+    lines, then by name; others bytewise by name, as LC_ALL=C compares) with the start, then (BED) the end."""
     import polars as pl
 
     if spec.kind == "vcf":
@@ -165,23 +429,45 @@ def _sort_order(spec: IntervalFormat, frame: Any, header: list[str], contigs: li
         order = sorted(contigs, key=lambda name: name.encode())
     rank = pl.col("contig").replace_strict({name: i for i, name in enumerate(order)}, return_dtype=pl.Int64)
     first = rank * (1 << 34) + pl.col("start")  # starts are below 2^33 (ends at most TABIX_MAX, checked)
-    keys = [first, pl.col("end")] if spec.kind == "bed" else [first]
-    return frame.select(pl.arg_sort_by([*keys, pl.int_range(pl.len())])).to_series()
+    return [first, pl.col("end")] if spec.kind == "bed" else [first]
 
 
-def _write(out: Path, header: list[str], lines: Any, threads: int, level: int) -> None:
-    """Header, then the sorted lines, through bgzip (the bytes the sorting pass's bgzip writes)."""
+def _in_order(spec: IntervalFormat, frame: Any, header: list[str], contigs: list[str]) -> bool:
+    """Whether the data lines are already in `sort -s` order (each key at least the one before)."""
+
+    keys = _ranked(spec, header, contigs)
+    step = keys[0].diff()
+    ok = step >= 0 if len(keys) == 1 else (step > 0) | ((step == 0) & (keys[1].diff() >= 0))
+    return bool(frame.select(ok.fill_null(True).all()).item())
+
+
+def _sort_order(spec: IntervalFormat, frame: Any, header: list[str], contigs: list[str]) -> Any:
+    """The permutation that puts the data lines in `sort -s` order for spec.sort_keys: by the integer
+    keys, ties in input order (a stable sort; one on strings is several times slower)."""
+    import polars as pl
+
+    keys = _ranked(spec, header, contigs)
+    return frame.select(pl.arg_sort_by(keys, maintain_order=True)).to_series()
+
+
+def _write(out: Path, header: list[str], lines: Any, permutation: Any, threads: int, level: int) -> None:
+    """Header, then the lines (in the order of `permutation`, unless None), through bgzip (the bytes the
+    sorting pass's bgzip writes); gathered and written WRITE_ROWS at a time, so the sorted lines are
+    never held whole beside the lines read."""
     from preprocess.errors import ToolError
 
     argv = ["bgzip", "-c", "-l", str(level), "-@", str(threads)]
     shell.require("bgzip")
-    with open(out, "wb") as target, subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=target,
+    with open(out, "wb") as target, subprocess.Popen(shell.tied(argv), stdin=subprocess.PIPE, stdout=target,
                                                      stderr=subprocess.PIPE, env=shell.environment(),
                                                      start_new_session=True) as proc:
         assert proc.stdin is not None and proc.stderr is not None
         try:
             proc.stdin.write("".join(f"{line}\n" for line in header).encode("utf-8"))
-            lines.write_csv(proc.stdin, include_header=False, quote_style="never")
+            for at in range(0, len(lines), WRITE_ROWS):
+                rows = (lines.slice(at, WRITE_ROWS) if permutation is None
+                        else lines.gather(permutation.slice(at, WRITE_ROWS)))
+                rows.to_frame().write_csv(proc.stdin, include_header=False, quote_style="never")
             proc.stdin.close()
         except BaseException:
             proc.kill()

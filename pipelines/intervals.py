@@ -12,13 +12,15 @@ lines (undeclared contigs last, by name); other formats sort contigs by name. He
 section are dropped and counted. Nothing else is ever dropped.
 
 Which path runs depends on the content alone, and every path writes the same bytes as sorting would
-(records["path"] names it): "stream" when the validator finds the text already in sort's order with
-the header first (no sort; it stops at the first line out of order and the file is sorted instead),
-"input" when a BGZF input is moreover canonical (its text is exactly what the output would hold, no
-CR, blank or dropped line, newline-terminated, ending with the EOF block): then its bytes are the
-output, whatever level they were compressed at; "columnar" when a plain text within the memory budget
-has nothing the validator would remark on (pipelines/columnar.py reads, checks and sorts it in one
-pass), and "sort" otherwise.
+(records["path"] names it): "stream" when the text is already in sort's order with the header first
+(no sort: checked in memory when it fits the memory budget, a plain text bgzipped as it is meanwhile;
+else by the validator as it streams, which stops at the first line out of order, and the file is
+sorted instead), "input" when a BGZF input is moreover canonical (its text is exactly what the output
+would hold, no CR, blank or dropped line, newline-terminated, ending with the EOF block): then its
+bytes are the output, whatever level they were compressed at (indexed and read back while it is
+checked); "columnar" when a text within the memory budget with nothing the validator would remark on
+is sorted in memory (pipelines/columnar.py reads, checks and sorts it in one pass), and "sort"
+otherwise.
 
 Where the rest is: the streaming pass and its error diagnosis in pipelines/streaming.py (with
 scripts/intervals.sh and scripts/validate.awk), the in-memory pass in columnar.py, the tabix index in
@@ -128,54 +130,75 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     unsorted = paths != ("sort",) and plainly_unsorted(source, spec)
     path = "stream" if "stream" in paths and not unsorted else "sort"
     compression = bgzf.sniff_compression(source)
-    found = None
-    if "columnar" in paths and compression == "bgzf":  # in memory: the order checked, the file sorted if need be
-        with ctx.stage("sort"):
-            found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
-                                       columnar.budget(settings.sort_memory, settings.threads), compression,
-                                       reuse="input" in paths)
-        if found is not None:
-            header, stats, path = found
-    if found is None and "input" in paths and not unsorted and compression == "bgzf":
-        with ctx.stage("check"):
-            header, stats = streaming.run_validated("check", spec, ctx, source, out, where=where)
-        if stats["unsorted"]:
-            path = "sort"
-        elif canonical_bgzf(source, stats):
-            path = "input"
-            shutil.copyfile(source, out)
-    if path == "stream":
-        with ctx.stage("stream"):
-            header, stats = streaming.run_validated("stream", spec, ctx, source, out, *sorting, where=where)
-        if stats["unsorted"]:
-            path = "sort"
-    if path == "sort" and "columnar" in paths and compression == "plain":
-        with ctx.stage("sort"):
-            found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
-                                       columnar.budget(settings.sort_memory, settings.threads), compression,
-                                       reuse=False)
-        if found is not None:
-            header, stats, path = found
-    if path == "sort":
-        with ctx.stage("sort"):
-            split = split_point(source, spec, settings.threads)
-            parts = streaming.run_split(spec, ctx, source, out, split, sorting, where) if split else None
-            if parts is None:
-                header, stats = streaming.run_validated("sort", spec, ctx, source, out, *sorting, 0,
-                                                        *spec.sort_keys, where=where)
+    memory = columnar.budget(settings.sort_memory, settings.threads)
+    found = ahead = guess = None
+    try:
+        need = columnar.peak(source, compression) if "columnar" in paths and spec.sort_keys else None
+        if need is not None and need <= memory:  # in memory: checked, sorted if need be
+            if not unsorted and (compression == "plain" or ("input" in paths and compression == "bgzf")):
+                # likely in order: its output made, indexed and read back meanwhile (kept if the check says so)
+                guess = index_options(spec, leading_header(source, spec), 0, lengths)
+                make = ["bgzip", "-c", "-l", str(settings.compression_level), "-@", str(settings.threads), "--",
+                        str(source)] if compression == "plain" else None
+                if make is None:
+                    shutil.copyfile(source, out)
+                ahead = columnar.Ahead(out, make, tabix_index.index_argv(out, spec.preset, *guess), guess[0],
+                                       settings.threads, label)
+            with ctx.stage("columnar"):
+                found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
+                                           compression, reuse="input" in paths, early=ahead)
+            if found is not None:
+                header, stats, path = found
+                if path == "input" and ahead is None:
+                    shutil.copyfile(source, out)
+            if ahead is not None and ahead.stopped and guess:  # the check did not find the output final
+                ahead = None
+                tabix_index.index_path(out, guess[0]).unlink(missing_ok=True)
+        if found is None and "input" in paths and not unsorted and compression == "bgzf":
+            with ctx.stage("check"):
+                header, stats = streaming.run_validated("check", spec, ctx, source, out, where=where)
+            if stats["unsorted"]:
+                path = "sort"
+            elif canonical_bgzf(source, stats):
+                path = "input"
+                shutil.copyfile(source, out)
+        if path == "stream" and found is None:
+            with ctx.stage("stream"):
+                header, stats = streaming.run_validated("stream", spec, ctx, source, out, *sorting, where=where)
+            if stats["unsorted"]:
+                path = "sort"
+        if path == "sort":
+            with ctx.stage("sort"):
+                split = split_point(source, spec, settings.threads)
+                parts = streaming.run_split(spec, ctx, source, out, split, sorting, where) if split else None
+                if parts is None:
+                    header, stats = streaming.run_validated("sort", spec, ctx, source, out, *sorting, 0,
+                                                            *spec.sort_keys, where=where)
+                else:
+                    header, stats = parts
+        if spec.preset == "vcf" and not (header and header[0].startswith("##fileformat=VCF")
+                                         and header[-1].startswith("#CHROM\t")):
+            raise InputError(f"{label}: not a VCF: the header must begin with ##fileformat=VCF and end with "
+                             "the #CHROM line (VCF readers refuse a file without them)")
+        kind, skip = index_options(spec, header, stats["maxend"], lengths)
+        with ctx.stage("index"):
+            if ahead and guess == (kind, skip):
+                read_back = ahead.result(f"indexing {label}")  # ToolError where a step failed
+                index = tabix_index.index_path(out, kind)
             else:
-                header, stats = parts
-    if spec.preset == "vcf" and not (header and header[0].startswith("##fileformat=VCF")
-                                     and header[-1].startswith("#CHROM\t")):
-        raise InputError(f"{label}: not a VCF: the header must begin with ##fileformat=VCF and end with "
-                         "the #CHROM line (VCF readers refuse a file without them)")
-    kind = tabix_index.index_kind(stats["maxend"], (*tabix_index.declared_lengths(header), *lengths))
-    with ctx.stage("index"):
-        skip = len(header) if spec.kind == "bed" and stats["track"] else 0
-        index = tabix_index.write_index(out, spec.preset, kind, skip, label)
+                read_back = None
+                if ahead:
+                    ahead.stop(keep_output=True)  # a guess gone wrong: the output stands, not its index
+                    if guess:
+                        tabix_index.index_path(out, guess[0]).unlink(missing_ok=True)
+                index = tabix_index.write_index(out, spec.preset, kind, skip, label)
+    except BaseException:
+        if ahead:
+            ahead.stop()
+        raise
     with ctx.stage("verify"):
         records_out = interval_checks.verify_output(spec, source, out, index, header, stats, ctx.settings.threads,
-                                                    label, where)
+                                                    label, where, read_back)
     records: dict[str, Any] = {
         "in": stats["records"], "out": records_out, "header_lines": len(header),
         "dropped": {k: stats[k] for k in ("blank", "track", "fasta") if stats[k]},
@@ -185,6 +208,30 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
         records.update(extra_records)
     return BuildOutput(artifacts={"data": out, "index": index}, records=records,
                        tools={"htslib": shell.version("tabix"), "sort": shell.version("sort")})
+
+
+def index_options(spec: IntervalFormat, header: list[str], maxend: int, lengths: tuple[int, ...]) -> tuple[str, int]:
+    """The output's index kind ("tbi" or "csi") and the leading lines tabix skips (a BED track line's header)."""
+    kind = tabix_index.index_kind(maxend, (*tabix_index.declared_lengths(header), *lengths))
+    track = spec.kind == "bed" and any(not line.startswith("#") for line in header)
+    return kind, len(header) if track else 0
+
+
+def leading_header(source: Path, spec: IntervalFormat) -> list[str]:
+    """The header lines at the top of the first 64 KiB of a text (a guess at its header, for work started
+    before it is read whole)."""
+    import zlib
+
+    try:
+        head = bgzf.read_head(source, PREFIX_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return []
+    found = []
+    for line in head.split(b"\n")[:-1]:
+        if not (line.startswith(b"#") or (spec.kind == "bed" and re.match(rb"(track|browser)([ \t]|$)", line))):
+            break
+        found.append(line.decode("utf-8", "replace"))
+    return found
 
 
 def split_point(source: Path, spec: IntervalFormat, threads: int) -> int:

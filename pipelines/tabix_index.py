@@ -75,10 +75,19 @@ def index_kind(max_end: int, lengths: tuple[int, ...] | list[int]) -> str:
     return "csi" if max_end >= TBI_MAX or any(n >= TBI_MAX for n in lengths) else "tbi"
 
 
-def write_index(out: Path, preset: str, kind: str, skip: int, label: str) -> Path:
+def index_argv(out: Path, preset: str, kind: str, skip: int) -> list[str]:
     """tabix -p `preset` over `out` (CSI with min_shift 14 for `kind` "csi"), `skip` leading lines not
-    indexed (a BED track line); returns the index's path."""
+    indexed (a BED track line)."""
     flags = ["--csi", "-m", str(CSI_MIN_SHIFT)] if kind == "csi" else []
     skipped = ["-S", str(skip)] if skip else []
-    shell.run(["tabix", "-f", "-p", preset, *flags, *skipped, str(out)], context=f"indexing {label}")
+    return ["tabix", "-f", "-p", preset, *flags, *skipped, str(out)]
+
+
+def index_path(out: Path, kind: str) -> Path:
     return out.with_name(f"{out.name}.{kind}")
+
+
+def write_index(out: Path, preset: str, kind: str, skip: int, label: str) -> Path:
+    """Index `out` (see index_argv); returns the index's path."""
+    shell.run(index_argv(out, preset, kind, skip), context=f"indexing {label}")
+    return index_path(out, kind)

@@ -3,6 +3,8 @@ validator would remark on to the streaming pass, which names the first bad line 
 
 from __future__ import annotations
 
+import gzip
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,138 @@ def test_a_corrupt_bgzf_block_is_named_by_the_streaming_pass(tmp_path):
     source.write_bytes(bytes(raw))
     got = same_as_streaming(intervals.BED, source, tmp_path)
     assert isinstance(got, str) and got.startswith("in.bed.gz: ")
+
+
+# A text already in order (the first lines are) is checked in memory while bgzip compresses the file as it is
+# (plain), or while tabix indexes a copy of it (BGZF): that work stands when the check finds the text in
+# order with nothing to drop, and is thrown away otherwise. Same bytes, index, records and messages as
+# validate.awk's streaming pass (paths without "columnar").
+AWK = ("input", "stream", "sort")
+SORTED = {"bed": (intervals.BED, lambda p: samples.bed(p, records=4000)),
+          "narrowpeak": (intervals.NARROWPEAK, lambda p: samples.narrowpeak(p, records=3000)),
+          "vcf": (intervals.VCF, lambda p: samples.vcf(p, records=3000, contigs={"chr2": 40_000, "chr1": 50_000})),
+          "gff3": (intervals.GFF3, lambda p: samples.gff3(p, genes=300, fasta=False))}
+
+
+def stages(spec: intervals.IntervalFormat, source: Path, work: Path, paths: tuple[str, ...] = intervals.PATHS,
+           **settings: object) -> tuple[tuple[bytes, bytes, dict[str, object]] | str, dict[str, float]]:
+    """build()'s outcome and the stages that ran (ctx.timings), which say which pass checked the text."""
+    work.mkdir()
+    ctx = BuildContext(source=source, format=spec.name, workdir=work, settings=BuildSettings(**settings))  # type: ignore[arg-type]
+    try:
+        output = intervals.build_intervals(spec, ctx, source, paths=paths)
+    except InputError as exc:
+        return str(exc), ctx.timings
+    return (output.artifacts["data"].read_bytes(), output.artifacts["index"].read_bytes(), output.records), ctx.timings
+
+
+def in_order(spec: intervals.IntervalFormat, make, tmp_path: Path) -> bytes:
+    """A sample of the format as the pipeline orders it: a sorted input."""
+    got = build(spec, make(tmp_path / "unsorted.txt"), tmp_path / "sorting", paths=("sort",))
+    assert not isinstance(got, str)
+    return gzip.decompress(got[0])
+
+
+@pytest.mark.parametrize("name", SORTED)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_sorted_text_is_checked_in_memory_while_bgzip_compresses_it_to_the_streaming_passes_bytes(
+        tmp_path, name, threads):
+    spec, make = SORTED[name]
+    source = tmp_path / f"in.{name}"
+    source.write_bytes(in_order(spec, make, tmp_path))
+    got, ran = stages(spec, source, tmp_path / "auto", threads=threads)
+    awk, awk_ran = stages(spec, source, tmp_path / "awk", paths=AWK, threads=threads)
+    assert "columnar" in ran and "stream" not in ran and "stream" in awk_ran
+    assert not isinstance(got, str) and got == awk and got[2]["path"] == "stream" and got[2]["in"] == got[2]["out"] > 0
+    assert got[0] == subprocess.run(["bgzip", "-c", "-l", "6", str(source)], capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("tail, message", [
+    (b"chr2\t9\t5\n", "start 9 is greater than end 5"),
+    (b"chr2\t5\t9\tx\n", "4 columns, but line 1 has 3 (ragged rows)"),
+    (b"chr2\t5\t09\n", "end '09' in column 3 has a leading zero, which htslib reads as octal; write it without"),
+    (b"chr2\t5\t9\x07\n", "column 3: a control character (byte 0x07) in text, where only tab may be"),
+    (b"chr2 5 9\n", "1 tab-separated column(s), expected at least 3 (space-delimited? columns must be separated "
+                    "by tabs)"),
+    (b"chr2\t5\t9\r\nchr2\t0\t0\n", "start 0 and end 0: tabix cannot index a zero-length interval at the very start"),
+])
+@pytest.mark.parametrize("compress", ["plain", "bgzf"])
+def test_a_bad_line_after_sorted_lines_is_named_as_the_streaming_pass_names_it(tmp_path, tail, message, compress):
+    """The first lines are in order, so the output's work starts early; the bad line sends the text to
+    validate.awk, which names it: the same message as with the streaming pass alone, nothing kept."""
+    text = b"".join(b"chr1\t%d\t%d\n" % (i, i + 5) for i in range(1, 3000)) + tail
+    plain = tmp_path / "in.bed"
+    plain.write_bytes(text)
+    source = plain if compress == "plain" else samples.bgzip(plain, tmp_path / "in.bed.gz")
+    line = 3000 + tail.count(b"\n") - 1
+    got, _ = stages(intervals.BED, source, tmp_path / "auto")
+    awk, _ = stages(intervals.BED, source, tmp_path / "awk", paths=AWK)
+    assert got == awk == f"{source.name}: line {line}: {message}"
+
+
+def test_a_text_read_in_many_pieces_gives_the_same_bytes_and_findings(tmp_path, monkeypatch):
+    """The text is read a piece at a time (PIECE bytes, cut after a newline): a blank line or a ##FASTA
+    section at a piece's edge is still found."""
+    from pipelines import columnar
+
+    monkeypatch.setattr(columnar, "PIECE", 100)
+    bed = tmp_path / "in.bed"
+    bed.write_bytes(b"".join(b"chr1\t%d\t%d\tname%d\n" % (i, i + 5, i) for i in range(1, 400)))
+    got, ran = stages(intervals.BED, bed, tmp_path / "bed")
+    assert "columnar" in ran and got == build(intervals.BED, bed, tmp_path / "bed-awk", paths=AWK)
+    blank = tmp_path / "blank.bed"  # a blank line after every 7th: some begin a piece, some are inside one
+    lines = bed.read_bytes().splitlines(keepends=True)
+    blank.write_bytes(b"".join(line + (b"\n" if n % 7 == 0 else b"") for n, line in enumerate(lines, 1)))
+    (tmp_path / "blank").mkdir()
+    got = same_as_streaming(intervals.BED, blank, tmp_path / "blank")
+    assert not isinstance(got, str) and got[2]["dropped"] == {"blank": len(lines) // 7}
+    gff = samples.gff3(tmp_path / "in.gff3", genes=80)  # with its ##FASTA section: dropped and counted
+    (tmp_path / "gff").mkdir()
+    got = same_as_streaming(intervals.GFF3, gff, tmp_path / "gff")
+    assert not isinstance(got, str) and got[2]["path"] == "columnar" and got[2]["dropped"]["fasta"] > 0
+
+
+@pytest.mark.parametrize("compress", ["plain", "bgzf"])
+def test_an_output_indexed_on_a_wrong_guess_is_indexed_again(tmp_path, compress):
+    """tabix starts on the output made early with options guessed from the first lines (TBI here); an
+    end past TBI's reach makes the index CSI: the output stands, the guessed index is dropped and the
+    index is the streaming pass's."""
+    plain = tmp_path / "in.bed"
+    plain.write_bytes(b"".join(b"chr1\t%d\t%d\n" % (i, i + 5) for i in range(1, 3000)) + b"chr1\t5000\t600000000\n")
+    source = plain if compress == "plain" else samples.bgzip(plain, tmp_path / "in.bed.gz")
+    got, ran = stages(intervals.BED, source, tmp_path / "auto")
+    awk, _ = stages(intervals.BED, source, tmp_path / "awk", paths=AWK)
+    assert "columnar" in ran and got == awk
+    assert not isinstance(got, str) and got[2]["path"] == ("stream" if compress == "plain" else "input")
+    assert got[2]["index"] == "csi" and not list((tmp_path / "auto").glob("*.tbi"))
+
+
+@pytest.mark.parametrize("order", ["sorted", "unsorted"])
+def test_the_budget_decides_in_memory_or_streaming_with_the_same_bytes(tmp_path, monkeypatch, order):
+    """The pass runs when the most it may take (columnar.peak) fits sort-memory x threads; past that
+    the streaming passes run (validate.awk, then sort if need be), with the same output."""
+    from pipelines import columnar
+
+    spec, make = SORTED["bed"]
+    source = tmp_path / "in.bed"
+    source.write_bytes(in_order(spec, make, tmp_path) if order == "sorted" else make(source).read_bytes())
+    fitting = columnar.peak(source, "plain")  # bytes the pass may need, shared by 2 threads
+    assert fitting is not None and fitting > columnar.PEAK_BASE + source.stat().st_size
+    within, ran = stages(spec, source, tmp_path / "within", sort_memory=str(-(-fitting // 2)), threads=2)
+    over, ran_over = stages(spec, source, tmp_path / "over", sort_memory=str(fitting // 2 - 1), threads=2)
+    assert isinstance(within, tuple) and isinstance(over, tuple) and within[:2] == over[:2]
+    assert "columnar" in ran and within[2]["path"] == ("stream" if order == "sorted" else "columnar")
+    assert "columnar" not in ran_over and over[2]["path"] == ("stream" if order == "sorted" else "sort")
+
+
+def test_the_time_cap_stops_the_work_started_early(tmp_path):
+    """Waiting for the output's early steps (bgzip, tabix, the read back) honours the task's time cap."""
+    from preprocess import shell
+    from preprocess.errors import TimeLimitError
+
+    source = tmp_path / "in.bed"
+    source.write_bytes(b"".join(b"chr1\t%d\t%d\n" % (i, i + 5) for i in range(1, 200_000)))
+    (tmp_path / "w").mkdir()
+    ctx = BuildContext(source=source, format="bed", workdir=tmp_path / "w", settings=BuildSettings())
+    with pytest.raises(TimeLimitError, match="task time cap"), shell.time_cap(0.01):
+        intervals.build_intervals(intervals.BED, ctx, source)
