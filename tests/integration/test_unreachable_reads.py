@@ -123,13 +123,15 @@ def test_the_refuse_setting_refuses_with_the_first_read_named(data, store_dir, t
 
 
 
-@pytest.mark.parametrize("parts", [2, 3])
-def test_a_split_build_keeps_and_names_the_same_reads(tmp_path, parts):
-    """Sorted across workers (reference ranges), the reads past an end land in the output and its records
-    as they do on one worker: the same bytes, the same records.unreachable."""
+@pytest.mark.parametrize("groups", [2, 3])
+def test_a_split_build_keeps_and_names_the_same_reads(tmp_path, groups):
+    """Built in parts (reference ranges) by the split graph's tasks, the reads past an end land in the output
+    and its records as they do in the single build: the same bytes, the same records.unreachable."""
     from tests.integration.test_split import assert_same_bytes, both_ways
 
     source = past_a_contig_end(tmp_path)
-    whole, parted = both_ways(source, "BAM", tmp_path, parts)
+    whole, parted = both_ways(source, tmp_path, groups, part_size=1)  # one part per reference
     assert_same_bytes(whole, parted)
+    with pysam.AlignmentFile(str(source)) as aln:
+        assert parted.records["parts"] == aln.nreferences > 1
     assert parted.records["unreachable"]["count"] == EXPECTED[past_a_contig_end]
