@@ -80,7 +80,7 @@ test: system browser $(STAMP) $(AZURITE) $(READERS) $(WHEELHOUSE) $(VIEWERS) lin
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not integration"
 
-# every case of issue 11 in one run (about 20 minutes here; the split group's 2 GB BAM adds more):
+# every case of issues 11 and 15 in one run (22 minutes here, the split group's 2 GB BAM included):
 # medians of 3, ratios against the plain tools, written to benchmarks/data/results.json
 bench: system $(STAMP)
 	@$(PY) -c "import snakemake" 2>/dev/null || $(PY) -m pip install -q -e '.[test,bench]'
