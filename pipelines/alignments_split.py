@@ -84,16 +84,11 @@ def plan(source: Path, shown: str, settings: BuildSettings) -> dict[str, Any]:
     return {"lengths": lengths, "ranges": ranges, "parts": max(1, len(ranges))}
 
 
-def route(source: Path, ranges: list[tuple[int, int]], which: list[int], outs: list[Path], threads: int,
-          shown: str, compress: bool = False) -> list[int]:
-    """Write parts `which` (a run of consecutive parts) of the source, their records in input order,
-    unsorted, to `outs` in one read of the source (pipelines.native.route): uncompressed, the cheapest
-    to write and to sort, or with `compress` BGZF at level 1 (fewer bytes to upload); their
-    record counts. Every record is in exactly one part, so the counts of all parts add up to the input's.
-    An unreadable input fails with the one-pass sort's message (its count's, samtools view -c)."""
-    if not which:
-        return []
-    cuts, targets, mine = [], [], []  # the parts of other groups go to the null device
+def _targets(ranges: list[tuple[int, int]], which: list[int], outs: list[Path]
+             ) -> tuple[list[int], list[Path], list[int]]:
+    """The cuts and targets that send parts `which` (a run of consecutive parts) to `outs` and the rest
+    to the null device, and where each of `outs` is among the targets."""
+    cuts, targets, mine = [], [], []
     if which[0] > 0:
         cuts.append(ranges[which[0]][0])
         targets.append(Path(os.devnull))
@@ -105,16 +100,99 @@ def route(source: Path, ranges: list[tuple[int, int]], which: list[int], outs: l
     if which[-1] < len(ranges) - 1:  # unplaced reads are the last part's
         cuts.append(ranges[which[-1] + 1][0])
         targets.append(Path(os.devnull))
+    return cuts, targets, mine
+
+
+def route(source: Path, ranges: list[tuple[int, int]], which: list[int], outs: list[Path], threads: int,
+          shown: str, compress: bool = False) -> list[int]:
+    """Write parts `which` (a run of consecutive parts) of the source, their records in input order,
+    unsorted, to `outs` in one read of the source (pipelines.native.route): uncompressed, the cheapest
+    to write and to sort, or with `compress` BGZF at level 1 (fewer bytes to upload); their
+    record counts. Every record is in exactly one part, so the counts of all parts add up to the input's.
+    An unreadable input fails with the one-pass sort's message (its count's, samtools view -c)."""
+    if not which:
+        return []
+    cuts, targets, mine = _targets(ranges, which, outs)
     try:
         counts = native.route(source, cuts, targets, threads, shown)
     except InputError:
         count_records(source, threads, "counting input records", shown)  # htslib's words, as one sort gives them
         raise
-    for out in outs if compress else []:
+    _compress(outs if compress else [], threads)
+    return [counts[k] for k in mine]
+
+
+def _compress(outs: list[Path], threads: int) -> None:
+    for out in outs:
         packed = out.with_name(f"{out.name}.gz")
         shell.run(["bgzip", "--force", "-l", "1", "-@", str(threads), str(out)], context=f"compressing {out.name}")
         packed.replace(out)
-    return [counts[k] for k in mine]
+
+
+def shares(source: Path, groups: int) -> list[tuple[int, int]]:
+    """Where each of `groups` route groups starts, (file byte, uncompressed byte): group g at the first
+    BGZF block starting at or after g * size / groups (group 0 at 0), then the file's end (its size,
+    its uncompressed size). Read from the blocks' headers and trailers, without inflating."""
+    size = source.stat().st_size
+    with open(source, "rb") as stream:
+        blocks = [(block.offset, block.isize) for block in bgzf.walk(stream)]
+    found, before, g = [], 0, 0
+    for offset, isize in blocks:
+        while g < groups and offset >= g * size / groups:
+            found.append((offset, before))
+            g += 1
+        before += isize
+    found += [(size, before)] * (groups - g + 1)
+    return found
+
+
+def route_share(source: Path, plan: dict[str, Any], which: list[int], outs: list[Path], threads: int, shown: str,
+                compress: bool, group: int, groups: int) -> dict[str, Any]:
+    """Route group `group` of `groups`: the records that start in its share of the source's blocks, for
+    parts `which`, each piece in input order, group 0's under the header and the others records only
+    (part i = its pieces laid end to end in group order). Its report: {"counts", "start", "end",
+    "total"}, uncompressed offsets of its first record and of its last record's end; "start" None for a
+    guess that failed (confirmed() then says so). One group (or no bamwalk): the whole source."""
+    ranges = [(int(a), int(b)) for a, b in plan["ranges"]]
+    bounds = shares(source, groups)
+    total = bounds[-1][1]
+    (begin, at), (_, stop) = bounds[group], bounds[group + 1]
+    report: dict[str, Any] = {"start": None, "end": None, "total": total, "counts": [0] * len(which)}
+    cuts, targets, mine = _targets(ranges, which, outs)
+    whole = groups == 1 or native.program() is None
+    if whole and group > 0 or not whole and group > 0 and at == stop:  # nothing to read: an empty piece
+        for out in outs:
+            out.write_bytes(b"")
+        _compress(outs if compress else [], threads)
+        report.update(start=total if whole else None, end=total if whole else None, empty=not whole)
+        return report
+    if whole:
+        report.update(start=0, end=total, counts=route(source, ranges, which, outs, threads, shown, compress))
+        return report
+    try:
+        found = native.route_range(source, cuts, targets, threads, None if group == 0 else len(plan["lengths"]),
+                                   begin, stop - at, shown)
+    except InputError:
+        count_records(source, threads, "counting input records", shown)
+        raise
+    if found is not None:
+        first, end, counts = found
+        report.update(start=at + first, end=at + end, counts=[counts[k] for k in mine])
+    _compress(outs if compress else [], threads)
+    return report
+
+
+def confirmed(reports: list[dict[str, Any]]) -> bool:
+    """Whether the route groups' pieces hold every record once, in order: each group started where the
+    one before it (from a true record start) ended, and the last ended at the source's end."""
+    end = reports[0]["end"]
+    for report in reports[1:]:
+        if report.get("empty"):
+            continue
+        if report["start"] is None or report["start"] != end:
+            return False
+        end = report["end"]
+    return end is not None and end == reports[0]["total"]
 
 
 def sort_part(unsorted: Path, out: Path, layout: dict[str, Any], settings: BuildSettings, workdir: Path
@@ -296,8 +374,11 @@ class AlignmentSplitSteps:
         return plan(source, shown, settings)
 
     def route(self, source: Path, layout: dict[str, Any], which: list[int], outs: list[Path], threads: int,
-              shown: str, compress: bool) -> list[int]:
-        return route(source, [(int(a), int(b)) for a, b in layout["ranges"]], which, outs, threads, shown, compress)
+              shown: str, compress: bool, group: int = 0, groups: int = 1) -> dict[str, Any]:
+        return route_share(source, layout, which, outs, threads, shown, compress, group, groups)
+
+    def confirmed(self, reports: list[dict[str, Any]]) -> bool:
+        return confirmed(reports)
 
     def sort_part(self, unsorted: Path, out: Path, layout: dict[str, Any], settings: BuildSettings,
                   workdir: Path) -> list[Path]:

@@ -12,6 +12,15 @@
                                comma-separated ids where outputs 2.. start; unplaced, -1, go to the
                                last), each OUT an uncompressed BAM: the input's header bytes, then its
                                records in input order. Prints the count of each OUT.
+     bamwalk range NREF LIMIT CUTS OUT..
+                               route over one range of a BGZF file decompressed from one of its
+                               blocks: NREF -1, the stream starts with the header (as route); else
+                               it starts inside the records of a BAM of NREF references, the OUTs
+                               get records only, and the first record start is found by checks over
+                               several records (a guess the caller confirms). Stops at the first
+                               record starting at or after uncompressed byte LIMIT. Prints "START
+                               END" (where the first record routed starts, where the last ends) or
+                               "none" (no record start found before LIMIT), then the counts.
 
    samtools sort's order (1.16, bam_sort.c bam1_cmp_core): reference id compared unsigned (unplaced,
    -1, last), then ((pos + 1) & 0xffffffff) << 1 | reverse-strand bit; ties keep the input order.
@@ -279,7 +288,62 @@ static int count(Input *in, const char *to) {
     return DONE;
 }
 
-static int route(Input *in, const char *cuts_text, int outputs, char **names) {
+#define CHECKED 4 /* records a guessed record start must pass */
+
+/* Does a plausible record of a BAM with `references` references start at data[0] (of `size` bytes
+   available)? Its length (with block_size), or 0. */
+static long plausible(const unsigned char *data, size_t size, int64_t references) {
+    if (size < SMALLEST_RECORD)
+        return 0;
+    int32_t block = (int32_t)u32(data), ref = (int32_t)u32(data + 4), mate = (int32_t)u32(data + 24);
+    int32_t pos = (int32_t)u32(data + 8), mate_pos = (int32_t)u32(data + 28), l_seq = (int32_t)u32(data + 20);
+    long length = 4 + (long)block, name = data[12];
+    if (block < 0 || length < SMALLEST_RECORD || length > LARGEST_RECORD || ref < -1 || ref >= references ||
+        mate < -1 || mate >= references || pos < -1 || mate_pos < -1 || l_seq < 0 || name < 1)
+        return 0;
+    if (32 + name + 4 * (long)u16(data + 16) + ((long)l_seq + 1) / 2 + (long)l_seq > (long)block)
+        return 0;
+    if (size < (size_t)(36 + name) || data[36 + name - 1] != 0 || memchr(data + 36, 0, (size_t)name - 1))
+        return 0;
+    return length;
+}
+
+/* The first offset before `limit` where CHECKED plausible records follow each other (or fewer that
+   end exactly at the input's end); -1 when there is none, -2 on a read error. */
+static long long find_start(Input *in, int64_t references, long long limit) {
+    for (long long at = 0; at < limit; at++) {
+        int got = have(in, (size_t)at + SMALLEST_RECORD);
+        if (got < 0)
+            return -2;
+        if (got == 0)
+            return -1;
+        size_t next = (size_t)at;
+        int k = 0;
+        for (; k < CHECKED; k++) {
+            if ((got = have(in, next + 4)) <= 0) {
+                if (got < 0)
+                    return -2;
+                break;
+            }
+            long length = (long)u32(in->data + in->at + next) + 4;
+            if (length < SMALLEST_RECORD || length > LARGEST_RECORD)
+                break;
+            if ((got = have(in, next + (size_t)length)) <= 0) {
+                if (got < 0)
+                    return -2;
+                break;
+            }
+            if (!plausible(in->data + in->at + next, (size_t)length, references))
+                break;
+            next += (size_t)length;
+        }
+        if (k == CHECKED || (k > 0 && in->eof && in->end - in->at == next))
+            return at;
+    }
+    return -1;
+}
+
+static int route(Input *in, const char *cuts_text, int outputs, char **names, int64_t given, long long limit) {
     long *cuts = calloc((size_t)outputs, sizeof *cuts);
     FILE **files = calloc((size_t)outputs, sizeof *files);
     uint64_t *counts = calloc((size_t)outputs, sizeof *counts);
@@ -301,11 +365,17 @@ static int route(Input *in, const char *cuts_text, int outputs, char **names) {
         if (cuts[part] < cuts[part - 1])
             return fail(FAILED, "usage: the cuts %s are not in increasing order", cuts_text);
 
-    size_t header;
-    uint32_t references;
-    int status = read_header(in, &header, &references);
-    if (status != DONE)
-        return status;
+    size_t header = 0;
+    uint32_t references = (uint32_t)given;
+    long long start = 0;
+    if (given < 0) {
+        int status = read_header(in, &header, &references);
+        if (status != DONE)
+            return status;
+        start = (long long)header;
+    } else if ((start = find_start(in, given, limit)) == -2) {
+        return fail(FAILED, "cannot read the input: %s", strerror(errno));
+    }
     /* the output of each reference id, and of -1 (the last) at index references */
     unsigned short *part_of = malloc(((size_t)references + 1) * sizeof *part_of);
     if (!part_of)
@@ -320,12 +390,21 @@ static int route(Input *in, const char *cuts_text, int outputs, char **names) {
         if (!files[part])
             return fail(FAILED, "cannot write %s: %s", names[part], strerror(errno));
         setvbuf(files[part], NULL, _IOFBF, CHUNK);
-        if (fwrite(in->data + in->at, 1, header, files[part]) != header)
+        if (header && fwrite(in->data + in->at, 1, header, files[part]) != header)
             return fail(FAILED, "cannot write %s: %s", names[part], strerror(errno));
     }
-    in->at += header;
+    if (start == -1) { /* no record start found: nothing routed */
+        for (int part = 0; part < outputs; part++)
+            if (fclose(files[part]) != 0)
+                return fail(FAILED, "cannot write %s: %s", names[part], strerror(errno));
+        puts("none");
+        return fflush(stdout) == 0 ? DONE : fail(FAILED, "cannot write the counts");
+    }
+    in->at += (size_t)start;
     uint64_t records = 0;
     for (;;) {
+        if (limit >= 0 && (long long)(in->consumed + in->at) >= limit)
+            break;
         long size = next_record(in, records);
         if (size < 0)
             return (int)-size;
@@ -344,6 +423,8 @@ static int route(Input *in, const char *cuts_text, int outputs, char **names) {
         in->at += (size_t)size;
         records++;
     }
+    if (limit >= 0)
+        printf("%lld %lld\n", start, (long long)(in->consumed + in->at));
     for (int part = 0; part < outputs; part++) {
         if (fclose(files[part]) != 0)
             return fail(FAILED, "cannot write %s: %s", names[part], strerror(errno));
@@ -370,7 +451,14 @@ int main(int argc, char **argv) {
         return count(&in, argv[2]);
     }
     if (argc >= 4 && strcmp(argv[1], "route") == 0 && argc - 3 <= 65535)
-        return route(&in, argv[2], argc - 3, argv + 3);
+        return route(&in, argv[2], argc - 3, argv + 3, -1, -1);
+    if (argc >= 6 && strcmp(argv[1], "range") == 0 && argc - 5 <= 65535) {
+        char *end1, *end2;
+        long long given = strtoll(argv[2], &end1, 10), limit = strtoll(argv[3], &end2, 10);
+        if (*end1 || *end2 || given < -1 || given > INT32_MAX || limit < 0)
+            return fail(FAILED, "usage: range NREF LIMIT CUTS OUT...");
+        return route(&in, argv[4], argc - 5, argv + 5, given, limit);
+    }
     mode_name = "usage";
-    return fail(FAILED, "bamwalk order | count FILE | route CUTS OUT...");
+    return fail(FAILED, "bamwalk order | count FILE | route CUTS OUT... | range NREF LIMIT CUTS OUT...");
 }

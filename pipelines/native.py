@@ -114,13 +114,20 @@ def _cache_folders() -> list[Path]:
 
 
 @contextlib.contextmanager
-def _decompressing(bam: Path, threads: int, walk: list[str]) -> Iterator[tuple[subprocess.Popen[bytes],
-                                                                               subprocess.Popen[bytes]]]:
-    """`bgzip -dc BAM | walk` as two processes (bgzip's, then the walk's); both are killed on leaving."""
+def _decompressing(bam: Path, threads: int, walk: list[str], start: int = 0
+                   ) -> Iterator[tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]]:
+    """`bgzip -dc BAM | walk` as two processes (bgzip's, then the walk's); both are killed on leaving.
+    From file byte `start` on (a BGZF block's start) when it is not 0."""
     shell.require("bgzip")
-    unzip = subprocess.Popen(shell.tied(["bgzip", "-dc", "-@", str(threads), str(bam)]), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment(),
-                             start_new_session=True)
+    with contextlib.ExitStack() as opened:
+        feed: IO[bytes] | int = subprocess.DEVNULL
+        if start:
+            compressed = opened.enter_context(open(bam, "rb"))
+            compressed.seek(start)
+            feed = compressed
+        unzip = subprocess.Popen(shell.tied(["bgzip", "-dc", "-@", str(threads), *([] if start else [str(bam)])]),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=feed,
+                                 env=shell.environment(), start_new_session=True)
     assert unzip.stdout is not None
     try:
         walker = subprocess.Popen(shell.tied(walk), stdin=unzip.stdout, stdout=subprocess.PIPE,
@@ -216,6 +223,45 @@ def route(source: Path, cuts: list[int], outs: list[Path], threads: int, shown: 
     if walker.returncode != 0:
         raise ToolError([str(walk), "route"], walker.returncode, shell.tail(error), context=doing)
     return [int(n) for n in out.split()]
+
+
+def route_range(source: Path, cuts: list[int], outs: list[Path], threads: int, references: int | None,
+                start: int, limit: int, shown: str) -> tuple[int, int, list[int]] | None:
+    """One route group's share (bamwalk range): the source decompressed from file byte `start` (a block's
+    start), its records routed as `route` does until the first one starting at or after uncompressed
+    byte `limit` (of this stream). With `references` None the stream starts with the header (file byte
+    0) and the outputs get it; else they get records only, from the first record start found by checks
+    over several records (a guess). (first record's offset, where the last ended, counts), offsets in
+    this stream; None when no record start was found or the walk failed (a wrong guess reads garbage:
+    the caller routes that share again from a known record start, which reports bad input as `route`).
+    InputError, as `route`, only for a group that starts with the header. Unavailable without bamwalk."""
+    if len(outs) != len(cuts) + 1 or cuts != sorted(cuts) or min(cuts, default=0) < 0:
+        raise ValueError(f"route_range: {len(outs)} outputs need {len(outs) - 1} increasing cuts, not {cuts}")
+    walk = program()
+    if walk is None:
+        raise Unavailable("bamwalk is not built")
+    doing = f"splitting {shown}"
+    argv = [str(walk), "range", str(-1 if references is None else references), str(limit), ",".join(map(str, cuts)),
+            *map(str, outs)]
+    with _decompressing(source, threads, argv, start) as (unzip, walker):
+        out, error = _finish(walker, doing)
+        _, unzipped = _finish(unzip, doing)
+    lines = out.decode().split("\n")
+    stopped = walker.returncode == 0 and len(lines) >= 2 and lines[0] != "none"
+    if references is not None:
+        if not stopped:
+            return None
+    elif walker.returncode in (MALFORMED, TRUNCATED) or (unzip.returncode > 0 and walker.returncode != 0):
+        if unzip.returncode > 0 and walker.returncode in (0, TRUNCATED):
+            raise InputError(f"{shown}: unreadable alignment records: {_bgzf_reason(source, unzipped, shown)}")
+        reason = shell.tail(error, 1).removeprefix("bamwalk range: ")
+        raise InputError(f"{shown}: unreadable alignment records: {reason}")
+    elif walker.returncode == 0 and unzip.returncode > 0 and stopped and int(lines[0].split()[1]) < limit:
+        raise InputError(f"{shown}: unreadable alignment records: {_bgzf_reason(source, unzipped, shown)}")
+    elif walker.returncode != 0:
+        raise ToolError([str(walk), "range"], walker.returncode, shell.tail(error), context=doing)
+    first, end = map(int, lines[0].split())
+    return first, end, [int(n) for n in lines[1].split()]
 
 
 def _bgzf_reason(source: Path, stderr: str, shown: str) -> str:

@@ -114,9 +114,16 @@ class SplitSteps(Protocol):
         ...
 
     def route(self, source: Path, plan: dict[str, Any], which: list[int], outs: list[Path], threads: int,
-              shown: str, compress: bool) -> list[int]:
-        """Write the parts numbered `which` (unsorted) to `outs` in one read of the source, compressed when
-        `compress` (they travel over a network); their record counts."""
+              shown: str, compress: bool, group: int = 0, groups: int = 1) -> dict[str, Any]:
+        """Write route group `group` of `groups`'s pieces of the parts numbered `which` (unsorted) to `outs`,
+        reading about its share of the source, compressed when `compress` (they travel over a network);
+        a JSON-able report whose "counts" are the pieces' record counts. Part i is its pieces laid end to
+        end in group order, once confirmed() accepts the groups' reports; one group makes whole parts."""
+        ...
+
+    def confirmed(self, reports: list[dict[str, Any]]) -> bool:
+        """Whether the route groups' reports (in group order) prove their pieces hold every record once:
+        if not, each part is routed again from the whole source in one group."""
         ...
 
     def sort_part(self, unsorted: Path, out: Path, plan: dict[str, Any], settings: BuildSettings,

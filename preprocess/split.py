@@ -87,26 +87,38 @@ def _part(store: ArtifactStore, key: str, i: int, state: str) -> str:
     return f"{parts_dir(store, key)}/{i}.{state}"
 
 
+def _piece(store: ArtifactStore, key: str, i: int, g: int) -> str:
+    """Part i's piece from route group g: its records that start in the group's share of the source."""
+    return f"{parts_dir(store, key)}/{i}.{g}.unsorted"
+
+
+def _report(store: ArtifactStore, key: str, g: int) -> str:
+    """Route group g's report (written last: its pieces are whole): its counts and where it started and ended."""
+    return f"{parts_dir(store, key)}/route.{g}.json"
+
+
+def _fetch(doc: FileDoc, settings: Settings, scratch: Path) -> tuple[sources.Fetched, sources.Hashing | None]:
+    """The source on local disk, hashed beside its reading when it is a local file (as build_doc does)."""
+    if doc.md5 and sources.is_local(doc.access_url):
+        hashing = sources.Hashing(doc)
+        return sources.Fetched(hashing.path, doc.md5, "", doc.size or hashing.state[2], hashing.state), hashing
+    return sources.fetch(doc, scratch, settings.source), None
+
+
 def route_group(doc: FileDoc, fmt: str, settings: Settings, key: str, groups: int, g: int) -> dict[str, float]:
-    """Write the unsorted parts of group g, and each one's record count, to the parts area; route-0 also
-    writes the plan with the source's hashes. Parts already there (sorted or not) are not made again."""
+    """Route group g of `groups`: its share of the source read, every part's piece of it and the group's
+    report written to the parts area; route-0 also writes the plan with the source's hashes. A group
+    whose report is there is not routed again."""
     store = open_store(settings)
     area = parts_dir(store, key)
-    if store.exists(f"{area}/{PLAN}"):
-        planned = store.read_json(f"{area}/{PLAN}")["plan"]["parts"]
-        if all(store.exists(_part(store, key, i, "count")) for i in group(planned, groups, g)):
-            return {"route": 0.0}
+    if store.exists(f"{area}/{PLAN}") and store.exists(_report(store, key, g)):
+        return {"route": 0.0}
     scratch = make_scratch(settings.scratch, doc.id)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     try:
         with shell.time_cap(settings.task_timeout):
-            hashing = None
-            if doc.md5 and sources.is_local(doc.access_url):  # hashed beside the route, as build_doc does
-                hashing = sources.Hashing(doc)
-                fetched = sources.Fetched(hashing.path, doc.md5, "", doc.size or hashing.state[2], hashing.state)
-            else:
-                fetched = sources.fetch(doc, scratch, settings.source)
+            fetched, hashing = _fetch(doc, settings, scratch)
             timings["fetch"] = round(time.perf_counter() - started, 4)
             if key_for(pipeline_for(fmt), fetched.md5, settings) != key:
                 raise StoreError(f"{doc.id}: the source's md5 {fetched.md5} does not give key {key}")
@@ -115,11 +127,10 @@ def route_group(doc: FileDoc, fmt: str, settings: Settings, key: str, groups: in
             steps = _steps(fmt)
             try:
                 plan = steps.plan(fetched.path, shown, bsettings)
-                mine = group(plan["parts"], groups, g) if plan["parts"] > 1 else []
-                todo = [i for i in mine if not store.exists(_part(store, key, i, "count"))]
-                outs = [scratch / f"{i}.unsorted" for i in todo]
-                counts = steps.route(fetched.path, plan, todo, outs, bsettings.threads, shown,
-                                     store.over_network) if todo else []
+                mine = list(range(plan["parts"])) if plan["parts"] > 1 else []
+                outs = [scratch / f"{i}.{g}.unsorted" for i in mine]
+                report = steps.route(fetched.path, plan, mine, outs, bsettings.threads, shown, store.over_network,
+                                     g, groups) if mine else {}
             except Exception:
                 if hashing is not None:
                     hashing.result()  # a source that is not the document's is the cause to report
@@ -127,14 +138,15 @@ def route_group(doc: FileDoc, fmt: str, settings: Settings, key: str, groups: in
             if hashing is not None:
                 fetched = hashing.result()  # before any part is stored: an md5 mismatch stores nothing
             sources.check_unchanged(doc.id, fetched)  # the parts hold the bytes that were hashed
-            for i, out, count in zip(todo, outs, counts, strict=True):
-                store.put(out, _part(store, key, i, "unsorted"), move=True)
-                (scratch / "count").write_text(str(count))
-                store.put(scratch / "count", _part(store, key, i, "count"), move=True)  # last: the part is whole
+            for i, out in zip(mine, outs, strict=True):
+                store.put(out, _piece(store, key, i, g), move=True)
             if g == 0:
-                body = {"md5": fetched.md5, "sha256": fetched.sha256, "size": fetched.size, "plan": plan}
+                body = {"md5": fetched.md5, "sha256": fetched.sha256, "size": fetched.size, "plan": plan,
+                        "groups": groups}
                 (scratch / PLAN).write_text(json.dumps(body))
                 store.put(scratch / PLAN, f"{area}/{PLAN}", move=True)
+            (scratch / "report").write_text(json.dumps(report))
+            store.put(scratch / "report", _report(store, key, g), move=True)  # last: the group's pieces are whole
     except Exception as exc:
         raise name_failure(doc, exc, scratch) from None
     finally:
@@ -148,8 +160,8 @@ def sort_part(doc: FileDoc, fmt: str, settings: Settings, key: str, i: int, rout
     """Sort part i into the parts area (skipped when it is there, or when the file has fewer parts)."""
     store = open_store(settings)
     timings = {"fetch": max(t.get("fetch", 0.0) for t in routes), "route": max(t.get("route", 0.0) for t in routes)}
-    unsorted = _part(store, key, i, "unsorted")
-    if store.exists(_part(store, key, i, "sorted")) or not store.exists(unsorted):
+    info = store.read_json(f"{parts_dir(store, key)}/{PLAN}")
+    if store.exists(_part(store, key, i, "sorted")) or i >= info["plan"]["parts"] or info["plan"]["parts"] <= 1:
         return {**timings, "sort_part": 0.0}
     started = time.perf_counter()
     _sort(doc, fmt, settings, store, key, i)
@@ -157,17 +169,42 @@ def sort_part(doc: FileDoc, fmt: str, settings: Settings, key: str, i: int, rout
 
 
 def _sort(doc: FileDoc, fmt: str, settings: Settings, store: ArtifactStore, key: str, i: int) -> None:
+    """Part i: its pieces laid end to end in group order when the groups' seams are confirmed, else routed
+    again from the whole source (exact whatever the groups guessed); sorted, with its record count."""
     scratch = make_scratch(settings.scratch, doc.id)
     try:
         with shell.time_cap(settings.task_timeout):
-            plan = store.read_json(f"{parts_dir(store, key)}/{PLAN}")["plan"]
-            source = store.local_copy(_part(store, key, i, "unsorted"), scratch / f"{i}.unsorted")
-            out, *more = _steps(fmt).sort_part(source, scratch / f"{i}.sorted", plan, build_settings(settings),
-                                               scratch)
+            info = store.read_json(f"{parts_dir(store, key)}/{PLAN}")
+            plan, groups = info["plan"], info["groups"]
+            steps = _steps(fmt)
+            reports = [store.read_json(_report(store, key, g)) for g in range(groups)]
+            source = scratch / f"{i}.unsorted"
+            if steps.confirmed(reports):
+                count = sum(report["counts"][i] for report in reports if report["counts"])
+                with open(source, "wb") as joined:
+                    for g in range(groups):
+                        piece = store.local_copy(_piece(store, key, i, g), scratch / f"{i}.{g}.unsorted")
+                        with open(piece, "rb") as stream:
+                            shutil.copyfileobj(stream, joined, 1 << 24)
+            else:  # a seam not confirmed: this part from one read of the whole source
+                fetched, hashing = _fetch(doc, settings, scratch)
+                if hashing is not None:
+                    fetched = hashing.result()
+                if fetched.md5 != info["md5"]:
+                    raise StoreError(f"{doc.id}: the source's md5 {fetched.md5} is not the routed one's {info['md5']}")
+                bsettings = build_settings(settings)
+                count = steps.route(fetched.path, plan, [i], [source], bsettings.threads,
+                                    doc.name or fetched.path.name, False)["counts"][0]
+                sources.check_unchanged(doc.id, fetched)
+            out, *more = steps.sort_part(source, scratch / f"{i}.sorted", plan, build_settings(settings), scratch)
+            (scratch / "count").write_text(str(count))
+            store.put(scratch / "count", _part(store, key, i, "count"), move=True)
             for k, extra in enumerate(more, 1):  # the part's own index: before the part, which says it is whole
                 store.put(extra, _part(store, key, i, f"sorted.{k}"), move=True)
             store.put(out, _part(store, key, i, "sorted"), move=True)
-            store.remove(_part(store, key, i, "unsorted"))
+            for g in range(groups):
+                if store.exists(_piece(store, key, i, g)):
+                    store.remove(_piece(store, key, i, g))
     except Exception as exc:
         raise name_failure(doc, exc, scratch) from None
     finally:
@@ -214,7 +251,7 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, info: dict[str,
     plan = info["plan"]
     for i in range(plan["parts"]):  # a part no sort task was submitted for (a size the document misstated)
         if not store.exists(_part(store, key, i, "sorted")):
-            if not store.exists(_part(store, key, i, "unsorted")):
+            if not all(store.exists(_report(store, key, g)) for g in range(info["groups"])):
                 raise StoreError(f"{doc.id}: part {i} of {plan['parts']} is missing from {parts_dir(store, key)}")
             _sort(doc, fmt, settings, store, key, i)
     started = time.perf_counter()

@@ -344,3 +344,38 @@ def test_a_program_removed_after_its_build_is_built_again(fresh_build, monkeypat
     assert built is not None
     built.unlink()
     assert native.program() == built and built.is_file()
+
+
+def test_range_routes_one_share_of_the_blocks_from_a_found_record_start_to_the_limit(data):
+    """bamwalk range: the first share under the header, the next from a record start found inside a block
+    (bgzip's blocks cut records), both ending where a record starts past their limit; the two shares'
+    pieces, laid end to end, are route's parts."""
+    from pipelines import bgzf
+
+    raw = bytes(raw_of(samples.bam(data / "in.bam", reads=3000)))
+    bam = data / "spans.bam"
+    bam.write_bytes(samples.bgzf_compress(raw))  # a block every 0xff00 bytes, records across the cuts
+    with open(bam, "rb") as stream:
+        blocks = list(bgzf.walk(stream))
+    whole = [data / f"whole{k}.bam" for k in range(2)]
+    counts = native.route(bam, [1], whole, 1)
+    cut = blocks[2].offset  # share 0: blocks 0 and 1; share 1: the rest
+    limit = blocks[0].isize + blocks[1].isize
+    first = [data / f"a{k}.bam" for k in range(2)]
+    found = native.route_range(bam, [1], first, 1, None, 0, limit, "spans.bam")
+    assert found is not None
+    start, end, first_counts = found
+    assert start == first_record(raw) and limit <= end < limit + 0xFF00
+    rest = [data / f"b{k}.bam" for k in range(2)]
+    found = native.route_range(bam, [1], rest, 1, 3, cut, len(raw) - limit, "spans.bam")
+    assert found is not None
+    assert found[0] == end - limit and found[1] == len(raw) - limit  # the guess is the true seam
+    assert [a + b for a, b in zip(first_counts, found[2], strict=True)] == counts
+    assert [a.read_bytes() + b.read_bytes() for a, b in zip(first, rest, strict=True)] == [
+        out.read_bytes() for out in whole]
+
+
+def test_range_finds_no_record_start_in_bytes_that_are_no_records(data):
+    bam = data / "noise.bam"
+    bam.write_bytes(samples.bgzf_compress(bytes(range(256)) * 1000))
+    assert native.route_range(bam, [], [data / "out.bam"], 1, 5, 0, 256_000, "noise.bam") is None

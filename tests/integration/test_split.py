@@ -165,7 +165,7 @@ def test_parts_compressed_to_travel_sort_to_the_same_bytes(tmp_path):
     made = {}
     for compress in (False, True):
         outs = [tmp_path / f"{compress}-{i}.bam" for i in range(layout["parts"])]
-        counts = STEPS.route(bam, layout, list(range(layout["parts"])), outs, 1, "a.bam", compress)
+        counts = STEPS.route(bam, layout, list(range(layout["parts"])), outs, 1, "a.bam", compress)["counts"]
         assert sum(counts) == 3020 and layout["parts"] == 3
         assert all(out.read_bytes()[:4] == (b"\x1f\x8b\x08\x04" if compress else b"BAM\x01") for out in outs)
         made[compress] = [STEPS.sort_part(out, out.with_suffix(".sorted"), layout, settings, tmp_path)[0].read_bytes()
@@ -269,7 +269,7 @@ def test_bad_input_fails_with_the_one_pass_sorts_message(tmp_path, make):
 
 def test_a_source_changed_while_its_parts_are_routed_commits_nothing(tmp_path, monkeypatch):
     bam = samples.bam(tmp_path / "r.bam", reads=3000)
-    real = alignments_split.route
+    real = alignments_split.route_share
 
     def route_then_append(source, *args, **kwargs):  # type: ignore[no-untyped-def]
         counts = real(source, *args, **kwargs)
@@ -277,7 +277,7 @@ def test_a_source_changed_while_its_parts_are_routed_commits_nothing(tmp_path, m
             out.write(b"\0")
         return counts
 
-    monkeypatch.setattr(alignments_split, "route", route_then_append)
+    monkeypatch.setattr(alignments_split, "route_share", route_then_append)
     settings = settings_for(tmp_path, "store")
     doc = doc_for(bam)
     with pytest.raises(preprocess.SourceError, match="changed while it was being built"):
@@ -339,3 +339,93 @@ def test_an_already_sorted_bam_keeps_its_blocks_however_big(tmp_path):
     assert whole.records["path"] == parted.records["path"] == "sorted-input"
     assert_same_bytes(whole, parted)
     assert not list((tmp_path / "many-2").glob("parts/*"))  # nothing left in the parts area
+
+
+def raw_bam(path: Path) -> tuple[bytes, list[bytes]]:
+    """A sample BAM's uncompressed header bytes and its records' bytes."""
+    import gzip
+    import struct
+
+    raw = gzip.decompress(samples.bam(path, reads=3000).read_bytes())
+    at = 12 + struct.unpack_from("<i", raw, 4)[0]
+    for _ in range(struct.unpack_from("<i", raw, at - 4)[0]):
+        at += 8 + struct.unpack_from("<i", raw, at)[0]
+    header, records = raw[:at], []
+    while at < len(raw):
+        size = 4 + struct.unpack_from("<i", raw, at)[0]
+        records.append(raw[at:at + size])
+        at += size
+    return header, records
+
+
+def with_tag(record: bytes, payload: bytes) -> bytes:
+    """`record` with an XB:B:C array tag holding `payload` appended (any bytes, NULs included)."""
+    import struct
+
+    tag = b"XBBC" + struct.pack("<I", len(payload)) + payload
+    return struct.pack("<i", len(record) - 4 + len(tag)) + record[4:] + tag
+
+
+def reblocked(path: Path, raw: bytes) -> Path:
+    """`raw` (an uncompressed BAM) BGZF-compressed by bgzip, which cuts a block every 0xff00 bytes
+    whatever the records: records cross block boundaries."""
+    path.write_bytes(samples.bgzf_compress(raw))
+    return path
+
+
+def routed(bam: Path, groups: int) -> tuple[list[bytes], bool]:
+    """Every part of `bam` as its route groups' pieces laid end to end, and whether their seams were confirmed."""
+    layout = STEPS.plan(bam, bam.name, build_settings(load_settings()))
+    parts = list(range(layout["parts"]))
+    outs = [[bam.with_name(f"{groups}-{g}-{i}") for i in parts] for g in range(groups)]
+    reports = [STEPS.route(bam, layout, parts, outs[g], 1, bam.name, False, g, groups) for g in range(groups)]
+    return [b"".join(outs[g][i].read_bytes() for g in range(groups)) for i in parts], STEPS.confirmed(reports)
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_records_across_bgzf_blocks_route_in_groups_to_the_one_groups_parts(tmp_path, groups):
+    header, records = raw_bam(tmp_path / "a.bam")
+    bam = reblocked(tmp_path / "spans.bam", header + b"".join(records))
+    with open(bam, "rb") as stream:
+        from pipelines import bgzf
+
+        assert len(list(bgzf.walk(stream))) >= 5  # records start mid-block, not at a block's start
+    whole, _ = routed(bam, 1)
+    pieces, confirmed = routed(bam, groups)
+    assert confirmed and pieces == whole
+    one, parted = both_ways(bam, tmp_path, groups)
+    assert Path(one.artifacts["data"]).read_bytes() == Path(parted.artifacts["data"]).read_bytes()
+
+
+def test_a_block_starting_with_records_inside_a_tag_is_not_taken_for_a_seam(tmp_path):
+    """A record whose tag holds copies of other records, the copies starting the second block exactly: the
+    second group's guess is those copies; it is not confirmed, and the parts are still exact."""
+    header, records = raw_bam(tmp_path / "a.bam")
+    k = max(n for n in range(len(records)) if len(header) + sum(map(len, records[:n + 1])) < 0xFF00 - 2000)
+    before = len(header) + sum(map(len, records[:k + 1]))
+    fake = b"".join(records[k + 1:k + 7])
+    records[k] = with_tag(records[k], b"\x01" * (0xFF00 - before - 8) + fake)
+    bam = reblocked(tmp_path / "fake.bam", header + b"".join(records))
+    from pipelines.alignments_split import shares
+
+    groups = len(shares(bam, 64)) - 1  # enough groups that every block starts one
+    whole, _ = routed(bam, 1)
+    pieces, confirmed = routed(bam, groups)
+    assert not confirmed and pieces != whole  # the guess took the copies for records
+    one, parted = both_ways(bam, tmp_path, groups)
+    assert parted.status == "built" and parted.records["in"] == one.records["in"] == 3020
+    assert Path(one.artifacts["data"]).read_bytes() == Path(parted.artifacts["data"]).read_bytes()
+
+
+def test_groups_with_no_record_start_in_their_share_still_give_the_exact_parts(tmp_path):
+    """A record three blocks long (random bytes: its blocks are as big compressed): the groups that start
+    inside it find no record start, and the file is built exactly."""
+    header, records = raw_bam(tmp_path / "a.bam")
+    records[len(records) // 2] = with_tag(records[len(records) // 2], random.Random(5).randbytes(200_000))
+    bam = reblocked(tmp_path / "long.bam", header + b"".join(records))
+    whole, _ = routed(bam, 1)
+    pieces, confirmed = routed(bam, 40)
+    assert not confirmed
+    one, parted = both_ways(bam, tmp_path, 40)
+    assert parted.status == "built"
+    assert Path(one.artifacts["data"]).read_bytes() == Path(parted.artifacts["data"]).read_bytes()
