@@ -7,7 +7,7 @@ Two `dask worker` processes, each pinned with taskset to a core of its own with 
 merge- tasks; parts meet in a local store); against `samtools sort` + `samtools index` pinned to one
 such core. Each run alternates the two, in fresh folders. Reported: medians of the wall times, their
 ratio (the speed-up), the stage times from the manifest (route: the slowest route task, each reads
-the whole source; sort_part: the slowest part's sort, sort_parts: all parts' sorts added up; merge:
+its share of the source's blocks; sort_part: the slowest part's sort, sort_parts: all parts' sorts added up; merge:
 concatenation, index and checks, serial) and the projection to N workers from them,
 T(N) = route + ceil(P / N) * sort_parts / P + merge + commit (P parts; no worker sorts a fraction of a part).
 The BAM is `samtools cat` of copies of benchmarks/data/reads-2000000.bam (made by benchmarks.run).

@@ -3,12 +3,14 @@
 The pipeline defines the output as parts decided by the content and the key alone (contract.SplitSteps;
 today a BAM above split.part-size, pipelines/alignments_split.py), and its single build makes the same
 parts one after another; here they are made side by side, so the bytes do not depend on the cluster.
-A route task reads the source once and writes the unsorted parts of its group (one group per worker),
-a sort_part task sorts one part, and the merge lays the sorted parts end to end, indexes and checks the
-output as the single build does, and commits the key (manifest last). The tasks meet only through the
-store's parts area, <root>/parts/<key>/, each part written whole (a temporary name, then renamed; an
-object store's upload is whole or absent); a part already there is not made again, so a lost worker
-costs its parts, not the file. The merge removes the parts area.
+A route task (one group per worker) reads its share of the source and writes every part's piece of it,
+a sort_part task lays one part's pieces end to end (or routes the part again from the whole source
+when the steps do not confirm the groups' seams) and sorts it, and the merge lays the sorted parts end
+to end, indexes and checks the output as the single build does, and commits the key (manifest last).
+The tasks meet only through the store's parts area, <root>/parts/<key>/, each piece and part written
+whole (a temporary name, then renamed; an object store's upload is whole or absent); a group's report
+or a sorted part already there is not made again, so a lost worker costs its work, not the file.
+The merge removes the parts area.
 """
 
 from __future__ import annotations
