@@ -14,6 +14,7 @@ several workers (route-, sort_part-, merge- tasks): which worker sorts which par
 from __future__ import annotations
 
 import itertools
+import mmap
 import os
 import struct
 from dataclasses import replace
@@ -134,8 +135,16 @@ def shares(source: Path, groups: int) -> list[tuple[int, int]]:
     BGZF block starting at or after g * size / groups (group 0 at 0), then the file's end (its size,
     its uncompressed size). Read from the blocks' headers and trailers, without inflating."""
     size = source.stat().st_size
-    with open(source, "rb") as stream:
-        blocks = [(block.offset, block.isize) for block in bgzf.walk(stream)]
+    blocks, offset = [], 0
+    with open(source, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        while offset + 18 <= size:  # plan() refused a damaged file: the headers alone, fast
+            if data[offset:offset + 4] != b"\x1f\x8b\x08\x04" or data[offset + 12:offset + 14] != b"BC":
+                stream.seek(0)
+                blocks = [(block.offset, block.isize) for block in bgzf.walk(stream)]  # its Fault, in words
+                break
+            after = offset + struct.unpack_from("<H", data, offset + 16)[0] + 1
+            blocks.append((offset, struct.unpack_from("<I", data, after - 4)[0]))
+            offset = after
     found, before, g = [], 0, 0
     for offset, isize in blocks:
         while g < groups and offset >= g * size / groups:
@@ -195,17 +204,22 @@ def confirmed(reports: list[dict[str, Any]]) -> bool:
     return end is not None and end == reports[0]["total"]
 
 
-def sort_part(unsorted: Path, out: Path, layout: dict[str, Any], settings: BuildSettings, workdir: Path
+def sort_part(pieces: list[Path], out: Path, layout: dict[str, Any], settings: BuildSettings, workdir: Path
               ) -> list[Path]:
-    """samtools sort of one part, at the build's compression level (its record blocks are the output's),
-    writing the part's BAI in the same pass (merge_bai); a CSI layout is indexed whole instead. The
-    part's files: [out] or [out, its BAI]."""
+    """samtools sort of one part, its pieces laid end to end (`cat` into the sort: no joined copy on
+    disk), at the build's compression level (its record blocks are the output's), writing the part's
+    BAI in the same pass (merge_bai); a CSI layout is indexed whole instead. The part's files: [out] or
+    [out, its BAI]."""
     index = out.with_name(f"{out.name}.bai")
     bai = index_kind_for(layout["lengths"]) == "bai"
-    shell.run(["samtools", "sort", "--no-PG", "-l", str(settings.compression_level), "-m", settings.sort_memory,
-               "-@", str(settings.threads), "-T", str(workdir / f"sort-tmp-{unsorted.stem}"),
-               *(["--write-index", "-o", f"{out}##idx##{index}"] if bai else ["-o", str(out)]), str(unsorted)],
-              context=f"sorting part {unsorted.name}")
+    argv = ["samtools", "sort", "--no-PG", "-l", str(settings.compression_level), "-m", settings.sort_memory,
+            "-@", str(settings.threads), "-T", str(workdir / f"sort-tmp-{pieces[0].stem}"),
+            *(["--write-index", "-o", f"{out}##idx##{index}"] if bai else ["-o", str(out)])]
+    if len(pieces) == 1:
+        shell.run([*argv, str(pieces[0])], context=f"sorting part {pieces[0].name}")
+    else:
+        shell.pipe('n=$1; shift; cat -- "${@:n+1}" | "${@:1:n}"', len(argv) + 1, *argv, "-", *pieces,
+                   context=f"sorting part {pieces[0].name}")
     return [out, index] if bai else [out]
 
 
@@ -353,7 +367,7 @@ def build_parted(ctx: BuildContext, layout: dict[str, Any]) -> BuildOutput:
     made = []
     with ctx.stage("sort"):
         for part in unsorted:
-            made.append(sort_part(part, part.with_name(part.name.replace(".unsorted.", ".sorted.")), layout,
+            made.append(sort_part([part], part.with_name(part.name.replace(".unsorted.", ".sorted.")), layout,
                                   ctx.settings, ctx.workdir))
             part.unlink()
     with ctx.stage("merge"):
@@ -380,9 +394,9 @@ class AlignmentSplitSteps:
     def confirmed(self, reports: list[dict[str, Any]]) -> bool:
         return confirmed(reports)
 
-    def sort_part(self, unsorted: Path, out: Path, layout: dict[str, Any], settings: BuildSettings,
+    def sort_part(self, pieces: list[Path], out: Path, layout: dict[str, Any], settings: BuildSettings,
                   workdir: Path) -> list[Path]:
-        return sort_part(unsorted, out, layout, settings, workdir)
+        return sort_part(pieces, out, layout, settings, workdir)
 
     def finish(self, parts: list[list[Path]], layout: dict[str, Any], records_in: int, settings: BuildSettings,
                workdir: Path, shown: str) -> BuildOutput:

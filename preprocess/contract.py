@@ -126,9 +126,10 @@ class SplitSteps(Protocol):
         if not, each part is routed again from the whole source in one group."""
         ...
 
-    def sort_part(self, unsorted: Path, out: Path, plan: dict[str, Any], settings: BuildSettings,
+    def sort_part(self, pieces: list[Path], out: Path, plan: dict[str, Any], settings: BuildSettings,
                   workdir: Path) -> list[Path]:
-        """Sort one part into `out`; the sorted part's files, `out` first (the rest: what finish may use)."""
+        """Sort one part, its unsorted pieces laid end to end in order, into `out`; the sorted part's
+        files, `out` first (the rest: what finish may use)."""
         ...
 
     def finish(self, parts: list[list[Path]], plan: dict[str, Any], records_in: int, settings: BuildSettings,

@@ -180,14 +180,10 @@ def _sort(doc: FileDoc, fmt: str, settings: Settings, store: ArtifactStore, key:
             plan, groups = info["plan"], info["groups"]
             steps = _steps(fmt)
             reports = [store.read_json(_report(store, key, g)) for g in range(groups)]
-            source = scratch / f"{i}.unsorted"
             if steps.confirmed(reports):
                 count = sum(report["counts"][i] for report in reports if report["counts"])
-                with open(source, "wb") as joined:
-                    for g in range(groups):
-                        piece = store.local_copy(_piece(store, key, i, g), scratch / f"{i}.{g}.unsorted")
-                        with open(piece, "rb") as stream:
-                            shutil.copyfileobj(stream, joined, 1 << 24)
+                pieces = [store.local_copy(_piece(store, key, i, g), scratch / f"{i}.{g}.unsorted")
+                          for g in range(groups)]
             else:  # a seam not confirmed: this part from one read of the whole source
                 fetched, hashing = _fetch(doc, settings, scratch)
                 if hashing is not None:
@@ -195,10 +191,11 @@ def _sort(doc: FileDoc, fmt: str, settings: Settings, store: ArtifactStore, key:
                 if fetched.md5 != info["md5"]:
                     raise StoreError(f"{doc.id}: the source's md5 {fetched.md5} is not the routed one's {info['md5']}")
                 bsettings = build_settings(settings)
-                count = steps.route(fetched.path, plan, [i], [source], bsettings.threads,
+                pieces = [scratch / f"{i}.unsorted"]
+                count = steps.route(fetched.path, plan, [i], pieces, bsettings.threads,
                                     doc.name or fetched.path.name, False)["counts"][0]
                 sources.check_unchanged(doc.id, fetched)
-            out, *more = steps.sort_part(source, scratch / f"{i}.sorted", plan, build_settings(settings), scratch)
+            out, *more = steps.sort_part(pieces, scratch / f"{i}.sorted", plan, build_settings(settings), scratch)
             (scratch / "count").write_text(str(count))
             store.put(scratch / "count", _part(store, key, i, "count"), move=True)
             for k, extra in enumerate(more, 1):  # the part's own index: before the part, which says it is whole

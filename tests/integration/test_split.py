@@ -168,7 +168,7 @@ def test_parts_compressed_to_travel_sort_to_the_same_bytes(tmp_path):
         counts = STEPS.route(bam, layout, list(range(layout["parts"])), outs, 1, "a.bam", compress)["counts"]
         assert sum(counts) == 3020 and layout["parts"] == 3
         assert all(out.read_bytes()[:4] == (b"\x1f\x8b\x08\x04" if compress else b"BAM\x01") for out in outs)
-        made[compress] = [STEPS.sort_part(out, out.with_suffix(".sorted"), layout, settings, tmp_path)[0].read_bytes()
+        made[compress] = [STEPS.sort_part([out], out.with_suffix(".sorted"), layout, settings, tmp_path)[0].read_bytes()
                           for out in outs]
     assert made[True] == made[False]
 
