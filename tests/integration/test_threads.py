@@ -43,7 +43,7 @@ def _threads_alone() -> int:
 
 def test_tasks_running_side_by_side_share_the_cores(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0", silence_logs=40) as cluster, Client(cluster) as client:
         alone = client.submit(_threads_alone, pure=False).result(timeout=60)
         pair = [client.submit(_threads_beside, mine, other, pure=False) for mine, other in (("a", "b"), ("b", "a"))]
         shared = [future.result(timeout=60) for future in pair]
