@@ -429,3 +429,23 @@ def test_groups_with_no_record_start_in_their_share_still_give_the_exact_parts(t
     one, parted = both_ways(bam, tmp_path, 40)
     assert parted.status == "built"
     assert Path(one.artifacts["data"]).read_bytes() == Path(parted.artifacts["data"]).read_bytes()
+
+
+def test_compressed_pieces_of_three_groups_sort_to_the_whole_parts_bytes(tmp_path):
+    """Over a network store each group's pieces are BGZF (each with its EOF block): cat into the sort,
+    they give the sorted parts of one group's raw parts."""
+    header, records = raw_bam(tmp_path / "a.bam")
+    bam = reblocked(tmp_path / "spans.bam", header + b"".join(records))
+    settings = build_settings(settings_for(tmp_path, "s"))
+    layout = STEPS.plan(bam, bam.name, settings)
+    parts = list(range(layout["parts"]))
+    assert len(parts) == 3
+    outs = [[tmp_path / f"z{g}-{i}" for i in parts] for g in range(3)]
+    reports = [STEPS.route(bam, layout, parts, outs[g], 1, bam.name, True, g, 3) for g in range(3)]
+    assert STEPS.confirmed(reports)
+    whole = [tmp_path / f"w-{i}" for i in parts]
+    STEPS.route(bam, layout, parts, whole, 1, bam.name, False)
+    for i in parts:
+        made = STEPS.sort_part([outs[g][i] for g in range(3)], tmp_path / f"z{i}.sorted", layout, settings, tmp_path)
+        one = STEPS.sort_part([whole[i]], tmp_path / f"w{i}.sorted", layout, settings, tmp_path)
+        assert made[0].read_bytes() == one[0].read_bytes()
