@@ -26,7 +26,7 @@ from . import shell, sources
 from .build import build_doc, build_settings, key_for, key_parameters, name_failure, open_store
 from .config import Settings
 from .contract import SplitSteps
-from .errors import StoreError
+from .errors import InputError, SourceError, StoreError
 from .keys import LAYOUT, is_key
 from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
 from .registry import pipeline_for, split_steps
@@ -99,9 +99,25 @@ def _report(store: ArtifactStore, key: str, g: int) -> str:
     return f"{parts_dir(store, key)}/route.{g}.json"
 
 
-def _fetch(doc: FileDoc, settings: Settings, scratch: Path) -> tuple[sources.Fetched, sources.Hashing | None]:
-    """The source on local disk, hashed beside its reading when it is a local file (as build_doc does)."""
+def _seen(report: dict[str, Any]) -> tuple[int, ...] | None:
+    """The source's state a route group read (inode, size, mtime, ctime: the device number may differ
+    between hosts sharing a filesystem); None for a source fetched to scratch, whose hash the group checked."""
+    state = report.get("source_state")
+    return tuple(state[1:]) if state else None
+
+
+def _fetch(doc: FileDoc, settings: Settings, scratch: Path, hashed: bool = True
+           ) -> tuple[sources.Fetched, sources.Hashing | None]:
+    """The source on local disk, hashed beside its reading when it is a local file (as build_doc does).
+    `hashed` False (route groups after the first): a local file is only read, its state taken first; the
+    sort tasks compare it with the hashed group's, so each byte read is one that was hashed."""
     if doc.md5 and sources.is_local(doc.access_url):
+        if not hashed:
+            path = sources.local_path(doc.access_url)
+            if not path.is_file():
+                raise InputError(f"{doc.id}: source {doc.access_url} does not exist or is not a file", doc_id=doc.id)
+            state = sources.file_state(path)
+            return sources.Fetched(path, doc.md5, "", doc.size or state[2], state), None
         hashing = sources.Hashing(doc)
         return sources.Fetched(hashing.path, doc.md5, "", doc.size or hashing.state[2], hashing.state), hashing
     return sources.fetch(doc, scratch, settings.source), None
@@ -120,7 +136,7 @@ def route_group(doc: FileDoc, fmt: str, settings: Settings, key: str, groups: in
     started = time.perf_counter()
     try:
         with shell.time_cap(settings.task_timeout):
-            fetched, hashing = _fetch(doc, settings, scratch)
+            fetched, hashing = _fetch(doc, settings, scratch, hashed=g == 0)
             timings["fetch"] = round(time.perf_counter() - started, 4)
             if key_for(pipeline_for(fmt), fetched.md5, settings) != key:
                 raise StoreError(f"{doc.id}: the source's md5 {fetched.md5} does not give key {key}")
@@ -147,7 +163,8 @@ def route_group(doc: FileDoc, fmt: str, settings: Settings, key: str, groups: in
                         "groups": groups}
                 (scratch / PLAN).write_text(json.dumps(body))
                 store.put(scratch / PLAN, f"{area}/{PLAN}", move=True)
-            (scratch / "report").write_text(json.dumps(report))
+            state = fetched.read_in_place
+            (scratch / "report").write_text(json.dumps({**report, "source_state": list(state) if state else None}))
             store.put(scratch / "report", _report(store, key, g), move=True)  # last: the group's pieces are whole
     except Exception as exc:
         raise name_failure(doc, exc, scratch) from None
@@ -180,6 +197,9 @@ def _sort(doc: FileDoc, fmt: str, settings: Settings, store: ArtifactStore, key:
             plan, groups = info["plan"], info["groups"]
             steps = _steps(fmt)
             reports = [store.read_json(_report(store, key, g)) for g in range(groups)]
+            if len({_seen(report) for report in reports}) > 1:
+                raise SourceError(f"{doc.id}: source {redact_url(str(doc.access_url))} changed while it was being "
+                                  "built (the route groups read it in different states): nothing was committed")
             if steps.confirmed(reports):
                 count = sum(report["counts"][i] for report in reports if report["counts"])
                 pieces = [store.local_copy(_piece(store, key, i, g), scratch / f"{i}.{g}.unsorted")

@@ -449,3 +449,25 @@ def test_compressed_pieces_of_three_groups_sort_to_the_whole_parts_bytes(tmp_pat
         made = STEPS.sort_part([outs[g][i] for g in range(3)], tmp_path / f"z{i}.sorted", layout, settings, tmp_path)
         one = STEPS.sort_part([whole[i]], tmp_path / f"w{i}.sorted", layout, settings, tmp_path)
         assert made[0].read_bytes() == one[0].read_bytes()
+
+
+def test_a_source_rewritten_between_two_route_groups_commits_nothing(tmp_path, monkeypatch):
+    """Only the first route group hashes a local source; a later group that read it in another state (here,
+    one byte of a read rewritten between the groups, the size unchanged) must not have its pieces sorted."""
+    bam = tied_bam(tmp_path / "ties.bam", {"chr1": 5000, "chr2": 4000, "chr3": 3000})
+    real = split.route_group
+
+    def rewrite_after_the_first(doc, fmt, settings, key, groups, g):  # type: ignore[no-untyped-def]
+        done = real(doc, fmt, settings, key, groups, g)
+        if g == 0:
+            data = bytearray(bam.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            bam.write_bytes(bytes(data))
+        return done
+
+    monkeypatch.setattr(split, "route_group", rewrite_after_the_first)
+    settings = settings_for(tmp_path, "store", part_size=bam.stat().st_size // 3)
+    doc = doc_for(bam)
+    with pytest.raises(preprocess.SourceError, match="changed while it was being built"):
+        split.build_split(doc, "BAM", settings, key_for(pipeline_for("BAM"), doc.md5 or "", settings), 2)
+    assert not list((tmp_path / "store").glob("**/manifest.json"))
