@@ -21,13 +21,7 @@ VCF_HEAD = (b"##fileformat=VCFv4.2\n##contig=<ID=chrB>\n##contig=<ID=chrA>\n"
 def build(spec: intervals.IntervalFormat, source: Path, work: Path, paths: tuple[str, ...] = intervals.PATHS,
           **settings: object) -> tuple[bytes, bytes, dict[str, object]] | str:
     """(data bytes, index bytes, records) of a build in a fresh folder, or the InputError's message."""
-    work.mkdir()
-    ctx = BuildContext(source=source, format=spec.name, workdir=work, settings=BuildSettings(**settings))  # type: ignore[arg-type]
-    try:
-        output = intervals.build_intervals(spec, ctx, source, paths=paths)
-    except InputError as exc:
-        return str(exc)
-    return output.artifacts["data"].read_bytes(), output.artifacts["index"].read_bytes(), output.records
+    return stages(spec, source, work, paths, **settings)[0]
 
 
 def same_as_streaming(spec: intervals.IntervalFormat, source: Path, tmp_path: Path, **settings: object):
