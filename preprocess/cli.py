@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -31,7 +31,9 @@ from .cli_options import (
     write_json,
 )
 from .errors import ConfigError
-from .model import BatchReport, RunResult
+
+if TYPE_CHECKING:
+    from .model import BatchReport, RunResult
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,8 +77,18 @@ def batch(manifest: Path, store: str | None, profile: str | None, address: str |
     finish(_run(docs, settings, options, report_path), json_path)
 
 
+def _hash_early(_: click.Context, __: click.Parameter, source: str) -> str:
+    """A local SOURCE starts being hashed as soon as it is read, on threads, while the settings and the
+    modules a build needs load: the plan and the build take that hash (digests) while the file keeps its state."""
+    if "://" not in source:
+        from . import digests
+
+        digests.start(Path(source).expanduser(), sha256=True)
+    return source
+
+
 @cli.command("run")
-@click.argument("source")
+@click.argument("source", is_eager=True, callback=_hash_early)
 @click.option("--format", "fmt", help="File format (inferred from the name when omitted).")
 @click.option("--md5", help="Expected md5 of the source; a mismatch is an input error.")
 @click.option("--id", "doc_id", help="Identifier for the report (default: the file name).")

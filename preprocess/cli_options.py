@@ -6,11 +6,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .model import BatchReport
+if TYPE_CHECKING:
+    from .model import BatchReport
 
 
 def apply_set(ctx: click.Context, _: click.Parameter, values: tuple[str, ...]) -> None:

@@ -8,7 +8,6 @@ and one key submitted twice runs once (graph.py runs them).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import registry, sources
+from . import digests, registry, sources
 from .build import cached_result, key_for, takes_reference
 from .config import Settings
 from .errors import InputError, StoreError
@@ -131,7 +130,8 @@ def _name_doc(exc: BaseException, doc_id: str) -> BaseException:
 
 def md5_local_sources(docs: list[tuple[int, FileDoc, str]]) -> list[tuple[int, FileDoc, str, str | BaseException]]:
     """md5 of local sources, read here and concurrently (hashlib releases the GIL): a cached answer
-    for a document without an md5 then needs no cluster, which would only hash the same file."""
+    for a document without an md5 then needs no cluster, which would only hash the same file. A build
+    in this process reuses the hash while the file keeps its state (digests)."""
     if not docs:
         return []
     from concurrent.futures import ThreadPoolExecutor
@@ -145,9 +145,7 @@ def md5_local_sources(docs: list[tuple[int, FileDoc, str]]) -> list[tuple[int, F
             if doc.size is not None and doc.size != path.stat().st_size:
                 raise InputError(f"{doc.id}: size mismatch for {redact_url(doc.access_url)}: document says "
                                  f"{doc.size}, file has {path.stat().st_size}")
-            with open(path, "rb") as stream:
-                return index, doc, fmt, hashlib.file_digest(stream, lambda: hashlib.md5(usedforsecurity=False)
-                                                            ).hexdigest()
+            return index, doc, fmt, digests.md5(path)
         except OSError as exc:
             return index, doc, fmt, InputError(f"{doc.id}: cannot read {redact_url(doc.access_url)}: {exc}")
         except InputError as exc:
@@ -206,8 +204,7 @@ def fill_local_md5(items: list[Any]) -> tuple[list[Any], set[int]]:
         if doc.md5 is None and sources.is_local(doc.access_url):
             path = sources.local_path(doc.access_url)
             try:
-                with open(path, "rb") as stream:
-                    digest = hashlib.file_digest(stream, "md5").hexdigest()
+                digest = digests.md5(path)
             except OSError:
                 out.append(doc)  # the build reports the missing or unreadable source
                 continue

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from . import digests
 from .config import SourceSettings
+from .digests import file_state
 from .errors import ConfigError, InputError, PreprocessError, ScratchError, SourceError, scrub
 from .model import FileDoc
 from .shell import check_time, time_left
@@ -41,12 +43,6 @@ class Fetched:
     sha256: str
     size: int
     read_in_place: tuple[int, ...] | None = None
-
-
-def file_state(path: Path) -> tuple[int, ...]:
-    """What changes when a file's bytes do: device, inode, size, and modification and change times (ns)."""
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def check_unchanged(doc_id: str, fetched: Fetched, what: str = "source") -> None:
@@ -82,7 +78,7 @@ def fetch(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
         if not path.is_file():
             raise InputError(f"{doc.id}: source {shown} does not exist or is not a file", doc_id=doc.id)
         try:
-            fetched = _hash_file(path, file_state(path))
+            fetched = _hash_local(path)
         except OSError as exc:
             raise InputError(f"{doc.id}: cannot read {shown}: {exc}", doc_id=doc.id) from None
     else:
@@ -93,40 +89,27 @@ def fetch(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
 
 
 class Hashing:
-    """A local source whose document names its md5, hashed on a thread beside the build (hashlib releases
+    """A local source whose document names its md5, hashed on threads beside the build (hashlib releases
     the GIL): the build starts at once, and `result()` (the Fetched, or the InputError of a mismatch) is
-    taken before anything is committed. Saves a serial read of the whole file."""
+    taken before anything is committed. Saves a serial read of the whole file; a hash of the file in
+    this very state already begun in this process (digests: the CLI's, the plan's) is reused."""
 
     def __init__(self, doc: FileDoc) -> None:
-        import threading
-        from concurrent.futures import Future
-
         self.path = local_path(doc.access_url)
-        shown = str(doc.access_url)
-        if not self.path.is_file():
-            raise InputError(f"{doc.id}: source {shown} does not exist or is not a file", doc_id=doc.id)
-        self.state = state = file_state(self.path)  # before the build or the hash reads a byte
-
-        def read() -> Fetched:
-            try:
-                fetched = _hash_file(self.path, state)
-            except OSError as exc:
-                raise InputError(f"{doc.id}: cannot read {shown}: {exc}", doc_id=doc.id) from None
-            _check(doc, fetched, shown)
-            return fetched
-
-        self._future: Future[Fetched] = Future()
-
-        def run() -> None:
-            try:
-                self._future.set_result(read())
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the result
-                self._future.set_exception(exc)
-
-        threading.Thread(target=run, name="preprocess-hash", daemon=True).start()
+        self._doc, self._shown = doc, str(doc.access_url)
+        found = digests.start(self.path, sha256=True) if self.path.is_file() else None
+        if found is None:
+            raise InputError(f"{doc.id}: source {self._shown} does not exist or is not a file", doc_id=doc.id)
+        self._found = found
+        self.state = found.state  # taken before the build or the hash read a byte
 
     def result(self) -> Fetched:
-        return self._future.result()
+        try:
+            fetched = _fetched(self._found)
+        except OSError as exc:
+            raise InputError(f"{self._doc.id}: cannot read {self._shown}: {exc}", doc_id=self._doc.id) from None
+        _check(self._doc, fetched, self._shown)
+        return fetched
 
 
 def _check(doc: FileDoc, fetched: Fetched, shown: str) -> None:
@@ -138,15 +121,17 @@ def _check(doc: FileDoc, fetched: Fetched, shown: str) -> None:
                          doc_id=doc.id)
 
 
-def _hash_file(path: Path, state: tuple[int, ...] | None = None) -> Fetched:
-    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    size = 0
-    with open(path, "rb") as stream:
-        while block := stream.read(CHUNK):
-            md5.update(block)
-            sha.update(block)
-            size += len(block)
-    return Fetched(path, md5.hexdigest(), sha.hexdigest(), size, state)
+def _hash_local(path: Path) -> Fetched:
+    """A local file's hashes, read in place (or taken already in this state: digests); OSError where it
+    cannot be read."""
+    found = digests.start(path, sha256=True)
+    if found is None:
+        raise FileNotFoundError(f"not a regular file: {path}")
+    return _fetched(found)
+
+
+def _fetched(found: digests.Digests) -> Fetched:
+    return Fetched(found.path, found.md5.result(), found.want_sha256().result(), found.state[2], found.state)
 
 
 def fetch_reference(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fetched:
@@ -159,7 +144,7 @@ def fetch_reference(doc: FileDoc, scratch: Path, settings: SourceSettings) -> Fe
         path = local_path(reference)
         if not path.is_file():
             raise InputError(f"{doc.id}: reference {shown} does not exist or is not a file", doc_id=doc.id)
-        fetched = _hash_file(path, file_state(path))
+        fetched = _hash_local(path)
         for suffix in _index_suffixes(path):
             if not path.with_name(path.name + suffix).is_file():
                 raise InputError(f"{doc.id}: reference {shown} has no {suffix} index beside it "

@@ -3,6 +3,8 @@ nothing is committed, so the bytes a manifest's md5 names are always the bytes t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import stat
@@ -49,3 +51,38 @@ def test_a_source_appended_to_while_it_is_built_fails_and_commits_nothing(data, 
                                     "nothing was committed")
     assert [p for p in store_files(store_dir) if "/runs/" not in str(p)] == []
 
+
+
+@pytest.mark.parametrize("with_md5", [True, False], ids=["md5-given", "no-md5"])
+def test_a_source_hashed_early_then_rewritten_is_built_from_its_new_bytes(data, settings, store_dir, with_md5):
+    """The CLI hashes a local SOURCE while the modules load (digests.start); a file rewritten before the
+    plan reads it has another state, so that hash is not the one its key and manifest take."""
+    from preprocess import digests
+
+    source = samples.bed(data / "early.bed", records=3000)
+    old = md5(source)
+    digests.start(source, sha256=True).md5.result()
+    lines = source.read_text().splitlines(keepends=True)
+    source.write_text("".join(lines[:-10]))  # fewer lines: another size, mtime and ctime
+    new = md5(source)
+    doc = {"id": "e", "access_url": str(source), "format": "BED", **({"md5": new} if with_md5 else {})}
+    result = run_many([doc], settings=settings).results[0]
+    assert result.status == "built", result.error
+    manifest = json.loads(Path(result.manifest).read_text())
+    assert (manifest["source"]["md5"], manifest["source"]["sha256"]) == (
+        new, hashlib.sha256(source.read_bytes()).hexdigest()) and new != old
+    assert manifest["records"]["in"] == 3000 - 10  # the track line is no record
+
+
+def test_a_source_hashed_early_still_fails_on_a_wrong_md5(data, settings, store_dir):
+    """The early hash answers for the build's md5 check: a document naming another md5 still commits nothing."""
+    from preprocess import digests
+
+    source = samples.bed(data / "early.bed", records=300)
+    digests.start(source, sha256=True)
+    doc = {"id": "e", "access_url": str(source), "format": "BED", "md5": "0" * 32}
+    result = run_many([doc], settings=settings).results[0]
+    assert result.status == "failed" and result.error.class_ == "InputError"
+    assert result.error.message == (f"e: md5 mismatch for {source}: document says {'0' * 32}, file has "
+                                    f"{md5(source)}")
+    assert [p for p in store_files(store_dir) if "/runs/" not in str(p)] == []

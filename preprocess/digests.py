@@ -1,0 +1,106 @@
+"""md5 and sha256 of local files, each read once in a process. A hash started early (the CLI starts one
+as it reads a local SOURCE, while the heavy modules load) or taken while planning is the one the build
+uses, as long as the file is still in the state it had when that hash began (device, inode, size,
+modification and change times): the state the build's change check compares against. Standard
+library only, so the CLI can import it before anything else."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from pathlib import Path
+
+CHUNK = 8 * 2**20
+KEPT = 4096  # entries: enough for a batch's planning to reach its builds; a notebook's memory stays small
+
+State = tuple[int, ...]
+
+
+def file_state(path: Path) -> State:
+    """What changes when a file's bytes do: device, inode, size, and modification and change times (ns)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class Digests:
+    """The hashes of one local file in one state, each a Future (an OSError where the read failed)."""
+
+    def __init__(self, path: Path, state: State) -> None:
+        self.path, self.state = path, state
+        self.md5: Future[str] = Future()
+        self.sha256: Future[str] | None = None
+
+    def want_sha256(self) -> Future[str]:
+        """The sha256, its read started now unless it already was."""
+        with _lock:
+            if self.sha256 is None:
+                self.sha256 = Future()
+                _start(self.path, "sha256", self.sha256)
+            return self.sha256
+
+
+_taken: OrderedDict[str, Digests] = OrderedDict()
+_lock = threading.Lock()
+
+
+def _start(path: Path, name: str, future: Future[str]) -> None:
+    """Hash `path` with `name` on a thread of its own (hashlib releases the GIL): md5 and sha256 of one
+    file run side by side, each a reader of the same page-cached bytes."""
+
+    def run() -> None:
+        try:
+            digest = hashlib.new(name, usedforsecurity=False)
+            with open(path, "rb") as stream:
+                while block := stream.read(CHUNK):
+                    digest.update(block)
+            future.set_result(digest.hexdigest())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"preprocess-{name}", daemon=True).start()
+
+
+def start(path: Path, sha256: bool = False) -> Digests | None:
+    """Begin hashing the local file `path` in the state it has now (reusing a hash of that state already
+    under way); None where it is not a regular file."""
+    key = os.path.abspath(path)
+    try:
+        state = file_state(Path(key))
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.stat(key).st_mode):
+        return None
+    with _lock:
+        found = _taken.get(key)
+        if found is None or found.state != state:
+            found = Digests(Path(key), state)
+            _taken[key] = found
+            _start(found.path, "md5", found.md5)
+            while len(_taken) > KEPT:
+                _taken.popitem(last=False)
+        _taken.move_to_end(key)
+    if sha256:
+        found.want_sha256()
+    return found
+
+
+def taken(path: Path, state: State) -> Digests | None:
+    """The hashes begun of `path` in exactly `state`, if any."""
+    with _lock:
+        found = _taken.get(os.path.abspath(path))
+    return found if found is not None and found.state == state else None
+
+
+def md5(path: Path) -> str:
+    """The md5 of a local file: the one begun in the state it has now, else read now (and kept for the
+    build). OSError where it cannot be read."""
+    found = start(path)
+    if found is None:
+        with open(path, "rb"):  # the reason it cannot be hashed (a folder, a missing file), as open says it
+            pass
+        raise IsADirectoryError(f"not a regular file: {path}")
+    return found.md5.result()

@@ -1,0 +1,42 @@
+"""digests: a local file's md5 and sha256 read once in a process, and only ever reused for the file in
+the very state (device, inode, size, times) it had when the hash began."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from preprocess import digests
+
+
+def test_the_hashes_are_the_files_and_a_second_ask_reuses_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "a.bin"
+    path.write_bytes(os.urandom(3 * digests.CHUNK + 5))
+    first = digests.start(path, sha256=True)
+    assert first is not None
+    assert first.md5.result() == hashlib.md5(path.read_bytes()).hexdigest()
+    assert first.want_sha256().result() == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digests.start(path) is first and digests.taken(path, digests.file_state(path)) is first
+
+
+def test_a_file_changed_after_its_hash_began_is_hashed_again(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"one\n")
+    first = digests.start(path)
+    assert first is not None and first.md5.result() == hashlib.md5(b"one\n").hexdigest()
+    path.write_bytes(b"two\n")  # same size: the change time (and inode-level times) tell it apart
+    assert digests.taken(path, digests.file_state(path)) is None
+    assert digests.md5(path) == hashlib.md5(b"two\n").hexdigest()
+
+
+@pytest.mark.parametrize("make", ["missing", "folder"])
+def test_what_is_not_a_regular_file_is_not_hashed(tmp_path: Path, make: str) -> None:
+    path = tmp_path / "x"
+    if make == "folder":
+        path.mkdir()
+    assert digests.start(path) is None
+    with pytest.raises(OSError):
+        digests.md5(path)
