@@ -60,8 +60,8 @@ def refuse_csv(_: click.Context, __: click.Parameter, path: str | None) -> str |
 
 def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--cluster", "profile", type=click.Choice(["auto", "local", "sync", "address", "fargate"]),
-                      help="Where tasks run (default from config: auto, which builds one file in this process "
-                           "and starts a local cluster for several).")(fn)
+                      help="Where tasks run (default from config: auto, which builds one file, or local files "
+                           "under 64 MiB in all, in this process and starts a local cluster for more).")(fn)
     fn = click.option("--address", metavar="ADDR", help="Dask scheduler address for --cluster address.")(fn)
     return click.option("--workers", type=click.IntRange(min=1), help="Worker processes for a local cluster.")(fn)
 

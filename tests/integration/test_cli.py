@@ -86,7 +86,7 @@ def test_run_one_file_by_path(tmp_path):
     assert wrong.returncode == 1 and "md5 mismatch" in wrong.stdout
 
 
-def test_one_file_to_build_runs_in_this_process_and_several_start_a_local_cluster(tmp_path):
+def test_small_local_work_runs_in_this_process_and_more_or_asked_for_starts_a_local_cluster(tmp_path):
     for name, seed in (("a", 1), ("b", 2), ("c", 3), ("d", 4)):
         samples.sam(tmp_path / f"{name}.sam", reads=200, seed=seed)
     one = cli("run", "a.sam", "--json", "-", cwd=tmp_path)  # default settings: profile auto
@@ -99,7 +99,21 @@ def test_one_file_to_build_runs_in_this_process_and_several_start_a_local_cluste
     (tmp_path / "four.csv").write_text("id,access_url,format\na,a.sam,SAM\nb,b.sam,SAM\nc,c.sam,SAM\nd,d.sam,SAM\n")
     several = cli("batch", "four.csv", cwd=tmp_path)
     assert several.returncode == 0 and "2 built, 2 cached" in several.stdout
-    assert "dashboard: http://127.0.0.1:" in several.stderr  # two to build: a local cluster started
+    assert "dashboard" not in several.stderr  # two small local files: built here too
+    for name, seed in (("e", 5), ("f", 6)):
+        samples.sam(tmp_path / f"{name}.sam", reads=200, seed=seed)
+    (tmp_path / "two-more.csv").write_text("id,access_url,format\ne,e.sam,SAM\nf,f.sam,SAM\n")
+    asked = cli("batch", "two-more.csv", "--workers", "1", cwd=tmp_path)
+    assert asked.returncode == 0 and "2 built" in asked.stdout
+    assert "dashboard: http://127.0.0.1:" in asked.stderr  # a cluster asked for: one started
+    big = tmp_path / "big.sam"  # 64 MiB and more of local sources: a cluster pays
+    big.write_bytes(samples.sam(tmp_path / "g.sam", reads=200, seed=7).read_bytes()
+                    + b"".join(f"r{i}\t4\t*\t0\t0\t*\t*\t0\t0\t{'A' * 2000}\t{'I' * 2000}\n".encode()
+                               for i in range(17000)))
+    (tmp_path / "more.csv").write_text("id,access_url,format\nbig,big.sam,SAM\ng,g.sam,SAM\n")
+    more = cli("batch", "more.csv", cwd=tmp_path)
+    assert more.returncode == 0 and "2 built" in more.stdout, more.stdout + more.stderr
+    assert "dashboard: http://127.0.0.1:" in more.stderr
 
 
 def test_a_manifest_row_with_a_byte_that_is_not_utf8_fails_alone_and_the_batch_builds_the_rest(tmp_path):

@@ -8,7 +8,7 @@ import sys
 
 from distributed import Client, Event, LocalCluster
 
-from preprocess.build import tool_threads
+from preprocess.build import SMALL_SOURCE, tool_threads
 from preprocess.cluster import host_cores
 from tests import samples
 
@@ -16,7 +16,8 @@ from tests import samples
 def test_a_default_run_gives_one_file_every_core(tmp_path):
     """`preprocess run FILE` with the shipped settings: the local cluster's worker runs the one task,
     whose tools get all the cores this process may use (as `samtools sort -@` would be told by hand)."""
-    bam = samples.bam(tmp_path / "a.bam", reads=2000)
+    bam = samples.bam(tmp_path / "a.bam", reads=60000)  # over build.SMALL_SOURCE: a small one gets one thread
+    assert bam.stat().st_size >= SMALL_SOURCE
     out = subprocess.run([sys.executable, "-m", "preprocess", "run", str(bam), "--store", str(tmp_path / "store"),
                           "--json", "-"], capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -49,3 +50,17 @@ def test_tasks_running_side_by_side_share_the_cores(tmp_path):
         shared = [future.result(timeout=60) for future in pair]
     assert alone == host_cores()
     assert shared == [max(1, host_cores() // 2)] * 2
+
+
+def test_builds_side_by_side_in_this_process_share_the_cores_and_a_small_source_gets_one_thread():
+    """The in-process batch (profile auto, small local work) runs a build per core on threads: each
+    counts the others, as a worker's tasks do. A source under a megabyte gets one thread: htslib's
+    thread pools cost more than they save there. A number set by hand is used as it is."""
+    from preprocess.build import building
+
+    with building():
+        alone = tool_threads("auto", SMALL_SOURCE)
+        with building():
+            beside = tool_threads("auto", SMALL_SOURCE)
+    assert (alone, beside) == (host_cores(), max(1, host_cores() // 2))
+    assert tool_threads("auto", SMALL_SOURCE - 1) == 1 and tool_threads(3, 10) == 3
