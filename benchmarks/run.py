@@ -6,7 +6,8 @@ Groups (median of --repeat runs each, wall time and the peak RSS of the largest 
 - unsorted: BAM (2 M reads), BED and VCF (200 MB) at 1 and 2 threads, `python -m preprocess run
   --cluster sync` (no cluster start) against samtools sort + index / sort | bgzip | tabix;
 - default: the same files as a user runs them, `python -m preprocess run FILE` with the shipped
-  settings (local cluster start included, threads: auto), against the plain tools on every core;
+  settings (profile auto: one file builds in the calling process; threads: auto), against the plain
+  tools on every core;
 - onefile: a one-record SAM, `python -m preprocess run FILE` with the shipped settings against the
   same with `--cluster sync`: the fixed cost of a run of one file (goal: at most 1.25x);
 - sorted: already sorted inputs (BAM, BED, bgzipped VCF, GFF3), every core, `--cluster sync`;

@@ -4,7 +4,9 @@
 
 The catalogue holds `--files` distinct small files of five formats (BAM, BED, narrowPeak, VCF, GFF3).
 Snakemake runs the plain tools a user would chain (samtools sort + index; sort | bgzip | tabix) with
-`--cores N`; preprocess runs `batch` with its shipped defaults (local cluster, start-up included).
+`--cores N`; preprocess runs `batch` with its shipped defaults (profile auto: these 8 MB of local
+files build in the calling process on a thread per core, as any local batch under 64 MiB; start-up
+included).
 Each side is timed from scratch (empty output) and again when everything is up to date (nothing to
 do). Median of --repeat runs; printed and returned, never asserted.
 """

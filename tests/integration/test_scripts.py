@@ -1,9 +1,10 @@
 """Plain scripts that call preprocess: the local cluster's spawned workers re-import the script, so one
-without `if __name__ == "__main__":` once started clusters in every worker and hung. Two files to build
-start a cluster (one builds in the calling process, where no guard is needed)."""
+without `if __name__ == "__main__":` once started clusters in every worker and hung. The scripts ask
+for the local cluster (two small files would build in the calling process, where no guard is needed)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -26,7 +27,9 @@ def test_a_script_that_runs_preprocess_finishes_and_says_what_to_write(tmp_path,
     samples.sam(tmp_path / "s1.sam", reads=200)
     samples.sam(tmp_path / "s2.sam", reads=200, seed=2)
     (tmp_path / "job.py").write_text(SHAPES[shape])
-    proc = subprocess.run([sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    env = {**os.environ, "DASK_PREPROCESS__CLUSTER__PROFILE": "local"}
+    proc = subprocess.run([sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                          env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "RESULT built,built"
     advice = 'job.py line 3: put the call under `if __name__ == "__main__":`'
