@@ -162,7 +162,7 @@ def sign_uri(uri: str, expires: int, user_delegation: bool) -> None:
 def gc_store(manifests: tuple[Path, ...], store: str | None, older_than: str, delete: bool, orphans: bool,
              dry_run: bool) -> None:
     """List, and with --delete remove, the debris of interrupted commits: key folders without a
-    manifest, temp files, unfinished S3 uploads.
+    manifest, temp files, unfinished S3 uploads, a dead split build's parts area.
 
     Given catalogue CSVs, also the committed keys no row maps to under the current pipeline
     versions: superseded (an older build of a document a row names, by id or source), removed with

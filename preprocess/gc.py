@@ -1,11 +1,12 @@
 """Remove what interrupted commits leave behind, and with catalogues the builds they no longer need.
 
-`collect()`: key directories with no manifest, temp files, and unfinished S3 multipart uploads.
+`collect()`: key directories with no manifest, temp files, unfinished S3 multipart uploads, and a big
+file's parts area (parts/<key>/, split.py) whose build died before its merge removed it.
 `sweep()`: committed keys the given catalogues do not map to, in two groups: superseded (an older
 key of a document a catalogue names, by id or source) and orphans (no row names them: maybe another
 lab's rows, missing from a partial catalogue), each removed only when asked for by name. Only what
 is older than a cut-off is touched, so a build committing right now is never disturbed; only the
-layout folder is looked at: run records (runs/) and leases (leases/) are never debris.
+layout folder and the parts area are looked at: run records (runs/) and leases (leases/) are never debris.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def collect(store: ArtifactStore, older_than: timedelta, dry_run: bool = False) 
             if (not committed or is_temp) and entry.modified is not None and entry.modified < cutoff:
                 doomed.append(entry.path)
                 report.debris_bytes += entry.size
+    doomed += _dead_parts(store, cutoff, report)
     report.removed = [store.location(path) for path in doomed]
     uploads = store.stale_uploads(cutoff)
     report.aborted_uploads = [store.upload_uri(key) for key, _ in uploads]
@@ -127,3 +129,21 @@ def collect(store: ArtifactStore, older_than: timedelta, dry_run: bool = False) 
         store.abort_uploads(uploads)
     return report
 
+
+
+def _dead_parts(store: ArtifactStore, cutoff: datetime, report: GcReport) -> list[str]:
+    """The files of each parts/<key>/ area (a split build's pieces and sorted parts) where even the newest
+    is older than `cutoff`: a build still routing or sorting writes there, a merge removes its area whole,
+    so an area left that long belongs to a build that died (a rerun makes its parts again)."""
+    areas: dict[str, list[StoredFile]] = {}
+    area = f"{store.root}/parts/"
+    for entry in store.list_files(area):
+        rest = entry.path.removeprefix(area).split("/")
+        if len(rest) >= 2 and is_key(rest[0]):
+            areas.setdefault(rest[0], []).append(entry)
+    doomed: list[str] = []
+    for files in areas.values():
+        if all(entry.modified is not None and entry.modified < cutoff for entry in files):
+            doomed += [entry.path for entry in files]
+            report.debris_bytes += sum(entry.size for entry in files)
+    return doomed

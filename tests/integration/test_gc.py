@@ -142,3 +142,26 @@ def test_doctor_reports_tools_and_store(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout
     assert "ok  samtools" in out.stdout and "ok  gffread" in out.stdout and "ok  store" in out.stdout
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_gc_removes_a_dead_split_builds_parts_area_once_old_enough(backend, tmp_path, request):
+    """A big file built across workers meets in parts/<key>/; its merge removes the area. One left by a
+    build that died is debris once all of it is older than the cut-off; a committed key is untouched."""
+    from preprocess.split import parts_dir
+
+    url = str(tmp_path / "store") if backend == "local" else f"s3://{request.getfixturevalue('s3_bucket')}/p"
+    store = ArtifactStore(url)
+    key = "cd" * 32
+    area = parts_dir(store, key)
+    store.fs.makedirs(area, exist_ok=True)
+    for name, body in (("0.0.unsorted", b"piece" * 100), ("route.0.json", b"{}"), ("plan.json", b"{}")):
+        store.fs.pipe_file(f"{area}/{name}", body)
+    young = collect(store, timedelta(hours=1))
+    assert young.removed == [] and store.fs.exists(f"{area}/0.0.unsorted")  # a build may be routing now
+    dry = collect(store, timedelta(seconds=-60), dry_run=True)
+    assert sorted(p.rsplit("/", 1)[-1] for p in dry.removed) == ["0.0.unsorted", "plan.json", "route.0.json"]
+    assert dry.debris_bytes == 504 and store.fs.exists(f"{area}/plan.json")
+    old = collect(store, timedelta(seconds=-60))
+    assert len(old.removed) == 3 and not store.fs.exists(f"{area}/0.0.unsorted")
+    assert backend != "local" or not os.path.exists(area)
