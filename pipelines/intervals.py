@@ -263,9 +263,11 @@ VCF_UNDECLARED = 999999999  # validate.awk's rank for a contig no ##contig line 
 
 
 def plainly_unsorted(source: Path, spec: IntervalFormat) -> bool:
-    """Whether the data lines in the first 64 KiB of `source` already break `sort`'s order (bytewise
-    contig, then the numeric keys; VCF by header contig rank first). False when unsure: a line this
-    quick look cannot read is the validator's to judge."""
+    """Whether the data lines in the first 64 KiB of `source`, or (a plain text) one line at each of
+    SAMPLES points across it, already break `sort`'s order (bytewise contig, then the numeric keys; VCF
+    by header contig rank first): a BED in natural contig order (chr2 before chr10) looks sorted in its
+    first 64 KiB, and the early bgzip of it would be wasted. False when unsure: a line this quick look
+    cannot read is the validator's to judge."""
     import zlib
 
     try:
@@ -275,25 +277,57 @@ def plainly_unsorted(source: Path, spec: IntervalFormat) -> bool:
     ranks: dict[bytes, int] = {}
     previous: tuple[Any, ...] | None = None
     for raw in head.split(b"\n")[:-1]:  # the last line may be cut short
-        line = raw.removesuffix(b"\r")
-        if not line.strip(b" \t"):
-            continue
-        if line.startswith(b"#"):
-            if line.startswith(b"##FASTA"):
-                return False
-            if line.startswith(b"##contig=<ID="):
-                ranks.setdefault(re.split(rb"[,>]", line[13:], maxsplit=1)[0], len(ranks) + 1)
-            continue
-        if spec.kind == "bed" and (line.startswith(b"track") or line.startswith(b"browser")):
-            continue
-        cols = line.split(b"\t")
-        numbers = [cols[i - 1] for i in ((spec.start_column, spec.end_column) if spec.kind == "bed"
-                                         else (spec.start_column,))] if len(cols) >= spec.min_columns else []
-        if not numbers or not all(n.isdigit() and (n == b"0" or n[:1] != b"0") for n in numbers):
+        key = _sort_key(raw, spec, ranks)
+        if key is None:
             return False
-        key: tuple[Any, ...] = (ranks.get(cols[0], VCF_UNDECLARED), cols[0], int(numbers[0])) if spec.kind == "vcf" \
-            else (cols[0], *map(int, numbers))
+        if key == ():
+            continue
         if previous is not None and key < previous:
             return True
         previous = key
+    if previous is None or bgzf.sniff_compression(source) != "plain":
+        return False
+    size = source.stat().st_size
+    with open(source, "rb") as stream:
+        for point in range(1, SAMPLES + 1):
+            stream.seek(max(PREFIX_BYTES, size * point // (SAMPLES + 1)))
+            stream.readline()  # the rest of the line the point fell in
+            raw = stream.readline()
+            if not raw.endswith(b"\n"):
+                return False
+            key = _sort_key(raw[:-1], spec, ranks)
+            if key is None:
+                return False
+            if key == ():
+                continue
+            if key < previous:
+                return True
+            previous = key
     return False
+
+
+SAMPLES = 16
+
+
+def _sort_key(raw: bytes, spec: IntervalFormat, ranks: dict[bytes, int]) -> tuple[Any, ...] | None:
+    """A data line's sort key; () for a line that is no record (a header, track or blank line: a
+    ##contig line is ranked on the way), None for one the quick look cannot read."""
+    line = raw.removesuffix(b"\r")
+    if not line.strip(b" \t"):
+        return ()
+    if line.startswith(b"#"):
+        if line.startswith(b"##FASTA"):
+            return None
+        if line.startswith(b"##contig=<ID="):
+            ranks.setdefault(re.split(rb"[,>]", line[13:], maxsplit=1)[0], len(ranks) + 1)
+        return ()
+    if spec.kind == "bed" and (line.startswith(b"track") or line.startswith(b"browser")):
+        return ()
+    cols = line.split(b"\t")
+    numbers = [cols[i - 1] for i in ((spec.start_column, spec.end_column) if spec.kind == "bed"
+                                     else (spec.start_column,))] if len(cols) >= spec.min_columns else []
+    if not numbers or not all(n.isdigit() and (n == b"0" or n[:1] != b"0") for n in numbers):
+        return None
+    if spec.kind == "vcf":
+        return (ranks.get(cols[0], VCF_UNDECLARED), cols[0], int(numbers[0]))
+    return (cols[0], *map(int, numbers))
