@@ -100,15 +100,19 @@ def execute_plan(pending: Plan, settings: Settings, client: Any | None = None,
                  progress: Callable[[RunResult], None] | None = None,
                  on_client: Callable[[Any], None] | None = None) -> tuple[dict[int, RunResult], str | None]:
     """Run a plan's tasks on `client`, the notebook's client, or a cluster started for the call (only
-    when there is work); return the results by position and the dashboard link of a started cluster."""
-    built, dashboard, _ = run_plan(pending, settings, client, progress, on_client, None)
+    when there is work); return the results by position and the dashboard link of a started cluster.
+    Work kept in this process runs in the calling thread, one file after another, so that an exception
+    raised in it (reindex's lost lease) stops the build under way at once."""
+    built, dashboard, _ = run_plan(pending, settings, client, progress, on_client, None, side_by_side=False)
     return built, dashboard
 
 
 def run_plan(pending: Plan, settings: Settings, client: Any | None,
               progress: Callable[[RunResult], None] | None, on_client: Callable[[Any], None] | None,
-              report: str | os.PathLike[str] | None) -> tuple[dict[int, RunResult], str | None, str | None]:
-    """execute_plan(), and the path of the performance report saved to `report` (when a cluster ran)."""
+              report: str | os.PathLike[str] | None, side_by_side: bool = True
+              ) -> tuple[dict[int, RunResult], str | None, str | None]:
+    """execute_plan(), and the path of the performance report saved to `report` (when a cluster ran);
+    `side_by_side`: work kept in this process runs a build per core on threads."""
     if not pending.needs_cluster:
         return {}, None, None
     client = client or _current_client(settings)
@@ -116,7 +120,7 @@ def run_plan(pending: Plan, settings: Settings, client: Any | None,
         built, written = _execute_reported(pending, settings, client, progress, report)
         return built, None, written
     if _in_process(pending, settings, report):
-        return execute(pending, settings, None, progress, builders=host_cores()), None, None
+        return execute(pending, settings, None, progress, builders=host_cores() if side_by_side else 1), None, None
     with _workers_configured(settings), open_client(settings.cluster) as started_client:
         dashboard = None
         if started_client is not None:

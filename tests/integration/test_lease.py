@@ -103,7 +103,8 @@ def test_expiry_follows_the_stores_clock_not_the_holders_or_the_readers(store_ur
     taker.release()
 
 
-def test_a_reindex_that_lost_its_lease_stops_and_says_so(tmp_path):
+@pytest.mark.parametrize("profile", ["sync", "auto"])  # auto: these 16 small local files build in-process too
+def test_a_reindex_that_lost_its_lease_stops_and_says_so(tmp_path, profile):
     store_dir = tmp_path / "store"
     rows = []
     for i in range(16):  # long enough that the run is still building when it is resumed
@@ -111,7 +112,7 @@ def test_a_reindex_that_lost_its_lease_stops_and_says_so(tmp_path):
         rows.append(f"s{i},{sam},SAM,{md5(sam)}\n")
     (tmp_path / "c.csv").write_text("id,access_url,format,md5\n" + "".join(rows))
     proc = subprocess.Popen([sys.executable, "-m", "preprocess", "reindex", "c.csv", "--store", str(store_dir),
-                             "--cluster", "sync", "--lease-expiry", "2s"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             "--cluster", profile, "--lease-expiry", "2s"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     deadline = time.monotonic() + 120
     while not list(store_dir.glob("leases/reindex.*.json")) and time.monotonic() < deadline:
