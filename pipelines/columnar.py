@@ -93,9 +93,12 @@ class Early:
     removed by the caller)."""
 
     def __init__(self, argv: list[str], context: str, stdout: Path | None = None) -> None:
+        import threading
+
         self.argv, self.context = argv, context
         shell.require(argv[0])
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish or cancel
+        self._lock = threading.Lock()  # finish (Ahead's thread) and cancel (the caller's) may meet
         with open(stdout or os.devnull, "wb") as target:
             self._proc = subprocess.Popen(shell.tied(argv), stdin=subprocess.DEVNULL, stdout=target,
                                           stderr=self._err, env=shell.environment(), start_new_session=True)
@@ -105,21 +108,28 @@ class Early:
 
         try:
             code = self._proc.wait()
-            self._err.seek(0)
-            stderr = self._err.read().decode("utf-8", "replace")
+            with self._lock:
+                stderr = "" if self._err.closed else self._tail_and_close()
         except BaseException:
             self.cancel()
             raise
-        self._err.close()
         if code != 0:
             raise ToolError(self.argv, code, shell.tail(stderr), context=self.context)
+
+    def _tail_and_close(self) -> str:
+        self._err.seek(0)
+        try:
+            return self._err.read().decode("utf-8", "replace")
+        finally:
+            self._err.close()
 
     def cancel(self) -> None:
         if self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
         self._proc.wait()
-        self._err.close()
+        with self._lock:
+            self._err.close()
 
 
 class Ahead:
