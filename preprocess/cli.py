@@ -77,20 +77,26 @@ def batch(manifest: Path, store: str | None, profile: str | None, address: str |
     finish(_run(docs, settings, options, report_path), json_path)
 
 
-def _hash_early(_: click.Context, __: click.Parameter, source: str) -> str:
-    """A local SOURCE starts being hashed as soon as it is read, on threads, while the settings and the
-    modules a build needs load: the plan and the build take that hash (digests) while the file keeps its state."""
-    if "://" not in source:
+def _hash_early(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A local SOURCE without --md5 starts being hashed as soon as both are read (both eager: before any
+    other option), on a thread, while the settings and the modules a build needs load: the plan and the
+    build take that hash (digests) while the file keeps its state. With --md5 nothing is read unless the
+    key is not cached, and then by the build, in one pass."""
+    seen = ctx.meta.setdefault("preprocess.early-hash", {})
+    seen[param.name] = value
+    source = seen.get("source")
+    if len(seen) == 2 and seen["md5"] is None and source and "://" not in source:
         from . import digests
 
         digests.start(Path(source).expanduser(), sha256=True)
-    return source
+    return value
 
 
 @cli.command("run")
 @click.argument("source", is_eager=True, callback=_hash_early)
 @click.option("--format", "fmt", help="File format (inferred from the name when omitted).")
-@click.option("--md5", help="Expected md5 of the source; a mismatch is an input error.")
+@click.option("--md5", is_eager=True, callback=_hash_early, help="Expected md5 of the source; a mismatch is an "
+              "input error.")
 @click.option("--id", "doc_id", help="Identifier for the report (default: the file name).")
 @store_option
 @cluster_options

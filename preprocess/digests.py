@@ -47,28 +47,37 @@ _taken: OrderedDict[str, Digests] = OrderedDict()
 _lock = threading.Lock()
 
 
-def _start(path: Path, wanted: list[tuple[str, Future[str]]]) -> None:
-    """Hash `path` on a thread of its own (hashlib releases the GIL), one algorithm after another, each
-    a read of the same page-cached bytes: the first answer comes as soon as it can, and the thread
+def _start(path: Path, wanted: list[tuple[str, Future[str]]], one_pass: bool = False) -> None:
+    """Hash `path` on a thread of its own (hashlib releases the GIL). By default one algorithm after
+    another, each a read of the same page-cached bytes, so the first answer (md5, which a key needs)
+    comes as soon as it can; `one_pass`: every algorithm in one read, for a file whose md5 is known
+    already and only checked (one read of a file too big for the page cache). Either way the thread
     keeps to one core (two hashes side by side slowed the imports they run beside)."""
 
-    def run() -> None:
-        for name, future in wanted:
-            try:
-                digest = hashlib.new(name, usedforsecurity=False)
-                with open(path, "rb") as stream:
-                    while block := stream.read(CHUNK):
+    def hash_all(group: list[tuple[str, Future[str]]]) -> None:
+        try:
+            digests = [hashlib.new(name, usedforsecurity=False) for name, _ in group]
+            with open(path, "rb") as stream:
+                while block := stream.read(CHUNK):
+                    for digest in digests:
                         digest.update(block)
+            for (_, future), digest in zip(group, digests, strict=True):
                 future.set_result(digest.hexdigest())
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the result
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the results
+            for _, future in group:
                 future.set_exception(exc)
+
+    def run() -> None:
+        for group in [wanted] if one_pass else [[item] for item in wanted]:
+            hash_all(group)
 
     threading.Thread(target=run, name="preprocess-hash", daemon=True).start()
 
 
-def start(path: Path, sha256: bool = False) -> Digests | None:
+def start(path: Path, sha256: bool = False, one_pass: bool = False) -> Digests | None:
     """Begin hashing the local file `path` in the state it has now (reusing a hash of that state already
-    under way); None where it is not a regular file."""
+    under way), md5 and with `sha256` the sha256 too (`one_pass`: in one read, see _start); None where
+    it is not a regular file."""
     key = os.path.abspath(path)
     try:
         state = file_state(Path(key))
@@ -85,7 +94,7 @@ def start(path: Path, sha256: bool = False) -> Digests | None:
             if sha256:
                 found.sha256 = Future()
                 wanted.append(("sha256", found.sha256))
-            _start(found.path, wanted)
+            _start(found.path, wanted, one_pass)
             while len(_taken) > KEPT:
                 _taken.popitem(last=False)
         _taken.move_to_end(key)

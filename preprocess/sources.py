@@ -97,7 +97,7 @@ class Hashing:
     def __init__(self, doc: FileDoc) -> None:
         self.path = local_path(doc.access_url)
         self._doc, self._shown = doc, str(doc.access_url)
-        found = digests.start(self.path, sha256=True) if self.path.is_file() else None
+        found = digests.start(self.path, sha256=True, one_pass=True) if self.path.is_file() else None
         if found is None:
             raise InputError(f"{doc.id}: source {self._shown} does not exist or is not a file", doc_id=doc.id)
         self._found = found

@@ -40,3 +40,13 @@ def test_what_is_not_a_regular_file_is_not_hashed(tmp_path: Path, make: str) -> 
     assert digests.start(path) is None
     with pytest.raises(OSError):
         digests.md5(path)
+
+
+def test_one_pass_gives_the_same_hashes_in_one_read(tmp_path: Path) -> None:
+    """A build checking a document's md5 reads the file once for md5 and sha256 together."""
+    path = tmp_path / "b.bin"
+    path.write_bytes(os.urandom(2 * digests.CHUNK + 7))
+    found = digests.start(path, sha256=True, one_pass=True)
+    assert found is not None and found.sha256 is not None
+    assert (found.md5.result(), found.sha256.result()) == (hashlib.md5(path.read_bytes()).hexdigest(),
+                                                           hashlib.sha256(path.read_bytes()).hexdigest())
