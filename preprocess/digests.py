@@ -22,7 +22,10 @@ State = tuple[int, ...]
 
 def file_state(path: Path) -> State:
     """What changes when a file's bytes do: device, inode, size, and modification and change times (ns)."""
-    st = os.stat(path)
+    return _state(os.stat(path))
+
+
+def _state(st: os.stat_result) -> State:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -80,11 +83,12 @@ def start(path: Path, sha256: bool = False, one_pass: bool = False) -> Digests |
     it is not a regular file."""
     key = os.path.abspath(path)
     try:
-        state = file_state(Path(key))
+        found_stat = os.stat(key)
     except OSError:
         return None
-    if not stat.S_ISREG(os.stat(key).st_mode):
+    if not stat.S_ISREG(found_stat.st_mode):
         return None
+    state = _state(found_stat)
     with _lock:
         found = _taken.get(key)
         if found is None or found.state != state:
