@@ -50,12 +50,13 @@ _taken: OrderedDict[str, Digests] = OrderedDict()
 _lock = threading.Lock()
 
 
-def _start(path: Path, wanted: list[tuple[str, Future[str]]], one_pass: bool = False) -> None:
+def _start(path: Path, wanted: list[tuple[str, Future[str]]], one_pass: bool = False, here: bool = False) -> None:
     """Hash `path` on a thread of its own (hashlib releases the GIL). By default one algorithm after
     another, each a read of the same page-cached bytes, so the first answer (md5, which a key needs)
     comes as soon as it can; `one_pass`: every algorithm in one read, for a file whose md5 is known
     already and only checked (one read of a file too big for the page cache). Either way the thread
-    keeps to one core (two hashes side by side slowed the imports they run beside)."""
+    keeps to one core (two hashes side by side slowed the imports they run beside); `here`: in the
+    calling thread (a planner's pool of threads already)."""
 
     def hash_all(group: list[tuple[str, Future[str]]]) -> None:
         try:
@@ -74,10 +75,13 @@ def _start(path: Path, wanted: list[tuple[str, Future[str]]], one_pass: bool = F
         for group in [wanted] if one_pass else [[item] for item in wanted]:
             hash_all(group)
 
-    threading.Thread(target=run, name="preprocess-hash", daemon=True).start()
+    if here:
+        run()
+    else:
+        threading.Thread(target=run, name="preprocess-hash", daemon=True).start()
 
 
-def start(path: Path, sha256: bool = False, one_pass: bool = False) -> Digests | None:
+def start(path: Path, sha256: bool = False, one_pass: bool = False, here: bool = False) -> Digests | None:
     """Begin hashing the local file `path` in the state it has now (reusing a hash of that state already
     under way), md5 and with `sha256` the sha256 too (`one_pass`: in one read, see _start); None where
     it is not a regular file."""
@@ -89,19 +93,21 @@ def start(path: Path, sha256: bool = False, one_pass: bool = False) -> Digests |
     if not stat.S_ISREG(found_stat.st_mode):
         return None
     state = _state(found_stat)
+    wanted: list[tuple[str, Future[str]]] = []
     with _lock:
         found = _taken.get(key)
         if found is None or found.state != state:
             found = Digests(Path(key), state)
             _taken[key] = found
-            wanted = [("md5", found.md5)]
+            wanted.append(("md5", found.md5))
             if sha256:
                 found.sha256 = Future()
                 wanted.append(("sha256", found.sha256))
-            _start(found.path, wanted, one_pass)
             while len(_taken) > KEPT:
                 _taken.popitem(last=False)
         _taken.move_to_end(key)
+    if wanted:  # begun by this call: outside the lock, so hashes of other files go on meanwhile
+        _start(found.path, wanted, one_pass, here)
     if sha256:
         found.want_sha256()
     return found
@@ -117,7 +123,7 @@ def taken(path: Path, state: State) -> Digests | None:
 def md5(path: Path) -> str:
     """The md5 of a local file: the one begun in the state it has now, else read now (and kept for the
     build). OSError where it cannot be read."""
-    found = start(path)
+    found = start(path, here=True)
     if found is None:
         with open(path, "rb"):  # the reason it cannot be hashed (a folder, a missing file), as open says it
             pass
