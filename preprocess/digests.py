@@ -6,6 +6,7 @@ library only, so the CLI can import it before anything else."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -124,8 +125,7 @@ def md5(path: Path) -> str:
     """The md5 of a local file: the one begun in the state it has now, else read now (and kept for the
     build). OSError where it cannot be read."""
     found = start(path, here=True)
-    if found is None:
-        with open(path, "rb"):  # the reason it cannot be hashed (a folder, a missing file), as open says it
-            pass
-        raise IsADirectoryError(f"not a regular file: {path}")
+    if found is None:  # never opened: a FIFO would wait for a writer
+        os.stat(path)  # FileNotFoundError, PermissionError: the reason as stat gives it
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
     return found.md5.result()

@@ -97,8 +97,8 @@ class Hashing:
     def __init__(self, doc: FileDoc) -> None:
         self.path = local_path(doc.access_url)
         self._doc, self._shown = doc, str(doc.access_url)
-        found = digests.start(self.path, sha256=True, one_pass=True) if self.path.is_file() else None
-        if found is None:
+        found = digests.start(self.path, sha256=True, one_pass=True)
+        if found is None:  # missing, or not a regular file
             raise InputError(f"{doc.id}: source {self._shown} does not exist or is not a file", doc_id=doc.id)
         self._found = found
         self.state = found.state  # taken before the build or the hash read a byte

@@ -32,11 +32,14 @@ def test_a_file_changed_after_its_hash_began_is_hashed_again(tmp_path: Path) -> 
     assert digests.md5(path) == hashlib.md5(b"two\n").hexdigest()
 
 
-@pytest.mark.parametrize("make", ["missing", "folder"])
+@pytest.mark.parametrize("make", ["missing", "folder", "fifo"])
 def test_what_is_not_a_regular_file_is_not_hashed(tmp_path: Path, make: str) -> None:
+    """Refused without being opened: a FIFO would wait for a writer forever."""
     path = tmp_path / "x"
     if make == "folder":
         path.mkdir()
+    elif make == "fifo":
+        os.mkfifo(path)
     assert digests.start(path) is None
     with pytest.raises(OSError):
         digests.md5(path)
