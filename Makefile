@@ -25,9 +25,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	[ -e /usr/include/htslib/tbx.h ] || missing="$$missing libhts-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system tools:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread gcc libc6-dev shellcheck >/dev/null; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq samtools tabix gffread gcc libc6-dev libhts-dev shellcheck >/dev/null; \
 	fi
 
 # headless Chromium screenshots the Dask dashboard in the tests (make test only; demo needs no browser)

@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from preprocess import shell
 
-from . import bgzf
+from . import bgzf, tabix_index
 from .tabix_index import TABIX_MAX
 
 if TYPE_CHECKING:
@@ -92,15 +92,16 @@ class Early:
     waits for it (ToolError if it failed), `cancel` kills it (what it wrote is then overwritten or
     removed by the caller)."""
 
-    def __init__(self, argv: list[str], context: str, stdout: Path | None = None) -> None:
+    def __init__(self, argv: list[str], context: str, stdout: Path | None = None, stdin: Path | None = None
+                 ) -> None:
         import threading
 
         self.argv, self.context = argv, context
         shell.require(argv[0])
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish or cancel
         self._lock = threading.Lock()  # finish (Ahead's thread) and cancel (the caller's) may meet
-        with open(stdout or os.devnull, "wb") as target:
-            self._proc = subprocess.Popen(shell.tied(argv), stdin=subprocess.DEVNULL, stdout=target,
+        with open(stdout or os.devnull, "wb") as target, open(stdin or os.devnull, "rb") as feed:
+            self._proc = subprocess.Popen(shell.tied(argv), stdin=feed, stdout=target,
                                           stderr=self._err, env=shell.environment(), start_new_session=True)
 
     def finish(self) -> None:
@@ -134,39 +135,42 @@ class Early:
 
 class Ahead:
     """The output's last steps, started on the guess that the check will find `out` final: the step
-    making it (`make`: bgzip of a plain text as it is; None where the caller copied a BGZF one), then
-    tabix with options guessed from the first lines (`index`), then the read back through the index
-    (verify_output's reads), one after another in a thread of their own while the text is checked.
-    `result` waits for them all; `stop` stops them (with `keep_output`, once `out` is made)."""
+    making it (`make`: the compressor of a plain text as it is, reading `source`; None where the caller
+    copied a BGZF one), then tabix with the options `guess`ed from the first lines (`index`) unless the
+    compressor wrote that index already, then the read back through the index (verify_output's reads),
+    one after another in a thread of their own while the text is checked. `result` waits for them all;
+    `stop` stops them (with `keep_output`, once `out` is made)."""
 
-    def __init__(self, out: Path, make: list[str] | None, index: list[str], kind: str, threads: int,
-                 label: str) -> None:
+    def __init__(self, out: Path, make: list[str] | None, source: Path, index: list[str], guess: tuple[str, int],
+                 threads: int, label: str) -> None:
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
         self.made = threading.Event()
+        self._out, self._kind = out, guess[0]
         self._lock = threading.Lock()
         self._current: Early | None = None
         self._stopped = False
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ahead")
-        self._future = self._pool.submit(self._run, out, make, index, kind, threads, label)
+        self._future = self._pool.submit(self._run, out, make, source, index, guess, threads, label)
 
-    def _step(self, argv: list[str], context: str, stdout: Path | None = None) -> None:
+    def _step(self, argv: list[str], context: str, stdout: Path | None = None, stdin: Path | None = None) -> None:
         with self._lock:
             if self._stopped:
                 raise _Stopped
-            self._current = Early(argv, context, stdout)
+            self._current = Early(argv, context, stdout, stdin)
         self._current.finish()
 
-    def _run(self, out: Path, make: list[str] | None, index: list[str], kind: str, threads: int,
-             label: str) -> tuple[dict[str, int], int]:
-        from . import interval_checks, tabix_index
+    def _run(self, out: Path, make: list[str] | None, source: Path, index: list[str], guess: tuple[str, int],
+             threads: int, label: str) -> tuple[dict[str, int], int]:
+        from . import interval_checks
 
         if make:
-            self._step(make, "compressing the text as it is", out)
+            self._step(make, "compressing the text as it is", out, source)
         self.made.set()
-        self._step(index, f"indexing {label}")
-        return interval_checks.read_back(out, tabix_index.index_path(out, kind), threads, label)
+        if not (make and tabix_index.made_while_compressed(out, guess)):
+            self._step(index, f"indexing {label}")
+        return interval_checks.read_back(out, tabix_index.index_path(out, guess[0]), threads, label)
 
     @property
     def stopped(self) -> bool:
@@ -187,8 +191,8 @@ class Ahead:
             self._pool.shutdown()
 
     def stop(self, keep_output: bool = False) -> None:
-        """Stop the steps left (a read back under way runs to its end); with `keep_output`, only once the
-        step making `out` has ended, and ToolError where it failed."""
+        """Stop the steps left (a read back under way runs to its end) and remove the index they made; with
+        `keep_output`, only once the step making `out` has ended, and ToolError where it failed."""
         import concurrent.futures
 
         if keep_output:
@@ -197,11 +201,13 @@ class Ahead:
             if not self.made.is_set():
                 self._future.result()  # raises what making it raised
         with self._lock:
-            self._stopped, current = True, self._current
+            first, self._stopped, current = not self._stopped, True, self._current
         if current is not None and (self.made.is_set() or not keep_output):
             current.cancel()
         concurrent.futures.wait([self._future])
         self._pool.shutdown()
+        if first:  # the index made on the guess is not the output's (nor, without keep_output, its data)
+            tabix_index.discard_index(self._out, self._kind)
 
 
 class _Stopped(Exception):
@@ -239,7 +245,8 @@ def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level
             permutation = _sort_order(spec, frame, header, stats["contigs"])
         if early is not None:
             early.stop()
-        _write(out, header, data, permutation, threads, level)
+        kind = tabix_index.index_kind(stats["maxend"], tabix_index.declared_lengths(header))
+        _write(spec, out, header, data, permutation, kind, threads, level)
         return header, stats, "stream" if permutation is None else "columnar"
     finally:
         if early is not None and not keep:
@@ -460,14 +467,15 @@ def _sort_order(spec: IntervalFormat, frame: Any, header: list[str], contigs: li
     return frame.select(pl.arg_sort_by(keys, maintain_order=True)).to_series()
 
 
-def _write(out: Path, header: list[str], lines: Any, permutation: Any, threads: int, level: int) -> None:
-    """Header, then the lines (in the order of `permutation`, unless None), through bgzip (the bytes the
-    sorting pass's bgzip writes); gathered and written WRITE_ROWS at a time, so the sorted lines are
-    never held whole beside the lines read."""
+def _write(spec: IntervalFormat, out: Path, header: list[str], lines: Any, permutation: Any, kind: str, threads: int,
+           level: int) -> None:
+    """Header, then the lines (in the order of `permutation`, unless None), through the compressor (the
+    bytes the sorting pass's bgzip writes; with bgzindex, `kind`'s index too); gathered and written
+    WRITE_ROWS at a time, so the sorted lines are never held whole beside the lines read."""
     from preprocess.errors import ToolError
 
-    argv = ["bgzip", "-c", "-l", str(level), "-@", str(threads)]
-    shell.require("bgzip")
+    argv = tabix_index.compressor(out, spec.preset, kind, level, threads)
+    shell.require(argv[0])
     with open(out, "wb") as target, subprocess.Popen(shell.tied(argv), stdin=subprocess.PIPE, stdout=target,
                                                      stderr=subprocess.PIPE, env=shell.environment(),
                                                      start_new_session=True) as proc:

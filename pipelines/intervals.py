@@ -132,17 +132,18 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     compression = bgzf.sniff_compression(source)
     memory = columnar.budget(settings.sort_memory, settings.threads)
     found = ahead = guess = None
+    compress: dict[str, str] = {}
     try:
         need = columnar.peak(source, compression) if "columnar" in paths and spec.sort_keys else None
         if need is not None and need <= memory:  # in memory: checked, sorted if need be
             if not unsorted and (compression == "plain" or ("input" in paths and compression == "bgzf")):
                 # likely in order: its output made, indexed and read back meanwhile (kept if the check says so)
                 guess = index_options(spec, leading_header(source, spec), 0, lengths)
-                make = ["bgzip", "-c", "-l", str(settings.compression_level), "-@", str(settings.threads), "--",
-                        str(source)] if compression == "plain" else None
+                make = tabix_index.compressor(out, spec.preset, guess[0], settings.compression_level,
+                                              settings.threads) if compression == "plain" else None
                 if make is None:
                     shutil.copyfile(source, out)
-                ahead = columnar.Ahead(out, make, tabix_index.index_argv(out, spec.preset, *guess), guess[0],
+                ahead = columnar.Ahead(out, make, source, tabix_index.index_argv(out, spec.preset, *guess), guess,
                                        settings.threads, label)
             with ctx.stage("columnar"):
                 found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
@@ -151,9 +152,8 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                 header, stats, path = found
                 if path == "input" and ahead is None:
                     shutil.copyfile(source, out)
-            if ahead is not None and ahead.stopped and guess:  # the check did not find the output final
+            if ahead is not None and ahead.stopped:  # the check did not find the output final
                 ahead = None
-                tabix_index.index_path(out, guess[0]).unlink(missing_ok=True)
         if found is None and "input" in paths and not unsorted and compression == "bgzf":
             with ctx.stage("check"):
                 header, stats = streaming.run_validated("check", spec, ctx, source, out, where=where)
@@ -162,18 +162,23 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
             elif canonical_bgzf(source, stats):
                 path = "input"
                 shutil.copyfile(source, out)
+        if path in ("stream", "sort") and found is None:  # compressed by bgzindex with the index guessed
+            kind_guess = index_options(spec, leading_header(source, spec), 0, lengths)[0]
+            compress = tabix_index.compressor_env(out, spec.preset, kind_guess, settings.compression_level)
         if path == "stream" and found is None:
             with ctx.stage("stream"):
-                header, stats = streaming.run_validated("stream", spec, ctx, source, out, *sorting, where=where)
+                header, stats = streaming.run_validated("stream", spec, ctx, source, out, *sorting, where=where,
+                                                        extra_env=compress)
             if stats["unsorted"]:
                 path = "sort"
         if path == "sort":
             with ctx.stage("sort"):
                 split = split_point(source, spec, settings.threads)
-                parts = streaming.run_split(spec, ctx, source, out, split, sorting, where) if split else None
+                parts = (streaming.run_split(spec, ctx, source, out, split, sorting, where, compress)
+                         if split else None)
                 if parts is None:
                     header, stats = streaming.run_validated("sort", spec, ctx, source, out, *sorting, 0,
-                                                            *spec.sort_keys, where=where)
+                                                            *spec.sort_keys, where=where, extra_env=compress)
                 else:
                     header, stats = parts
         if spec.preset == "vcf" and not (header and header[0].startswith("##fileformat=VCF")
@@ -189,8 +194,6 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                 read_back = None
                 if ahead:
                     ahead.stop(keep_output=True)  # a guess gone wrong: the output stands, not its index
-                    if guess:
-                        tabix_index.index_path(out, guess[0]).unlink(missing_ok=True)
                 index = tabix_index.write_index(out, spec.preset, kind, skip, label)
     except BaseException:
         if ahead:

@@ -1,9 +1,12 @@
-"""bamwalk (bamwalk.c): the BAM record walks at the speed of decompression, and their Python equivalents.
+"""The C programs built on first use, and bamwalk's record walks (bamwalk.c) with their Python equivalents.
 
-The C program is compiled on first use with the system's C compiler ($CC, else `cc`) into a per-user
-cache folder, under a name keyed by its source's sha256. Without a compiler, or when the build fails,
-every walk here runs in Python instead: the same verdicts, counts and output bytes, only slower.
-PREPROCESS_BAMWALK=python in the environment forces the Python walks (the tests compare both).
+bamwalk.c walks BAM records at the speed of decompression; bgzindex.c (linked with htslib, libhts-dev)
+bgzips a text and writes its tabix index in the same pass (used by pipelines/tabix_index.py). Each is
+compiled with the system's C compiler ($CC, else `cc`) into a per-user cache folder, under a name keyed
+by its source's sha256. Without a compiler (or htslib's headers), or when the build fails, what the
+program does runs another way instead: bamwalk's walks in Python, bgzindex as bgzip then tabix; the same
+verdicts, counts and output bytes, only slower. PREPROCESS_BAMWALK=python forces the Python walks and
+PREPROCESS_BGZINDEX=off bgzip then tabix (the tests compare both ways).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from . import bgzf
 
 SOURCE = Path(__file__).with_name("bamwalk.c")
 SWITCH = "PREPROCESS_BAMWALK"  # "python": the Python walks even where the program builds
+BGZINDEX_SOURCE = SOURCE.with_name("bgzindex.c")
+BGZINDEX_SWITCH = "PREPROCESS_BGZINDEX"  # "off": bgzip then tabix even where bgzindex builds
 UNSORTED, MALFORMED, TRUNCATED = 1, 2, 3  # bamwalk's exit statuses besides 0 (and 4: usage or I/O error)
 BAM_MAGIC = b"BAM\x01"
 SMALLEST_RECORD, LARGEST_RECORD = 36, 1 << 28  # bytes with the block_size field, as bamwalk.c
@@ -44,23 +49,37 @@ def program() -> Path | None:
     cannot be built (no compiler, a failed build: logged once)."""
     if os.environ.get(SWITCH, "").lower() == "python":
         return None
-    built = _built()
+    return _program(SOURCE, (), "BAM records are walked in Python")
+
+
+def bgzindex() -> Path | None:
+    """The compiled bgzindex, built now if it is not yet; None where PREPROCESS_BGZINDEX=off or it cannot
+    be built (no compiler or no htslib headers and library: logged once)."""
+    if os.environ.get(BGZINDEX_SWITCH, "").lower() == "off":
+        return None
+    return _program(BGZINDEX_SOURCE, ("-lhts",), "texts are indexed by tabix after bgzip")
+
+
+def _program(source: Path, libraries: tuple[str, ...], otherwise: str) -> Path | None:
+    built = _built(source, libraries, otherwise)
     if built is not None and not _trusted(built):  # removed since (a temp folder's cleaner): built again
         _built.cache_clear()
-        built = _built()
+        built = _built(source, libraries, otherwise)
     return built
 
 
 @functools.cache
-def _built() -> Path | None:
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    name = f"bamwalk-{platform.machine() or 'any'}-{digest}"
+def _built(source: Path, libraries: tuple[str, ...], otherwise: str) -> Path | None:
+    """`source` compiled and linked with `libraries` into the first trusted cache folder (or found there);
+    None, with `otherwise` (what runs instead) logged, where it cannot be."""
+    digest = hashlib.sha256(source.read_bytes() + " ".join(libraries).encode()).hexdigest()[:16]
+    name = f"{source.stem}-{platform.machine() or 'any'}-{digest}"
     for folder in _cache_folders():
         if _trusted(folder / name):
             return folder / name
     compiler = shlex.split(os.environ.get("CC") or "cc")
     if not compiler or not shutil.which(compiler[0]):
-        log.info("no C compiler (%s): BAM records are walked in Python", compiler[0] if compiler else "$CC empty")
+        log.info("no C compiler (%s): %s", compiler[0] if compiler else "$CC empty", otherwise)
         return None
     problem = "no writable cache folder"
     for folder in _cache_folders():
@@ -75,10 +94,10 @@ def _built() -> Path | None:
             continue
         os.close(fd)
         try:
-            made = subprocess.run([*compiler, "-O2", "-o", part, str(SOURCE)], capture_output=True, check=False,
-                                  stdin=subprocess.DEVNULL, env=shell.environment(), timeout=120)
+            made = subprocess.run([*compiler, "-O2", "-o", part, str(source), *libraries], capture_output=True,
+                                  check=False, stdin=subprocess.DEVNULL, env=shell.environment(), timeout=120)
             if made.returncode != 0:
-                log.info("building bamwalk failed: BAM records are walked in Python: %s",
+                log.info("building %s failed: %s: %s", source.stem, otherwise,
                          shell.tail(made.stderr.decode("utf-8", "replace"), 5))
                 return None
             os.chmod(part, 0o755)
@@ -89,7 +108,7 @@ def _built() -> Path | None:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)
-    log.info("cannot build bamwalk (%s): BAM records are walked in Python", problem)
+    log.info("cannot build %s (%s): %s", source.stem, problem, otherwise)
     return None
 
 

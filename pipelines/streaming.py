@@ -92,14 +92,15 @@ def leading_contigs(source: Path) -> str:
 
 
 def run_split(spec: IntervalFormat, ctx: BuildContext, source: Path, out: Path, split: int,
-              sorting: tuple[Path, str, int], where: Where) -> tuple[list[str], dict[str, Any]] | None:
+              sorting: tuple[Path, str, int], where: Where, extra_env: dict[str, str] | None = None
+              ) -> tuple[list[str], dict[str, Any]] | None:
     """The sorting pass with the text validated in two parts at once (intervals.sh SPLIT): the header
     lines and merged stats, or None where the parts' findings need the whole file in one validator (a
     bad line, rows of another width in the second part, a ##contig line after data): then the caller
     runs it unsplit, which says what the file's first finding is, exactly as it always would."""
     work = ctx.workdir
     names = {"PP_HDR2": "header.txt", "PP_HDRNR2": "header.lines", "PP_ERR2": "errors.txt", "PP_STATS2": "stats.tsv"}
-    env = {name: str(work / f"sort2-{file}") for name, file in names.items()}
+    env = {**(extra_env or {}), **{name: str(work / f"sort2-{file}") for name, file in names.items()}}
     ranks = work / "sort2-ranks.txt"
     ranks.write_text(leading_contigs(source) if spec.kind == "vcf" else "", encoding="latin-1")
     env["PP_RANKS"] = str(ranks)

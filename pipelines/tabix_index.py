@@ -1,15 +1,27 @@
 """The tabix index of an interval output: its limits, the choice between TBI and CSI, writing it, and the
 records per contig htslib counted while indexing (the index's pseudo-bin: TBI and CSI both keep one per
-reference), so the records-in == records-out check needs no read-back."""
+reference), so the records-in == records-out check needs no read-back.
+
+An output is compressed by `compressor`: bgzindex (pipelines/bgzindex.c, built by pipelines/native.py)
+where it is built and, checked once a process on a sample, writes bgzip's bytes and tabix's index here;
+it then writes the index of the kind guessed beforehand in the same pass, and `write_index` keeps it when
+the guess (kind, leading lines skipped) was right. Else `bgzip`, and tabix after it. Same bytes either way.
+"""
 
 from __future__ import annotations
 
+import functools
 import gzip
+import logging
 import re
 import struct
+import subprocess
+import tempfile
 from pathlib import Path
 
 from preprocess import shell
+
+from . import native
 
 TBI_MAX = 2**29          # TBI bins address positions below 2^29; beyond that, CSI
 TABIX_MAX = 2**32        # the largest end tabix's CSI (min_shift 14) stores; beyond is an input error
@@ -88,6 +100,100 @@ def index_path(out: Path, kind: str) -> Path:
 
 
 def write_index(out: Path, preset: str, kind: str, skip: int, label: str) -> Path:
-    """Index `out` (see index_argv); returns the index's path."""
-    shell.run(index_argv(out, preset, kind, skip), context=f"indexing {label}")
+    """Index `out` (see index_argv), unless its compressor wrote that very index already; returns the
+    index's path."""
+    if not made_while_compressed(out, (kind, skip)):
+        shell.run(index_argv(out, preset, kind, skip), context=f"indexing {label}")
     return index_path(out, kind)
+
+
+log = logging.getLogger(__name__)
+
+
+def compressor(out: Path, preset: str, kind: str, level: int, threads: int) -> list[str]:
+    """The command compressing a text from stdin to stdout (for `out`) as `bgzip -c -l LEVEL -@ THREADS`
+    does: bgzindex, also writing out's `kind` index as tabix would, where it is built and agrees with
+    bgzip and tabix here (see made_while_compressed); else bgzip."""
+    program = _bgzindex(level)
+    _report(out).unlink(missing_ok=True)
+    if program is None:
+        return ["bgzip", "-c", "-l", str(level), "-@", str(threads)]
+    return [program, str(level), str(threads), preset, kind, str(index_path(out, kind)), str(_report(out))]
+
+
+def compressor_env(out: Path, preset: str, kind: str, level: int) -> dict[str, str]:
+    """compressor's choice for scripts/intervals.sh, whose `compress` runs it: PP_BGZINDEX (empty: bgzip)
+    and its arguments."""
+    program = _bgzindex(level) or ""
+    _report(out).unlink(missing_ok=True)
+    return {"PP_BGZINDEX": program, "PP_PRESET": preset, "PP_INDEXKIND": kind,
+            "PP_INDEX": str(index_path(out, kind)), "PP_REPORT": str(_report(out))}
+
+
+def made_while_compressed(out: Path, wanted: tuple[str, int]) -> bool:
+    """Whether bgzindex wrote out's index as tabix would write it with `wanted` (kind, leading lines
+    skipped); an index it wrote otherwise is removed. Says so once: the report is consumed."""
+    report = _report(out)
+    try:
+        said = report.read_text().split()
+    except FileNotFoundError:
+        return False
+    report.unlink()
+    made = (said[0], int(said[1])) if len(said) == 2 and said[1].isdigit() else None
+    if made == wanted:
+        return True
+    if made and made[0] != wanted[0]:
+        index_path(out, made[0]).unlink(missing_ok=True)
+    return False
+
+
+def discard_index(out: Path, kind: str) -> None:
+    """Remove out's `kind` index and what bgzindex said of it: made for an output or a guess now given up."""
+    index_path(out, kind).unlink(missing_ok=True)
+    _report(out).unlink(missing_ok=True)
+
+
+def _report(out: Path) -> Path:
+    return out.with_name(f"{out.name}.indexed")
+
+
+# A deterministic sample spanning several BGZF blocks and contigs, a track line and a line ending on a block's end.
+_SAMPLE = ("track name=sample\n" + "".join(f"chr{c}\t{i * 37}\t{i * 37 + 1 + i % 900}\tf{i}\t{i % 1000}\t+\n"
+                                             for c in (1, 2, 10) for i in range(1500))).encode()
+
+
+def _bgzindex(level: int) -> str | None:
+    """bgzindex where it is built and writes, for the sample, bgzip's bytes at `level` and tabix's index of
+    them (one linked with another htslib or deflate library than bgzip's and tabix's may not); else None."""
+    program = native.bgzindex()
+    return None if program is None else _agreeing(program, level)
+
+
+@functools.cache
+def _agreeing(program: Path, level: int) -> str | None:
+    with tempfile.TemporaryDirectory(prefix="bgzindex-check-") as folder:
+        here = Path(folder)
+        sample, reference, made = here / "sample.bed", here / "reference.bed.gz", here / "made.bed.gz"
+        sample.write_bytes(_SAMPLE)
+        try:
+            with open(sample, "rb") as text, open(reference, "wb") as target:
+                subprocess.run(["bgzip", "-c", "-l", str(level)], stdin=text, stdout=target, check=True,
+                               stderr=subprocess.DEVNULL, env=shell.environment(), timeout=60)
+            subprocess.run(index_argv(reference, "bed", "tbi", 1), check=True, capture_output=True,
+                           env=shell.environment(), timeout=60)
+            with open(sample, "rb") as text, open(made, "wb") as target:
+                subprocess.run([str(program), str(level), "2", "bed", "tbi", str(here / "made.tbi"),
+                                str(here / "made.report")], stdin=text, stdout=target, check=True,
+                               stderr=subprocess.DEVNULL, env=shell.environment(), timeout=60)
+            same = (made.read_bytes() == reference.read_bytes()
+                    and (here / "made.tbi").read_bytes() == index_path(reference, "tbi").read_bytes()
+                    and (here / "made.report").read_text().split() == ["tbi", "1"])
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.info("bgzindex could not be compared with bgzip and tabix (%s): texts are indexed by tabix "
+                     "after bgzip", exc)
+            return None
+    if not same:
+        log.warning("bgzindex writes other bytes than bgzip and tabix here (another htslib or deflate "
+                    "library): texts are indexed by tabix after bgzip")
+        return None
+    return str(program)

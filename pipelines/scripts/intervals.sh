@@ -16,7 +16,9 @@
 # PP_STREAM=1. The header goes in when sort emits its first line (or ends empty): sort emits
 # nothing before its input ends, so awk has finished writing the header by then. VCF lines arrive
 # at sort prefixed with their contig's rank in the header (the order bcftools and GATK expect),
-# which is cut off again after the sort.
+# which is cut off again after the sort. The output is compressed by `compress`: bgzindex where PP_BGZINDEX
+# names it (bgzip's bytes, and tabix's index of them written in the same pass: pipelines/tabix_index.py),
+# else bgzip.
 set -o pipefail -o errexit -o nounset
 mode=$1 decompress=$2 src=$3 out=$4 threads=$5
 
@@ -26,6 +28,14 @@ validate() {
     gzip) gzip -dc -- "$src" | awk -f "$PP_AWK" ;;
     *) awk -f "$PP_AWK" < "$src" ;;
   esac
+}
+
+compress() {
+  if [ -n "${PP_BGZINDEX:-}" ]; then
+    "$PP_BGZINDEX" "$level" "$threads" "$PP_PRESET" "$PP_INDEXKIND" "$PP_INDEX" "$PP_REPORT"
+  else
+    bgzip -c -l "$level" -@ "$threads"
+  fi
 }
 
 headers=("$PP_HDR")
@@ -57,7 +67,7 @@ case $mode in
     ;;
   stream)
     level=$8
-    PP_STREAM=1 validate | bgzip -c -l "$level" -@ "$threads" > "$out"
+    PP_STREAM=1 validate | compress > "$out"
     ;;
   sort)
     tmpdir=$6 mem=$7 level=$8 split=$9
@@ -78,9 +88,9 @@ case $mode in
     fi
     status=0
     if [ "$PP_KIND" = vcf ]; then
-      sort_lines "$@" | cut -f2- | header_first | bgzip -c -l "$level" -@ "$threads" > "$out" || status=$?
+      sort_lines "$@" | cut -f2- | header_first | compress > "$out" || status=$?
     else
-      sort_lines "$@" | header_first | bgzip -c -l "$level" -@ "$threads" > "$out" || status=$?
+      sort_lines "$@" | header_first | compress > "$out" || status=$?
     fi
     if [ "$split" -gt 0 ]; then
       wait "$second" || status=$?

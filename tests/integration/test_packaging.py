@@ -65,7 +65,7 @@ def test_the_wheel_and_sdist_carry_the_name_version_and_metadata(dist):
     assert meta["Name"] == DIST and meta["Version"] == version and meta["License-Expression"] == "MIT"
     assert f"preprocess_genomics-{version}.dist-info/licenses/LICENSE" in names
     assert {"preprocess/preprocess.yaml", "pipelines/scripts/validate.awk", "preprocess/__main__.py",
-            "pipelines/bamwalk.c"} <= names
+            "pipelines/bamwalk.c", "pipelines/bgzindex.c"} <= names
     assert not [n for n in names if n.startswith("tests/")]
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
     assert {"Homepage", "Repository", "Issues", "Changelog"} <= set(urls)
@@ -113,9 +113,12 @@ def test_the_wheel_installed_in_a_fresh_venv_passes_doctor_and_builds_a_file(dis
     count = subprocess.run(["samtools", "view", "-c", str(bam)], check=True, capture_output=True, text=True)
     assert int(count.stdout) == 300 + 20  # the sample's reads and its unmapped ones
 
-    walker = subprocess.run([str(python), "-c", "from pipelines import native; print(native.program())"], cwd=work,
-                            env={**env, "XDG_CACHE_HOME": str(work / "cache")}, capture_output=True, text=True)
-    assert walker.stdout.startswith(str(work / "cache" / "preprocess" / "bamwalk-")), walker.stdout + walker.stderr
+    built = subprocess.run([str(python), "-c", "from pipelines import native; print(native.program()); "
+                            "print(native.bgzindex())"], cwd=work, env={**env, "XDG_CACHE_HOME": str(work / "cache")},
+                           capture_output=True, text=True)
+    walker, indexer = built.stdout.split()
+    assert walker.startswith(str(work / "cache" / "preprocess" / "bamwalk-")), built.stdout + built.stderr
+    assert indexer.startswith(str(work / "cache" / "preprocess" / "bgzindex-")), built.stdout + built.stderr
 
 
 def test_the_changelog_lists_the_pipeline_versions_this_release_serves():

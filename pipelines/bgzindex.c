@@ -1,0 +1,348 @@
+/* bgzindex: bgzip a sorted text read from stdin and write its tabix index in the same pass.
+
+   Built and run by pipelines/native.py (C99, linked with htslib: -lhts).
+
+     bgzindex LEVEL THREADS PRESET KIND INDEX REPORT
+
+   Writes to stdout exactly the bytes `bgzip -c -l LEVEL -@ THREADS` writes for the same input (LEVEL -1:
+   bgzip's default), and to INDEX exactly the bytes `tabix -p PRESET` (PRESET bed, vcf or gff; KIND csi:
+   `--csi -m 14`) writes for that output, with `-S SKIP` where a bed's leading header lines include a
+   track or browser line (SKIP: the number of leading header lines, as pipelines/intervals.py passes it).
+   Then REPORT gets "KIND SKIP". tabix reads the compressed file back; here the index entries are taken
+   as each line is written, from the same virtual offsets (htslib's on-the-fly indexing, as `samtools sort
+   --write-index` uses it), so the text is compressed once and never decompressed.
+
+   Where tabix would not index the text as asked (a record past what a TBI addresses, contigs not in
+   blocks, positions out of order), INDEX and REPORT are not written, and the exit status is still 0: the
+   compressed text is whole, and the caller runs tabix, which says why. Exit 1: usage, I/O or htslib
+   error (a message on stderr).
+
+   The record parse is htslib 1.16's tbx_parse1 (tbx.c, MIT licence), which htslib does not declare in
+   its headers; pipelines/native.py compares this program's bytes with bgzip's and tabix's once a process
+   and uses it only where they are equal. */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <htslib/bgzf.h>
+#include <htslib/hts.h>
+#include <htslib/khash.h>
+#include <htslib/tbx.h>
+
+/* Exported by htslib (since 1.10) for on-the-fly indexing behind a threaded writer, not declared in its
+   public headers: the entry's virtual offset is resolved once its block's compressed address is known. */
+int bgzf_idx_push(BGZF *fp, hts_idx_t *hidx, int tid, hts_pos_t beg, hts_pos_t end, uint64_t offset,
+                  int is_mapped);
+
+KHASH_MAP_INIT_STR(names, int)
+
+#define CHUNK (4 << 20)
+
+typedef struct {
+    int64_t beg, end;
+    const char *name;
+    size_t name_length;
+} Interval;
+
+static int fail(const char *format, const char *detail) {
+    fprintf(stderr, "bgzindex: ");
+    fprintf(stderr, format, detail);
+    fputc('\n', stderr);
+    return 1;
+}
+
+/* strtoll(text, end, 0), with a quick path for what it reads as plain decimal (a first digit 1-9, or a lone
+   0; at most 18 digits, so no overflow): anything else, spaces, signs, octal, hex, goes to strtoll. */
+static long long number(const char *text, char **end) {
+    const char *at = text;
+    if (*at >= '1' && *at <= '9') {
+        long long value = 0;
+        while (*at >= '0' && *at <= '9' && at - text < 18) value = value * 10 + (*at++ - '0');
+        if (!(*at >= '0' && *at <= '9')) {
+            *end = (char *)at;
+            return value;
+        }
+    } else if (*at == '0' && !(at[1] >= '0' && at[1] <= '9') && at[1] != 'x' && at[1] != 'X') {
+        *end = (char *)at + 1;
+        return 0;
+    }
+    return strtoll(text, end, 0);
+}
+
+/* htslib 1.16's tbx_parse1 on one line (NUL-terminated at `length`; column 8 is briefly cut at its end
+   for a VCF's INFO/END): 0 with the interval, -1 where tabix would skip the line as unparsable. */
+static int parse(const tbx_conf_t *conf, int length, char *line, Interval *intv) {
+    int i, b = 0, id = 1;
+    /* the last column the preset reads: the line's rest changes nothing (tbx_parse1 walks it all) */
+    int last = conf->sc > conf->bc ? conf->sc : conf->bc;
+    if ((conf->preset & 0xffff) == TBX_GENERIC && conf->ec > last) last = conf->ec;
+    if ((conf->preset & 0xffff) == TBX_VCF && last < 8) last = 8;
+    char *s, *ss = NULL, *se = NULL;
+    intv->beg = intv->end = -1;
+    for (i = 0; i <= length; ++i) {
+        if (line[i] != '\t' && line[i] != 0) continue;
+        if (id == conf->sc) {
+            ss = line + b;
+            se = line + i;
+        } else if (id == conf->bc) {
+            intv->beg = intv->end = number(line + b, &s);
+            if (s == line + b) return -1;
+            if (!(conf->preset & TBX_UCSC)) --intv->beg;
+            else ++intv->end;
+            if (intv->beg < 0) intv->beg = 0;
+            if (intv->end < 1) intv->end = 1;
+        } else if ((conf->preset & 0xffff) == TBX_GENERIC) {
+            if (id == conf->ec) {
+                intv->end = number(line + b, &s);
+                if (s == line + b) return -1;
+            }
+        } else if ((conf->preset & 0xffff) == TBX_VCF) {
+            if (id == 4) {
+                if (b < i) intv->end = intv->beg + (i - b);
+            } else if (id == 8) { /* INFO/END, where it is past POS */
+                int c = line[i];
+                line[i] = 0;
+                s = strstr(line + b, "END=");
+                if (s == line + b) s += 4;
+                else if (s) {
+                    s = strstr(line + b, ";END=");
+                    if (s) s += 5;
+                }
+                if (s && *s != '.') {
+                    long long end = number(s, &s);
+                    if (end > intv->beg) intv->end = end;
+                }
+                line[i] = (char)c;
+            }
+        }
+        b = i + 1;
+        if (++id > last) break;
+    }
+    if (ss == NULL || se == NULL || intv->beg < 0 || intv->end < 0) return -1;
+    intv->name = ss;
+    intv->name_length = (size_t)(se - ss);
+    return 0;
+}
+
+/* tabix's reading of a VCF ##contig length (tbx.c adjust_max_ref_len_vcf), for a CSI's depth. */
+static void contig_length(const char *line, int64_t *longest) {
+    const char *at;
+    if (strncmp(line, "##contig", 8) != 0) return;
+    at = strstr(line + 8, "length");
+    if (!at) return;
+    for (at += 6; *at == ' ' || *at == '='; at++) {}
+    int64_t length = strtoll(at, NULL, 10);
+    if (*longest < length) *longest = length;
+}
+
+static int header_line(const char *line, size_t length, int bed, int *track) {
+    if (length > 0 && line[0] == '#') return 1;
+    if (!bed) return 0;
+    for (int i = 0; i < 2; i++) {
+        const char *word = i ? "browser" : "track";
+        size_t n = strlen(word);
+        if (length >= n && memcmp(line, word, n) == 0 && (length == n || line[n] == ' ' || line[n] == '\t')) {
+            *track = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    BGZF *out;
+    hts_idx_t *idx;
+    tbx_conf_t conf;
+    int fmt, min_shift, n_lvls, threads, bed, track;
+    int in_header, indexing;
+    int64_t header_lines, longest;
+    khash_t(names) *ids;
+    char **names;
+    int n_names, last_tid;
+    int64_t last_beg;
+} State;
+
+static int start_index(State *st) {
+    int n_lvls = st->n_lvls;
+    st->conf.line_skip = st->track ? (int32_t)st->header_lines : 0;
+    if (st->fmt == HTS_FMT_CSI) { /* tabix's adjust_n_lvls, from the header's longest ##contig */
+        int64_t size = 1LL << (st->min_shift + n_lvls * 3), longest = st->longest + 256;
+        for (; longest > size; ++n_lvls, size <<= 3) {}
+    }
+    st->n_lvls = n_lvls;
+    st->idx = hts_idx_init(0, st->fmt, (uint64_t)bgzf_tell(st->out), st->min_shift, n_lvls);
+    if (!st->idx) return -1;
+    st->in_header = 0;
+    if (st->threads > 1 && bgzf_mt(st->out, st->threads, 256) < 0) return -1;
+    return 0;
+}
+
+/* The reference id of `name`, numbered by first appearance as tabix numbers them; -1 out of memory. */
+static int name_id(State *st, const char *name, size_t length, int *known) {
+    if (st->last_tid >= 0) { /* the previous record's contig, as a sorted text's next record mostly is */
+        const char *previous = st->names[st->last_tid];
+        if (strncmp(previous, name, length) == 0 && previous[length] == 0) {
+            *known = 1;
+            return st->last_tid;
+        }
+    }
+    char *key = malloc(length + 1);
+    if (!key) return -1;
+    memcpy(key, name, length);
+    key[length] = 0;
+    int absent;
+    khint_t k = kh_put(names, st->ids, key, &absent);
+    if (absent < 0) { free(key); return -1; }
+    *known = !absent;
+    if (!absent) { free(key); return kh_val(st->ids, k); }
+    char **grown = realloc(st->names, sizeof(char *) * (size_t)(st->n_names + 1));
+    if (!grown) return -1;
+    st->names = grown;
+    st->names[st->n_names] = key;
+    kh_val(st->ids, k) = st->n_names;
+    return st->n_names++;
+}
+
+/* One line (without its newline; `newline` says whether it had one): written, and indexed as tabix
+   would index it. */
+static int line(State *st, char *text, size_t length, int newline) {
+    if (st->in_header) {
+        if (header_line(text, length, st->bed, &st->track)) {
+            st->header_lines++;
+            if (st->fmt == HTS_FMT_CSI && st->conf.preset == TBX_VCF && length > 0) {
+                char keep = text[length];
+                text[length] = 0;
+                contig_length(text, &st->longest);
+                text[length] = keep;
+            }
+            return bgzf_write(st->out, text, length + (size_t)newline) < 0 ? -1 : 0;
+        }
+        if (start_index(st) < 0) return -1;
+    }
+    Interval intv;
+    int parsed = -1;
+    if (st->indexing && !(length > 0 && text[0] == st->conf.meta_char)) {
+        char keep = text[length];
+        text[length] = 0;
+        parsed = parse(&st->conf, (int)length, text, &intv);
+        text[length] = keep;
+    }
+    int tid = -1;
+    if (parsed == 0) {
+        int known;
+        tid = name_id(st, intv.name, intv.name_length, &known);
+        if (tid < 0) return -1;
+        int64_t maxpos = 1LL << (st->min_shift + st->n_lvls * 3);
+        if (intv.beg > maxpos || intv.end > maxpos || intv.end < intv.beg
+            || (tid != st->last_tid && known) || (tid == st->last_tid && intv.beg < st->last_beg)) {
+            st->indexing = 0; /* hts_idx_push would refuse it: tabix is left to say why */
+            tid = -1;
+        } else {
+            st->last_tid = tid;
+            st->last_beg = intv.beg;
+        }
+    }
+    if (bgzf_write(st->out, text, length + (size_t)newline) < 0) return -1;
+    if (tid >= 0 && bgzf_idx_push(st->out, st->idx, tid, intv.beg, intv.end, (uint64_t)bgzf_tell(st->out), 1) < 0)
+        return -1;
+    return 0;
+}
+
+static int finish_index(State *st, const char *index, const char *report) {
+    if (st->in_header) { /* no record: as tabix, an index from the text's end, at the depth it starts from */
+        st->conf.line_skip = st->track ? (int32_t)st->header_lines : 0;
+        st->idx = hts_idx_init(0, st->fmt, (uint64_t)bgzf_tell(st->out), st->min_shift, st->n_lvls);
+        if (!st->idx) return -1;
+    }
+    if (hts_idx_finish(st->idx, (uint64_t)bgzf_tell(st->out)) != 0) return -1;
+    size_t names_length = 0;
+    for (int i = 0; i < st->n_names; i++) names_length += strlen(st->names[i]) + 1;
+    uint8_t *meta = malloc(28 + names_length);
+    if (!meta) return -1;
+    int32_t conf[7] = {st->conf.preset, st->conf.sc, st->conf.bc, st->conf.ec, st->conf.meta_char,
+                       st->conf.line_skip, (int32_t)names_length};
+    memcpy(meta, conf, 28); /* little-endian hosts only, as native.py builds it */
+    size_t at = 28;
+    for (int i = 0; i < st->n_names; i++) {
+        size_t n = strlen(st->names[i]) + 1;
+        memcpy(meta + at, st->names[i], n);
+        at += n;
+    }
+    if (hts_idx_set_meta(st->idx, (uint32_t)at, meta, 0) < 0) { free(meta); return -1; }
+    if (hts_idx_save_as(st->idx, NULL, index, st->fmt) < 0) return -1;
+    FILE *said = fopen(report, "w");
+    if (!said) return -1;
+    fprintf(said, "%s %d\n", st->fmt == HTS_FMT_CSI ? "csi" : "tbi", st->conf.line_skip);
+    return fclose(said) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 7) return fail("%s", "usage: bgzindex LEVEL THREADS PRESET KIND INDEX REPORT");
+    int level = atoi(argv[1]);
+    State st;
+    memset(&st, 0, sizeof st);
+    st.threads = atoi(argv[2]);
+    if (strcmp(argv[3], "bed") == 0) st.conf = tbx_conf_bed, st.bed = 1;
+    else if (strcmp(argv[3], "vcf") == 0) st.conf = tbx_conf_vcf;
+    else if (strcmp(argv[3], "gff") == 0) st.conf = tbx_conf_gff;
+    else return fail("unknown preset %s", argv[3]);
+    if (strcmp(argv[4], "tbi") == 0) st.fmt = HTS_FMT_TBI, st.min_shift = 14, st.n_lvls = 5;
+    else if (strcmp(argv[4], "csi") == 0) st.fmt = HTS_FMT_CSI, st.min_shift = 14, st.n_lvls = (TBX_MAX_SHIFT - 14 + 2) / 3;
+    else return fail("unknown index kind %s", argv[4]);
+    if (level < -1 || level > 9) return fail("compression level %s is not -1 to 9", argv[1]);
+    char mode[3] = "w";
+    if (level >= 0) mode[1] = (char)('0' + level);
+    unlink(argv[6]); /* a report left by an earlier run over the same output says nothing of this one */
+    st.out = bgzf_dopen(STDOUT_FILENO, mode);
+    st.ids = kh_init(names);
+    if (!st.out || !st.ids) return fail("%s", "cannot open stdout");
+    st.in_header = 1;
+    st.indexing = 1;
+    st.last_tid = -1;
+
+    size_t size = CHUNK;
+    char *buffer = malloc(size + 1); /* + 1: a last line without a newline is cut with a NUL */
+    size_t held = 0;
+    if (!buffer) return fail("%s", "out of memory");
+    for (;;) {
+        ssize_t got = read(STDIN_FILENO, buffer + held, size - held);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return fail("reading stdin: %s", strerror(errno));
+        held += (size_t)got;
+        size_t at = 0;
+        for (;;) {
+            char *end = memchr(buffer + at, '\n', held - at);
+            if (!end) break;
+            if (line(&st, buffer + at, (size_t)(end - (buffer + at)), 1) < 0)
+                return fail("%s", "writing the output failed");
+            at = (size_t)(end - buffer) + 1;
+        }
+        if (got == 0) {
+            if (held > at && line(&st, buffer + at, held - at, 0) < 0)
+                return fail("%s", "writing the output failed");
+            break;
+        }
+        if (at == 0 && held == size) { /* a line longer than the buffer: twice the room */
+            char *grown = realloc(buffer, size * 2 + 1);
+            if (!grown) return fail("%s", "out of memory");
+            buffer = grown;
+            size *= 2;
+            continue;
+        }
+        memmove(buffer, buffer + at, held - at);
+        held -= at;
+    }
+    if (bgzf_flush(st.out) < 0) return fail("%s", "writing the output failed");
+    if (st.indexing && finish_index(&st, argv[5], argv[6]) < 0) {
+        unlink(argv[5]);
+        unlink(argv[6]);
+        return fail("writing the index %s failed", argv[5]);
+    }
+    if (bgzf_close(st.out) < 0) return fail("%s", "writing the output failed");
+    return 0;
+}

@@ -1,0 +1,188 @@
+"""bgzindex (pipelines/bgzindex.c, built by pipelines/native.py; CI installs htslib's headers) against what it
+stands in for, `bgzip` then `tabix`: the same compressed bytes and the same index bytes, from the real tools
+on the same text; where tabix refuses a text, no index; and every interval path builds the same artifacts
+with it as without it (PREPROCESS_BGZINDEX=off)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipelines import intervals, native, tabix_index
+from tests.integration.test_sorted_inputs import FORMATS, build, sorted_text, unsorted_sample
+
+
+@pytest.fixture
+def program(monkeypatch) -> Path:
+    monkeypatch.setenv(native.BGZINDEX_SWITCH, "")
+    built = native.bgzindex()
+    assert built is not None  # CI installs a compiler and libhts-dev: a missing build is a defect here
+    return built
+
+
+def bed_lines(rng: random.Random, contigs: tuple[str, ...], n: int, extra: int = 0) -> bytes:
+    out = []
+    for contig in contigs:
+        at = 0
+        for _ in range(n):
+            at += rng.randint(0, 500)
+            tail = "\t" + "x" * rng.randint(0, extra) if extra else ""
+            out.append(f"{contig}\t{at}\t{at + rng.randint(1, 3000)}{tail}\n")
+    return "".join(out).encode()
+
+
+def vcf(contigs: bytes, records: bytes) -> bytes:
+    return b"##fileformat=VCFv4.2\n" + contigs + b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + records
+
+
+RNG = random.Random(7)
+BLOCK_LINE = b"chr1\t100\t200\t" + b"y" * 49 + b"\n"  # 64 bytes: every 1,020th line ends on a block's end
+MANY_CONTIGS = b"".join(b"##contig=<ID=c%05d,length=1000>\n" % i for i in range(3000))  # a 100 kB header
+LONG = b"##contig=<ID=big,length=3000000000>\n"
+CASES = {  # name: (text, preset, kind, tabix -S)
+    "bed, several blocks": (bed_lines(RNG, ("chr1", "chr2", "chr10"), 20000), "bed", "tbi", 0),
+    "bed, wide lines, csi": (bed_lines(RNG, ("chr1", "chrX"), 3000, extra=300), "bed", "csi", 0),
+    "empty": (b"", "bed", "tbi", 0),
+    "a header only": (b"#a\n#b\n", "bed", "tbi", 0),
+    "track lines only": (b"track name=x\n#b\n", "bed", "tbi", 2),
+    "track and browser lines": (b"browser position chr1\ntrack name=x\n#c\n" + bed_lines(RNG, ("chr1",), 3000),
+                                "bed", "tbi", 3),
+    "no final newline": (bed_lines(RNG, ("chr1",), 2000)[:-1], "bed", "tbi", 0),
+    "lines ending on block ends": (BLOCK_LINE * 5000, "bed", "tbi", 0),
+    "blank and comment lines among records": (b"chr1\t1\t2\n\nchr1\t5\t6\n#x\nchr1\t7\t9\n", "bed", "tbi", 0),
+    "numbers as strtoll reads them": (b"chr1\t0\t0\nchr1\t010\t0x20\nchr1\t 12\t+40\nchr1\t13\t-\n", "bed", "tbi", 0),
+    "a 9 MB line": (b"chr1\t1\t2\t" + b"z" * (9 << 20) + b"\nchr1\t3\t4\n", "bed", "tbi", 0),
+    "vcf, a header past one block, INFO/END": (
+        vcf(MANY_CONTIGS, b"".join(b"c%05d\t%d\t.\tA\tG\t.\t.\tEND=%d\n" % (i // 10, 10 + i % 10 * 50, 30 + i % 10 * 50)
+                                   for i in range(20000))), "vcf", "tbi", 0),
+    "vcf, csi for a 3 Gbp contig": (vcf(LONG, b"".join(b"big\t%d\t.\tACGT\tG\t.\t.\t.\n" % (1 + i * 100000)
+                                                       for i in range(20000))), "vcf", "csi", 0),
+    "vcf, csi, no record": (vcf(LONG, b""), "vcf", "csi", 0),
+    "gff3": (b"##gff-version 3\n" + b"".join(b"chr%d\tsrc\tgene\t%d\t%d\t.\t+\t.\tID=g%d\n"
+                                             % (i // 1000, 1 + i % 1000 * 100, 50 + i % 1000 * 100, i)
+                                             for i in range(30000)), "gff", "tbi", 0),
+}
+REFUSED = {  # tabix indexes none of these: bgzindex writes the compressed text and no index
+    "out of order": (b"chr1\t500\t600\nchr1\t100\t200\n", "bed", "tbi"),
+    "a contig in two blocks": (b"chr1\t1\t2\nchr2\t1\t2\nchr1\t5\t6\n", "bed", "tbi"),
+    "past what a TBI addresses": (vcf(LONG, b"big\t600000000\t.\tA\tG\t.\t.\t.\n"), "vcf", "tbi"),
+    "a 19-digit position": (b"chr1\t1234567890123456789\t1234567890123456790\n", "bed", "tbi"),
+}
+
+
+def with_tools(text: bytes, preset: str, kind: str, skip: int, level: int, folder: Path) -> tuple[bytes, bytes | None]:
+    folder.mkdir()
+    (folder / "in.txt").write_bytes(text)
+    out = folder / "out.gz"
+    with open(folder / "in.txt", "rb") as source, open(out, "wb") as target:
+        subprocess.run(["bgzip", "-c", "-l", str(level), "-@", "2"], stdin=source, stdout=target, check=True)
+    indexed = subprocess.run(tabix_index.index_argv(out, preset, kind, skip), capture_output=True)
+    index = tabix_index.index_path(out, kind)
+    return out.read_bytes(), index.read_bytes() if indexed.returncode == 0 else None
+
+
+def with_bgzindex(program: Path, text: bytes, preset: str, kind: str, level: int, threads: int, folder: Path
+                  ) -> tuple[bytes, bytes | None, str | None]:
+    folder.mkdir()
+    (folder / "in.txt").write_bytes(text)
+    out, index, report = folder / "out.gz", folder / "out.idx", folder / "out.report"
+    with open(folder / "in.txt", "rb") as source, open(out, "wb") as target:
+        subprocess.run([str(program), str(level), str(threads), preset, kind, str(index), str(report)],
+                       stdin=source, stdout=target, check=True)
+    return (out.read_bytes(), index.read_bytes() if index.exists() else None,
+            report.read_text() if report.exists() else None)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bgzindex_writes_the_bytes_of_bgzip_then_tabix(tmp_path, program, name):
+    text, preset, kind, skip = CASES[name]
+    data, index = with_tools(text, preset, kind, skip, -1, tmp_path / "tools")
+    assert index is not None
+    for threads in (1, 2):
+        assert with_bgzindex(program, text, preset, kind, -1, threads, tmp_path / f"made{threads}") == (
+            data, index, f"{kind} {skip}\n")
+
+
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+def test_every_compression_level_gives_bgzips_bytes(tmp_path, program, level):
+    text = bed_lines(random.Random(level), ("chr1", "chr2"), 8000)
+    data, index = with_tools(text, "bed", "tbi", 0, level, tmp_path / "tools")
+    assert with_bgzindex(program, text, "bed", "tbi", level, 2, tmp_path / "made") == (data, index, "tbi 0\n")
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_where_tabix_refuses_the_text_no_index_is_written(tmp_path, program, name):
+    text, preset, kind = REFUSED[name]
+    data, index = with_tools(text, preset, kind, 0, -1, tmp_path / "tools")
+    assert index is None
+    assert with_bgzindex(program, text, preset, kind, -1, 2, tmp_path / "made") == (data, None, None)
+
+
+def logging_tabix(tmp_path: Path, monkeypatch) -> Path:
+    """A `tabix` first on PATH that writes its arguments to a log, then runs the real one."""
+    folder, log = tmp_path / "bin", tmp_path / "tabix.log"
+    folder.mkdir()
+    wrapper = folder / "tabix"
+    real = shutil.which("tabix")
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def indexed_outputs(log: Path) -> list[str]:
+    """The outputs tabix indexed (not the index reads or the bgzindex check's sample)."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [line.split()[-1] for line in lines if " -p " in f" {line} " and "/sorted." in line]
+
+
+@pytest.mark.parametrize("name", ["bed", "vcf", "gff3"])
+@pytest.mark.parametrize("paths, source", [
+    (("sort",), "unsorted"), (intervals.PATHS, "unsorted"), (intervals.PATHS, "sorted"),
+    (("stream", "sort"), "sorted"), (("stream", "sort"), "unsorted")])
+def test_each_interval_path_builds_the_same_artifacts_with_bgzindex_and_without(
+        tmp_path, program, monkeypatch, name, paths, source):
+    text = (tmp_path / f"in.{name}")
+    if source == "sorted":
+        text.write_bytes(sorted_text(name, tmp_path))
+    else:
+        unsorted_sample(name, text)
+    log = logging_tabix(tmp_path, monkeypatch)
+    made = build(FORMATS[name], text, tmp_path / "bgzindex", paths=paths, threads=2)
+    assert indexed_outputs(log) == []  # every index came from bgzindex's own pass
+    monkeypatch.setenv(native.BGZINDEX_SWITCH, "off")
+    tools = build(FORMATS[name], text, tmp_path / "tools", paths=paths, threads=2)
+    assert len(indexed_outputs(log)) == 1
+    assert made[:2] == tools[:2] and made[2]["path"] == tools[2]["path"]
+    assert sorted(p.name for p in (tmp_path / "bgzindex").glob("sorted.*")) == sorted(
+        p.name for p in (tmp_path / "tools").glob("sorted.*"))  # no report or stray index left beside them
+
+
+def test_a_csi_needed_past_the_guess_is_written_by_tabix_with_the_same_bytes(tmp_path, program, monkeypatch):
+    far = b"".join(b"chr1\t%d\t%d\n" % (600_000_000 + i * 1000, 600_000_100 + i * 1000) for i in range(2000))
+    source = tmp_path / "far.bed"
+    source.write_bytes(far)
+    log = logging_tabix(tmp_path, monkeypatch)
+    made = build(intervals.BED, source, tmp_path / "bgzindex", paths=("stream", "sort"))
+    assert made[2]["index"] == "csi" and len(indexed_outputs(log)) == 1
+    monkeypatch.setenv(native.BGZINDEX_SWITCH, "off")
+    assert build(intervals.BED, source, tmp_path / "tools", paths=("stream", "sort"))[:2] == made[:2]
+
+
+def test_a_bgzindex_that_writes_other_bytes_than_bgzip_is_not_used(tmp_path, program, monkeypatch, caplog):
+    """As one linked with another htslib or deflate library would: a program compressing at level 1
+    whatever it is asked."""
+    other = tmp_path / "other-bgzindex"
+    other.write_text('#!/bin/sh\nexec bgzip -c -l 1\n')
+    other.chmod(0o755)
+    monkeypatch.setattr(native, "bgzindex", lambda: other)
+    with caplog.at_level(logging.WARNING, logger="pipelines.tabix_index"):
+        assert tabix_index.compressor(tmp_path / "x.bed.gz", "bed", "tbi", 6, 2) == [
+            "bgzip", "-c", "-l", "6", "-@", "2"]
+    assert "bgzindex writes other bytes than bgzip and tabix here" in caplog.text
