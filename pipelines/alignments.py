@@ -168,6 +168,11 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
     return the number of records. Else None, leaving neither. Once the first records are seen in order,
     the adopted copy is written and indexed beside the rest of the order check; an index htslib refuses
     (a malformed record) also gives None, so the sorting path reports the problem in its terms."""
+    if sorted_header(src, workdir) is None:  # the file is its own output: its index comes with the order check
+        try:
+            return _adopt_indexed(src, out, index, threads)
+        except native.Unavailable:
+            pass
     go, verdict, failed = threading.Event(), [True], list[BaseException]()
 
     def adopt_and_index() -> None:
@@ -195,6 +200,36 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
         out.unlink(missing_ok=True)
         index.unlink(missing_ok=True)
         return None
+    return records
+
+
+def _adopt_indexed(src: Path, out: Path, index: Path, threads: int) -> int | None:
+    """adopt_if_sorted for a BAM under the header samtools sort would write: bamindex checks the order,
+    counts and writes the index in one decompression, while `out`, a copy, is written beside it."""
+    go, wanted, failed = threading.Event(), [True], list[BaseException]()
+
+    def copy() -> None:
+        go.wait()
+        if wanted[0]:
+            try:
+                shutil.copyfile(src, out)
+            except BaseException as exc:
+                failed.append(exc)
+
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(copy,), daemon=True)
+    worker.start()
+    records = None
+    try:
+        records = native.indexed_in_order(src, index, threads, go.set)
+    finally:
+        wanted[0] = records is not None
+        go.set()
+        worker.join()
+    if records is None or failed:
+        out.unlink(missing_ok=True)
+        index.unlink(missing_ok=True)
+    if failed:
+        raise failed[0]
     return records
 
 
@@ -343,19 +378,27 @@ def _keys_in_order(buf: bytes | bytearray, starts: list[int], last: tuple[int, i
     return int(ref[-1]), int(rest[-1])
 
 
+def sorted_header(src: Path, workdir: Path) -> Path | None:
+    """The header samtools sort would write for a BAM (SO:coordinate), in a SAM file; None when that is
+    the BAM's own header already."""
+    header = workdir / "input-header.sam"
+    made = workdir / "sorted-header.sam"
+    if not made.exists():
+        shell.run(["samtools", "view", "-H", "--no-PG", "-o", str(header), str(src)], context="reading the header")
+        shell.run(["samtools", "sort", "--no-PG", "-O", "sam", "-o", str(made), str(header)],
+                  context="making the sorted header")
+    return None if made.read_bytes() == header.read_bytes() else made
+
+
 def adopt_sorted(src: Path, out: Path, workdir: Path) -> None:
     """`out` = the records of a BAM already in sort order, under the header samtools sort would write
     (SO:coordinate); the record blocks are copied as they are, not recompressed (samtools reheader)."""
-    header = workdir / "input-header.sam"
-    sorted_header = workdir / "sorted-header.sam"
-    shell.run(["samtools", "view", "-H", "--no-PG", "-o", str(header), str(src)], context="reading the header")
-    shell.run(["samtools", "sort", "--no-PG", "-O", "sam", "-o", str(sorted_header), str(header)],
-              context="making the sorted header")
-    if sorted_header.read_bytes() == header.read_bytes():
+    header = sorted_header(src, workdir)
+    if header is None:
         shutil.copyfile(src, out)
         return
     with open(out, "wb") as target:
-        proc = subprocess.run(shell.tied(["samtools", "reheader", "--no-PG", str(sorted_header), str(src)]),
+        proc = subprocess.run(shell.tied(["samtools", "reheader", "--no-PG", str(header), str(src)]),
                               stdout=target, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=shell.environment())
     if proc.returncode != 0:
         raise ToolError(["samtools", "reheader"], proc.returncode, proc.stderr.decode("utf-8", "replace"),

@@ -1,11 +1,14 @@
 """The C programs built on first use, and bamwalk's record walks (bamwalk.c) with their Python equivalents.
 
-bamwalk.c walks BAM records at the speed of decompression; bgzindex.c (linked with htslib, libhts-dev)
-bgzips a text and writes its tabix index in the same pass (used by pipelines/tabix_index.py). Each is
-compiled with the system's C compiler ($CC, else `cc`) into a per-user cache folder, under a name keyed
-by its source's sha256. Without a compiler (or htslib's headers), or when the build fails, what the
-program does runs another way instead: bamwalk's walks in Python, bgzindex as bgzip then tabix; the same
-verdicts, counts and output bytes, only slower. PREPROCESS_BAMWALK=python forces the Python walks and
+bamwalk.c walks BAM records at the speed of decompression. Linked with htslib (libhts-dev): bamindex.c
+checks a BAM's order, counts its records and writes `samtools index`'s index in one decompression, and
+bgzindex.c bgzips a text and writes its tabix index in the same pass (used by pipelines/tabix_index.py).
+Each is compiled with the system's C compiler ($CC, else `cc`) into a per-user cache folder, under a
+name keyed by its source's sha256. Without a compiler (or htslib's headers), or when the build fails,
+what the program does runs another way: bamwalk's walks in Python, bamindex as bamwalk beside `samtools
+index`, bgzindex as bgzip then tabix; the same verdicts, counts and output bytes, only slower. The
+htslib programs are used only where, checked on a sample once a process, they write the bytes of the
+tools they stand in for. PREPROCESS_BAMWALK=python forces the Python walks and samtools index, and
 PREPROCESS_BGZINDEX=off bgzip then tabix (the tests compare both ways).
 """
 
@@ -35,6 +38,7 @@ from . import bgzf
 SOURCE = Path(__file__).with_name("bamwalk.c")
 SWITCH = "PREPROCESS_BAMWALK"  # "python": the Python walks even where the program builds
 BGZINDEX_SOURCE = SOURCE.with_name("bgzindex.c")
+BAMINDEX_SOURCE = SOURCE.with_name("bamindex.c")
 BGZINDEX_SWITCH = "PREPROCESS_BGZINDEX"  # "off": bgzip then tabix even where bgzindex builds
 UNSORTED, MALFORMED, TRUNCATED = 1, 2, 3  # bamwalk's exit statuses besides 0 (and 4: usage or I/O error)
 BAM_MAGIC = b"BAM\x01"
@@ -194,20 +198,7 @@ def records_in_order(bam: Path, threads: int, in_order_so_far: Callable[[], None
         raise Unavailable("bamwalk is not built")
     doing = "checking the record order"
     with _decompressing(bam, threads, [str(walk), "order"]) as (unzip, walker):
-        assert walker.stdout is not None
-        lines, pending = list[bytes](), b""
-        while True:  # until bamwalk ends: "go" once the first records are in order, then the count
-            left = shell.time_left()
-            ready, _, _ = select.select([walker.stdout], [], [], 1.0 if left is None else min(1.0, left + 0.01))
-            shell.check_time(doing)
-            chunk = os.read(walker.stdout.fileno(), 4096) if ready else None
-            if chunk == b"":
-                break
-            *done, pending = (pending + (chunk or b"")).split(b"\n")
-            for line in done:
-                if line == b"go":
-                    in_order_so_far()
-                lines.append(line)
+        lines = _lines_saying_go(walker, in_order_so_far, doing)
         _, error = _finish(walker, doing)
         if walker.returncode in (UNSORTED, MALFORMED, TRUNCATED):
             return None
@@ -215,6 +206,96 @@ def records_in_order(bam: Path, threads: int, in_order_so_far: Callable[[], None
             _finish(unzip, doing)
             return int(lines[-1]) if unzip.returncode == 0 else None
     raise Unavailable(f"bamwalk order failed ({walker.returncode}): {shell.tail(error, 2)}")
+
+
+def _lines_saying_go(proc: subprocess.Popen[bytes], in_order_so_far: Callable[[], None], doing: str) -> list[bytes]:
+    """The lines `proc` prints until its stdout ends, `in_order_so_far` called at its "go" (the first
+    records have passed in order); TimeLimitError at the task's time cap."""
+    assert proc.stdout is not None
+    lines, pending = list[bytes](), b""
+    while True:
+        left = shell.time_left()
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0 if left is None else min(1.0, left + 0.01))
+        shell.check_time(doing)
+        chunk = os.read(proc.stdout.fileno(), 4096) if ready else None
+        if chunk == b"":
+            return lines
+        *done, pending = (pending + (chunk or b"")).split(b"\n")
+        for line in done:
+            if line == b"go":
+                in_order_so_far()
+            lines.append(line)
+
+
+def indexed_in_order(bam: Path, index: Path, threads: int, in_order_so_far: Callable[[], None]) -> int | None:
+    """bamindex: in one decompression, the record count when the BAM's records are in samtools sort order
+    (`index` then written: the bytes `samtools index` writes, BAI or, for a .csi name, CSI with min_shift
+    14), else None with no index (out of order, a record htslib cannot read or index, damage);
+    `in_order_so_far` once the first records have passed. Unavailable where bamindex is not built, or
+    here writes other index bytes than samtools index."""
+    indexer = bamindex()
+    kind = "csi" if index.suffix == ".csi" else "bai"
+    if indexer is None or not _bamindex_agrees(indexer, kind):
+        raise Unavailable("bamindex is not built or does not agree with samtools index here")
+    doing = "checking the record order"
+    proc = subprocess.Popen(shell.tied([str(indexer), str(bam), str(threads), kind, str(index)]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            env=shell.environment(), start_new_session=True)
+    try:
+        lines = _lines_saying_go(proc, in_order_so_far, doing)
+        _, error = _finish(proc, doing)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    if proc.returncode == 0 and lines and lines[-1].isdigit():
+        return int(lines[-1])
+    index.unlink(missing_ok=True)
+    if proc.returncode in (UNSORTED, MALFORMED, TRUNCATED):
+        return None
+    raise Unavailable(f"bamindex failed ({proc.returncode}): {shell.tail(error, 2)}")
+
+
+def bamindex() -> Path | None:
+    """The compiled bamindex (needs htslib's headers and library: libhts-dev), built now if it is not yet;
+    None where PREPROCESS_BAMWALK=python (the walks and indexes are then those of the tools) or it cannot
+    be built."""
+    if os.environ.get(SWITCH, "").lower() == "python":
+        return None
+    return _program(BAMINDEX_SOURCE, ("-lhts",), "sorted BAMs are indexed by samtools index")
+
+
+_SAMPLE_SAM = "@HD\tVN:1.6\tSO:coordinate\n@SQ\tSN:chr1\tLN:100000\n@SQ\tSN:chr2\tLN:60000\n" + "".join(
+    f"r{i}\t{16 * (i % 2)}\tchr{1 + i // 1500}\t{1 + i % 1500 * 37}\t60\t50M\t*\t0\t0\t{'ACGT' * 12}AC\t*\n"
+    for i in range(3000)) + "".join(f"u{i}\t4\t*\t0\t0\t*\t*\t0\t0\tACGT\t*\n" for i in range(20))
+
+
+@functools.cache
+def _bamindex_agrees(indexer: Path, kind: str) -> bool:
+    """Whether bamindex writes, for a sample BAM, the `kind` index samtools index writes (one linked with
+    another htslib than samtools' may not); said once where it does not."""
+    flags = ["-b"] if kind == "bai" else ["-c", "-m", "14"]
+    with tempfile.TemporaryDirectory(prefix="bamindex-check-") as folder:
+        here = Path(folder)
+        (here / "sample.sam").write_text(_SAMPLE_SAM)
+        try:
+            for argv in (["samtools", "view", "--no-PG", "-b", "-o", here / "sample.bam", here / "sample.sam"],
+                         ["samtools", "index", *flags, here / "sample.bam", here / f"tools.{kind}"],
+                         [indexer, here / "sample.bam", "1", kind, here / f"made.{kind}"]):
+                subprocess.run([str(arg) for arg in argv], check=True, capture_output=True, stdin=subprocess.DEVNULL,
+                               env=shell.environment(), timeout=60)
+            same = (here / f"made.{kind}").read_bytes() == (here / f"tools.{kind}").read_bytes()
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.info("bamindex could not be compared with samtools index (%s): sorted BAMs are indexed by "
+                     "samtools index", exc)
+            return False
+    if not same:
+        log.warning("bamindex writes another %s than samtools index here (another htslib): sorted BAMs are "
+                    "indexed by samtools index", kind.upper())
+    return same
 
 
 def route(source: Path, cuts: list[int], outs: list[Path], threads: int, shown: str | None = None) -> list[int]:

@@ -4,6 +4,8 @@ on real BAMs read by real bgzip and samtools. PREPROCESS_BAMWALK=python forces t
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -121,6 +123,64 @@ def test_a_sorted_bam_takes_the_same_path_to_the_same_bytes_either_way(data, sto
         assert result.records["path"] == "sorted-input" and result.records["in"] == 3020
         made[walk] = Path(result.artifacts["data"]).read_bytes()
     assert made["native"] == made["python"]
+
+
+@pytest.mark.parametrize("kind", ["bai", "csi"])
+@pytest.mark.parametrize("case, make, expected", ORDER_CASES, ids=[c[0] for c in ORDER_CASES])
+def test_bamindex_answers_as_the_order_check_and_writes_samtools_index_bytes(data, kind, case, make, expected):
+    """bamindex, the one-pass order check, count and index of a BAM under its own sorted header."""
+    bam = make(data)
+    index, told = data / f"made.{kind}", []
+    assert native.indexed_in_order(bam, index, 2, lambda: told.append(True)) == expected
+    assert told == [True] if expected else len(told) <= 1
+    if expected is None:
+        assert not index.exists()  # no index of a file the sorting path takes
+        return
+    flags = ["-b"] if kind == "bai" else ["-c", "-m", "14"]
+    subprocess.run(["samtools", "index", *flags, str(bam), str(data / f"tools.{kind}")], check=True)
+    assert index.read_bytes() == (data / f"tools.{kind}").read_bytes()
+
+
+def test_bamindex_writes_samtools_csi_for_a_reference_past_2_pow_29(data):
+    bam = plain_sort(samples.bam(data / "big.bam", reads=2000, contigs={"chr1": 2**29 + 1000, "chr2": 5000}))
+    assert native.indexed_in_order(bam, data / "made.csi", 2, lambda: None) == 2020
+    subprocess.run(["samtools", "index", "-c", "-m", "14", str(bam), str(data / "tools.csi")], check=True)
+    assert (data / "made.csi").read_bytes() == (data / "tools.csi").read_bytes()
+
+
+def test_a_sorted_bam_under_its_own_header_is_indexed_by_bamindex(data, store_dir, tmp_path, monkeypatch):
+    """Where the file's header is what samtools sort writes, `samtools index` never runs: the index comes
+    from bamindex's pass (a `samtools` first on PATH logs what it is asked)."""
+    from preprocess.config import load_settings
+
+    bam = plain_sort(samples.bam(data / "u.bam", reads=3000))
+    folder, log = tmp_path / "bin", tmp_path / "samtools.log"
+    folder.mkdir()
+    (folder / "samtools").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {shutil.which("samtools")} "$@"\n')
+    (folder / "samtools").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    settings = load_settings(**{"store.url": str(store_dir), "cluster.profile": "sync", "scratch": str(tmp_path)})
+    result = preprocess.run({"id": "s", "access_url": str(bam), "format": "BAM"}, settings=settings)
+    assert result.records["path"] == "sorted-input" and result.records["in"] == 3020
+    asked = [line.split()[0] for line in log.read_text().splitlines() if not line.startswith("--version")]
+    assert "index" not in asked and "reheader" not in asked, asked
+    subprocess.run(["samtools", "index", "-b", str(bam), str(tmp_path / "tools.bai")], check=True)
+    assert Path(result.artifacts["index"]).read_bytes() == (tmp_path / "tools.bai").read_bytes()
+    assert Path(result.artifacts["data"]).read_bytes() == bam.read_bytes()
+
+
+def test_a_bamindex_writing_another_index_than_samtools_is_not_used(data, monkeypatch, caplog):
+    """As one linked with another htslib would: a program that writes an index samtools would not."""
+    import logging
+
+    other = data / "other-bamindex"
+    other.write_text('#!/bin/sh\nprintf "BAI\\1" > "$4"\necho 0\n')
+    other.chmod(0o755)
+    monkeypatch.setattr(native, "bamindex", lambda: other)
+    bam = plain_sort(samples.bam(data / "u.bam", reads=300))
+    with caplog.at_level(logging.WARNING, logger="pipelines.native"), pytest.raises(native.Unavailable):
+        native.indexed_in_order(bam, data / "made.bai", 2, lambda: None)
+    assert "bamindex writes another BAI than samtools index here" in caplog.text
 
 
 def reads_by_reference(bam: Path) -> list[str]:

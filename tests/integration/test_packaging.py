@@ -65,7 +65,7 @@ def test_the_wheel_and_sdist_carry_the_name_version_and_metadata(dist):
     assert meta["Name"] == DIST and meta["Version"] == version and meta["License-Expression"] == "MIT"
     assert f"preprocess_genomics-{version}.dist-info/licenses/LICENSE" in names
     assert {"preprocess/preprocess.yaml", "pipelines/scripts/validate.awk", "preprocess/__main__.py",
-            "pipelines/bamwalk.c", "pipelines/bgzindex.c"} <= names
+            "pipelines/bamwalk.c", "pipelines/bamindex.c", "pipelines/bgzindex.c"} <= names
     assert not [n for n in names if n.startswith("tests/")]
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
     assert {"Homepage", "Repository", "Issues", "Changelog"} <= set(urls)
