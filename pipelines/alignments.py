@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextvars
 import re
-import shutil
 import struct
 import subprocess
 import threading
@@ -31,7 +30,7 @@ from preprocess import shell
 from preprocess.errors import InputError, ToolError
 
 from . import bgzf, native
-from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
+from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase, copy_file
 
 BAI_MAX_LENGTH = 2**29  # BAI bins address positions below 2^29; longer references need CSI
 CSI_MIN_SHIFT = 14
@@ -212,7 +211,7 @@ def _adopt_indexed(src: Path, out: Path, index: Path, threads: int) -> int | Non
         go.wait()
         if wanted[0]:
             try:
-                shutil.copyfile(src, out)
+                copy_file(src, out)
             except BaseException as exc:
                 failed.append(exc)
 
@@ -395,7 +394,7 @@ def adopt_sorted(src: Path, out: Path, workdir: Path) -> None:
     (SO:coordinate); the record blocks are copied as they are, not recompressed (samtools reheader)."""
     header = sorted_header(src, workdir)
     if header is None:
-        shutil.copyfile(src, out)
+        copy_file(src, out)
         return
     with open(out, "wb") as target:
         proc = subprocess.run(shell.tied(["samtools", "reheader", "--no-PG", str(header), str(src)]),

@@ -30,7 +30,6 @@ tabix_index.py, the checks of the output in interval_checks.py, compression snif
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from preprocess import shell
 from preprocess.errors import InputError
 
 from . import bgzf, columnar, interval_checks, streaming, tabix_index
-from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
+from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase, copy_file
 from .streaming import Where, line_of_source
 from .tabix_index import CSI_MIN_SHIFT
 
@@ -142,7 +141,7 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                 make = tabix_index.compressor(out, spec.preset, guess[0], settings.compression_level,
                                               settings.threads) if compression == "plain" else None
                 if make is None:
-                    shutil.copyfile(source, out)
+                    copy_file(source, out)
                 ahead = columnar.Ahead(out, make, source, tabix_index.index_argv(out, spec.preset, *guess), guess,
                                        settings.threads, label)
             with ctx.stage("columnar"):
@@ -151,7 +150,7 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
             if found is not None:
                 header, stats, path = found
                 if path == "input" and ahead is None:
-                    shutil.copyfile(source, out)
+                    copy_file(source, out)
             if ahead is not None and ahead.stopped:  # the check did not find the output final
                 ahead = None
         if found is None and "input" in paths and not unsorted and compression == "bgzf":
@@ -161,7 +160,7 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                 path = "sort"
             elif canonical_bgzf(source, stats):
                 path = "input"
-                shutil.copyfile(source, out)
+                copy_file(source, out)
         if path in ("stream", "sort") and found is None:  # compressed by bgzindex with the index guessed
             kind_guess = index_options(spec, leading_header(source, spec), 0, lengths)[0]
             compress = tabix_index.compressor_env(out, spec.preset, kind_guess, settings.compression_level)

@@ -5,11 +5,10 @@ source itself). A public https source may instead keep its URL: setting keep-pub
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from typing import Any
 
-from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase
+from .base import BuildContext, BuildOutput, BuildSettings, PipelineBase, copy_file
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class Passthrough(PipelineBase):
         """The source's bytes as they are; the engine commits and hashes them."""
         target = ctx.workdir / f"data{self.suffix}"
         with ctx.stage("copy"):
-            shutil.copyfile(ctx.source, target)  # a copy: the source may be the user's own file
+            copy_file(ctx.source, target)  # a copy: the source may be the user's own file
         return BuildOutput(artifacts={"data": target}, records={"bytes": target.stat().st_size})
 
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import registry, shell, sources
+from . import digests, registry, shell, sources
 from .cluster import host_cores
 from .config import Settings
 from .contract import BuildContext, BuildSettings, Pipeline
@@ -26,7 +26,7 @@ from .errors import InputError, ScratchError, ToolError
 from .keys import LAYOUT, derive_key
 from .model import Artifact, FileDoc, Manifest, PipelineInfo, ReferenceInfo, RunResult, SourceInfo, redact_url
 from .scratch import make_scratch
-from .store import ArtifactStore, sha256_file
+from .store import ArtifactStore
 from .urls import Url
 
 SMALL_SOURCE = 1 << 20  # bytes: below it a thread pool's start and stop cost more than its threads save
@@ -215,7 +215,7 @@ def _build(doc: FileDoc, fmt: str, settings: Settings, pipeline: Pipeline, scrat
         sources.check_unchanged(doc.id, reference, "reference")
     shell.check_time("building")
     started = time.perf_counter()
-    artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))
+    artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=digests.sha256(path))
                  for kind, path in output.artifacts.items()]
     manifest = Manifest(
         key=key, layout=LAYOUT,

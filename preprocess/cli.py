@@ -344,11 +344,9 @@ def store_status(manifest: Path | None, store: str | None, last: int, json_path:
 
 def _run(docs: list[Any], settings: Any, record: dict[str, Any] | None = None,
          report_path: Path | None = None) -> BatchReport:
-    from tqdm import tqdm
-
     from .api import run_many
 
-    bar = tqdm(total=len(docs), unit="file", file=sys.stderr, disable=None, dynamic_ncols=True)
+    bar = _progress(len(docs))
 
     def progress(result: RunResult) -> None:
         bar.update(1)
@@ -369,6 +367,28 @@ def _run(docs: list[Any], settings: Any, record: dict[str, Any] | None = None,
         return report
     finally:
         bar.close()
+
+
+class _Lines:
+    """What _run asks of a progress bar, where none is drawn: its lines go to stderr as they are."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def write(self, text: str, file: Any = None) -> None:
+        click.echo(text, err=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int) -> Any:
+    """A tqdm bar on a terminal when there are several files (tqdm's import, 13 ms, is paid only then)."""
+    if total < 2 or not sys.stderr.isatty():
+        return _Lines()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True)
 
 
 # the commands kept in modules of their own

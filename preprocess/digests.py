@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import stat
 import threading
 from collections import OrderedDict
@@ -119,6 +120,35 @@ def taken(path: Path, state: State) -> Digests | None:
     with _lock:
         found = _taken.get(os.path.abspath(path))
     return found if found is not None and found.state == state else None
+
+
+def copy(src: Path, dst: Path) -> None:
+    """shutil.copyfile; where `src`'s hashes were taken and it kept their state through the copy, they
+    are `dst`'s too (in the state the copy left it): the same bytes are not read again to be hashed."""
+    key = os.path.abspath(src)
+    before = file_state(Path(key))
+    shutil.copyfile(src, dst)
+    found = taken(Path(key), before)
+    if found is None or file_state(Path(key)) != before:
+        return
+    made = Digests(Path(os.path.abspath(dst)), file_state(dst))
+    made.md5, made.sha256 = found.md5, found.sha256
+    with _lock:
+        _taken[str(made.path)] = made
+        while len(_taken) > KEPT:
+            _taken.popitem(last=False)
+
+
+def sha256(path: Path) -> str:
+    """The sha256 of a local file: the one taken in the state it has now, else read now (not kept)."""
+    found = taken(path, file_state(path))
+    if found is not None and found.sha256 is not None:
+        return found.sha256.result()
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def md5(path: Path) -> str:

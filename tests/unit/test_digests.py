@@ -53,3 +53,29 @@ def test_one_pass_gives_the_same_hashes_in_one_read(tmp_path: Path) -> None:
     assert found is not None and found.sha256 is not None
     assert (found.md5.result(), found.sha256.result()) == (hashlib.md5(path.read_bytes()).hexdigest(),
                                                            hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def test_a_copy_keeps_the_hashes_of_its_source_and_loses_them_once_changed(tmp_path: Path) -> None:
+    """copy_file's promise to pipelines: an output that is its source's bytes is not read again to be
+    hashed; once its bytes change, its hash is its own."""
+    source, copy = tmp_path / "source.bin", tmp_path / "out" / "copy.bin"
+    copy.parent.mkdir()
+    source.write_bytes(os.urandom(digests.CHUNK + 7))
+    taken = digests.start(source, sha256=True)
+    assert taken is not None
+    digests.copy(source, copy)
+    assert copy.read_bytes() == source.read_bytes()
+    kept = digests.taken(copy, digests.file_state(copy))
+    assert kept is not None and kept.md5 is taken.md5 and kept.sha256 is taken.sha256
+    assert digests.sha256(copy) == hashlib.sha256(source.read_bytes()).hexdigest()
+    copy.write_bytes(b"other bytes\n")
+    assert digests.taken(copy, digests.file_state(copy)) is None
+    assert digests.sha256(copy) == hashlib.sha256(b"other bytes\n").hexdigest()
+
+
+def test_a_copy_of_a_file_never_hashed_is_hashed_from_its_own_bytes(tmp_path: Path) -> None:
+    source, copy = tmp_path / "never.txt", tmp_path / "copy.txt"
+    source.write_bytes(b"not hashed before\n")
+    digests.copy(source, copy)
+    assert digests.taken(copy, digests.file_state(copy)) is None
+    assert digests.sha256(copy) == hashlib.sha256(b"not hashed before\n").hexdigest()
