@@ -2,7 +2,7 @@
 
    Built and run by pipelines/native.py (C99, linked with htslib: -lhts).
 
-     bgzindex LEVEL THREADS PRESET KIND INDEX REPORT
+     bgzindex compress LEVEL THREADS PRESET KIND INDEX REPORT < TEXT > OUT
 
    Writes to stdout exactly the bytes `bgzip -c -l LEVEL -@ THREADS` writes for the same input (LEVEL -1:
    bgzip's default), and to INDEX exactly the bytes `tabix -p PRESET` (PRESET bed, vcf or gff; KIND csi:
@@ -16,6 +16,13 @@
    blocks, positions out of order), INDEX and REPORT are not written, and the exit status is still 0: the
    compressed text is whole, and the caller runs tabix, which says why. Exit 1: usage, I/O or htslib
    error (a message on stderr).
+
+     bgzindex index FILE THREADS PRESET KIND SKIP INDEX
+
+   Writes to INDEX exactly the bytes `tabix -p PRESET [--csi -m 14] -S SKIP FILE` writes: tabix's own
+   reading of the file, with the parse below, which reads no further along a line than the preset's
+   columns. Exit 3, nothing written, where tabix would not index the file (the caller runs tabix, which
+   says why).
 
    The record parse is htslib 1.16's tbx_parse1 (tbx.c, MIT licence), which htslib does not declare in
    its headers; pipelines/native.py compares this program's bytes with bgzip's and tabix's once a process
@@ -42,6 +49,7 @@ int bgzf_idx_push(BGZF *fp, hts_idx_t *hidx, int tid, hts_pos_t beg, hts_pos_t e
 KHASH_MAP_INIT_STR(names, int)
 
 #define CHUNK (4 << 20)
+#define REFUSED 3 /* bgzindex index: tabix would not index the text (no index written) */
 
 typedef struct {
     int64_t beg, end;
@@ -208,6 +216,23 @@ static int name_id(State *st, const char *name, size_t length, int *known) {
     return st->n_names++;
 }
 
+/* The reference id a parsed record is indexed under; -1 where hts_idx_push would refuse it (indexing
+   then stops: the caller leaves tabix to say why), -2 out of memory. */
+static int accepted(State *st, const Interval *intv) {
+    int known;
+    int tid = name_id(st, intv->name, intv->name_length, &known);
+    if (tid < 0) return -2;
+    int64_t maxpos = 1LL << (st->min_shift + st->n_lvls * 3);
+    if (intv->beg > maxpos || intv->end > maxpos || intv->end < intv->beg
+        || (tid != st->last_tid && known) || (tid == st->last_tid && intv->beg < st->last_beg)) {
+        st->indexing = 0;
+        return -1;
+    }
+    st->last_tid = tid;
+    st->last_beg = intv->beg;
+    return tid;
+}
+
 /* One line (without its newline; `newline` says whether it had one): written, and indexed as tabix
    would index it. */
 static int line(State *st, char *text, size_t length, int newline) {
@@ -232,25 +257,33 @@ static int line(State *st, char *text, size_t length, int newline) {
         parsed = parse(&st->conf, (int)length, text, &intv);
         text[length] = keep;
     }
-    int tid = -1;
-    if (parsed == 0) {
-        int known;
-        tid = name_id(st, intv.name, intv.name_length, &known);
-        if (tid < 0) return -1;
-        int64_t maxpos = 1LL << (st->min_shift + st->n_lvls * 3);
-        if (intv.beg > maxpos || intv.end > maxpos || intv.end < intv.beg
-            || (tid != st->last_tid && known) || (tid == st->last_tid && intv.beg < st->last_beg)) {
-            st->indexing = 0; /* hts_idx_push would refuse it: tabix is left to say why */
-            tid = -1;
-        } else {
-            st->last_tid = tid;
-            st->last_beg = intv.beg;
-        }
-    }
+    int tid = parsed == 0 ? accepted(st, &intv) : -1;
+    if (tid == -2) return -1;
     if (bgzf_write(st->out, text, length + (size_t)newline) < 0) return -1;
     if (tid >= 0 && bgzf_idx_push(st->out, st->idx, tid, intv.beg, intv.end, (uint64_t)bgzf_tell(st->out), 1) < 0)
         return -1;
     return 0;
+}
+
+/* The index finished at the text's end `end` (a virtual offset), with tabix's meta (its configuration and
+   the contig names), saved to `index`. */
+static int save_index(State *st, uint64_t end, const char *index) {
+    if (hts_idx_finish(st->idx, end) != 0) return -1;
+    size_t names_length = 0;
+    for (int i = 0; i < st->n_names; i++) names_length += strlen(st->names[i]) + 1;
+    uint8_t *meta = malloc(28 + names_length);
+    if (!meta) return -1;
+    int32_t conf[7] = {st->conf.preset, st->conf.sc, st->conf.bc, st->conf.ec, st->conf.meta_char,
+                       st->conf.line_skip, (int32_t)names_length};
+    memcpy(meta, conf, 28); /* as tabix writes it on a little-endian host (the sample check finds others) */
+    size_t at = 28;
+    for (int i = 0; i < st->n_names; i++) {
+        size_t n = strlen(st->names[i]) + 1;
+        memcpy(meta + at, st->names[i], n);
+        at += n;
+    }
+    if (hts_idx_set_meta(st->idx, (uint32_t)at, meta, 0) < 0) { free(meta); return -1; }
+    return hts_idx_save_as(st->idx, NULL, index, st->fmt) < 0 ? -1 : 0;
 }
 
 static int finish_index(State *st, const char *index, const char *report) {
@@ -259,51 +292,97 @@ static int finish_index(State *st, const char *index, const char *report) {
         st->idx = hts_idx_init(0, st->fmt, (uint64_t)bgzf_tell(st->out), st->min_shift, st->n_lvls);
         if (!st->idx) return -1;
     }
-    if (hts_idx_finish(st->idx, (uint64_t)bgzf_tell(st->out)) != 0) return -1;
-    size_t names_length = 0;
-    for (int i = 0; i < st->n_names; i++) names_length += strlen(st->names[i]) + 1;
-    uint8_t *meta = malloc(28 + names_length);
-    if (!meta) return -1;
-    int32_t conf[7] = {st->conf.preset, st->conf.sc, st->conf.bc, st->conf.ec, st->conf.meta_char,
-                       st->conf.line_skip, (int32_t)names_length};
-    memcpy(meta, conf, 28); /* little-endian hosts only, as native.py builds it */
-    size_t at = 28;
-    for (int i = 0; i < st->n_names; i++) {
-        size_t n = strlen(st->names[i]) + 1;
-        memcpy(meta + at, st->names[i], n);
-        at += n;
-    }
-    if (hts_idx_set_meta(st->idx, (uint32_t)at, meta, 0) < 0) { free(meta); return -1; }
-    if (hts_idx_save_as(st->idx, NULL, index, st->fmt) < 0) return -1;
+    if (save_index(st, (uint64_t)bgzf_tell(st->out), index) < 0) return -1;
     FILE *said = fopen(report, "w");
     if (!said) return -1;
     fprintf(said, "%s %d\n", st->fmt == HTS_FMT_CSI ? "csi" : "tbi", st->conf.line_skip);
     return fclose(said) == 0 ? 0 : -1;
 }
 
+/* The preset's tabix configuration and the index kind's shape; -1 for an unknown one. */
+static int setup(State *st, const char *threads, const char *preset, const char *kind) {
+    memset(st, 0, sizeof *st);
+    st->threads = atoi(threads);
+    st->last_tid = -1;
+    st->indexing = 1;
+    st->ids = kh_init(names);
+    if (!st->ids) return -1;
+    if (strcmp(preset, "bed") == 0) st->conf = tbx_conf_bed, st->bed = 1;
+    else if (strcmp(preset, "vcf") == 0) st->conf = tbx_conf_vcf;
+    else if (strcmp(preset, "gff") == 0) st->conf = tbx_conf_gff;
+    else return -1;
+    if (strcmp(kind, "tbi") == 0) st->fmt = HTS_FMT_TBI, st->min_shift = 14, st->n_lvls = 5;
+    else if (strcmp(kind, "csi") == 0) st->fmt = HTS_FMT_CSI, st->min_shift = 14, st->n_lvls = (TBX_MAX_SHIFT - 14 + 2) / 3;
+    else return -1;
+    return 0;
+}
+
+/* `bgzindex index`: tabix's own reading of a BGZF text (tbx.c tbx_index: bgzf_getline, the virtual
+   offset after each line), with this file's parse; 0 with INDEX written, REFUSED where tabix would not
+   index it (nothing written), 1 on an I/O error. */
+static int index_text(State *st, const char *path, int skip, const char *index) {
+    BGZF *in = bgzf_open(path, "r");
+    if (!in) return fail("cannot open %s", path);
+    if (bgzf_compression(in) != bgzf) return REFUSED;
+    if (st->threads > 1 && bgzf_mt(in, st->threads, 256) < 0) return fail("%s", "cannot start threads");
+    st->conf.line_skip = skip;
+    kstring_t str = {0, 0, NULL};
+    int64_t lineno = 0;
+    uint64_t last_off = 0;
+    int ret;
+    Interval intv;
+    while ((ret = bgzf_getline(in, '\n', &str)) >= 0) {
+        ++lineno;
+        if (str.s[0] == st->conf.meta_char && st->fmt == HTS_FMT_CSI && st->conf.preset == TBX_VCF)
+            contig_length(str.s, &st->longest);
+        if (lineno <= skip || str.s[0] == st->conf.meta_char) {
+            last_off = (uint64_t)bgzf_tell(in);
+            continue;
+        }
+        if (!st->idx) {
+            if (st->fmt == HTS_FMT_CSI) { /* tabix's adjust_n_lvls, from the header's longest ##contig */
+                int64_t size = 1LL << (st->min_shift + st->n_lvls * 3), longest = st->longest + 256;
+                for (; longest > size; ++st->n_lvls, size <<= 3) {}
+            }
+            st->idx = hts_idx_init(0, st->fmt, last_off, st->min_shift, st->n_lvls);
+            if (!st->idx) return fail("%s", "out of memory");
+        }
+        if (parse(&st->conf, (int)str.l, str.s, &intv) < 0) continue; /* tabix skips it too */
+        int tid = accepted(st, &intv);
+        if (tid == -2) return fail("%s", "out of memory");
+        if (tid < 0 || hts_idx_push(st->idx, tid, intv.beg, intv.end, (uint64_t)bgzf_tell(in), 1) < 0)
+            return REFUSED;
+    }
+    if (ret < -1) return REFUSED; /* damaged: tabix fails too, and says where */
+    if (!st->idx && !(st->idx = hts_idx_init(0, st->fmt, last_off, st->min_shift, st->n_lvls)))
+        return fail("%s", "out of memory");
+    if (save_index(st, (uint64_t)bgzf_tell(in), index) < 0) {
+        unlink(index);
+        return fail("writing the index %s failed", index);
+    }
+    free(str.s);
+    return bgzf_close(in) < 0 ? fail("closing %s", path) : 0;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 7) return fail("%s", "usage: bgzindex LEVEL THREADS PRESET KIND INDEX REPORT");
-    int level = atoi(argv[1]);
     State st;
-    memset(&st, 0, sizeof st);
-    st.threads = atoi(argv[2]);
-    if (strcmp(argv[3], "bed") == 0) st.conf = tbx_conf_bed, st.bed = 1;
-    else if (strcmp(argv[3], "vcf") == 0) st.conf = tbx_conf_vcf;
-    else if (strcmp(argv[3], "gff") == 0) st.conf = tbx_conf_gff;
-    else return fail("unknown preset %s", argv[3]);
-    if (strcmp(argv[4], "tbi") == 0) st.fmt = HTS_FMT_TBI, st.min_shift = 14, st.n_lvls = 5;
-    else if (strcmp(argv[4], "csi") == 0) st.fmt = HTS_FMT_CSI, st.min_shift = 14, st.n_lvls = (TBX_MAX_SHIFT - 14 + 2) / 3;
-    else return fail("unknown index kind %s", argv[4]);
+    if (argc == 8 && strcmp(argv[1], "index") == 0) {
+        if (setup(&st, argv[3], argv[4], argv[5]) < 0) return fail("unknown preset or kind: %s", argv[4]);
+        return index_text(&st, argv[2], atoi(argv[6]), argv[7]);
+    }
+    if (argc != 8 || strcmp(argv[1], "compress") != 0)
+        return fail("%s", "usage: bgzindex compress LEVEL THREADS PRESET KIND INDEX REPORT < TEXT > OUT\n"
+                          "       bgzindex index FILE THREADS PRESET KIND SKIP INDEX");
+    argv++;
+    int level = atoi(argv[1]);
+    if (setup(&st, argv[2], argv[3], argv[4]) < 0) return fail("unknown preset or kind: %s", argv[3]);
     if (level < -1 || level > 9) return fail("compression level %s is not -1 to 9", argv[1]);
     char mode[3] = "w";
     if (level >= 0) mode[1] = (char)('0' + level);
     unlink(argv[6]); /* a report left by an earlier run over the same output says nothing of this one */
     st.out = bgzf_dopen(STDOUT_FILENO, mode);
-    st.ids = kh_init(names);
-    if (!st.out || !st.ids) return fail("%s", "cannot open stdout");
+    if (!st.out) return fail("%s", "cannot open stdout");
     st.in_header = 1;
-    st.indexing = 1;
-    st.last_tid = -1;
 
     size_t size = CHUNK;
     char *buffer = malloc(size + 1); /* + 1: a last line without a newline is cut with a NUL */

@@ -136,13 +136,14 @@ class Early:
 class Ahead:
     """The output's last steps, started on the guess that the check will find `out` final: the step
     making it (`make`: the compressor of a plain text as it is, reading `source`; None where the caller
-    copied a BGZF one), then tabix with the options `guess`ed from the first lines (`index`) unless the
-    compressor wrote that index already, then the read back through the index (verify_output's reads),
+    copied a BGZF one), then the index with the options `guess`ed from the first lines (`index`: the
+    commands of tabix_index.index_commands) unless the compressor wrote that index already, then the
+    read back through the index (verify_output's reads),
     one after another in a thread of their own while the text is checked. `result` waits for them all;
     `stop` stops them (with `keep_output`, once `out` is made)."""
 
-    def __init__(self, out: Path, make: list[str] | None, source: Path, index: list[str], guess: tuple[str, int],
-                 threads: int, label: str) -> None:
+    def __init__(self, out: Path, make: list[str] | None, source: Path, index: list[list[str]],
+                 guess: tuple[str, int], threads: int, label: str) -> None:
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
@@ -161,15 +162,23 @@ class Ahead:
             self._current = Early(argv, context, stdout, stdin)
         self._current.finish()
 
-    def _run(self, out: Path, make: list[str] | None, source: Path, index: list[str], guess: tuple[str, int],
-             threads: int, label: str) -> tuple[dict[str, int], int]:
+    def _run(self, out: Path, make: list[str] | None, source: Path, index: list[list[str]],
+             guess: tuple[str, int], threads: int, label: str) -> tuple[dict[str, int], int]:
+        from preprocess.errors import ToolError
+
         from . import interval_checks
 
         if make:
             self._step(make, "compressing the text as it is", out, source)
         self.made.set()
         if not (make and tabix_index.made_while_compressed(out, guess)):
-            self._step(index, f"indexing {label}")
+            for number, argv in enumerate(index):
+                try:
+                    self._step(argv, f"indexing {label}")
+                    break
+                except ToolError as exc:  # bgzindex refused: tabix, next, says why
+                    if exc.returncode != tabix_index.REFUSED or number == len(index) - 1:
+                        raise
         return interval_checks.read_back(out, tabix_index.index_path(out, guess[0]), threads, label)
 
     @property

@@ -142,8 +142,9 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                                               settings.threads) if compression == "plain" else None
                 if make is None:
                     copy_file(source, out)
-                ahead = columnar.Ahead(out, make, source, tabix_index.index_argv(out, spec.preset, *guess), guess,
-                                       settings.threads, label)
+                index_commands = tabix_index.index_commands(out, spec.preset, *guess, settings.threads,
+                                                            settings.compression_level)
+                ahead = columnar.Ahead(out, make, source, index_commands, guess, settings.threads, label)
             with ctx.stage("columnar"):
                 found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
                                            compression, reuse="input" in paths, early=ahead)
@@ -193,7 +194,8 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                 read_back = None
                 if ahead:
                     ahead.stop(keep_output=True)  # a guess gone wrong: the output stands, not its index
-                index = tabix_index.write_index(out, spec.preset, kind, skip, label)
+                index = tabix_index.write_index(out, spec.preset, kind, skip, label, settings.threads,
+                                                settings.compression_level)
     except BaseException:
         if ahead:
             ahead.stop()

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from preprocess import shell
+from preprocess.errors import ToolError
 
 from . import native
 
@@ -27,6 +28,7 @@ TBI_MAX = 2**29          # TBI bins address positions below 2^29; beyond that, C
 TABIX_MAX = 2**32        # the largest end tabix's CSI (min_shift 14) stores; beyond is an input error
 CSI_MIN_SHIFT = 14
 TBI_META_BIN = 37450  # ((1 << 18) - 1) // 7 + 1, the pseudo-bin of a depth-5 index
+REFUSED = 3           # `bgzindex index`: tabix would not index the text either (nothing written)
 
 
 def record_counts(index: Path) -> dict[str, int]:
@@ -99,11 +101,31 @@ def index_path(out: Path, kind: str) -> Path:
     return out.with_name(f"{out.name}.{kind}")
 
 
-def write_index(out: Path, preset: str, kind: str, skip: int, label: str) -> Path:
-    """Index `out` (see index_argv), unless its compressor wrote that very index already; returns the
-    index's path."""
+def index_commands(out: Path, preset: str, kind: str, skip: int, threads: int, level: int) -> list[list[str]]:
+    """The commands that index `out` as index_argv's tabix does, each run only where the one before it
+    exited with REFUSED: `bgzindex index` (tabix's reading with a quicker parse), where it is built and
+    agrees with tabix here, then tabix itself (which says why where it cannot index the text either)."""
+    program = _bgzindex(level)
+    tabix = index_argv(out, preset, kind, skip)
+    if program is None:
+        return [tabix]
+    return [[program, "index", str(out), str(threads), preset, kind, str(skip), str(index_path(out, kind))], tabix]
+
+
+def write_index(out: Path, preset: str, kind: str, skip: int, label: str, threads: int = 1, level: int = -1) -> Path:
+    """Index `out` (see index_commands), unless its compressor wrote that very index already; returns the
+    index's path. `level`: the output's compression level, whose bgzindex check stands for both modes."""
     if not made_while_compressed(out, (kind, skip)):
-        shell.run(index_argv(out, preset, kind, skip), context=f"indexing {label}")
+        *first, last = index_commands(out, preset, kind, skip, threads, level)
+        for argv in first:
+            try:
+                shell.run(argv, context=f"indexing {label}")
+                break
+            except ToolError as exc:
+                if exc.returncode != REFUSED:
+                    raise
+        else:
+            shell.run(last, context=f"indexing {label}")
     return index_path(out, kind)
 
 
@@ -118,7 +140,7 @@ def compressor(out: Path, preset: str, kind: str, level: int, threads: int) -> l
     _report(out).unlink(missing_ok=True)
     if program is None:
         return ["bgzip", "-c", "-l", str(level), "-@", str(threads)]
-    return [program, str(level), str(threads), preset, kind, str(index_path(out, kind)), str(_report(out))]
+    return [program, "compress", str(level), str(threads), preset, kind, str(index_path(out, kind)), str(_report(out))]
 
 
 def compressor_env(out: Path, preset: str, kind: str, level: int) -> dict[str, str]:
@@ -182,12 +204,15 @@ def _agreeing(program: Path, level: int) -> str | None:
             subprocess.run(index_argv(reference, "bed", "tbi", 1), check=True, capture_output=True,
                            env=shell.environment(), timeout=60)
             with open(sample, "rb") as text, open(made, "wb") as target:
-                subprocess.run([str(program), str(level), "2", "bed", "tbi", str(here / "made.tbi"),
+                subprocess.run([str(program), "compress", str(level), "2", "bed", "tbi", str(here / "made.tbi"),
                                 str(here / "made.report")], stdin=text, stdout=target, check=True,
                                stderr=subprocess.DEVNULL, env=shell.environment(), timeout=60)
-            same = (made.read_bytes() == reference.read_bytes()
-                    and (here / "made.tbi").read_bytes() == index_path(reference, "tbi").read_bytes()
-                    and (here / "made.report").read_text().split() == ["tbi", "1"])
+            subprocess.run([str(program), "index", str(reference), "2", "bed", "tbi", "1", str(here / "read.tbi")],
+                           check=True, capture_output=True, env=shell.environment(), timeout=60)
+            tabix = index_path(reference, "tbi").read_bytes()
+            same = (made.read_bytes() == reference.read_bytes() and (here / "made.tbi").read_bytes() == tabix
+                    and (here / "made.report").read_text().split() == ["tbi", "1"]
+                    and (here / "read.tbi").read_bytes() == tabix)
         except (OSError, subprocess.SubprocessError) as exc:
             log.info("bgzindex could not be compared with bgzip and tabix (%s): texts are indexed by tabix "
                      "after bgzip", exc)

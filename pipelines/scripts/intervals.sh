@@ -32,7 +32,7 @@ validate() {
 
 compress() {
   if [ -n "${PP_BGZINDEX:-}" ]; then
-    "$PP_BGZINDEX" "$level" "$threads" "$PP_PRESET" "$PP_INDEXKIND" "$PP_INDEX" "$PP_REPORT"
+    "$PP_BGZINDEX" compress "$level" "$threads" "$PP_PRESET" "$PP_INDEXKIND" "$PP_INDEX" "$PP_REPORT"
   else
     bgzip -c -l "$level" -@ "$threads"
   fi
