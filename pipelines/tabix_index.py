@@ -179,9 +179,10 @@ def _report(out: Path) -> Path:
     return out.with_name(f"{out.name}.indexed")
 
 
-# A deterministic sample spanning several BGZF blocks and contigs, a track line and a line ending on a block's end.
-_SAMPLE = ("track name=sample\n" + "".join(f"chr{c}\t{i * 37}\t{i * 37 + 1 + i % 900}\tf{i}\t{i % 1000}\t+\n"
-                                             for c in (1, 2, 10) for i in range(1500))).encode()
+def _sample() -> bytes:
+    """A deterministic BED text spanning several BGZF blocks and contigs, after a track line."""
+    return ("track name=sample\n" + "".join(f"chr{c}\t{i * 37}\t{i * 37 + 1 + i % 900}\tf{i}\t{i % 1000}\t+\n"
+                                            for c in (1, 2, 10) for i in range(1500))).encode()
 
 
 def _bgzindex(level: int) -> str | None:
@@ -196,7 +197,7 @@ def _agreeing(program: Path, level: int) -> str | None:
     with tempfile.TemporaryDirectory(prefix="bgzindex-check-") as folder:
         here = Path(folder)
         sample, reference, made = here / "sample.bed", here / "reference.bed.gz", here / "made.bed.gz"
-        sample.write_bytes(_SAMPLE)
+        sample.write_bytes(_sample())
         try:
             with open(sample, "rb") as text, open(reference, "wb") as target:
                 subprocess.run(["bgzip", "-c", "-l", str(level)], stdin=text, stdout=target, check=True,
