@@ -268,9 +268,12 @@ def bamindex() -> Path | None:
     return _program(BAMINDEX_SOURCE, ("-lhts",), "sorted BAMs are indexed by samtools index")
 
 
-_SAMPLE_SAM = "@HD\tVN:1.6\tSO:coordinate\n@SQ\tSN:chr1\tLN:100000\n@SQ\tSN:chr2\tLN:60000\n" + "".join(
-    f"r{i}\t{16 * (i % 2)}\tchr{1 + i // 1500}\t{1 + i % 1500 * 37}\t60\t50M\t*\t0\t0\t{'ACGT' * 12}AC\t*\n"
-    for i in range(3000)) + "".join(f"u{i}\t4\t*\t0\t0\t*\t*\t0\t0\tACGT\t*\n" for i in range(20))
+def _sample_sam() -> str:
+    """A deterministic coordinate-sorted SAM: two references, both strands, unplaced reads at the end."""
+    placed = "".join(f"r{i}\t{16 * (i % 2)}\tchr{1 + i // 1500}\t{1 + i % 1500 * 37}\t60\t50M\t*\t0\t0\t"
+                     f"{'ACGT' * 12}AC\t*\n" for i in range(3000))
+    return ("@HD\tVN:1.6\tSO:coordinate\n@SQ\tSN:chr1\tLN:100000\n@SQ\tSN:chr2\tLN:60000\n" + placed
+            + "".join(f"u{i}\t4\t*\t0\t0\t*\t*\t0\t0\tACGT\t*\n" for i in range(20)))
 
 
 @functools.cache
@@ -280,7 +283,7 @@ def _bamindex_agrees(indexer: Path, kind: str) -> bool:
     flags = ["-b"] if kind == "bai" else ["-c", "-m", "14"]
     with tempfile.TemporaryDirectory(prefix="bamindex-check-") as folder:
         here = Path(folder)
-        (here / "sample.sam").write_text(_SAMPLE_SAM)
+        (here / "sample.sam").write_text(_sample_sam())
         try:
             for argv in (["samtools", "view", "--no-PG", "-b", "-o", here / "sample.bam", here / "sample.sam"],
                          ["samtools", "index", *flags, here / "sample.bam", here / f"tools.{kind}"],
