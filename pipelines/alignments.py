@@ -17,6 +17,7 @@ pysam reads the header and the index statistics. Coordinates are not touched her
 from __future__ import annotations
 
 import contextvars
+import os
 import re
 import struct
 import subprocess
@@ -165,29 +166,45 @@ def sort_bam(src: Path, out: Path, index: Path, settings: BuildSettings, workdir
 def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Path) -> int | None:
     """When the BAM's records are already in samtools sort order: write `out` (adopt_sorted) and its index,
     return the number of records. Else None, leaving neither. Once the first records are seen in order,
-    the adopted copy is written and indexed beside the rest of the order check; an index htslib refuses
-    (a malformed record) also gives None, so the sorting path reports the problem in its terms."""
-    if sorted_header(src, workdir) is None:  # the file is its own output: its index comes with the order check
-        try:
-            return _adopt_indexed(src, out, index, threads)
-        except native.Unavailable:
-            pass
+    the adopted copy is written beside the rest of the order check; an index htslib refuses (a malformed
+    record) also gives None, so the sorting path reports the problem in its terms.
+
+    The order check is bamindex's where it is built (native.indexed_in_order), which writes the index of
+    the file as it reads it: that index is the output's when the file's header is samtools sort's (the
+    output is then a copy, written beside the check); otherwise, and where the check is bamwalk's or
+    Python's, the output is reheadered and `samtools index`ed once the first records pass."""
     go, verdict, failed = threading.Event(), [True], list[BaseException]()
+    own, from_walk = [False], [False]  # the header is sort's own; the walk writes the file's index
+    walked = workdir / f"walked{index.suffix}"
 
     def adopt_and_index() -> None:
         go.wait()
         if verdict[0]:
             try:
-                adopt_sorted(src, out, workdir)
-                index_bam(out, index, threads)  # the order check (bamwalk) ends first and leaves it every core
+                if own[0] and from_walk[0]:
+                    copy_file(src, out)
+                else:
+                    adopt_sorted(src, out, workdir)
+                    index_bam(out, index, threads)  # the order check ends first and leaves it every core
             except BaseException as exc:  # a ToolError means: take the sorting path; others are re-raised
                 failed.append(exc)
+
+    def header_is_sorts() -> None:  # while bamindex reads the first blocks
+        try:
+            own[0] = sorted_header(src, workdir) is None
+        except ToolError:
+            own[0] = False  # adopt_sorted meets it again and the sorting path reports it
 
     worker = threading.Thread(target=contextvars.copy_context().run, args=(adopt_and_index,), daemon=True)
     worker.start()
     records = None
     try:
-        records = records_in_sort_order(src, threads, go.set)
+        try:
+            from_walk[0] = True
+            records = native.indexed_in_order(src, walked, threads, go.set, meanwhile=header_is_sorts)
+        except native.Unavailable:
+            from_walk[0] = False
+            records = records_in_sort_order(src, threads, go.set)
     finally:
         verdict[0] = records is not None
         go.set()
@@ -195,40 +212,13 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
     for exc in failed:
         if not isinstance(exc, ToolError):
             raise exc
+    if records is not None and not failed and own[0] and from_walk[0]:
+        os.replace(walked, index)
+    walked.unlink(missing_ok=True)
     if records is None or failed:
         out.unlink(missing_ok=True)
         index.unlink(missing_ok=True)
         return None
-    return records
-
-
-def _adopt_indexed(src: Path, out: Path, index: Path, threads: int) -> int | None:
-    """adopt_if_sorted for a BAM under the header samtools sort would write: bamindex checks the order,
-    counts and writes the index in one decompression, while `out`, a copy, is written beside it."""
-    go, wanted, failed = threading.Event(), [True], list[BaseException]()
-
-    def copy() -> None:
-        go.wait()
-        if wanted[0]:
-            try:
-                copy_file(src, out)
-            except BaseException as exc:
-                failed.append(exc)
-
-    worker = threading.Thread(target=contextvars.copy_context().run, args=(copy,), daemon=True)
-    worker.start()
-    records = None
-    try:
-        records = native.indexed_in_order(src, index, threads, go.set)
-    finally:
-        wanted[0] = records is not None
-        go.set()
-        worker.join()
-    if records is None or failed:
-        out.unlink(missing_ok=True)
-        index.unlink(missing_ok=True)
-    if failed:
-        raise failed[0]
     return records
 
 

@@ -227,27 +227,33 @@ def _lines_saying_go(proc: subprocess.Popen[bytes], in_order_so_far: Callable[[]
             lines.append(line)
 
 
-def indexed_in_order(bam: Path, index: Path, threads: int, in_order_so_far: Callable[[], None]) -> int | None:
+def indexed_in_order(bam: Path, index: Path, threads: int, in_order_so_far: Callable[[], None],
+                     meanwhile: Callable[[], None] = lambda: None) -> int | None:
     """bamindex: in one decompression, the record count when the BAM's records are in samtools sort order
     (`index` then written: the bytes `samtools index` writes, BAI or, for a .csi name, CSI with min_shift
     14), else None with no index (out of order, a record htslib cannot read or index, damage);
-    `in_order_so_far` once the first records have passed. Unavailable where bamindex is not built, or
-    here writes other index bytes than samtools index."""
+    `in_order_so_far` once the first records have passed; `meanwhile` runs as bamindex starts (an
+    unsorted file is often told in its first block). Unavailable where bamindex is not built, or here
+    writes other index bytes than samtools index."""
     indexer = bamindex()
+    if indexer is None:
+        raise Unavailable("bamindex is not built")
     kind = "csi" if index.suffix == ".csi" else "bai"
-    if indexer is None or not _bamindex_agrees(indexer, kind):
-        raise Unavailable("bamindex is not built or does not agree with samtools index here")
     doing = "checking the record order"
     proc = subprocess.Popen(shell.tied([str(indexer), str(bam), str(threads), kind, str(index)]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             env=shell.environment(), start_new_session=True)
     try:
+        if not _bamindex_agrees(indexer, kind):  # beside it: cached after the first file
+            raise Unavailable("bamindex does not write samtools index's bytes here")
+        meanwhile()
         lines = _lines_saying_go(proc, in_order_so_far, doing)
         _, error = _finish(proc, doing)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+            index.unlink(missing_ok=True)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
