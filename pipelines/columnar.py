@@ -4,16 +4,16 @@ when it is not already in order.
 It replaces `validate.awk | sort` (and validate.awk's check of the order) for a plain or BGZF text that
 fits the memory budget and in which nothing is unusual: it writes exactly the lines, in exactly the
 order, that the streaming pass would (sort -s: keys compared bytewise and numerically, ties in input
-order), so bgzip gives the same bytes. Anything the validator would say something about (a control
-character or CR, a blank line, a header line after data, a bad coordinate, ragged rows, a VCF INFO/END,
-text that is not UTF-8, a damaged block) gives None, and the caller runs the streaming pass, which names
-the first such line exactly as it always has.
+order), so the compressor (bgzip, or bgzindex: tabix_index.compressor) gives the same bytes. Anything
+the validator would say something about (a control character or CR, a blank line, a header line after
+data, a bad coordinate, ragged rows, a VCF INFO/END, text that is not UTF-8, a damaged block) gives
+None, and the caller runs the streaming pass, which names the first such line exactly as it always has.
 
 A text likely in order (its first lines are) has its output's last steps started before the check, on
-the guess that the check will find its bytes final (`Ahead`): a plain text is bgzipped as it is (`bgzip`
-of the file writes what `bgzip` of the same bytes through a pipe writes), a BGZF one copied; then tabix
-and the read back through the index. A guess that fails costs the work done; the bytes are decided by
-the content alone.
+the guess that the check will find its bytes final (`Ahead`): a plain text is compressed as it is (the
+compressor writes of the file what it writes of the same bytes through a pipe, its index with them),
+a BGZF one copied and indexed; then the read back through the index. A guess that fails costs the
+work done; the bytes are decided by the content alone.
 """
 
 from __future__ import annotations

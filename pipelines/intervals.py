@@ -3,7 +3,8 @@ that picks the path a text takes (GTF and bigBed are converted, then built here:
 
 One streaming pipe decompresses (by magic bytes), strips CR, splits header from data lines,
 validates every data line (columns, integer coordinates, start <= end), sorts with
-`LC_ALL=C sort -s`, puts the header first and bgzips; then tabix, then the records htslib counted
+`LC_ALL=C sort -s`, puts the header first and bgzips, writing tabix's index in the same pass where
+bgzindex runs (tabix_index.compressor; else tabix after bgzip); then the records htslib counted
 into the index (its per-contig pseudo-bins) must equal the data lines read, and a query for the
 first and the last record must return them. Coordinates: BED family 0-based half-open; VCF POS
 and GFF start/end 1-based closed. VCF records follow the contig order of the header's ##contig
