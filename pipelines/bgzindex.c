@@ -171,7 +171,7 @@ typedef struct {
     int64_t header_lines, longest;
     khash_t(names) *ids;
     char **names;
-    int n_names, last_tid;
+    int n_names, names_room, last_tid;
     int64_t last_beg;
 } State;
 
@@ -208,9 +208,13 @@ static int name_id(State *st, const char *name, size_t length, int *known) {
     if (absent < 0) { free(key); return -1; }
     *known = !absent;
     if (!absent) { free(key); return kh_val(st->ids, k); }
-    char **grown = realloc(st->names, sizeof(char *) * (size_t)(st->n_names + 1));
-    if (!grown) return -1;
-    st->names = grown;
+    if (st->n_names == st->names_room) { /* twice the room: a scaffold assembly names 10^5 contigs */
+        int room = st->names_room ? 2 * st->names_room : 64;
+        char **grown = realloc(st->names, sizeof(char *) * (size_t)room);
+        if (!grown) return -1;
+        st->names = grown;
+        st->names_room = room;
+    }
     st->names[st->n_names] = key;
     kh_val(st->ids, k) = st->n_names;
     return st->n_names++;

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import shell, sources
+from . import digests, shell, sources
 from .build import build_doc, build_settings, key_for, key_parameters, name_failure, open_store
 from .config import Settings
 from .contract import SplitSteps
@@ -31,7 +31,7 @@ from .keys import LAYOUT, is_key
 from .model import Artifact, FileDoc, Manifest, PipelineInfo, RunResult, SourceInfo, redact_url
 from .registry import pipeline_for, split_steps
 from .scratch import make_scratch
-from .store import ArtifactStore, sha256_file
+from .store import ArtifactStore
 
 PLAN = "plan.json"  # the source's hashes and the pipeline's plan of its parts, written by route-0
 
@@ -285,7 +285,7 @@ def _merge(doc: FileDoc, fmt: str, settings: Settings, key: str, info: dict[str,
     output = _steps(fmt).finish(made, plan, records_in, bsettings, workdir, shown)
     timings["merge"] = round(time.perf_counter() - started, 4)
     started = time.perf_counter()
-    artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=sha256_file(path))
+    artifacts = [Artifact(kind=kind, name=path.name, size=path.stat().st_size, sha256=digests.sha256(path))
                  for kind, path in output.artifacts.items()]
     manifest = Manifest(
         key=key, layout=LAYOUT,

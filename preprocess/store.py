@@ -104,14 +104,6 @@ def modified_time(info: Mapping[str, Any]) -> datetime | None:
     return None
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ArtifactStore:
     """The store at `url` (a local path, file://, s3://, az://, abfs://, gs://, memory://).
 
