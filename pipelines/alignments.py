@@ -175,6 +175,7 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
     Python's, the output is reheadered and `samtools index`ed once the first records pass."""
     go, verdict, failed = threading.Event(), [True], list[BaseException]()
     own, from_walk = [False], [False]  # the header is sort's own; the walk writes the file's index
+    copied = [False]  # the worker copied the file and left its index to the walk
     walked = workdir / f"walked{index.suffix}"
 
     def adopt_and_index() -> None:
@@ -183,6 +184,7 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
             try:
                 if own[0] and from_walk[0]:
                     copy_file(src, out)
+                    copied[0] = True
                 else:
                     adopt_sorted(src, out, workdir)
                     index_bam(out, index, threads)  # the order check ends first and leaves it every core
@@ -212,8 +214,14 @@ def adopt_if_sorted(src: Path, out: Path, index: Path, threads: int, workdir: Pa
     for exc in failed:
         if not isinstance(exc, ToolError):
             raise exc
-    if records is not None and not failed and own[0] and from_walk[0]:
-        os.replace(walked, index)
+    if records is not None and not failed and copied[0]:
+        if from_walk[0]:
+            os.replace(walked, index)
+        else:  # bamindex failed after its first records, and another walk gave the verdict
+            try:
+                index_bam(out, index, threads)
+            except ToolError as exc:
+                failed.append(exc)
     walked.unlink(missing_ok=True)
     if records is None or failed:
         out.unlink(missing_ok=True)
@@ -372,10 +380,12 @@ def sorted_header(src: Path, workdir: Path) -> Path | None:
     the BAM's own header already."""
     header = workdir / "input-header.sam"
     made = workdir / "sorted-header.sam"
-    if not made.exists():
+    if not made.exists():  # asked before: the answer stands (written whole or not at all)
         shell.run(["samtools", "view", "-H", "--no-PG", "-o", str(header), str(src)], context="reading the header")
-        shell.run(["samtools", "sort", "--no-PG", "-O", "sam", "-o", str(made), str(header)],
+        part = workdir / "sorted-header.part.sam"
+        shell.run(["samtools", "sort", "--no-PG", "-O", "sam", "-o", str(part), str(header)],
                   context="making the sorted header")
+        os.replace(part, made)
     return None if made.read_bytes() == header.read_bytes() else made
 
 

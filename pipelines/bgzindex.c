@@ -173,6 +173,8 @@ typedef struct {
     char **names;
     int n_names, names_room, last_tid;
     int64_t last_beg;
+    Interval held; /* a record whose line ended a block, its push held back (push_held) */
+    int held_tid;  /* -1: none held */
 } State;
 
 static int start_index(State *st) {
@@ -237,6 +239,17 @@ static int accepted(State *st, const Interval *intv) {
     return tid;
 }
 
+/* The record held back at a block's end, pushed now: before the next line is written (the offset of
+   that line's block's start, `ended` 0), or once the whole text is flushed (`ended` 1: the exact end). */
+static int push_held(State *st, int ended) {
+    if (st->held_tid < 0) return 0;
+    int tid = st->held_tid;
+    st->held_tid = -1;
+    uint64_t at = (uint64_t)bgzf_tell(st->out);
+    if (ended) return hts_idx_push(st->idx, tid, st->held.beg, st->held.end, at, 1) < 0 ? -1 : 0;
+    return bgzf_idx_push(st->out, st->idx, tid, st->held.beg, st->held.end, at, 1) < 0 ? -1 : 0;
+}
+
 /* One line (without its newline; `newline` says whether it had one): written, and indexed as tabix
    would index it. */
 static int line(State *st, char *text, size_t length, int newline) {
@@ -253,20 +266,28 @@ static int line(State *st, char *text, size_t length, int newline) {
         }
         if (start_index(st) < 0) return -1;
     }
+    if (push_held(st, 0) < 0) return -1;
     Interval intv;
     int parsed = -1;
     if (st->indexing && !(length > 0 && text[0] == st->conf.meta_char)) {
-        char keep = text[length];
-        text[length] = 0;
-        parsed = parse(&st->conf, (int)length, text, &intv);
-        text[length] = keep;
+        size_t parsed_length = length > 0 && text[length - 1] == '\r' ? length - 1 : length; /* as getline */
+        char keep = text[parsed_length];
+        text[parsed_length] = 0;
+        parsed = parse(&st->conf, (int)parsed_length, text, &intv);
+        text[parsed_length] = keep;
     }
     int tid = parsed == 0 ? accepted(st, &intv) : -1;
     if (tid == -2) return -1;
     if (bgzf_write(st->out, text, length + (size_t)newline) < 0) return -1;
-    if (tid >= 0 && bgzf_idx_push(st->out, st->idx, tid, intv.beg, intv.end, (uint64_t)bgzf_tell(st->out), 1) < 0)
-        return -1;
-    return 0;
+    if (tid < 0) return 0;
+    if (st->threads > 1 && (bgzf_tell(st->out) & 0xffff) == 0) {
+        /* the line filled its block: the offset it ends at is the next block's start, and a threaded
+           writer resolves it only when that block is written, which at the text's end never is */
+        st->held = intv;
+        st->held_tid = tid;
+        return 0;
+    }
+    return bgzf_idx_push(st->out, st->idx, tid, intv.beg, intv.end, (uint64_t)bgzf_tell(st->out), 1) < 0 ? -1 : 0;
 }
 
 /* The index finished at the text's end `end` (a virtual offset), with tabix's meta (its configuration and
@@ -308,6 +329,7 @@ static int setup(State *st, const char *threads, const char *preset, const char 
     memset(st, 0, sizeof *st);
     st->threads = atoi(threads);
     st->last_tid = -1;
+    st->held_tid = -1;
     st->indexing = 1;
     st->ids = kh_init(names);
     if (!st->ids) return -1;
@@ -421,6 +443,7 @@ int main(int argc, char **argv) {
         held -= at;
     }
     if (bgzf_flush(st.out) < 0) return fail("%s", "writing the output failed");
+    if (push_held(&st, 1) < 0) return fail("%s", "indexing the last record failed");
     if (st.indexing && finish_index(&st, argv[5], argv[6]) < 0) {
         unlink(argv[5]);
         unlink(argv[6]);

@@ -180,9 +180,13 @@ def _report(out: Path) -> Path:
 
 
 def _sample() -> bytes:
-    """A deterministic BED text spanning several BGZF blocks and contigs, after a track line."""
-    return ("track name=sample\n" + "".join(f"chr{c}\t{i * 37}\t{i * 37 + 1 + i % 900}\tf{i}\t{i % 1000}\t+\n"
+    """A deterministic BED text spanning several BGZF blocks and contigs, after a track line, whose last
+    line ends on a block's end (where a threaded writer's index entry waits for a block never written)."""
+    text = ("track name=sample\n" + "".join(f"chr{c}\t{i * 37}\t{i * 37 + 1 + i % 900}\tf{i}\t{i % 1000}\t+\n"
                                             for c in (1, 2, 10) for i in range(1500))).encode()
+    last = b"chr10\t60000\t60001\t"
+    room = -(len(text) + len(last) + 1) % 0xFF00
+    return text + last + b"p" * room + b"\n"
 
 
 def _bgzindex(level: int) -> str | None:

@@ -55,6 +55,9 @@ CASES = {  # name: (text, preset, kind, tabix -S)
                                 "bed", "tbi", 3),
     "no final newline": (bed_lines(RNG, ("chr1",), 2000)[:-1], "bed", "tbi", 0),
     "lines ending on block ends": (BLOCK_LINE * 5000, "bed", "tbi", 0),
+    "the text ending on a block's end": (BLOCK_LINE * 1020 * 3, "bed", "tbi", 0),
+    "a comment after a record ending a block": (BLOCK_LINE * 1020 * 3 + b"#end\n", "bed", "tbi", 0),
+    "CRLF line ends (tabix reads without the CR)": (b"chr1\t1\t2\r\nchr1\t5\t6\r\n", "bed", "tbi", 0),
     "blank and comment lines among records": (b"chr1\t1\t2\n\nchr1\t5\t6\n#x\nchr1\t7\t9\n", "bed", "tbi", 0),
     "numbers as strtoll reads them": (b"chr1\t0\t0\nchr1\t010\t0x20\nchr1\t 12\t+40\nchr1\t13\t-\n", "bed", "tbi", 0),
     "a 9 MB line": (b"chr1\t1\t2\t" + b"z" * (9 << 20) + b"\nchr1\t3\t4\n", "bed", "tbi", 0),
@@ -104,7 +107,7 @@ def test_bgzindex_writes_the_bytes_of_bgzip_then_tabix(tmp_path, program, name):
     text, preset, kind, skip = CASES[name]
     data, index = with_tools(text, preset, kind, skip, -1, tmp_path / "tools")
     assert index is not None
-    for threads in (1, 2):
+    for threads in (1, 2, 3):
         assert with_bgzindex(program, text, preset, kind, -1, threads, tmp_path / f"made{threads}") == (
             data, index, f"{kind} {skip}\n")
 

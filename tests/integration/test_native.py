@@ -169,6 +169,28 @@ def test_a_sorted_bam_under_its_own_header_is_indexed_by_bamindex(data, store_di
     assert Path(result.artifacts["data"]).read_bytes() == bam.read_bytes()
 
 
+def test_a_bamindex_failing_after_its_first_records_leaves_the_output_indexed_by_samtools(data, tmp_path,
+                                                                                           monkeypatch):
+    """bamindex said "go" (the copy of the file started), then failed in a way of its own (killed, out of
+    memory): another walk gives the verdict and samtools indexes the copy."""
+    from pipelines.alignments import adopt_if_sorted
+
+    failing = data / "failing-bamindex"
+    failing.write_text('#!/bin/sh\necho go\nsleep 0.5\nexit 4\n')  # the copy starts meanwhile
+    failing.chmod(0o755)
+    monkeypatch.setattr(native, "bamindex", lambda: failing)
+    monkeypatch.setattr(native, "_bamindex_agrees", lambda indexer, kind: True)
+    bam = plain_sort(samples.bam(data / "u.bam", reads=3000))
+    work = tmp_path / "work"
+    work.mkdir()
+    out, index = work / "sorted.bam", work / "sorted.bam.bai"
+    assert adopt_if_sorted(bam, out, index, 2, work) == 3020
+    subprocess.run(["samtools", "index", "-b", str(out), str(tmp_path / "tools.bai")], check=True)
+    assert out.read_bytes() == bam.read_bytes() and index.read_bytes() == (tmp_path / "tools.bai").read_bytes()
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith(("sorted.bam", "walked"))) == [
+        "sorted.bam", "sorted.bam.bai"]
+
+
 def test_a_bamindex_writing_another_index_than_samtools_is_not_used(data, monkeypatch, caplog):
     """As one linked with another htslib would: a program that writes an index samtools would not."""
     import logging
