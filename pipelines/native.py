@@ -285,25 +285,35 @@ def _sample_sam() -> str:
 @functools.cache
 def _bamindex_agrees(indexer: Path, kind: str) -> bool:
     """Whether bamindex writes, for a sample BAM, the `kind` index samtools index writes (one linked with
-    another htslib than samtools' may not); said once where it does not."""
+    another htslib than samtools' may not)."""
     flags = ["-b"] if kind == "bai" else ["-c", "-m", "14"]
-    with tempfile.TemporaryDirectory(prefix="bamindex-check-") as folder:
-        here = Path(folder)
+
+    def compare(here: Path) -> bool:
         (here / "sample.sam").write_text(_sample_sam())
+        for argv in (["samtools", "view", "--no-PG", "-b", "-o", here / "sample.bam", here / "sample.sam"],
+                     ["samtools", "index", *flags, here / "sample.bam", here / f"tools.{kind}"],
+                     [indexer, here / "sample.bam", "1", kind, here / f"made.{kind}"]):
+            subprocess.run([str(arg) for arg in argv], check=True, capture_output=True, stdin=subprocess.DEVNULL,
+                           env=shell.environment(), timeout=60)
+        return (here / f"made.{kind}").read_bytes() == (here / f"tools.{kind}").read_bytes()
+
+    return compared("bamindex", f"samtools index ({kind.upper()})", "sorted BAMs are indexed by samtools index",
+                    compare)
+
+
+def compared(program: str, tools: str, otherwise: str, compare: Callable[[Path], bool]) -> bool:
+    """Whether `program` writes here the bytes of the `tools` it stands in for: `compare(folder)` runs both
+    on a sample in a fresh temporary folder and says whether their bytes are equal. Said once where they
+    are not (a warning) or cannot be compared (an info line), with `otherwise`, what runs instead."""
+    with tempfile.TemporaryDirectory(prefix=f"{program}-check-") as folder:
         try:
-            for argv in (["samtools", "view", "--no-PG", "-b", "-o", here / "sample.bam", here / "sample.sam"],
-                         ["samtools", "index", *flags, here / "sample.bam", here / f"tools.{kind}"],
-                         [indexer, here / "sample.bam", "1", kind, here / f"made.{kind}"]):
-                subprocess.run([str(arg) for arg in argv], check=True, capture_output=True, stdin=subprocess.DEVNULL,
-                               env=shell.environment(), timeout=60)
-            same = (here / f"made.{kind}").read_bytes() == (here / f"tools.{kind}").read_bytes()
+            same = compare(Path(folder))
         except (OSError, subprocess.SubprocessError) as exc:
-            log.info("bamindex could not be compared with samtools index (%s): sorted BAMs are indexed by "
-                     "samtools index", exc)
+            log.info("%s could not be compared with %s (%s): %s", program, tools, exc, otherwise)
             return False
     if not same:
-        log.warning("bamindex writes another %s than samtools index here (another htslib): sorted BAMs are "
-                    "indexed by samtools index", kind.upper())
+        log.warning("%s writes other bytes than %s here (another htslib or deflate library): %s", program, tools,
+                    otherwise)
     return same
 
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import functools
 import gzip
-import logging
 import re
 import struct
 import subprocess
-import tempfile
 from pathlib import Path
 
 from preprocess import shell
@@ -129,9 +127,6 @@ def write_index(out: Path, preset: str, kind: str, skip: int, label: str, thread
     return index_path(out, kind)
 
 
-log = logging.getLogger(__name__)
-
-
 def compressor(out: Path, preset: str, kind: str, level: int, threads: int) -> list[str]:
     """The command compressing a text from stdin to stdout (for `out`) as `bgzip -c -l LEVEL -@ THREADS`
     does: bgzindex, also writing out's `kind` index as tabix would, where it is built and agrees with
@@ -198,32 +193,24 @@ def _bgzindex(level: int) -> str | None:
 
 @functools.cache
 def _agreeing(program: Path, level: int) -> str | None:
-    with tempfile.TemporaryDirectory(prefix="bgzindex-check-") as folder:
-        here = Path(folder)
+    def compare(here: Path) -> bool:
         sample, reference, made = here / "sample.bed", here / "reference.bed.gz", here / "made.bed.gz"
         sample.write_bytes(_sample())
-        try:
-            with open(sample, "rb") as text, open(reference, "wb") as target:
-                subprocess.run(["bgzip", "-c", "-l", str(level)], stdin=text, stdout=target, check=True,
-                               stderr=subprocess.DEVNULL, env=shell.environment(), timeout=60)
-            subprocess.run(index_argv(reference, "bed", "tbi", 1), check=True, capture_output=True,
-                           env=shell.environment(), timeout=60)
-            with open(sample, "rb") as text, open(made, "wb") as target:
-                subprocess.run([str(program), "compress", str(level), "2", "bed", "tbi", str(here / "made.tbi"),
-                                str(here / "made.report")], stdin=text, stdout=target, check=True,
-                               stderr=subprocess.DEVNULL, env=shell.environment(), timeout=60)
-            subprocess.run([str(program), "index", str(reference), "2", "bed", "tbi", "1", str(here / "read.tbi")],
-                           check=True, capture_output=True, env=shell.environment(), timeout=60)
-            tabix = index_path(reference, "tbi").read_bytes()
-            same = (made.read_bytes() == reference.read_bytes() and (here / "made.tbi").read_bytes() == tabix
-                    and (here / "made.report").read_text().split() == ["tbi", "1"]
-                    and (here / "read.tbi").read_bytes() == tabix)
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.info("bgzindex could not be compared with bgzip and tabix (%s): texts are indexed by tabix "
-                     "after bgzip", exc)
-            return None
-    if not same:
-        log.warning("bgzindex writes other bytes than bgzip and tabix here (another htslib or deflate "
-                    "library): texts are indexed by tabix after bgzip")
-        return None
-    return str(program)
+        with open(sample, "rb") as text, open(reference, "wb") as target:
+            subprocess.run(["bgzip", "-c", "-l", str(level)], stdin=text, stdout=target, check=True,
+                           stderr=subprocess.DEVNULL, env=shell.environment(), timeout=60)
+        subprocess.run(index_argv(reference, "bed", "tbi", 1), check=True, capture_output=True,
+                       env=shell.environment(), timeout=60)
+        with open(sample, "rb") as text, open(made, "wb") as target:
+            subprocess.run([str(program), "compress", str(level), "2", "bed", "tbi", str(here / "made.tbi"),
+                            str(here / "made.report")], stdin=text, stdout=target, check=True,
+                           stderr=subprocess.DEVNULL, env=shell.environment(), timeout=60)
+        subprocess.run([str(program), "index", str(reference), "2", "bed", "tbi", "1", str(here / "read.tbi")],
+                       check=True, capture_output=True, env=shell.environment(), timeout=60)
+        tabix = index_path(reference, "tbi").read_bytes()
+        return (made.read_bytes() == reference.read_bytes() and (here / "made.tbi").read_bytes() == tabix
+                and (here / "made.report").read_text().split() == ["tbi", "1"]
+                and (here / "read.tbi").read_bytes() == tabix)
+
+    return str(program) if native.compared("bgzindex", "bgzip and tabix", "texts are indexed by tabix after bgzip",
+                                           compare) else None

@@ -212,7 +212,7 @@ def test_a_bgzindex_that_writes_other_bytes_than_bgzip_is_not_used(tmp_path, pro
     other.write_text('#!/bin/sh\nexec bgzip -c -l 1\n')
     other.chmod(0o755)
     monkeypatch.setattr(native, "bgzindex", lambda: other)
-    with caplog.at_level(logging.WARNING, logger="pipelines.tabix_index"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.native"):
         assert tabix_index.compressor(tmp_path / "x.bed.gz", "bed", "tbi", 6, 2) == [
             "bgzip", "-c", "-l", "6", "-@", "2"]
     assert "bgzindex writes other bytes than bgzip and tabix here" in caplog.text
