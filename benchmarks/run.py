@@ -128,6 +128,16 @@ def cached_batch(rows: int, repeat: int) -> dict[str, object]:
 GROUPS = ("unsorted", "default", "onefile", "sorted", "small", "cached", "split")
 
 
+def compile_code() -> None:
+    """The package's bytecode written beforehand, as `pip install` writes it: a checkout run with
+    PYTHONDONTWRITEBYTECODE set (this machine's environment) would otherwise compile every module it
+    changed since its last cached bytecode on each run timed, some 60 ms a run."""
+    import compileall
+
+    for package in ("preprocess", "pipelines"):
+        compileall.compile_dir(str(HERE.parent / package), quiet=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reads", type=int, default=2_000_000)
@@ -143,6 +153,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=DATA / "results.json")
     args = parser.parse_args()
     groups = args.groups.split(",")
+    compile_code()
     rows: list[dict[str, object]] = []
 
     def emit(row: dict[str, object]) -> None:

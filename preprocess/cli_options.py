@@ -15,18 +15,17 @@ if TYPE_CHECKING:
 
 
 def apply_set(ctx: click.Context, _: click.Parameter, values: tuple[str, ...]) -> None:
-    """`--set KEY=VALUE…`: applied to dask.config for the whole command, so every setting it loads (and
-    the workers of a local cluster it starts) sees them; kept in ctx.meta for `config` to name them."""
-    import dask.config
-
-    from .config import parse_assignment
+    """`--set KEY=VALUE…`: applied over every other source for the whole command, so every setting it
+    loads (and the workers of a local cluster it starts) sees them; kept in ctx.meta for `config` to
+    name them."""
+    from .config import flags_applied, parse_assignment
 
     flags = ctx.meta.setdefault("preprocess.set", {})
     for text in values:
         key, value = parse_assignment(text)
         flags[key] = (value, f"--set {key}")  # the value may be a secret: `config` shows it hidden
     if flags:
-        ctx.with_resource(dask.config.set({f"preprocess.{k}": v for k, (v, _) in flags.items()}))
+        ctx.with_resource(flags_applied({k: v for k, (v, _) in flags.items()}))
 
 
 def set_option(fn: Callable[..., Any]) -> Callable[..., Any]:

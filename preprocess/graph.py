@@ -175,17 +175,16 @@ def _execute_reported(pending: Plan, settings: Settings, client: Any | None,
 
 
 def _workers_configured(settings: Settings) -> Any:
-    """While a cluster starts: the store options and this process's seal key in its dask config, so the
-    local workers it spawns (each Nanny hands its config to its worker) resolve them without a task or
-    a message carrying them."""
-    import dask.config
-
+    """While a cluster starts: the command's `--set` values, the store options and this process's seal
+    key in its dask config, so the local workers it spawns (each Nanny hands its config to its worker)
+    resolve them without a task or a message carrying them."""
+    from .config import active_flags, dask_config
     from .urls import SEAL_CONFIG, seal_key
 
-    values: dict[str, Any] = {"preprocess.store.storage-options": settings.store.options()}
+    values: dict[str, Any] = {**active_flags(), "preprocess.store.storage-options": settings.store.options()}
     if settings.cluster.profile in ("auto", "local"):  # workers spawned here; Fargate's are told by a plugin
         values[SEAL_CONFIG] = seal_key().decode("ascii")
-    return dask.config.set(values)
+    return dask_config().set(values)
 
 
 def _current_client(settings: Settings) -> Any | None:

@@ -113,8 +113,6 @@ class ArtifactStore:
 
     def __init__(self, url: str | Url, storage_options: Mapping[str, Any] | None = None,
                  verify: str = "sha256", signing_key: str | None = None, verify_key: str | None = None) -> None:
-        import fsspec
-
         self.verify = verify  # "sha256": re-read uploads and compare; "size": compare sizes only
         self.signing_key = signing_key  # the PATH of an Ed25519 private key PEM: each manifest is signed
         self.verifier = public_key(verify_key) if verify_key else None  # each manifest read is checked
@@ -126,9 +124,11 @@ class ArtifactStore:
             if scheme == "file":
                 path = url[len("file://"):] if url.startswith("file://") else url
                 root = os.path.abspath(os.path.expanduser(path))
-                self.fs = fsspec.filesystem("file")
+                self._fs: Any = None  # fsspec's, made when first needed: a build and a lookup need none
             else:
-                self.fs, root = fsspec.url_to_fs(url, **_with_sigv4(scheme, storage_options or {}))
+                import fsspec
+
+                self._fs, root = fsspec.url_to_fs(url, **_with_sigv4(scheme, storage_options or {}))
         except ImportError as exc:
             package = _INSTALL_HINT.get(scheme, scheme)
             raise ConfigError(f"store {shown}: install {package} to use {scheme}:// stores ({exc})") from None
@@ -140,6 +140,26 @@ class ArtifactStore:
         self.url = str(shown)
         self.option_names = sorted(storage_options or {})  # for run records: which options, never their values
         self.local = scheme == "file"
+
+    @property
+    def fs(self) -> Any:
+        """The store's fsspec filesystem. A local store opens it when a call first needs it: the
+        lookups and commits of a build go through the os module, and importing fsspec costs 50 ms."""
+        if self._fs is None:
+            import fsspec
+
+            self._fs = fsspec.filesystem("file")
+        return self._fs
+
+    def _read_small(self, path: str) -> bytes:
+        """A whole small file (a manifest, a signature): one GET on an object store; FileNotFoundError
+        when it is not there."""
+        if self.local:
+            with open(path, "rb") as stream:
+                return stream.read()
+        # s3fs asks for the size (a HEAD) before a whole-object read, to split large ones: one GET instead
+        single = {"max_concurrency": 1} if self.protocol in ("s3", "s3a") else {}
+        return bytes(self.fs.cat_file(path, **single))
 
     # -- naming -------------------------------------------------------------------------------------
     def key_dir(self, key: str) -> str:
@@ -210,11 +230,8 @@ class ArtifactStore:
     def lookup_signed(self, key: str) -> tuple[Manifest, bytes, bytes | None] | None:
         """lookup(), with the manifest's bytes and its signature (None when it has none)."""
         path = self.path(key, MANIFEST)
-        # s3fs asks for the size (a HEAD) before a whole-object read, to split large ones; a manifest
-        # is small: one GET.
-        single = {"max_concurrency": 1} if self.protocol in ("s3", "s3a") else {}
         try:
-            data = bytes(self.fs.cat_file(path, **single))
+            data = self._read_small(path)
         except FileNotFoundError:
             return None
         except Exception as exc:
@@ -233,7 +250,7 @@ class ArtifactStore:
         a StoreError naming the manifest when it is missing or does not verify."""
         name = signature_name(body)
         try:
-            signature = bytes(self.fs.cat_file(self.path(key, name)))
+            signature = self._read_small(self.path(key, name))
         except FileNotFoundError:
             signature = None
         except Exception as exc:
@@ -644,7 +661,7 @@ class ArtifactStore:
         """Stored size (and, on object stores or when asked, sha256) equal the artifact's."""
         path = self.path(key, art.name)
         try:
-            size = self.fs.size(path)
+            size = os.path.getsize(path) if self.local else self.fs.size(path)
             if size != art.size:
                 raise StoreError(f"{self.uri(key, art.name)}: stored size {size} != {art.size}")
             if sha256 or (not self.local and self.verify == "sha256"):

@@ -1,4 +1,5 @@
-"""Planning on the client: a local file without an md5 is hashed there, so a cached answer starts no cluster."""
+"""Planning on the client: a local file without an md5 is hashed there, so a cached answer starts no
+cluster, and imports neither distributed nor dask (whose import is most of a start-up)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import json, sys
 import preprocess
 result = preprocess.run({"id": "s1", "access_url": sys.argv[1], "format": "SAM"}, store=sys.argv[2])
 print(json.dumps({"status": result.status, "key": result.key,
-                  "imported": sorted(m for m in ("distributed", "pysam") if m in sys.modules)}))
+                  "imported": sorted(m for m in ("distributed", "dask", "pysam") if m in sys.modules)}))
 """
 
 

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -60,3 +61,75 @@ def test_a_config_error_names_the_key_but_never_echoes_the_value():
     with pytest.raises(ConfigError) as caught:
         load_settings(**{"store.verify": "s3cr3t-value"})
     assert "store.verify" in str(caught.value) and "s3cr3t-value" not in str(caught.value)
+
+
+READ = """
+import json, sys
+if sys.argv[1] == "dask":
+    import dask.config  # read through dask.config itself, as a notebook or a worker does
+from preprocess import config
+settings = config.load_settings()
+print(json.dumps({"tree": config._configured(), "settings": settings.model_dump(mode="json", by_alias=True),
+                  "options": settings.store.options(), "dask imported": "dask" in sys.modules}))
+"""
+
+
+def test_settings_read_without_dask_are_what_dask_config_reads(tmp_path):
+    """Without dask imported, the settings are read here as dask.config reads them (its YAML paths in
+    their order, its DASK_* variables, "_" and "-" as one key, a value given beating the default)."""
+    root, user = tmp_path / "root", tmp_path / "user"
+    root.mkdir(), user.mkdir()
+    (root / "a.yaml").write_text("preprocess:\n  sort_memory: 1G\n  threads: 3\n  source: {attempts: 2}\n")
+    (user / "b.yml").write_text("preprocess:\n  sort-memory: 2G\n  split: {part_size: 64MiB}\n"
+                                "  cluster: {worker_ttl: 2m, n-workers: 2}\n  store:\n"
+                                "    storage_options: {anon: true, Key_Name: kept-as-written}\n")
+    (user / "c.json").write_text('{"preprocess": {"source": {"min-rate": "1 MiB", "backoff": 0.5}}}')
+    (user / "ignored.txt").write_text("preprocess: {threads: 99}\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DASK_ROOT_CONFIG": str(root), "DASK_CONFIG": str(user),
+           "DASK_PREPROCESS__COMPRESSION_LEVEL": "4", "DASK_PREPROCESS__TASK_TIMEOUT": "90m",
+           "DASK_PREPROCESS__CLUSTER__ADDRESS": "None", "DASK_PREPROCESS__KEEP_PUBLIC_URLS": "true",
+           "DASK_PREPROCESS__SOURCE__DRS_ACCESS_SCHEMES": "['https', 's3']",
+           "DASK_PREPROCESS__STORE__STORAGE_OPTIONS__TIMEOUT": "30"}
+    read = {how: json.loads(subprocess.run([sys.executable, "-c", READ, how], capture_output=True, text=True,
+                                           check=True, env=env).stdout)
+            for how in ("here", "dask")}
+    assert read["here"].pop("dask imported") is False and read["dask"].pop("dask imported") is True
+    assert read["here"] == read["dask"]
+    settings = read["here"]["settings"]
+    assert (settings["sort-memory"], settings["threads"], settings["compression-level"]) == ("2G", 3, 4)
+    assert settings["split"]["part-size"] == 64 * 2**20 and settings["cluster"]["worker-ttl"] == 120
+    assert settings["task-timeout"] == 5400 and settings["source"]["min-rate"] == 2**20
+    assert settings["keep-public-urls"] is True and settings["source"]["drs-access-schemes"] == ["https", "s3"]
+    assert read["here"]["options"] == {"anon": True, "Key_Name": "kept-as-written", "timeout": 30}
+
+
+@pytest.mark.parametrize("text", ["16KiB", "2MB", "1.5 GiB", "5", "kB", "", "3k", "2mi", "1e3", "lots", "2XB",
+                                  "-4B", "0.5PB"])
+def test_sizes_read_as_dask_reads_them(text):
+    from dask.utils import parse_bytes
+
+    from preprocess.config import _size
+
+    try:
+        expected = parse_bytes(text)
+    except ValueError:
+        with pytest.raises(ValueError, match="expected a size"):
+            _size(text)
+    else:
+        assert _size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["90s", "2h", "10m", "1.5 hours", "250ms", "3", "0.5", "h", "2 Weeks", "5 days",
+                                  "1e2s", "soon", "3x", "-5s", ".5s"])
+def test_durations_read_as_dask_reads_them(text):
+    from dask.utils import parse_timedelta
+
+    from preprocess.config import _seconds
+
+    try:
+        expected = parse_timedelta(text)
+    except (ValueError, KeyError):
+        with pytest.raises(ValueError, match="expected a duration"):
+            _seconds(text)
+    else:
+        assert _seconds(text) == expected
