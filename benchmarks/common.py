@@ -73,15 +73,17 @@ def pipeline(source: Path, fmt: str, threads: int | None) -> tuple[float, float]
         shutil.rmtree(store)
 
 
-def make_bam(reads: int) -> Path:
-    target = DATA / f"reads-{reads}.bam"
+def make_bam(reads: int, references: int = 5) -> Path:
+    """An unsorted BAM of `reads` reads over the first `references` of CONTIGS (1% unplaced)."""
+    target = DATA / (f"reads-{reads}.bam" if references == 5 else f"reads-{reads}-{references}refs.bam")
     if target.exists():
         return target
     sys.path.insert(0, str(HERE.parent))
     from tests import samples
 
     DATA.mkdir(exist_ok=True)
-    samples.bam(target, reads=reads, seed=42, contigs=dict(list(CONTIGS.items())[:5]), unmapped=reads // 100)
+    samples.bam(target, reads=reads, seed=42, contigs=dict(list(CONTIGS.items())[:references]),
+                unmapped=reads // 100)
     return target
 
 

@@ -1,6 +1,6 @@
 """One big BAM built in parts across two workers, as separate one-core machines would see it.
 
-    python -m benchmarks.split [--size MB] [--repeat 3] [--json PATH]
+    python -m benchmarks.split [--size MB] [--references N] [--repeat 3] [--json PATH]
 
 Two `dask worker` processes, each pinned with taskset to a core of its own with its own scratch
 ($TMPDIR), build the BAM in its parted layout at the shipped split.part-size (route-, sort_part-,
@@ -10,7 +10,9 @@ ratio (the speed-up), the stage times from the manifest (route: the slowest rout
 its share of the source's blocks; sort_part: the slowest part's sort, sort_parts: all parts' sorts added up; merge:
 concatenation, index and checks, serial) and the projection to N workers from them,
 T(N) = route + ceil(P / N) * sort_parts / P + merge + commit (P parts; no worker sorts a fraction of a part).
-The BAM is `samtools cat` of copies of benchmarks/data/reads-2000000.bam (made by benchmarks.run).
+The BAM is `samtools cat` of copies of benchmarks/data/reads-2000000.bam (made by benchmarks.run): five
+references of about equal length, so five parts (at most one per reference); `--references 22` makes
+it of a unit over 22 references of 140-245 Mbp (as a human genome's autosomes), nine parts.
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ PLAIN = ('samtools sort --no-PG -l 6 -m 768M -@ 1 -T "$2/tmp" -o "$2/out.bam" "$
          ' && samtools index -@ 1 "$2/out.bam"')
 
 
-def make_big(megabytes: int) -> Path:
-    """A BAM of about `megabytes` MB: whole copies of the 2 M-read benchmark BAM, concatenated."""
-    unit = make_bam(2_000_000)
+def make_big(megabytes: int, references: int = 5) -> Path:
+    """A BAM of about `megabytes` MB: whole copies of a 2 M-read benchmark BAM, concatenated."""
+    unit = make_bam(2_000_000, references)
     copies = max(1, round(megabytes * 2**20 / unit.stat().st_size))
-    target = DATA / f"split-{copies}x.bam"
+    target = DATA / (f"split-{copies}x.bam" if references == 5 else f"split-{copies}x-{references}refs.bam")
     if not target.exists():
         tmp = target.with_suffix(".tmp")
         subprocess.run(["samtools", "cat", "--no-PG", "-o", str(tmp), *[str(unit)] * copies], check=True)
@@ -118,11 +120,11 @@ def split_run(source: Path, md5: str, client: Any, store: Path) -> tuple[float, 
     return wall, {**result.timings, "parts": result.records["parts"]}
 
 
-def compare(megabytes: int, repeat: int) -> list[dict[str, object]]:
+def compare(megabytes: int, repeat: int, references: int = 5) -> list[dict[str, object]]:
     """Rows for `make bench`: the 2-worker split build against samtools sort + index on one core."""
     from distributed import Client
 
-    source = make_big(megabytes)
+    source = make_big(megabytes, references)
     md5 = _md5(source)
     runs_plain: list[float] = []
     runs_split: list[float] = []
@@ -158,8 +160,9 @@ def compare(megabytes: int, repeat: int) -> list[dict[str, object]]:
     def projected(n: int) -> float:  # T(N) = route + ceil(P / N) * sort_parts / P + merge + commit
         return stage["route"] + math.ceil(parts / n) * stage["sort_parts"] / parts + stage["merge"] + stage["commit"]
 
-    return [{"case": f"BAM {round(source.stat().st_size / 2**20)} MB over 2 one-core workers / samtools sort + index "
-                     "on one core", "threads": 1, "input_mb": round(source.stat().st_size / 2**20, 1),
+    return [{"case": f"BAM {round(source.stat().st_size / 2**20)} MB ({references} references) over 2 one-core "
+                     "workers / samtools sort + index on one core", "threads": 1,
+             "input_mb": round(source.stat().st_size / 2**20, 1),
              "parts": parts, "plain_s": round(p, 2), "pipeline_s": round(s, 2), "time_ratio": round(s / p, 2),
              "speedup": round(p / s, 2), "stages_s": stage,
              "projected_speedup": {n: round(p / projected(n), 2) for n in (2, 4, 8, 32)},
@@ -182,10 +185,11 @@ def _md5(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=2048, help="size of the BAM in MB (whole copies of 61 MB)")
+    parser.add_argument("--references", type=int, default=5, help="references of the BAM (5, or up to 22)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    rows = compare(args.size, args.repeat)
+    rows = compare(args.size, args.repeat, args.references)
     for row in rows:
         print(json.dumps({k: v for k, v in row.items() if not k.startswith("runs_")} | {
             "runs_plain": row["runs_plain"], "runs_pipeline": row["runs_pipeline"]}), flush=True)

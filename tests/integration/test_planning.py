@@ -7,29 +7,33 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests import samples
 
 SCRIPT = """
 import json, sys
 import preprocess
-result = preprocess.run({"id": "s1", "access_url": sys.argv[1], "format": "SAM"}, store=sys.argv[2])
+settings = preprocess.load_settings(**{"store.url": sys.argv[2], "cluster.profile": sys.argv[3]})
+result = preprocess.run({"id": "s1", "access_url": sys.argv[1], "format": "SAM"}, settings=settings)
 print(json.dumps({"status": result.status, "key": result.key,
                   "imported": sorted(m for m in ("distributed", "dask", "pysam") if m in sys.modules)}))
 """
 
 
-def test_cached_local_doc_without_md5_needs_no_cluster(tmp_path):
+@pytest.mark.parametrize("profile", ["auto", "sync"])
+def test_cached_local_doc_without_md5_needs_no_cluster(tmp_path, profile):
     sam = samples.sam(tmp_path / "s1.sam", reads=200)
     store = tmp_path / "store"
 
     def run() -> dict:
-        proc = subprocess.run([sys.executable, "-c", SCRIPT, str(sam), str(store)], cwd=tmp_path,
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, str(sam), str(store), profile], cwd=tmp_path,
                               capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    first = run()  # builds, on a local cluster
-    assert first["status"] == "built"
+    first = run()  # builds in this process: pysam, not dask
+    assert first["status"] == "built" and first["imported"] == ["pysam"]
     again = run()
     assert again == {"status": "cached", "key": first["key"], "imported": []}
 
