@@ -166,7 +166,7 @@ class Settings(_Section):
 
 def dask_config() -> Any:
     """dask.config, imported, with the shipped defaults registered (once): for the code that imports
-    dask anyway (a cluster's client, a worker, Fargate)."""
+    dask anyway (a cluster's client, a worker reading its own store options)."""
     import dask.config
 
     with _LOCK:
