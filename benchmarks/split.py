@@ -3,7 +3,7 @@
     python -m benchmarks.split [--size MB] [--references N] [--repeat 3] [--json PATH]
 
 Two `dask worker` processes, each pinned with taskset to a core of its own with its own scratch
-($TMPDIR), build the BAM in its parted layout at the shipped split.part-size (route-, sort_part-,
+($TMPDIR), build the BAM in its parted layout at the shipped split settings (route-, sort_part-,
 merge- tasks; parts meet in a local store); against `samtools sort` + `samtools index` pinned to one
 such core. Each run alternates the two, in fresh folders. Reported: medians of the wall times, their
 ratio (the speed-up), the stage times from the manifest (route: the slowest route task, each reads

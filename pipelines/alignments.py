@@ -4,7 +4,7 @@ Two paths, chosen by the content alone (records["path"] says which ran):
 - "sort": samtools sort writes the BAM and its index in one pass (--write-index); the input's records are
   counted on their way into the sort (a BAM: `bgzip -dc | bamwalk count | samtools sort -`, one
   decompression) or beside it (`samtools view -c`): records in = records out, from the index statistics;
-  a BAM bigger than the part_size parameter is sorted in parts laid end to end instead (records["parts"],
+  a BAM bigger than the split_min_size parameter is sorted in parts laid end to end instead (records["parts"],
   the parted layout of pipelines/alignments_split.py, which several workers can build);
 - "sorted-input": a BAM whose records are already in samtools sort order (read from the records in one
   streaming pass, never from @HD SO) keeps its record blocks as they are, under the header samtools sort
@@ -43,7 +43,7 @@ BAM_MAGIC = b"BAM\x01"
 class AlignmentPipeline(PipelineBase):
     name: str = "alignments"
     # 2: an already sorted BAM keeps its record blocks (records["path"] == "sorted-input");
-    # 3: a BAM bigger than part_size is built in parts (pipelines/alignments_split.py)
+    # 3: a BAM bigger than split_min_size is built in parts of part_size (pipelines/alignments_split.py)
     version: str = "3"
     formats: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"SAM": (".sam",), "BAM": (".bam",)})
@@ -57,7 +57,7 @@ class AlignmentPipeline(PipelineBase):
 
     def parameters(self, settings: BuildSettings) -> dict[str, Any]:
         return {"compression_level": settings.compression_level, "csi_min_shift": CSI_MIN_SHIFT,
-                "part_size": settings.part_size}
+                "split_min_size": settings.split_min_size, "part_size": settings.part_size}
 
     def build(self, ctx: BuildContext) -> BuildOutput:
         src, label, settings = ctx.source, ctx.label, ctx.settings
@@ -79,7 +79,7 @@ class AlignmentPipeline(PipelineBase):
         if records_in is None and kind == "bam":
             from .alignments_split import build_parted, count_parts, part_ranges
 
-            parts = count_parts(kind, src.stat().st_size, settings.part_size, len(lengths))
+            parts = count_parts(kind, src.stat().st_size, settings, len(lengths))
             if parts > 1:  # the parted layout: the bytes every cluster makes of this file
                 ranges = part_ranges(lengths, parts)
                 return build_parted(ctx, {"lengths": lengths, "ranges": ranges, "parts": len(ranges)})

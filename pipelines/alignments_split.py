@@ -1,9 +1,9 @@
 """A big BAM's parted layout: sorted in parts, each on its own, and the parts' blocks laid end to end.
 
-A BAM source of more than `part_size` bytes (a key parameter) that is not already sorted is built in
-P = ceil(size / part_size) parts, at most one per reference. Part i holds a contiguous range of
-reference ids cut on the @SQ lengths (the unplaced reads go in the last), in input order, and is
-sorted by `samtools sort` on its own. The output is the sorted header's blocks, then every part's
+A BAM source of more than `split_min_size` bytes (a key parameter) that is not already sorted is built
+in P = ceil(size / part_size) parts (part_size a key parameter too), at most one per reference. Part i
+holds a contiguous range of reference ids cut on the @SQ lengths (the unplaced reads go in the last),
+in input order, and is sorted by `samtools sort` on its own. The output is the sorted header's blocks, then every part's
 record blocks as samtools sort wrote them, then the EOF marker; it is indexed whole. samtools sort
 orders by reference id first (unplaced last) and keeps the input order of ties, so the records are
 the whole sort's, in the same order; only the blocks differ, each part's starting afresh. The single
@@ -40,12 +40,13 @@ from .base import BuildContext, BuildOutput, BuildSettings, SplitSteps
 from .bgzf import EOF_BLOCK
 
 
-def count_parts(kind: str, size: int, part_size: int, references: int) -> int:
-    """How many parts a source is built in: ceil(size / part_size) for a BAM, at most one per
-    reference; 1 (built whole) for SAM, whose size says little about its records."""
-    if kind != "bam":
+def count_parts(kind: str, size: int, settings: BuildSettings, references: int) -> int:
+    """How many parts a source is built in: for a BAM of more than split_min_size bytes ceil(size /
+    part_size), at most one per reference; else 1 (built whole), and for SAM, whose size says little
+    about its records."""
+    if kind != "bam" or size <= settings.split_min_size:
         return 1
-    return max(1, min(-(-size // part_size), references))
+    return max(1, min(-(-size // settings.part_size), references))
 
 
 def part_ranges(lengths: dict[str, int], parts: int) -> list[tuple[int, int]]:
@@ -78,7 +79,7 @@ def plan(source: Path, shown: str, settings: BuildSettings) -> dict[str, Any]:
     """The source's parts, from its content and the key's part_size alone: {"lengths", "ranges",
     "parts"}; "parts" 1 (no ranges) when it is built whole (small, SAM, one reference, or sorted)."""
     lengths = inspect(source, shown)
-    parts = count_parts(sniff(source), source.stat().st_size, settings.part_size, len(lengths))
+    parts = count_parts(sniff(source), source.stat().st_size, settings, len(lengths))
     if parts > 1 and records_in_sort_order(source, settings.threads) is not None:
         parts = 1  # an already sorted BAM keeps its record blocks (the single build's sorted-input path)
     ranges = part_ranges(lengths, parts) if parts > 1 else []
@@ -382,7 +383,7 @@ class AlignmentSplitSteps:
     """SAM/BAM's SplitSteps (preprocess.contract), which AlignmentPipeline.split_steps names."""
 
     def most_parts(self, fmt: str, size: int, settings: BuildSettings) -> int:
-        return count_parts("bam" if fmt == "BAM" else "sam", size, settings.part_size, size)
+        return count_parts("bam" if fmt == "BAM" else "sam", size, settings, size)
 
     def plan(self, source: Path, shown: str, settings: BuildSettings) -> dict[str, Any]:
         return plan(source, shown, settings)

@@ -37,7 +37,8 @@ def build_settings(settings: Settings, source_size: int | None = None) -> BuildS
     depends on it: tested), for a source of `source_size` bytes when known."""
     return BuildSettings(threads=tool_threads(settings.threads, source_size), sort_memory=settings.sort_memory,
                          compression_level=settings.compression_level, cram_output=settings.cram_output,
-                         unreachable_reads=settings.unreachable_reads, part_size=settings.split.part_size)
+                         unreachable_reads=settings.unreachable_reads, split_min_size=settings.split.min_size,
+                         part_size=settings.split.part_size)
 
 
 def tool_threads(configured: int | str, source_size: int | None = None) -> int:

@@ -120,12 +120,14 @@ class SourceSettings(_Section):
 
 
 class SplitSettings(_Section):
-    """A BAM of more than part-size bytes is built in parts (the key's parameter part_size), which the
-    workers of a cluster sort side by side (preprocess/split.py); the bytes are the same on one worker."""
+    """A BAM of more than min-size bytes is built in parts of about part-size bytes (both the key's
+    parameters), which the workers of a cluster sort side by side (preprocess/split.py); the bytes are
+    the same on one worker."""
 
-    part_size: int = Field(default=256 * 2**20, ge=1)
+    min_size: int = Field(default=256 * 2**20, ge=0)
+    part_size: int = Field(default=64 * 2**20, ge=1)
 
-    @field_validator("part_size", mode="before")
+    @field_validator("min_size", "part_size", mode="before")
     @classmethod
     def _bytes(cls, value: Any) -> Any:
         return _number_and_unit(value, _BYTES, "", whole=True) if isinstance(value, str) else value

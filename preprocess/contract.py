@@ -21,14 +21,16 @@ from . import digests
 
 @dataclass(frozen=True)
 class BuildSettings:
-    """The knobs a build may read; compression_level, cram_output and part_size change output bytes (and so the key)."""
+    """The knobs a build may read; compression_level, cram_output, split_min_size and part_size change output
+    bytes (and so the key)."""
 
     threads: int = 1
     sort_memory: str = "768M"
     compression_level: int = 6
     cram_output: str = "cram"  # what a CRAM becomes: "cram" or "bam" (changes output bytes, so the key)
     unreachable_reads: str = "build"  # a read past its reference's end: "build" (counted, named) or "refuse"
-    part_size: int = 256 * 2**20  # a bigger BAM is built in parts of about this many source bytes (the key's)
+    split_min_size: int = 256 * 2**20  # a bigger BAM is built in parts (the key's)
+    part_size: int = 64 * 2**20  # ... of about this many source bytes each (the key's)
 
 
 @dataclass

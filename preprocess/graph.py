@@ -91,10 +91,10 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
 
 
 def _splittable(doc: FileDoc, fmt: str, settings: Settings) -> bool:
-    """A cheap first look: a file its pipeline can build in parts that may be over preprocess.split.part-size
+    """A cheap first look: a file its pipeline can build in parts that may be over preprocess.split.min-size
     (split.parts_for decides)."""
     splits = registry.pipeline_for(fmt).split_steps is not None
-    return splits and (doc.size is None or doc.size > settings.split.part_size)
+    return splits and (doc.size is None or doc.size > settings.split.min_size)
 
 
 def execute_plan(pending: Plan, settings: Settings, client: Any | None = None,

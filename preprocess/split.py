@@ -1,7 +1,7 @@
 """One big file across workers: `route-<key>-<g>`, `sort_part-<key>-<i>`, `merge-<key>` Dask tasks.
 
 The pipeline defines the output as parts decided by the content and the key alone (contract.SplitSteps;
-today a BAM above split.part-size, pipelines/alignments_split.py), and its single build makes the same
+today a BAM above split.min-size, pipelines/alignments_split.py), and its single build makes the same
 parts one after another; here they are made side by side, so the bytes do not depend on the cluster.
 A route task (one group per worker) reads its share of the source and writes every part's piece of it,
 a sort_part task lays one part's pieces end to end (or routes the part again from the whole source

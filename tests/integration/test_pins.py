@@ -79,8 +79,9 @@ CASES: dict[str, list[tuple[str, str, Callable[[Path], Path | tuple[Path, dict[s
 }
 
 
-# cases built with other settings: "parted" is the bai case's BAM over part-size, in 3 parts (the same
-# as tests/integration/test_split.py's PART_SIZE, whose cluster test checks these pins)
+# cases built with other settings: "parted" is the bai case's BAM over split.min-size, in 3 parts of
+# part-size (both the value of tests/integration/test_split.py's PART_SIZE, whose cluster test checks
+# these pins)
 PART_SIZE = {"parted": 20_000}
 
 
@@ -116,7 +117,7 @@ def test_output_bytes_match_the_pins_of_the_pipeline_version(name, tmp_path, set
         chosen = settings
         if case in PART_SIZE:
             chosen = settings.model_copy(update={"split": settings.split.model_copy(
-                update={"part_size": PART_SIZE[case]})})
+                update={"min_size": PART_SIZE[case], "part_size": PART_SIZE[case]})})
         result = preprocess.run({"id": case, "access_url": str(source), "format": fmt, **more}, settings=chosen)
         assert result.pipeline == name
         for uri in result.artifacts.values():

@@ -54,10 +54,11 @@ def doc_for(path: Path, fmt: str = "BAM") -> FileDoc:
 
 
 def settings_for(tmp_path: Path, store: str, part_size: int = PART_SIZE, **more: object) -> Settings:
+    """Settings of a test store, a BAM of more than `part_size` bytes built in parts of that size."""
     scratch = tmp_path / "scratch"
     scratch.mkdir(exist_ok=True)
     return load_settings(**{"store.url": str(tmp_path / store), "cluster.profile": "sync", "scratch": str(scratch),
-                            "split.part-size": part_size, **more})
+                            "split.min-size": part_size, "split.part-size": part_size, **more})
 
 
 def both_ways(path: Path, tmp_path: Path, groups: int, part_size: int = PART_SIZE
@@ -173,10 +174,11 @@ def test_parts_compressed_to_travel_sort_to_the_same_bytes(tmp_path):
     assert made[True] == made[False]
 
 
-def test_part_size_is_in_the_key(tmp_path):
+def test_min_size_and_part_size_are_in_the_key(tmp_path):
     bam = samples.bam(tmp_path / "a.bam", reads=300)
-    keys = {key_for(pipeline_for("BAM"), md5(bam), settings_for(tmp_path, "s", size)) for size in (10**6, 10**7)}
-    assert len(keys) == 2
+    keys = {key_for(pipeline_for("BAM"), md5(bam), settings_for(tmp_path, "s", size, **{"split.min-size": least}))
+            for size in (10**6, 10**7) for least in (0, 10**8)}
+    assert len(keys) == 4
 
 
 def test_one_reference_only_is_built_whole(tmp_path):
@@ -292,7 +294,7 @@ def test_a_cluster_builds_the_parts_in_stage_named_tasks_with_the_in_process_byt
     big = samples.bam(tmp_path / "big.bam", reads=3000)  # the "parted" case of pipelines/pins.py
     small = samples.bam(tmp_path / "small.bam", reads=100)
     settings = load_settings(**{"store.url": str(tmp_path / "store"), "scratch": str(tmp_path),
-                                "split.part-size": PART_SIZE})
+                                "split.min-size": PART_SIZE, "split.part-size": PART_SIZE})
     docs = [{"id": "big", "access_url": str(big), "md5": md5(big)}, {"id": "small", "access_url": str(small),
                                                                       "md5": md5(small)}]
     with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
@@ -304,7 +306,7 @@ def test_a_cluster_builds_the_parts_in_stage_named_tasks_with_the_in_process_byt
     assert results[0].records["parts"] == 3 and "parts" not in results[1].records
     single = build_doc(doc_for(big), "BAM", load_settings(**{
         "store.url": str(tmp_path / "one"), "cluster.profile": "sync", "scratch": str(tmp_path),
-        "split.part-size": PART_SIZE}))
+        "split.min-size": PART_SIZE, "split.part-size": PART_SIZE}))
     assert results[0].key == single.key and results[0].records == single.records
     for kind in ("data", "index"):
         assert Path(results[0].artifacts[kind]).read_bytes() == Path(single.artifacts[kind]).read_bytes(), kind
@@ -324,8 +326,26 @@ def test_a_file_goes_across_workers_from_part_size_on_a_cluster_of_two_or_more(t
 
     assert parts(3, size // 3 + 1) == 3 and parts(2, size // 3 + 1) == 3  # parts do not depend on the workers
     assert parts(3, size) == 0 and parts(1, 1000) == 0 and parts(3, 1000, "SAM") == 0
-    assert load_settings(**{"store.url": "x"}).split.part_size == 256 * 2**20
+    shipped = load_settings(**{"store.url": "x"}).split
+    assert (shipped.min_size, shipped.part_size) == (256 * 2**20, 64 * 2**20)
     assert load_settings(**{"store.url": "x", "split.part-size": "1GiB"}).split.part_size == 2**30
+
+
+def test_a_bam_is_parted_only_over_min_size_and_then_in_parts_of_part_size(tmp_path):
+    """min-size decides whether a BAM is built in parts, part-size how many: a file between the two is
+    sorted whole (one pass beats routing it), one over min-size in ceil(size / part-size) parts."""
+    bam = samples.bam(tmp_path / "r.bam", reads=3000)
+    size = bam.stat().st_size
+
+    def parts(least: int, part_size: int) -> int:
+        settings = settings_for(tmp_path, f"s-{least}-{part_size}", part_size, **{"split.min-size": least})
+        result = build_doc(doc_for(bam), "BAM", settings)
+        assert result.status == "built", result.error
+        return int(result.records.get("parts", 1))
+
+    assert parts(size, size // 3) == 1  # not over min-size: whole, however small the parts would be
+    assert parts(size - 1, -(-size // 2)) == 2  # over it: ceil(size / part-size) parts
+    assert parts(size - 1, size // 3) == min(-(-size // (size // 3)), len(samples.CONTIGS))  # at most one a reference
     assert split.group(8, 2, 0) == [0, 1, 2, 3] and split.group(8, 3, 2) == [6, 7]
 
 
