@@ -65,7 +65,10 @@ bed_rows = st.lists(
     min_size=0, max_size=200)
 
 
-@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same 25 examples on every run (CI reproduces what it found); a random run once spun
+# for minutes inside hypothesis's own mutation step (6.170), never reaching the test body
+@hsettings(max_examples=25, deadline=None, derandomize=True, database=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=bed_rows, crlf=st.booleans(), blank_every=st.integers(0, 7))
 def test_any_valid_bed_loses_no_record_and_comes_out_sorted(tmp_path_factory, rows, crlf, blank_every):
     work = tmp_path_factory.mktemp("bed")
