@@ -13,7 +13,8 @@ Groups (median of --repeat runs each, wall time and the peak RSS of the largest 
 - sorted: already sorted inputs (BAM, BED, bgzipped VCF, GFF3), every core, `--cluster sync`;
 - small: 200 small files of five formats, `preprocess batch` against Snakemake (benchmarks/smallfiles.py);
 - cached: a 1,000-row catalogue where every key is committed, ms per row (benchmarks/reindex.py);
-- split: one big BAM over two workers pinned to a core each (benchmarks/split.py).
+- split: one big BAM over two workers pinned to a core each (benchmarks/split.py), over 22 references of
+  human-like lengths and over 5 (--split-references).
 Data is generated once under benchmarks/data; results go to --json (default benchmarks/data/results.json).
 """
 
@@ -147,6 +148,9 @@ def main() -> None:
     parser.add_argument("--small-files", type=int, default=200)
     parser.add_argument("--cached-rows", type=int, default=1000)
     parser.add_argument("--split-mb", type=int, default=2048, help="size of the big BAM of the split group")
+    parser.add_argument("--split-references", default="22,5",
+                        help="the split group's BAMs: references of each (22: human-like lengths; 5: each longer "
+                             "than a part a sort holds in memory)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", default="1,2", help="thread counts of the unsorted group")
     parser.add_argument("--groups", default=",".join(GROUPS), help=f"some of {','.join(GROUPS)}")
@@ -196,8 +200,9 @@ def main() -> None:
         if split is None:
             print("split: benchmarks/split.py is not there yet", file=sys.stderr)
         else:
-            for row in split(args.split_mb, args.repeat):
-                emit({"group": "split", **row})
+            for references in (int(n) for n in args.split_references.split(",")):
+                for row in split(args.split_mb, args.repeat, references):
+                    emit({"group": "split", **row})
     print(f"written to {args.json}")
 
 
