@@ -76,7 +76,7 @@ def inspect(source: Path, shown: str) -> dict[str, int]:
 
 
 def plan(source: Path, shown: str, settings: BuildSettings) -> dict[str, Any]:
-    """The source's parts, from its content and the key's part_size alone: {"lengths", "ranges",
+    """The source's parts, from its content and the key's split_min_size and part_size alone: {"lengths", "ranges",
     "parts"}; "parts" 1 (no ranges) when it is built whole (small, SAM, one reference, or sorted)."""
     lengths = inspect(source, shown)
     parts = count_parts(sniff(source), source.stat().st_size, settings, len(lengths))
