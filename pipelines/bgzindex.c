@@ -24,6 +24,13 @@
    columns. Exit 3, nothing written, where tabix would not index the file (the caller runs tabix, which
    says why).
 
+     bgzindex count FILE INDEX REGIONS
+
+   Prints the number of records htslib's tabix reader returns for the regions of REGIONS (a BED file:
+   contig, start, end; tabix -R's reading of it, where each region is one query) from FILE through
+   INDEX: what `tabix -R REGIONS FILE | wc -l` prints, without printing the lines. Exit 1 where a query
+   or the reading fails (a message on stderr).
+
    The record parse is htslib 1.16's tbx_parse1 (tbx.c, MIT licence), which htslib does not declare in
    its headers; pipelines/native.py compares this program's bytes with bgzip's and tabix's once a process
    and uses it only where they are equal. */
@@ -390,15 +397,62 @@ static int index_text(State *st, const char *path, int skip, const char *index) 
     return bgzf_close(in) < 0 ? fail("closing %s", path) : 0;
 }
 
+/* `bgzindex count`: the records that queries through the index return, read by htslib's own iterator
+   (tbx_itr_queryi, tbx_itr_next: tbx_readrec, whose parse is tbx_parse1), one query per region. */
+static int count_records(const char *path, const char *index, const char *regions) {
+    htsFile *fp = hts_open(path, "r");
+    if (!fp) return fail("cannot open %s", path);
+    tbx_t *tbx = tbx_index_load2(path, index);
+    if (!tbx) return fail("cannot load the index %s", index);
+    FILE *list = fopen(regions, "r");
+    if (!list) return fail("cannot open %s", regions);
+    kstring_t str = {0, 0, NULL}, region = {0, 0, NULL};
+    long long total = 0;
+    int status = 0;
+    while (status == 0 && kgetline(&region, (kgets_func *)fgets, list) >= 0) {
+        char *begin = strchr(region.s, '\t'), *end = begin ? strchr(begin + 1, '\t') : NULL, *after;
+        if (!end) {
+            status = fail("not a BED region: %s", region.s);
+            break;
+        }
+        *begin = 0;
+        hts_pos_t beg = strtoll(begin + 1, &after, 10), stop = strtoll(end + 1, &after, 10);
+        int tid = tbx_name2id(tbx, region.s);
+        if (tid >= 0) {
+            hts_itr_t *itr = tbx_itr_queryi(tbx, tid, beg, stop);
+            if (!itr) {
+                status = fail("the query of %s failed", region.s);
+                break;
+            }
+            int ret;
+            while ((ret = tbx_itr_next(fp, tbx, itr, &str)) >= 0) ++total;
+            tbx_itr_destroy(itr);
+            /* a damaged block can end the iteration as the end of the data would: the stream's error says */
+            if (ret < -1 || hts_get_bgzfp(fp)->errcode) status = fail("reading the records of %s failed", region.s);
+        }
+        region.l = 0;
+    }
+    if (status == 0 && ferror(list)) status = fail("reading %s failed", regions);
+    fclose(list);
+    free(str.s);
+    free(region.s);
+    tbx_destroy(tbx);
+    if (hts_close(fp) < 0 && status == 0) status = fail("closing %s", path);
+    if (status == 0) printf("%lld\n", total);
+    return status;
+}
+
 int main(int argc, char **argv) {
     State st;
+    if (argc == 5 && strcmp(argv[1], "count") == 0) return count_records(argv[2], argv[3], argv[4]);
     if (argc == 8 && strcmp(argv[1], "index") == 0) {
         if (setup(&st, argv[3], argv[4], argv[5]) < 0) return fail("unknown preset or kind: %s", argv[4]);
         return index_text(&st, argv[2], atoi(argv[6]), argv[7]);
     }
     if (argc != 8 || strcmp(argv[1], "compress") != 0)
         return fail("%s", "usage: bgzindex compress LEVEL THREADS PRESET KIND INDEX REPORT < TEXT > OUT\n"
-                          "       bgzindex index FILE THREADS PRESET KIND SKIP INDEX");
+                          "       bgzindex index FILE THREADS PRESET KIND SKIP INDEX\n"
+                          "       bgzindex count FILE INDEX REGIONS");
     argv++;
     int level = atoi(argv[1]);
     if (setup(&st, argv[2], argv[3], argv[4]) < 0) return fail("unknown preset or kind: %s", argv[3]);

@@ -143,7 +143,7 @@ class Ahead:
     `stop` stops them (with `keep_output`, once `out` is made)."""
 
     def __init__(self, out: Path, make: list[str] | None, source: Path, index: list[list[str]],
-                 guess: tuple[str, int], threads: int, label: str) -> None:
+                 guess: tuple[str, int], threads: int, level: int, label: str) -> None:
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
@@ -153,7 +153,7 @@ class Ahead:
         self._current: Early | None = None
         self._stopped = False
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ahead")
-        self._future = self._pool.submit(self._run, out, make, source, index, guess, threads, label)
+        self._future = self._pool.submit(self._run, out, make, source, index, guess, threads, level, label)
 
     def _step(self, argv: list[str], context: str, stdout: Path | None = None, stdin: Path | None = None) -> None:
         with self._lock:
@@ -163,7 +163,7 @@ class Ahead:
         self._current.finish()
 
     def _run(self, out: Path, make: list[str] | None, source: Path, index: list[list[str]],
-             guess: tuple[str, int], threads: int, label: str) -> tuple[dict[str, int], int]:
+             guess: tuple[str, int], threads: int, level: int, label: str) -> tuple[dict[str, int], int]:
         from preprocess.errors import ToolError
 
         from . import interval_checks
@@ -179,7 +179,7 @@ class Ahead:
                 except ToolError as exc:  # bgzindex refused: tabix, next, says why
                     if exc.returncode != tabix_index.REFUSED or number == len(index) - 1:
                         raise
-        return interval_checks.read_back(out, tabix_index.index_path(out, guess[0]), threads, label)
+        return interval_checks.read_back(out, tabix_index.index_path(out, guess[0]), threads, level, label)
 
     @property
     def stopped(self) -> bool:

@@ -19,18 +19,22 @@ from .tabix_index import TABIX_MAX
 if TYPE_CHECKING:
     from .intervals import IntervalFormat
 
-# Every record reachable through the index: one `tabix -R` per file of whole-contig regions ($2...),
-# in parallel, each printing its count (tabix exits 0 even when it skips a line).
+# Every record reachable through the index ($2) of the output ($1): one reader per file of whole-contig
+# regions ($4...), in parallel, each printing its count: `bgzindex count` ($3: htslib's iterator, counting)
+# or, where it is not built ($3 empty), `tabix -R | wc -l` (tabix exits 0 even when it skips a line).
 READ_BACK = r"""
 pids=()
-for regions in "${@:2}"; do tabix -R "$regions" "$1" | wc -l & pids+=($!); done
+for regions in "${@:4}"; do
+    if [ -n "$3" ]; then "$3" count "$1" "$2" "$regions" & else tabix -R "$regions" "$1" | wc -l & fi
+    pids+=($!)
+done
 for pid in "${pids[@]}"; do wait "$pid"; done
 """
 READ_BACK_IN_PROCESS = 256 << 10          # smaller outputs are read back through pysam, no processes
 
 
 def verify_output(spec: IntervalFormat, source: Path, out: Path, index: Path, header: list[str],
-                  stats: dict[str, Any], threads: int, label: str, where: Where,
+                  stats: dict[str, Any], threads: int, level: int, label: str, where: Where,
                   read_back: tuple[dict[str, int], int] | None = None) -> int:
     """Check `out` and its `index` against what the validator read (stats); return the records out.
     ToolError when the index cannot be read or a query misses; InputError naming the first record the
@@ -40,7 +44,7 @@ def verify_output(spec: IntervalFormat, source: Path, out: Path, index: Path, he
     records_out = sum(counts.values())
     if records_out == stats["records"] and sorted(counts) == sorted(stats["contigs"]):
         # indexed is not yet reachable (a BED `chr 0 0` is counted in its bin but no query returns it)
-        records_out = reachable(out, index, counts, threads) if reached is None else reached
+        records_out = reachable(out, index, counts, threads, level) if reached is None else reached
     if records_out != stats["records"] or sorted(counts) != sorted(stats["contigs"]):
         raise unreachable(source, out, stats["contigs"], len(header), stats["records"], records_out, label, where)
     if records_out:
@@ -57,16 +61,17 @@ def index_counts(out: Path, index: Path, label: str) -> dict[str, int]:
                         context=f"checking {label}") from None
 
 
-def read_back(out: Path, index: Path, threads: int, label: str) -> tuple[dict[str, int], int]:
+def read_back(out: Path, index: Path, threads: int, level: int, label: str) -> tuple[dict[str, int], int]:
     """The index's counts per contig and the records whole-contig queries return (verify_output's two
     reads of the output), for running beside other work."""
     counts = index_counts(out, index, label)
-    return counts, reachable(out, index, counts, threads)
+    return counts, reachable(out, index, counts, threads, level)
 
 
-def reachable(out: Path, index: Path, counts: dict[str, int], threads: int) -> int:
+def reachable(out: Path, index: Path, counts: dict[str, int], threads: int, level: int) -> int:
     """How many records whole-contig queries through the index return: contigs shared among `threads`
-    readers by their record counts; a small output is read in this process."""
+    readers by their record counts; a small output is read in this process. `level`: the output's
+    compression level, at which tabix_index.counter is checked."""
     if out.stat().st_size < READ_BACK_IN_PROCESS:
         import pysam
 
@@ -83,7 +88,8 @@ def reachable(out: Path, index: Path, counts: dict[str, int], threads: int) -> i
         regions = out.with_name(f"regions-{number}.bed")
         regions.write_text("".join(f"{contig}\t0\t{TABIX_MAX}\n" for contig in group))
         files.append(regions)
-    back = shell.pipe(READ_BACK, out, *files, context="reading the output back through its index")
+    back = shell.pipe(READ_BACK, out, index, tabix_index.counter(level) or "", *files,
+                      context="reading the output back through its index")
     return sum(int(n) for n in back.stdout.split())
 
 

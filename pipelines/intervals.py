@@ -145,7 +145,8 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                     copy_file(source, out)
                 index_commands = tabix_index.index_commands(out, spec.preset, *guess, settings.threads,
                                                             settings.compression_level)
-                ahead = columnar.Ahead(out, make, source, index_commands, guess, settings.threads, label)
+                ahead = columnar.Ahead(out, make, source, index_commands, guess, settings.threads,
+                                       settings.compression_level, label)
             with ctx.stage("columnar"):
                 found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
                                            compression, reuse="input" in paths, early=ahead)
@@ -202,8 +203,8 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
             ahead.stop()
         raise
     with ctx.stage("verify"):
-        records_out = interval_checks.verify_output(spec, source, out, index, header, stats, ctx.settings.threads,
-                                                    label, where, read_back)
+        records_out = interval_checks.verify_output(spec, source, out, index, header, stats, settings.threads,
+                                                    settings.compression_level, label, where, read_back)
     records: dict[str, Any] = {
         "in": stats["records"], "out": records_out, "header_lines": len(header),
         "dropped": {k: stats[k] for k in ("blank", "track", "fasta") if stats[k]},

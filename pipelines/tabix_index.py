@@ -184,6 +184,12 @@ def _sample() -> bytes:
     return text + last + b"p" * room + b"\n"
 
 
+def counter(level: int) -> str | None:
+    """bgzindex, whose `count` gives what `tabix -R REGIONS FILE | wc -l` prints without printing the
+    lines, where it is built and agrees here with bgzip and tabix (see _bgzindex); else None."""
+    return _bgzindex(level)
+
+
 def _bgzindex(level: int) -> str | None:
     """bgzindex where it is built and writes, for the sample, bgzip's bytes at `level` and tabix's index of
     them (one linked with another htslib or deflate library than bgzip's and tabix's may not); else None."""
@@ -207,10 +213,18 @@ def _agreeing(program: Path, level: int) -> str | None:
                            stderr=subprocess.DEVNULL, env=shell.environment(), timeout=60)
         subprocess.run([str(program), "index", str(reference), "2", "bed", "tbi", "1", str(here / "read.tbi")],
                        check=True, capture_output=True, env=shell.environment(), timeout=60)
+        regions = here / "regions.bed"  # whole contigs, part of one, one the index does not name
+        regions.write_text(f"chr1\t0\t{TABIX_MAX}\nchr10\t100\t20000\nchrX\t0\t10\nchr2\t0\t{TABIX_MAX}\n")
+        counted = subprocess.run([str(program), "count", str(reference), str(index_path(reference, "tbi")),
+                                  str(regions)], stdin=subprocess.DEVNULL, check=True, capture_output=True,
+                                 env=shell.environment(), timeout=60)
+        listed = subprocess.run(["tabix", "-R", str(regions), str(reference)], stdin=subprocess.DEVNULL, check=True,
+                                capture_output=True, env=shell.environment(), timeout=60)
         tabix = index_path(reference, "tbi").read_bytes()
         return (made.read_bytes() == reference.read_bytes() and (here / "made.tbi").read_bytes() == tabix
                 and (here / "made.report").read_text().split() == ["tbi", "1"]
-                and (here / "read.tbi").read_bytes() == tabix)
+                and (here / "read.tbi").read_bytes() == tabix
+                and counted.stdout.split() == [str(listed.stdout.count(b"\n")).encode()])
 
     return str(program) if native.compared("bgzindex", "bgzip and tabix", "texts are indexed by tabix after bgzip",
                                            compare) else None

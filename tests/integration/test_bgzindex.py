@@ -216,3 +216,72 @@ def test_a_bgzindex_that_writes_other_bytes_than_bgzip_is_not_used(tmp_path, pro
         assert tabix_index.compressor(tmp_path / "x.bed.gz", "bed", "tbi", 6, 2) == [
             "bgzip", "-c", "-l", "6", "-@", "2"]
     assert "bgzindex writes other bytes than bgzip and tabix here" in caplog.text
+
+
+def counted_both_ways(program: Path, out: Path, index: Path, regions: Path) -> tuple[int | None, int | None]:
+    """`bgzindex count` and `tabix -R | wc -l` of the same output and regions (None: the reader failed)."""
+    counted = subprocess.run([str(program), "count", str(out), str(index), str(regions)], capture_output=True)
+    listed = subprocess.run(["tabix", "-R", str(regions), str(out)], capture_output=True)
+    return (int(counted.stdout) if counted.returncode == 0 else None,
+            listed.stdout.count(b"\n") if listed.returncode == 0 else None)
+
+
+UNREADABLE = {  # a line htslib's reader cannot parse among the records (no output holds one): both fail
+    "a comment after a record ending a block", "blank and comment lines among records", "numbers as strtoll reads them"}
+
+
+@pytest.mark.parametrize("name", [*CASES, "a BED chr1 0 0, indexed but never returned"])
+def test_bgzindex_count_returns_what_tabix_returns_for_the_same_regions(tmp_path, program, name):
+    """Whole contigs, part of one, one the index does not name: the records htslib's reader returns,
+    counted (the read back's reader), as tabix lists them, or a failure where tabix fails."""
+    text, preset, kind, skip = CASES.get(name, (b"chr1\t0\t0\nchr1\t5\t6\n", "bed", "tbi", 0))
+    with_tools(text, preset, kind, skip, -1, tmp_path / "tools")
+    out = tmp_path / "tools" / "out.gz"
+    index = tabix_index.index_path(out, kind)
+    contigs = list(tabix_index.record_counts(index))
+    regions = tmp_path / "regions.bed"
+    regions.write_text("".join(f"{contig}\t0\t{tabix_index.TABIX_MAX}\n" for contig in contigs)
+                       + "".join(f"{contig}\t150\t2000\n" for contig in contigs[:1]) + "nowhere\t0\t10\n")
+    counted, listed = counted_both_ways(program, out, index, regions)
+    assert counted == listed
+    assert (counted is None) == (name in UNREADABLE)
+    if name not in CASES:
+        assert tabix_index.record_counts(index) == {"chr1": 2} and counted == 1
+
+
+def test_bgzindex_count_fails_on_a_damaged_output_as_tabix_does(tmp_path, program):
+    text, preset, kind, skip = CASES["bed, several blocks"]
+    data, _ = with_tools(text, preset, kind, skip, -1, tmp_path / "tools")
+    out = tmp_path / "tools" / "out.gz"
+    out.write_bytes(data[: len(data) // 2])  # the index points past the end
+    regions = tmp_path / "regions.bed"
+    regions.write_text("".join(f"chr{c}\t0\t{tabix_index.TABIX_MAX}\n" for c in (1, 2, 10)))
+    counted = subprocess.run([str(program), "count", str(out), str(tabix_index.index_path(out, kind)), str(regions)],
+                             capture_output=True, text=True)
+    assert counted.returncode == 1 and "bgzindex: reading the records of chr" in counted.stderr
+    assert counted.stdout == ""
+    assert subprocess.run(["tabix", "-R", str(regions), str(out)], capture_output=True).returncode != 0
+
+
+def region_reads(log: Path) -> int:
+    """The `tabix -R` runs logged."""
+    return sum(" -R " in f" {line} " for line in log.read_text().splitlines()) if log.exists() else 0
+
+
+@pytest.mark.parametrize("name", ["bed", "vcf", "gff3"])
+def test_the_read_back_through_processes_counts_alike_with_bgzindex_and_without(tmp_path, program, monkeypatch,
+                                                                                 name):
+    """Outputs above READ_BACK_IN_PROCESS are read back by a process per contig group: `bgzindex count`
+    where it is built, else `tabix -R | wc -l`; the same records out, the same artifacts."""
+    from pipelines import interval_checks
+
+    monkeypatch.setattr(interval_checks, "READ_BACK_IN_PROCESS", 0)
+    text = tmp_path / f"in.{name}"
+    unsorted_sample(name, text)
+    log = logging_tabix(tmp_path, monkeypatch)
+    made = build(FORMATS[name], text, tmp_path / "bgzindex", threads=2)
+    assert region_reads(log) == 0
+    monkeypatch.setenv(native.BGZINDEX_SWITCH, "off")
+    tools = build(FORMATS[name], text, tmp_path / "tools", threads=2)
+    assert region_reads(log) == 2  # a reader per thread
+    assert made[:2] == tools[:2] and made[2]["out"] == tools[2]["out"] == tools[2]["in"] > 0
