@@ -61,6 +61,7 @@ class AlignmentPipeline(PipelineBase):
 
     def build(self, ctx: BuildContext) -> BuildOutput:
         src, label, settings = ctx.source, ctx.label, ctx.settings
+        shell.ask_version("samtools")  # for the manifest, asked beside the work
         with ctx.stage("inspect"):
             kind = sniff(src)
             if kind == "other":

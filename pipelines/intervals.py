@@ -119,6 +119,7 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     `paths` are the shortcuts the content may take ("input", "stream", "columnar"): fewer only to prove,
     in tests, that each gives the sorting path's bytes.
     """
+    shell.ask_version("tabix", "sort")  # for the manifest, asked beside the work
     work = ctx.workdir
     label = ctx.label
     out = work / f"sorted.{spec.extension}.gz"

@@ -232,9 +232,10 @@ def indexed_in_order(bam: Path, index: Path, threads: int, in_order_so_far: Call
     """bamindex: in one decompression, the record count when the BAM's records are in samtools sort order
     (`index` then written: the bytes `samtools index` writes, BAI or, for a .csi name, CSI with min_shift
     14), else None with no index (out of order, a record htslib cannot read or index, damage);
-    `in_order_so_far` once the first records have passed; `meanwhile` runs as bamindex starts (an
-    unsorted file is often told in its first block). Unavailable where bamindex is not built, or here
-    writes other index bytes than samtools index."""
+    `in_order_so_far` once the first records have passed, after `meanwhile` (the caller's work that only
+    a file in order needs: an unsorted file, often told in its first block, never waits for it).
+    Unavailable where bamindex is not built, or here writes other index bytes than samtools index (checked
+    once the file is seen in order, the index then being wanted)."""
     indexer = bamindex()
     if indexer is None:
         raise Unavailable("bamindex is not built")
@@ -243,12 +244,22 @@ def indexed_in_order(bam: Path, index: Path, threads: int, in_order_so_far: Call
     proc = subprocess.Popen(shell.tied([str(indexer), str(bam), str(threads), kind, str(index)]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             env=shell.environment(), start_new_session=True)
+    trusted = list[bool]()
+
+    def in_order(said_go: bool = False) -> None:  # beside bamindex's reading of the rest
+        if not trusted:
+            trusted.append(True)
+            if not _bamindex_agrees(indexer, kind):  # cached after the first file
+                raise Unavailable("bamindex does not write samtools index's bytes here")
+            meanwhile()
+        if said_go:
+            in_order_so_far()
+
     try:
-        if not _bamindex_agrees(indexer, kind):  # beside it: cached after the first file
-            raise Unavailable("bamindex does not write samtools index's bytes here")
-        meanwhile()
-        lines = _lines_saying_go(proc, in_order_so_far, doing)
+        lines = _lines_saying_go(proc, lambda: in_order(said_go=True), doing)
         _, error = _finish(proc, doing)
+        if proc.returncode == 0:
+            in_order()
     finally:
         if proc.poll() is None:
             proc.kill()

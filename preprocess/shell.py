@@ -280,9 +280,51 @@ def script(path: Path, *args: str | Path | int, context: str = "", env: Mapping[
     return proc
 
 
-@cache
 def version(tool: str) -> str:
-    """The first line of `tool --version` (mawk: `-W version`), for the manifest's provenance."""
+    """The first line of `tool --version` (mawk: `-W version`), for the manifest's provenance; asked once a
+    process (see ask_version)."""
+    with _asking:
+        answer = _answers.get(tool)
+        if answer is None:
+            answer = _answers[tool] = _Answer()
+            mine = True
+        else:
+            mine = False
+    if mine:
+        value = "unknown"
+        try:
+            value = _version(tool)
+        finally:
+            answer.give(value)
+    return answer.take()
+
+
+def ask_version(*tools: str) -> None:
+    """Start asking each tool its version on a thread of its own, so that version(tool), called as a build
+    ends (for its manifest), finds the answer there instead of waiting for another process."""
+    for tool in tools:
+        threading.Thread(target=version, args=(tool,), name=f"version-{tool}", daemon=True).start()
+
+
+class _Answer:
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._value = "unknown"
+
+    def give(self, value: str) -> None:
+        self._value = value
+        self._done.set()
+
+    def take(self) -> str:
+        self._done.wait()
+        return self._value
+
+
+_asking = threading.Lock()
+_answers: dict[str, _Answer] = {}
+
+
+def _version(tool: str) -> str:
     for flag in (["--version"], ["-W", "version"]):
         try:
             out = subprocess.run([tool, *flag], capture_output=True, check=False, env=environment(),
