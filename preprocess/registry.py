@@ -99,6 +99,14 @@ def artifact_kinds() -> dict[str, str]:
     return kinds
 
 
+def artifact_layouts() -> list[dict[str, str]]:
+    """Each registered pipeline's declared artifacts, file name -> kind (a BAM: sorted.bam "data",
+    sorted.bam.bai and sorted.bam.csi "index"; a passthrough CSV: data.csv "data" alone): what a key
+    folder it committed holds beside its manifest, one name per kind."""
+    return [{name: kind for kind, names in _load(entry).artifact_names().items() for name in names}
+            for entry in sorted(_entry_points())]
+
+
 @cache
 def _load_path(path: str) -> Any:
     """The object a "module:attribute" path names, imported on first use."""

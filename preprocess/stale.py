@@ -8,9 +8,9 @@ worker fetches and hashes it, the only way to see an upstream change), `invalid`
 read). Rows without an md5 that are local files are hashed here, on the client (`hashed`).
 
 Planning reads listings, not manifests: a listing request returns up to a thousand names, and a
-committed key shows as its manifest beside a data file and its index (the names its pipeline
-declares). A manifest is read only where the listing does not settle it (`verify`, or a key folder
-of another shape).
+committed key shows as its manifest beside a data file and its index, or a passthrough's data file
+alone (the names its pipeline declares). A manifest is read only where the listing does not settle it
+(`verify`, or a key folder of another shape).
 """
 
 from __future__ import annotations
@@ -175,17 +175,21 @@ def inspect_keys(store: ArtifactStore, keys: list[str], verify: bool,
     return decided
 
 
-def folder_shape(files: Mapping[str, int], kinds: Mapping[str, str] | None = None
+def folder_shape(files: Mapping[str, int], layouts: list[dict[str, str]] | None = None
                  ) -> Literal["absent", "complete", "unsure"]:
-    """What a key folder's listing says: no manifest; a manifest beside one data file and its index,
-    by the names the registered pipelines declare (`kinds`, default registry.artifact_kinds()): what
-    every building pipeline commits; or anything else, which needs the manifest read."""
-    kinds = registry.artifact_kinds() if kinds is None else kinds
+    """What a key folder's listing says: no manifest; a manifest beside one file of each artifact kind a
+    registered pipeline declares, by its names (`layouts`, default registry.artifact_layouts()): a data
+    file and its index, or a passthrough's data file alone, what the pipelines commit; or anything else,
+    which needs the manifest read."""
+    layouts = registry.artifact_layouts() if layouts is None else layouts
     names = [n for n in files if not n.startswith(".") and not n.endswith(".tmp") and not is_signature(n)]
     if MANIFEST not in names:
         return "absent"
-    rest = [kinds.get(n) for n in names if n != MANIFEST]
-    return "complete" if sorted(map(str, rest)) == ["data", "index"] else "unsure"
+    rest = [n for n in names if n != MANIFEST]
+    for layout in layouts:
+        if all(n in layout for n in rest) and sorted(layout[n] for n in rest) == sorted(set(layout.values())):
+            return "complete"
+    return "unsure"
 
 
 def _verify_all(store: ArtifactStore, checks: list[tuple[str, Manifest]],

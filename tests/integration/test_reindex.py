@@ -419,3 +419,39 @@ def test_a_remote_row_without_md5_is_hashed_by_its_worker_and_repaired(s3_bucket
     store.fs.rm_file(store.path(key, built.artifact("index").name))
     assert actions(reindex(read_catalog(manifest), settings=settings)) == {"r": ("hash", "built")}
     assert sha256(store, key, built.artifact("index").name) == built.artifact("index").sha256
+
+
+def test_a_cached_passthrough_row_is_settled_by_the_listing_and_a_gone_data_file_is_rebuilt(tmp_path,
+                                                                                           monkeypatch):
+    """CSV, TSV and bigWig keys hold a data file and no index: a listing showing it beside the manifest
+    settles the row, as a data file and its index do for the others, with no manifest read; the data file
+    gone, the manifest is read and says so, and the row is rebuilt in place."""
+    csv, tsv = tmp_path / "t.csv", tmp_path / "t.tsv"
+    csv.write_text("a,b\n1,2\n")
+    tsv.write_text("a\tb\n1\t2\n")
+    bigwig = samples.bigwig(tmp_path / "w.bw")
+    manifest = catalogue(tmp_path, [("c", csv, "CSV", md5(csv)), ("t", tsv, "TSV", md5(tsv)),
+                                    ("w", bigwig, "bigWig", md5(bigwig))])
+    url = str(tmp_path / "store")
+    settings = settings_for(url, tmp_path)
+    first = reindex(read_catalog(manifest), settings=settings)
+    assert actions(first) == {"c": ("build", "built"), "t": ("build", "built"), "w": ("build", "built")}
+    read: list[str] = []
+    real = ArtifactStore.lookup_many
+
+    def counting(self, keys):
+        keys = list(keys)
+        read.extend(keys)
+        return real(self, keys)
+
+    monkeypatch.setattr(ArtifactStore, "lookup_many", counting)
+    assert actions(reindex(read_catalog(manifest), settings=settings)) == {
+        "c": ("ok", "cached"), "t": ("ok", "cached"), "w": ("ok", "cached")}
+    assert read == []
+    store = ArtifactStore(url)
+    key = first.results[2].key
+    store.fs.rm_file(store.path(key, "data.bw"))
+    again = reindex(read_catalog(manifest), settings=settings)
+    assert actions(again)["w"] == ("missing", "built") and "data.bw" in (again.results[2].reason or "")
+    assert set(read) == {key}  # only the folder the listing could not settle
+    assert store.fs.cat_file(store.path(key, "data.bw")) == bigwig.read_bytes()

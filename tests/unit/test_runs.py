@@ -35,6 +35,12 @@ def test_record_names_sort_in_append_order():
     ({"sorted.vcf.gz": 10, "sorted.vcf.gz.csi": 2, "manifest.json": 5}, "complete"),
     ({"sorted.bam": 10, "manifest.json": 5}, "unsure"),                          # the index is gone
     ({"sorted.bam": 10, ".sorted.bam.1.tmp": 3, "manifest.json": 5}, "unsure"),  # a temp file is not one
+    ({"data.csv": 10, "manifest.json": 5}, "complete"),                          # a passthrough: no index
+    ({"data.bw": 10, "manifest.json": 5}, "complete"),
+    ({"manifest.json": 5}, "unsure"),                                            # the data file is gone
+    ({"data.csv": 10, "sorted.bam.bai": 2, "manifest.json": 5}, "unsure"),       # names of two pipelines
+    ({"sorted.bam": 10, "sorted.bed.gz.tbi": 2, "manifest.json": 5}, "unsure"),
+    ({"sorted.bam": 10, "sorted.bam.bai": 2, "sorted.bam.csi": 2, "manifest.json": 5}, "unsure"),
 ])
 def test_a_listing_settles_a_key_only_when_it_shows_manifest_data_and_index(files, shape):
     assert _shape(files) == shape
