@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
@@ -285,43 +286,28 @@ def version(tool: str) -> str:
     process (see ask_version)."""
     with _asking:
         answer = _answers.get(tool)
+        mine = answer is None
         if answer is None:
-            answer = _answers[tool] = _Answer()
-            mine = True
-        else:
-            mine = False
+            answer = _answers[tool] = Future()
     if mine:
         value = "unknown"
         try:
             value = _version(tool)
         finally:
-            answer.give(value)
-    return answer.take()
+            answer.set_result(value)
+    return answer.result()
 
 
 def ask_version(*tools: str) -> None:
     """Start asking each tool its version on a thread of its own, so that version(tool), called as a build
     ends (for its manifest), finds the answer there instead of waiting for another process."""
     for tool in tools:
-        threading.Thread(target=version, args=(tool,), name=f"version-{tool}", daemon=True).start()
-
-
-class _Answer:
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self._value = "unknown"
-
-    def give(self, value: str) -> None:
-        self._value = value
-        self._done.set()
-
-    def take(self) -> str:
-        self._done.wait()
-        return self._value
+        if tool not in _answers:  # asked already (a worker's later builds): nothing to start
+            threading.Thread(target=version, args=(tool,), name=f"version-{tool}", daemon=True).start()
 
 
 _asking = threading.Lock()
-_answers: dict[str, _Answer] = {}
+_answers: dict[str, Future[str]] = {}
 
 
 def _version(tool: str) -> str:
