@@ -144,7 +144,8 @@ def inspect_keys(store: ArtifactStore, keys: list[str], verify: bool,
     """The action and its reason for each key, from listings; manifests only where needed."""
     unique = list(dict.fromkeys(keys))
     listing = store.list_keys(unique, mode)
-    shapes = {key: folder_shape(listing.get(key, {})) for key in unique}
+    layouts = registry.artifact_layouts()
+    shapes = {key: folder_shape(listing.get(key, {}), layouts) for key in unique}
     to_read = [k for k, shape in shapes.items() if shape == "unsure" or (verify and shape == "complete")]
     manifests = store.lookup_many(to_read) if to_read else {}
     decided: dict[str, tuple[Action, str | None]] = {}
