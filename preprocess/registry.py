@@ -92,11 +92,7 @@ def pinned_tools() -> dict[str, str]:
 def artifact_kinds() -> dict[str, str]:
     """File name -> artifact kind ("data", "index"), over every registered pipeline's declared names:
     how a key folder's listing is read without its manifest."""
-    kinds: dict[str, str] = {}
-    for name in sorted(_entry_points()):
-        for kind, names in _load(name).artifact_names().items():
-            kinds.update(dict.fromkeys(names, kind))
-    return kinds
+    return {name: kind for layout in artifact_layouts() for name, kind in layout.items()}
 
 
 def artifact_layouts() -> list[dict[str, str]]:
