@@ -17,6 +17,17 @@
    compressed text is whole, and the caller runs tabix, which says why. Exit 1: usage, I/O or htslib
    error (a message on stderr).
 
+     bgzindex compress LEVEL THREADS PRESET KIND INDEX REPORT CHECK FORMAT START END MIN EXACT < TEXT > OUT
+
+   The same, and the text checked as it passes (FORMAT bed, vcf or gff; START, END: the 1-based columns
+   of its coordinates; MIN: the fewest columns; EXACT: the only column count allowed, 0 for any): CHECK
+   gets "ok" with the text's counts and contigs where pipelines/columnar.py's check would find the text
+   in order with nothing to remark on (its `_checked_text` and `_in_order`), or "unsure LINE" as soon as
+   a line is one it might judge otherwise (any byte that is not printable ASCII, tab or newline among
+   them); each written whole under another name, then renamed. "ok" is only ever what the columnar check
+   would say of the same text (tests/integration/test_bgzindex.py compares them); "unsure" only means
+   that check runs.
+
      bgzindex index FILE THREADS PRESET KIND SKIP INDEX
 
    Writes to INDEX exactly the bytes `tabix -p PRESET [--csi -m 14] -S SKIP FILE` writes: tabix's own
@@ -35,6 +46,7 @@
    its headers; pipelines/native.py compares this program's bytes with bgzip's and tabix's once a process
    and uses it only where they are equal. */
 
+#define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -46,6 +58,7 @@
 #include <htslib/bgzf.h>
 #include <htslib/hts.h>
 #include <htslib/khash.h>
+#include <htslib/kstring.h>
 #include <htslib/tbx.h>
 
 /* Exported by htslib (since 1.10) for on-the-fly indexing behind a threaded writer, not declared in its
@@ -167,6 +180,211 @@ static int header_line(const char *line, size_t length, int bed, int *track) {
         }
     }
     return 0;
+}
+
+/* The columnar check of a text as it is compressed (`compress ... CHECK`): each line judged as
+   pipelines/columnar.py judges it, keeping only what deciding "in order, nothing to remark on" needs. */
+typedef struct {
+    const char *path;
+    char format; /* 'b' bed, 'v' vcf, 'g' gff */
+    int start_column, end_column, min_columns, exact_columns, wanted, columns;
+    int sure, in_header;
+    int64_t lines, records, headers, track, maxend, bytes;
+    int64_t last_start, last_end, last_rank;
+    size_t contig_at, contig_length; /* the previous record's contig, in `contigs` */
+    kstring_t contigs;               /* the contigs in order, one a line */
+    khash_t(names) *declared;        /* VCF: the ##contig IDs, ranked by first appearance */
+    int n_declared;
+} Check;
+
+#define TABIX_MAX (1LL << 32) /* pipelines/tabix_index.py TABIX_MAX: an end past it is the validator's */
+#define MAX_WANTED 16
+
+/* 0: printable ASCII, 1: tab, 2: anything else (the columnar check leaves such a line to the validator) */
+static unsigned char byte_class[256];
+
+static int check_init(Check *ck, char **argv) {
+    memset(ck, 0, sizeof *ck);
+    ck->path = argv[0];
+    if (strcmp(argv[1], "bed") == 0) ck->format = 'b';
+    else if (strcmp(argv[1], "vcf") == 0) ck->format = 'v';
+    else if (strcmp(argv[1], "gff") == 0) ck->format = 'g';
+    else return -1;
+    ck->start_column = atoi(argv[2]);
+    ck->end_column = atoi(argv[3]);
+    ck->min_columns = atoi(argv[4]);
+    ck->exact_columns = atoi(argv[5]);
+    int last = ck->start_column > ck->end_column ? ck->start_column : ck->end_column;
+    ck->wanted = ck->format == 'v' && last < 4 ? 4 : last;
+    if (ck->start_column < 1 || ck->end_column < 1 || ck->wanted > MAX_WANTED) return -1;
+    for (int c = 0; c < 256; c++) byte_class[c] = (c >= 32 && c < 127) ? 0 : 2;
+    byte_class['\t'] = 1;
+    ck->sure = 1;
+    ck->in_header = 1;
+    ck->declared = kh_init(names);
+    return ck->declared ? 0 : -1;
+}
+
+/* Written under a name of its own, then renamed: whoever reads CHECK finds it whole or not at all. */
+static int check_write(const Check *ck, const char *text) {
+    size_t n = strlen(ck->path);
+    char *part = malloc(n + 6);
+    if (!part) return -1;
+    memcpy(part, ck->path, n);
+    memcpy(part + n, ".part", 6);
+    FILE *out = fopen(part, "w");
+    int ok = out != NULL && fputs(text, out) >= 0;
+    if (out && fclose(out) != 0) ok = 0;
+    ok = ok && rename(part, ck->path) == 0;
+    if (!ok) unlink(part);
+    free(part);
+    return ok ? 0 : -1;
+}
+
+static int check_unsure(Check *ck) {
+    char said[64];
+    ck->sure = 0;
+    snprintf(said, sizeof said, "unsure %" PRId64 "\n", ck->lines);
+    return check_write(ck, said);
+}
+
+/* A coordinate as the columnar check reads it: canonical decimal of at most 15 digits; -1 otherwise. */
+static int64_t coordinate(const char *text, size_t length) {
+    if (length == 0 || length > 15 || (text[0] == '0' && length > 1)) return -1;
+    int64_t value = 0;
+    for (size_t i = 0; i < length; i++) {
+        if (text[i] < '0' || text[i] > '9') return -1;
+        value = value * 10 + (text[i] - '0');
+    }
+    return value;
+}
+
+/* Bytewise order of two names, as LC_ALL=C sort (and Python's bytes) compare them. */
+static int bytewise(const char *a, size_t na, const char *b, size_t nb) {
+    int c = memcmp(a, b, na < nb ? na : nb);
+    return c ? c : (na > nb) - (na < nb);
+}
+
+/* A VCF contig's rank: its ##contig line's place, or after every declared one; -2 out of memory. */
+static int64_t declared_rank(Check *ck, const char *name, size_t length) {
+    char *key = malloc(length + 1);
+    if (!key) return -2;
+    memcpy(key, name, length);
+    key[length] = 0;
+    khint_t k = kh_get(names, ck->declared, key);
+    free(key);
+    return k == kh_end(ck->declared) ? ck->n_declared : kh_val(ck->declared, k);
+}
+
+/* A VCF header's ##contig=<ID=NAME,...>: NAME ranked, unless ranked already. -1 out of memory. */
+static int declare(Check *ck, const char *line, size_t length) {
+    static const char prefix[] = "##contig=<ID=";
+    size_t n = sizeof prefix - 1, end = n;
+    if (length < n || memcmp(line, prefix, n) != 0) return 0;
+    while (end < length && line[end] != ',' && line[end] != '>') end++;
+    char *key = malloc(end - n + 1);
+    if (!key) return -1;
+    memcpy(key, line + n, end - n);
+    key[end - n] = 0;
+    int absent;
+    khint_t k = kh_put(names, ck->declared, key, &absent);
+    if (absent < 0) { free(key); return -1; }
+    if (absent) kh_val(ck->declared, k) = ck->n_declared++;
+    else free(key);
+    return 0;
+}
+
+/* One line (without its newline; `newline` whether it had one). -1 on an error of this program's own
+   (memory, writing CHECK); a line the check cannot vouch for makes it unsure, and it says no more. */
+static int check_line(Check *ck, const char *text, size_t length, int newline) {
+    ck->lines++;
+    ck->bytes += (int64_t)length + newline;
+    if (!ck->sure) return 0;
+    if (!newline || length == 0) return check_unsure(ck); /* no final newline; a blank line */
+    const char *field[MAX_WANTED];
+    size_t field_length[MAX_WANTED];
+    int tabs = 0, wanted = ck->wanted;
+    const char *begin = text;
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = byte_class[(unsigned char)text[i]];
+        if (c == 0) continue;
+        if (c == 2) return check_unsure(ck);
+        if (tabs < wanted) {
+            field[tabs] = begin;
+            field_length[tabs] = (size_t)(text + i - begin);
+        }
+        tabs++;
+        begin = text + i + 1;
+    }
+    if (tabs < wanted) {
+        field[tabs] = begin;
+        field_length[tabs] = (size_t)(text + length - begin);
+    }
+    int track = 0;
+    if (header_line(text, length, ck->format == 'b', &track)) {
+        if (!ck->in_header) return check_unsure(ck); /* a header line after data */
+        ck->headers++;
+        ck->track += text[0] != '#';
+        return ck->format == 'v' ? declare(ck, text, length) : 0;
+    }
+    if (ck->format == 'g' && length >= 7 && memcmp(text, "##FASTA", 7) == 0) return check_unsure(ck);
+    ck->in_header = 0;
+    ck->records++;
+    if (ck->records == 1) {
+        ck->columns = tabs + 1;
+        if (ck->columns < ck->min_columns || (ck->exact_columns && ck->columns != ck->exact_columns)
+            || ck->columns < wanted)
+            return check_unsure(ck);
+    } else if (tabs + 1 != ck->columns) {
+        return check_unsure(ck);
+    }
+    const char *name = field[0];
+    size_t name_length = field_length[0];
+    if (name_length == 0 || memchr(name, ' ', name_length)) return check_unsure(ck);
+    int64_t start = coordinate(field[ck->start_column - 1], field_length[ck->start_column - 1]), end;
+    if (start < 0) return check_unsure(ck);
+    if (ck->format == 'v') {
+        int64_t last = start + (int64_t)field_length[3] - 1;
+        end = last > start ? last : start;
+        if (memmem(text, length, "END=", 4)) return check_unsure(ck);
+    } else {
+        end = coordinate(field[ck->end_column - 1], field_length[ck->end_column - 1]);
+        if (end < 0 || start > end || (ck->format == 'g' ? start < 1 : end == 0)) return check_unsure(ck);
+    }
+    if (end > ck->maxend) ck->maxend = end;
+    if (ck->maxend > TABIX_MAX) return check_unsure(ck);
+    if (ck->records > 1 && name_length == ck->contig_length
+        && memcmp(name, ck->contigs.s + ck->contig_at, name_length) == 0) {
+        if (start < ck->last_start || (ck->format == 'b' && start == ck->last_start && end < ck->last_end))
+            return check_unsure(ck);
+    } else { /* a contig after the last in the sort's order (VCF: header rank, then name), or unsure */
+        int64_t rank = ck->format == 'v' ? declared_rank(ck, name, name_length) : 0;
+        if (rank == -2) return -1;
+        if (ck->records > 1
+            && (rank < ck->last_rank
+                || (rank == ck->last_rank
+                    && bytewise(name, name_length, ck->contigs.s + ck->contig_at, ck->contig_length) < 0)))
+            return check_unsure(ck);
+        ck->contig_at = ck->contigs.l;
+        ck->contig_length = name_length;
+        if (kputsn(name, name_length, &ck->contigs) < 0 || kputc('\n', &ck->contigs) < 0) return -1;
+        ck->last_rank = rank;
+    }
+    ck->last_start = start;
+    ck->last_end = end;
+    return 0;
+}
+
+/* At the text's end: "ok" with the counts and contigs, unless a line made the check unsure. */
+static int check_finish(Check *ck) {
+    if (!ck->sure) return 0;
+    if (ck->records == 0) return check_unsure(ck);
+    kstring_t said = {0, 0, NULL};
+    int status = ksprintf(&said, "ok\n%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %d %" PRId64 "\n",
+                          ck->lines, ck->records, ck->headers, ck->track, ck->maxend, ck->columns, ck->bytes) < 0
+                 || kputsn(ck->contigs.s, ck->contigs.l, &said) < 0 ? -1 : check_write(ck, said.s);
+    free(said.s);
+    return status;
 }
 
 typedef struct {
@@ -449,14 +667,22 @@ int main(int argc, char **argv) {
         if (setup(&st, argv[3], argv[4], argv[5]) < 0) return fail("unknown preset or kind: %s", argv[4]);
         return index_text(&st, argv[2], atoi(argv[6]), argv[7]);
     }
-    if (argc != 8 || strcmp(argv[1], "compress") != 0)
+    if ((argc != 8 && argc != 14) || strcmp(argv[1], "compress") != 0)
         return fail("%s", "usage: bgzindex compress LEVEL THREADS PRESET KIND INDEX REPORT < TEXT > OUT\n"
+                          "       bgzindex compress LEVEL THREADS PRESET KIND INDEX REPORT CHECK FORMAT START END"
+                          " MIN EXACT < TEXT > OUT\n"
                           "       bgzindex index FILE THREADS PRESET KIND SKIP INDEX\n"
                           "       bgzindex count FILE INDEX REGIONS");
     argv++;
     int level = atoi(argv[1]);
     if (setup(&st, argv[2], argv[3], argv[4]) < 0) return fail("unknown preset or kind: %s", argv[3]);
     if (level < -1 || level > 9) return fail("compression level %s is not -1 to 9", argv[1]);
+    Check check;
+    int checking = argc == 14;
+    if (checking) {
+        if (check_init(&check, argv + 7) < 0) return fail("cannot check a text as %s", argv[8]);
+        unlink(check.path); /* what an earlier run over the same output said is not of this text */
+    }
     char mode[3] = "w";
     if (level >= 0) mode[1] = (char)('0' + level);
     unlink(argv[6]); /* a report left by an earlier run over the same output says nothing of this one */
@@ -477,11 +703,16 @@ int main(int argc, char **argv) {
         for (;;) {
             char *end = memchr(buffer + at, '\n', held - at);
             if (!end) break;
-            if (line(&st, buffer + at, (size_t)(end - (buffer + at)), 1) < 0)
+            size_t length = (size_t)(end - (buffer + at));
+            if (checking && check_line(&check, buffer + at, length, 1) < 0)
+                return fail("%s", "checking the text failed");
+            if (line(&st, buffer + at, length, 1) < 0)
                 return fail("%s", "writing the output failed");
             at = (size_t)(end - buffer) + 1;
         }
         if (got == 0) {
+            if (held > at && checking && check_line(&check, buffer + at, held - at, 0) < 0)
+                return fail("%s", "checking the text failed");
             if (held > at && line(&st, buffer + at, held - at, 0) < 0)
                 return fail("%s", "writing the output failed");
             break;
@@ -504,5 +735,6 @@ int main(int argc, char **argv) {
         return fail("writing the index %s failed", argv[5]);
     }
     if (bgzf_close(st.out) < 0) return fail("%s", "writing the output failed");
+    if (checking && check_finish(&check) < 0) return fail("%s", "writing the check's verdict failed");
     return 0;
 }

@@ -13,7 +13,10 @@ A text likely in order (its first lines are) has its output's last steps started
 the guess that the check will find its bytes final (`Ahead`): a plain text is compressed as it is (the
 compressor writes of the file what it writes of the same bytes through a pipe, its index with them),
 a BGZF one copied and indexed; then the read back through the index. A guess that fails costs the
-work done; the bytes are decided by the content alone.
+work done; the bytes are decided by the content alone. Where bgzindex compresses the plain text, it
+checks it as it passes (`compressor`): its "ok" is this check's verdict (in order, nothing to remark
+on, the same counts), reached without reading the text again, and this pass then does not run; its
+"unsure" (said at the first line it cannot vouch for) only means this pass runs.
 """
 
 from __future__ import annotations
@@ -87,6 +90,37 @@ def peak(source: Path, compression: str) -> int | None:
     return PEAK_BASE + PEAK_MULTIPLE * size + PEAK_PER_LINE * lines
 
 
+def compressor(spec: IntervalFormat, out: Path, kind: str, level: int, threads: int) -> tuple[list[str], Path | None]:
+    """tabix_index.compressor's command for a plain text likely in order, with bgzindex checking the text as
+    it passes where bgzindex runs (and VOUCH holds): the command, and the path its verdict goes to (None:
+    no check, this pass judges)."""
+    argv = tabix_index.compressor(out, spec.preset, kind, level, threads)
+    if argv[0] == "bgzip" or not VOUCH:
+        return argv, None
+    verdict = out.with_name(f"{out.name}.check")
+    verdict.unlink(missing_ok=True)
+    return [*argv, str(verdict), spec.kind, str(spec.start_column), str(spec.end_column), str(spec.min_columns),
+            str(spec.exact_columns)], verdict
+
+
+VOUCH = True  # False: bgzindex does not check a text as it compresses it (tests compare both ways)
+
+
+def vouched(source: Path, said: str) -> tuple[list[str], dict[str, Any]] | None:
+    """The header lines and stats _checked_text gives for a text in order, from bgzindex's "ok" (`said`:
+    the counts, then the contigs in order); None for anything else it said."""
+    lines = said.split("\n")
+    if lines[0] != "ok" or len(lines) < 3 or lines[-1] != "":
+        return None
+    total, records, headers, track, maxend, columns, whole = (int(n) for n in lines[1].split())
+    with open(source, "rb") as text:
+        header = [text.readline().decode("ascii").removesuffix("\n") for _ in range(headers)]
+    stats = {"unsorted": 0, "bytes": whole, "cr": 0, "lines": total, "late": 0, "records": records, "blank": 0,
+             "track": track, "fasta": 0, "headers": headers, "maxend": maxend, "columns": columns,
+             "contigs": lines[2:-1]}
+    return header, stats
+
+
 class Early:
     """A tool started on the output before the check that decides whether its work stands: `finish`
     waits for it (ToolError if it failed), `cancel` kills it (what it wrote is then overwritten or
@@ -143,12 +177,12 @@ class Ahead:
     `stop` stops them (with `keep_output`, once `out` is made)."""
 
     def __init__(self, out: Path, make: list[str] | None, source: Path, index: list[list[str]],
-                 guess: tuple[str, int], threads: int, level: int, label: str) -> None:
+                 guess: tuple[str, int], threads: int, level: int, label: str, verdict: Path | None = None) -> None:
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
         self.made = threading.Event()
-        self._out, self._kind = out, guess[0]
+        self._out, self._kind, self._source, self._verdict = out, guess[0], source, verdict
         self._lock = threading.Lock()
         self._current: Early | None = None
         self._stopped = False
@@ -180,6 +214,20 @@ class Ahead:
                     if exc.returncode != tabix_index.REFUSED or number == len(index) - 1:
                         raise
         return interval_checks.read_back(out, tabix_index.index_path(out, guess[0]), threads, level, label)
+
+    def vouched(self) -> tuple[list[str], dict[str, Any]] | None:
+        """The header and stats of the text `make` compressed and checked, where its check found it in order
+        with nothing to remark on; None where it did not say so (or did not check), once that is known."""
+        if self._verdict is None:
+            return None
+        try:
+            while not self.made.wait(0.02):  # "unsure" comes as soon as a line says so; "ok" at the end
+                if self._future.done() or _said(self._verdict).startswith("unsure"):
+                    return None  # (the first: making it failed, and result() says how)
+                shell.check_time("compressing the text as it is")  # the caller's except stops the steps
+            return vouched(self._source, _said(self._verdict))
+        finally:
+            self._verdict.unlink(missing_ok=True)
 
     @property
     def stopped(self) -> bool:
@@ -219,6 +267,13 @@ class Ahead:
             tabix_index.discard_index(self._out, self._kind)
 
 
+def _said(verdict: Path) -> str:
+    try:
+        return verdict.read_text()
+    except FileNotFoundError:
+        return ""
+
+
 class _Stopped(Exception):
     """Raised in Ahead's thread when it was stopped between steps."""
 
@@ -238,6 +293,9 @@ def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level
     otherwise."""
     keep = False
     try:
+        if compression == "plain" and early is not None and (said := early.vouched()) is not None:
+            keep = True  # its bgzip of the file is the output, found in order as it was made
+            return *said, "stream"
         found = _checked_text(spec, source, threads, compression)
         if found is None:
             return None

@@ -140,14 +140,14 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
             if not unsorted and (compression == "plain" or ("input" in paths and compression == "bgzf")):
                 # likely in order: its output made, indexed and read back meanwhile (kept if the check says so)
                 guess = index_options(spec, leading_header(source, spec), 0, lengths)
-                make = tabix_index.compressor(out, spec.preset, guess[0], settings.compression_level,
-                                              settings.threads) if compression == "plain" else None
+                make, verdict = (columnar.compressor(spec, out, guess[0], settings.compression_level,
+                                                     settings.threads) if compression == "plain" else (None, None))
                 if make is None:
                     copy_file(source, out)
                 index_commands = tabix_index.index_commands(out, spec.preset, *guess, settings.threads,
                                                             settings.compression_level)
                 ahead = columnar.Ahead(out, make, source, index_commands, guess, settings.threads,
-                                       settings.compression_level, label)
+                                       settings.compression_level, label, verdict)
             with ctx.stage("columnar"):
                 found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
                                            compression, reuse="input" in paths, early=ahead)
