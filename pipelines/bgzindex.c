@@ -28,12 +28,14 @@
    would say of the same text (tests/integration/test_bgzindex.py compares them); "unsure" only means
    that check runs.
 
-     bgzindex index FILE THREADS PRESET KIND SKIP INDEX
+     bgzindex index FILE THREADS PRESET KIND SKIP INDEX [CHECK FORMAT START END MIN EXACT]
 
    Writes to INDEX exactly the bytes `tabix -p PRESET [--csi -m 14] -S SKIP FILE` writes: tabix's own
    reading of the file, with the parse below, which reads no further along a line than the preset's
    columns. Exit 3, nothing written, where tabix would not index the file (the caller runs tabix, which
-   says why).
+   says why). With CHECK, the text is checked as it is read, as compress checks it; "ok" counts the
+   bytes as htslib's reader does (one a line for its newline, even a last line without one: the caller
+   compares them with the text's size).
 
      bgzindex count FILE INDEX REGIONS
 
@@ -571,7 +573,7 @@ static int setup(State *st, const char *threads, const char *preset, const char 
 /* `bgzindex index`: tabix's own reading of a BGZF text (tbx.c tbx_index: bgzf_getline, the virtual
    offset after each line), with this file's parse; 0 with INDEX written, REFUSED where tabix would not
    index it (nothing written), 1 on an I/O error. */
-static int index_text(State *st, const char *path, int skip, const char *index) {
+static int index_text(State *st, const char *path, int skip, const char *index, Check *ck) {
     BGZF *in = bgzf_open(path, "r");
     if (!in) return fail("cannot open %s", path);
     if (bgzf_compression(in) != bgzf) return REFUSED;
@@ -582,8 +584,14 @@ static int index_text(State *st, const char *path, int skip, const char *index) 
     uint64_t last_off = 0;
     int ret;
     Interval intv;
+    int64_t read = in->uncompressed_address;
     while ((ret = bgzf_getline(in, '\n', &str)) >= 0) {
         ++lineno;
+        if (ck) { /* bgzf_getline drops a CR before the newline: the bytes it went past say so (unsure) */
+            int whole = in->uncompressed_address - read == (int64_t)str.l + 1;
+            read = in->uncompressed_address;
+            if (check_line(ck, str.s, str.l, whole) < 0) return fail("%s", "checking the text failed");
+        }
         if (str.s[0] == st->conf.meta_char && st->fmt == HTS_FMT_CSI && st->conf.preset == TBX_VCF)
             contig_length(str.s, &st->longest);
         if (lineno <= skip || str.s[0] == st->conf.meta_char) {
@@ -612,7 +620,9 @@ static int index_text(State *st, const char *path, int skip, const char *index) 
         return fail("writing the index %s failed", index);
     }
     free(str.s);
-    return bgzf_close(in) < 0 ? fail("closing %s", path) : 0;
+    if (bgzf_close(in) < 0) return fail("closing %s", path);
+    if (ck) ck->bytes = read;
+    return ck && check_finish(ck) < 0 ? fail("%s", "writing the check's verdict failed") : 0;
 }
 
 /* `bgzindex count`: the records that queries through the index return, read by htslib's own iterator
@@ -663,15 +673,20 @@ static int count_records(const char *path, const char *index, const char *region
 int main(int argc, char **argv) {
     State st;
     if (argc == 5 && strcmp(argv[1], "count") == 0) return count_records(argv[2], argv[3], argv[4]);
-    if (argc == 8 && strcmp(argv[1], "index") == 0) {
+    if ((argc == 8 || argc == 14) && strcmp(argv[1], "index") == 0) {
         if (setup(&st, argv[3], argv[4], argv[5]) < 0) return fail("unknown preset or kind: %s", argv[4]);
-        return index_text(&st, argv[2], atoi(argv[6]), argv[7]);
+        Check check;
+        if (argc == 14) {
+            if (check_init(&check, argv + 8) < 0) return fail("cannot check a text as %s", argv[9]);
+            unlink(check.path); /* what an earlier run over the same file said is not of this text */
+        }
+        return index_text(&st, argv[2], atoi(argv[6]), argv[7], argc == 14 ? &check : NULL);
     }
     if ((argc != 8 && argc != 14) || strcmp(argv[1], "compress") != 0)
         return fail("%s", "usage: bgzindex compress LEVEL THREADS PRESET KIND INDEX REPORT < TEXT > OUT\n"
                           "       bgzindex compress LEVEL THREADS PRESET KIND INDEX REPORT CHECK FORMAT START END"
                           " MIN EXACT < TEXT > OUT\n"
-                          "       bgzindex index FILE THREADS PRESET KIND SKIP INDEX\n"
+                          "       bgzindex index FILE THREADS PRESET KIND SKIP INDEX [CHECK FORMAT START END MIN EXACT]\n"
                           "       bgzindex count FILE INDEX REGIONS");
     argv++;
     int level = atoi(argv[1]);

@@ -13,10 +13,11 @@ A text likely in order (its first lines are) has its output's last steps started
 the guess that the check will find its bytes final (`Ahead`): a plain text is compressed as it is (the
 compressor writes of the file what it writes of the same bytes through a pipe, its index with them),
 a BGZF one copied and indexed; then the read back through the index. A guess that fails costs the
-work done; the bytes are decided by the content alone. Where bgzindex compresses the plain text, it
-checks it as it passes (`compressor`): its "ok" is this check's verdict (in order, nothing to remark
-on, the same counts), reached without reading the text again, and this pass then does not run; its
-"unsure" (said at the first line it cannot vouch for) only means this pass runs.
+work done; the bytes are decided by the content alone. Where bgzindex compresses the plain text, or
+indexes the BGZF one, it checks the text as it passes (`compressor`, `checking_index`): its "ok" is
+this check's verdict (in order, nothing to remark on, the same counts), reached without reading the
+text again, and this pass then does not run; its "unsure" (said at the first line it cannot vouch for)
+only means this pass runs.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def peak(source: Path, compression: str) -> int | None:
     return PEAK_BASE + PEAK_MULTIPLE * size + PEAK_PER_LINE * lines
 
 
+VOUCH = True  # False: bgzindex does not check the text it compresses or indexes (tests compare both ways)
+
+
 def compressor(spec: IntervalFormat, out: Path, kind: str, level: int, threads: int) -> tuple[list[str], Path | None]:
     """tabix_index.compressor's command for a plain text likely in order, with bgzindex checking the text as
     it passes where bgzindex runs (and VOUCH holds): the command, and the path its verdict goes to (None:
@@ -97,23 +101,43 @@ def compressor(spec: IntervalFormat, out: Path, kind: str, level: int, threads: 
     argv = tabix_index.compressor(out, spec.preset, kind, level, threads)
     if argv[0] == "bgzip" or not VOUCH:
         return argv, None
+    verdict = _verdict_path(out)
+    return [*argv, *_check_arguments(spec, verdict)], verdict
+
+
+def checking_index(spec: IntervalFormat, out: Path, commands: list[list[str]]) -> tuple[list[list[str]], Path | None]:
+    """tabix_index.index_commands for a BGZF text likely in order, with its first, `bgzindex index`, checking
+    the text as it reads it (where it is bgzindex and VOUCH holds): the commands and the verdict's path."""
+    if len(commands) < 2 or commands[0][1:2] != ["index"] or not VOUCH:
+        return commands, None
+    verdict = _verdict_path(out)
+    return [[*commands[0], *_check_arguments(spec, verdict)], *commands[1:]], verdict
+
+
+def _verdict_path(out: Path) -> Path:
     verdict = out.with_name(f"{out.name}.check")
     verdict.unlink(missing_ok=True)
-    return [*argv, str(verdict), spec.kind, str(spec.start_column), str(spec.end_column), str(spec.min_columns),
-            str(spec.exact_columns)], verdict
+    return verdict
 
 
-VOUCH = True  # False: bgzindex does not check a text as it compresses it (tests compare both ways)
+def _check_arguments(spec: IntervalFormat, verdict: Path) -> list[str]:
+    return [str(verdict), spec.kind, str(spec.start_column), str(spec.end_column), str(spec.min_columns),
+            str(spec.exact_columns)]
 
 
-def vouched(source: Path, said: str) -> tuple[list[str], dict[str, Any]] | None:
-    """The header lines and stats _checked_text gives for a text in order, from bgzindex's "ok" (`said`:
-    the counts, then the contigs in order); None for anything else it said."""
+def vouched(source: Path, said: str, compression: str = "plain") -> tuple[list[str], dict[str, Any]] | None:
+    """The header lines and stats _checked_text gives for a plain or BGZF text in order, from bgzindex's
+    "ok" (`said`: the counts, then the contigs in order); None for anything else it said, or a BGZF text
+    whose last line has no newline (bgzindex counts one a line: the size tells)."""
+    import gzip
+
     lines = said.split("\n")
     if lines[0] != "ok" or len(lines) < 3 or lines[-1] != "":
         return None
     total, records, headers, track, maxend, columns, whole = (int(n) for n in lines[1].split())
-    with open(source, "rb") as text:
+    if compression != "plain" and whole != text_size(source, compression):
+        return None
+    with (open(source, "rb") if compression == "plain" else gzip.open(source, "rb")) as text:
         header = [text.readline().decode("ascii").removesuffix("\n") for _ in range(headers)]
     stats = {"unsorted": 0, "bytes": whole, "cr": 0, "lines": total, "late": 0, "records": records, "blank": 0,
              "track": track, "fasta": 0, "headers": headers, "maxend": maxend, "columns": columns,
@@ -173,8 +197,9 @@ class Ahead:
     copied a BGZF one), then the index with the options `guess`ed from the first lines (`index`: the
     commands of tabix_index.index_commands) unless the compressor wrote that index already, then the
     read back through the index (verify_output's reads),
-    one after another in a thread of their own while the text is checked. `result` waits for them all;
-    `stop` stops them (with `keep_output`, once `out` is made)."""
+    one after another in a thread of their own while the text is checked. `verdict`: where bgzindex, as
+    `make` (a plain text) or as the first index command (BGZF), writes its check of the text (`vouched`).
+    `result` waits for them all; `stop` stops them (with `keep_output`, once `out` is made)."""
 
     def __init__(self, out: Path, make: list[str] | None, source: Path, index: list[list[str]],
                  guess: tuple[str, int], threads: int, level: int, label: str, verdict: Path | None = None) -> None:
@@ -182,6 +207,7 @@ class Ahead:
         from concurrent.futures import ThreadPoolExecutor
 
         self.made = threading.Event()
+        self._checked = threading.Event()  # the step checking the text has ended (or none will run)
         self._out, self._kind, self._source, self._verdict = out, guess[0], source, verdict
         self._lock = threading.Lock()
         self._current: Early | None = None
@@ -202,30 +228,34 @@ class Ahead:
 
         from . import interval_checks
 
-        if make:
-            self._step(make, "compressing the text as it is", out, source)
-        self.made.set()
-        if not (make and tabix_index.made_while_compressed(out, guess)):
-            for number, argv in enumerate(index):
-                try:
-                    self._step(argv, f"indexing {label}")
-                    break
-                except ToolError as exc:  # bgzindex refused: tabix, next, says why
-                    if exc.returncode != tabix_index.REFUSED or number == len(index) - 1:
-                        raise
+        try:
+            if make:
+                self._step(make, "compressing the text as it is", out, source)
+                self._checked.set()
+            self.made.set()
+            if not (make and tabix_index.made_while_compressed(out, guess)):
+                for number, argv in enumerate(index):
+                    try:
+                        self._step(argv, f"indexing {label}")
+                        break
+                    except ToolError as exc:  # bgzindex refused: tabix, next, says why
+                        if exc.returncode != tabix_index.REFUSED or number == len(index) - 1:
+                            raise
+        finally:
+            self._checked.set()
         return interval_checks.read_back(out, tabix_index.index_path(out, guess[0]), threads, level, label)
 
-    def vouched(self) -> tuple[list[str], dict[str, Any]] | None:
-        """The header and stats of the text `make` compressed and checked, where its check found it in order
-        with nothing to remark on; None where it did not say so (or did not check), once that is known."""
+    def vouched(self, compression: str) -> tuple[list[str], dict[str, Any]] | None:
+        """The header and stats of the text bgzindex checked, where it found it in order with nothing to
+        remark on; None where it did not say so (or did not check), once that is known."""
         if self._verdict is None:
             return None
         try:
-            while not self.made.wait(0.02):  # "unsure" comes as soon as a line says so; "ok" at the end
+            while not self._checked.wait(0.02):  # "unsure" comes as soon as a line says so; "ok" at the end
                 if self._future.done() or _said(self._verdict).startswith("unsure"):
-                    return None  # (the first: making it failed, and result() says how)
-                shell.check_time("compressing the text as it is")  # the caller's except stops the steps
-            return vouched(self._source, _said(self._verdict))
+                    return None  # (the first: a step failed, and result() says how)
+                shell.check_time("checking the text")  # the caller's except stops the steps
+            return vouched(self._source, _said(self._verdict), compression)
         finally:
             self._verdict.unlink(missing_ok=True)
 
@@ -293,9 +323,13 @@ def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level
     otherwise."""
     keep = False
     try:
-        if compression == "plain" and early is not None and (said := early.vouched()) is not None:
+        said = early.vouched(compression) if early is not None else None
+        if said is not None and compression == "plain":
             keep = True  # its bgzip of the file is the output, found in order as it was made
             return *said, "stream"
+        if said is not None and reuse and compression == "bgzf" and _is_whole_bgzf(source):
+            keep = True
+            return *said, "input"
         found = _checked_text(spec, source, threads, compression)
         if found is None:
             return None

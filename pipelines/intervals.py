@@ -146,6 +146,8 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
                     copy_file(source, out)
                 index_commands = tabix_index.index_commands(out, spec.preset, *guess, settings.threads,
                                                             settings.compression_level)
+                if make is None:  # its index command checks the text as it reads it
+                    index_commands, verdict = columnar.checking_index(spec, out, index_commands)
                 ahead = columnar.Ahead(out, make, source, index_commands, guess, settings.threads,
                                        settings.compression_level, label, verdict)
             with ctx.stage("columnar"):

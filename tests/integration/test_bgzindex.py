@@ -287,11 +287,12 @@ def test_the_read_back_through_processes_counts_alike_with_bgzindex_and_without(
     assert made[:2] == tools[:2] and made[2]["out"] == tools[2]["out"] == tools[2]["in"] > 0
 
 
-# bgzindex's check of a plain text as it compresses it (`compress ... CHECK`) stands in for the columnar
-# pass's check only where it says "ok", and its "ok" must be that check's own verdict: in order, nothing to
-# remark on, the same header and counts. Compared on the texts below and on a few hundred mutants of
-# sorted samples. It may say "unsure" where the columnar check would find the text fine only for a byte
-# outside printable ASCII (it leaves UTF-8 to that check).
+# bgzindex's check of a text as it compresses it (`compress ... CHECK`, a plain text) or indexes it (`index
+# ... CHECK`, BGZF) stands in for the columnar pass's check only where it says "ok", and its "ok" must be
+# that check's own verdict: in order, nothing to remark on, the same header and counts. Compared on the
+# texts below and on a few hundred mutants of sorted samples, plain and bgzipped. It may say "unsure" where
+# the columnar check would find the text fine only for a byte outside printable ASCII (it leaves UTF-8 to
+# that check).
 VCF_RANKED = (b"##fileformat=VCFv4.2\n##contig=<ID=chrB>\n##contig=<ID=chrA,length=9>\n##contig=<ID=chrB>\n"
               b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
 VCF_RECORD = b"\t.\tA\tG\t.\t.\t.\n"
@@ -350,46 +351,64 @@ CHECKED = {  # name: (format, text)
 }
 
 
-def bgzindex_check(program: Path, spec: intervals.IntervalFormat, source: Path) -> str:
-    """What `bgzindex compress ... CHECK` says of `source` (its output's bytes are bgzip's, as above)."""
+def bgzindex_check(program: Path, spec: intervals.IntervalFormat, source: Path, compression: str) -> str | None:
+    """What `bgzindex compress ... CHECK` (plain) or `bgzindex index ... CHECK` (bgzf) says of `source`; None
+    where `index` refused the text (tabix would not index it: exit 3, nothing said)."""
     verdict = source.with_name(source.name + ".check")
-    with open(source, "rb") as text:
-        subprocess.run([str(program), "compress", "6", "2", spec.preset, "tbi", str(source) + ".idx",
-                        str(source) + ".report", str(verdict), spec.kind, str(spec.start_column),
-                        str(spec.end_column), str(spec.min_columns), str(spec.exact_columns)],
-                       stdin=text, stdout=subprocess.DEVNULL, check=True)
+    check = [str(verdict), spec.kind, str(spec.start_column), str(spec.end_column), str(spec.min_columns),
+             str(spec.exact_columns)]
+    if compression == "plain":
+        with open(source, "rb") as text:
+            subprocess.run([str(program), "compress", "6", "2", spec.preset, "tbi", f"{source}.idx",
+                            f"{source}.report", *check], stdin=text, stdout=subprocess.DEVNULL, check=True)
+    else:
+        done = subprocess.run([str(program), "index", str(source), "2", spec.preset, "csi", "0", f"{source}.idx",
+                               *check], capture_output=True)
+        if done.returncode == tabix_index.REFUSED:  # an "unsure" said before it gave up, or nothing
+            said = verdict.read_text() if verdict.exists() else None
+            assert said is None or said.startswith("unsure ")
+            return said
+        assert done.returncode == 0, done.stderr
     said = verdict.read_text()
     assert not verdict.with_name(verdict.name + ".part").exists()
     return said
 
 
-def columnar_check(spec: intervals.IntervalFormat, source: Path) -> tuple[list[str], dict[str, object]] | None:
+def columnar_check(spec: intervals.IntervalFormat, source: Path,
+                   compression: str) -> tuple[list[str], dict[str, object]] | None:
     """The columnar pass's header and stats for a text it finds in order with nothing to drop, else None."""
-    found = columnar._checked_text(spec, source, 1, "plain")
+    found = columnar._checked_text(spec, source, 1, compression)
     if found is None:
         return None
     header, _, frame, stats = found
     return (header, stats) if columnar._in_order(spec, frame, header, stats["contigs"]) and not stats["fasta"] else None
 
 
-def agree(program: Path, spec: intervals.IntervalFormat, source: Path) -> tuple[object, object]:
-    said = bgzindex_check(program, spec, source)
-    vouched = columnar.vouched(source, said)
-    found = columnar_check(spec, source)
-    assert said.startswith("ok\n" if vouched is not None else "unsure ")
+def agree(program: Path, spec: intervals.IntervalFormat, source: Path, compression: str) -> tuple[object, object]:
+    if compression == "bgzf":
+        with open(source, "rb") as plain, open(f"{source}.gz", "wb") as target:
+            subprocess.run(["bgzip", "-c"], stdin=plain, stdout=target, check=True)
+        text, source = source.read_bytes(), Path(f"{source}.gz")
+    else:
+        text = source.read_bytes()
+    said = bgzindex_check(program, spec, source, compression)
+    vouched = columnar.vouched(source, said, compression) if said is not None else None
+    found = columnar_check(spec, source, compression)
+    assert said is None or said.startswith(("ok\n", "unsure "))
     if vouched is None and found is not None:  # unsure where the columnar check is not: only past ASCII
-        assert any(byte > 127 for byte in source.read_bytes())
+        assert any(byte > 127 for byte in text)
     else:
         assert vouched == found
     return vouched, found
 
 
+@pytest.mark.parametrize("compression", ["plain", "bgzf"])
 @pytest.mark.parametrize("name", CHECKED)
-def test_bgzindex_vouches_for_a_text_as_the_columnar_check_does(tmp_path, program, name):
+def test_bgzindex_vouches_for_a_text_as_the_columnar_check_does(tmp_path, program, name, compression):
     kind, text = CHECKED[name]
     source = tmp_path / "in.txt"
     source.write_bytes(text)
-    vouched, found = agree(program, FORMATS[kind], source)
+    vouched, found = agree(program, FORMATS[kind], source, compression)
     fine = {"bed", "bed, a track line and comments", "bed, a contig a prefix of the next", "bed, 'tracks' is data",
             "bed, 2^32 end", "bed, a space in a name",
             "narrowpeak, ten columns", "vcf, ranked by the header", "vcf, a long REF sets the end",
@@ -424,8 +443,10 @@ def mutant(rng: random.Random, lines: list[bytes]) -> bytes:
     return text[:-1] if rng.random() < 0.05 else text
 
 
+@pytest.mark.parametrize("compression", ["plain", "bgzf"])
 @pytest.mark.parametrize("name", FORMATS)
-def test_bgzindex_vouches_for_mutants_of_a_sorted_text_as_the_columnar_check_does(tmp_path, program, name):
+def test_bgzindex_vouches_for_mutants_of_a_sorted_text_as_the_columnar_check_does(tmp_path, program, name,
+                                                                                  compression):
     spec = FORMATS[name]
     lines = sorted_text(name, tmp_path).splitlines()[:60]
     rng = random.Random(name)
@@ -433,23 +454,28 @@ def test_bgzindex_vouches_for_mutants_of_a_sorted_text_as_the_columnar_check_doe
     for n in range(80):
         source = tmp_path / f"mutant{n}.txt"
         source.write_bytes(mutant(rng, lines))
-        vouched, _ = agree(program, spec, source)
+        vouched, _ = agree(program, spec, source, compression)
         outcomes["ok" if vouched is not None else "unsure"] += 1
     assert min(outcomes.values()) >= 10, outcomes  # both verdicts are exercised
 
 
+@pytest.mark.parametrize("compression", ["plain", "bgzf"])
 @pytest.mark.parametrize("name", FORMATS)
-def test_a_sorted_text_vouched_for_by_bgzindex_is_not_read_again(tmp_path, program, monkeypatch, name):
-    """A plain text in order: bgzindex's check, made as it compresses the text, is the verdict, and the
-    columnar pass does not read the text; without that check (VOUCH off) it does, with the same artifacts
-    and records, and no verdict file is left beside them."""
+def test_a_sorted_text_vouched_for_by_bgzindex_is_not_read_again(tmp_path, program, monkeypatch, name, compression):
+    """A text in order: bgzindex's check, made as it compresses the text (plain) or indexes it (BGZF), is
+    the verdict, and the columnar pass does not read the text; without that check (VOUCH off) it does, with
+    the same artifacts and records, and no verdict file is left beside them."""
     source = tmp_path / f"in.{name}"
     source.write_bytes(sorted_text(name, tmp_path))
+    if compression == "bgzf":
+        with open(source, "rb") as plain, open(tmp_path / f"in.{name}.gz", "wb") as target:
+            subprocess.run(["bgzip", "-c"], stdin=plain, stdout=target, check=True)
+        source = tmp_path / f"in.{name}.gz"
     reads = []
     checked_text = columnar._checked_text
     monkeypatch.setattr(columnar, "_checked_text", lambda *args: reads.append(args) or checked_text(*args))
     vouched = build(FORMATS[name], source, tmp_path / "vouched", threads=2)
-    assert reads == [] and vouched[2]["path"] == "stream"
+    assert reads == [] and vouched[2]["path"] == ("stream" if compression == "plain" else "input")
     monkeypatch.setattr(columnar, "VOUCH", False)
     read = build(FORMATS[name], source, tmp_path / "read", threads=2)
     assert len(reads) == 1 and read == vouched
