@@ -309,7 +309,7 @@ class _Stopped(Exception):
 
 
 def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level: int, compression: str,
-              reuse: bool, early: Any = None) -> tuple[list[str], dict[str, Any], str] | None:
+              reuse: bool, early: Any = None, in_memory: bool = True) -> tuple[list[str], dict[str, Any], str] | None:
     """Sort and bgzip a plain or BGZF text `source` whose `peak` fits the memory budget into `out` as the
     sorting pass would: (header lines, stats in validate.awk's terms, path), or None, leaving `out` to
     be overwritten, when the streaming pass must run instead. The path is "stream" for a text in order
@@ -320,7 +320,8 @@ def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level
     `early`: the caller's work making `out` from `source` as it is (a plain text: bgzip of it; BGZF: a
     copy) and going on with it; it stands when the check finds that output final (plain: in order with
     nothing to drop; BGZF: path "input"), and is stopped (`early.stop()`) before `out` is written
-    otherwise."""
+    otherwise. Where bgzindex checked the text for it (Ahead.vouched), its "ok" settles the text; without
+    it, a text past the memory budget (not `in_memory`) gets None: the streaming pass runs."""
     keep = False
     try:
         said = early.vouched(compression) if early is not None else None
@@ -330,6 +331,8 @@ def sort_text(spec: IntervalFormat, source: Path, out: Path, threads: int, level
         if said is not None and reuse and compression == "bgzf" and _is_whole_bgzf(source):
             keep = True
             return *said, "input"
+        if not in_memory:
+            return None
         found = _checked_text(spec, source, threads, compression)
         if found is None:
             return None

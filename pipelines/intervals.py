@@ -136,23 +136,26 @@ def build_intervals(spec: IntervalFormat, ctx: BuildContext, source: Path,
     compress: dict[str, str] = {}
     try:
         need = columnar.peak(source, compression) if "columnar" in paths and spec.sort_keys else None
-        if need is not None and need <= memory:  # in memory: checked, sorted if need be
-            if not unsorted and (compression == "plain" or ("input" in paths and compression == "bgzf")):
-                # likely in order: its output made, indexed and read back meanwhile (kept if the check says so)
-                guess = index_options(spec, leading_header(source, spec), 0, lengths)
-                make, verdict = (columnar.compressor(spec, out, guess[0], settings.compression_level,
-                                                     settings.threads) if compression == "plain" else (None, None))
+        in_memory = need is not None and need <= memory  # checked (and sorted if need be) in memory
+        if need is not None and not unsorted and (compression == "plain"
+                                                  or ("input" in paths and compression == "bgzf")):
+            # likely in order: its output made, indexed and read back meanwhile (kept if the check says so)
+            guess = index_options(spec, leading_header(source, spec), 0, lengths)
+            make, verdict = (columnar.compressor(spec, out, guess[0], settings.compression_level,
+                                                 settings.threads) if compression == "plain" else (None, None))
+            index_commands = tabix_index.index_commands(out, spec.preset, *guess, settings.threads,
+                                                        settings.compression_level)
+            if make is None:  # its index command checks the text as it reads it
+                index_commands, verdict = columnar.checking_index(spec, out, index_commands)
+            if in_memory or verdict is not None:  # past the budget, only bgzindex's check can settle it
                 if make is None:
                     copy_file(source, out)
-                index_commands = tabix_index.index_commands(out, spec.preset, *guess, settings.threads,
-                                                            settings.compression_level)
-                if make is None:  # its index command checks the text as it reads it
-                    index_commands, verdict = columnar.checking_index(spec, out, index_commands)
                 ahead = columnar.Ahead(out, make, source, index_commands, guess, settings.threads,
                                        settings.compression_level, label, verdict)
+        if in_memory or ahead is not None:
             with ctx.stage("columnar"):
                 found = columnar.sort_text(spec, source, out, settings.threads, settings.compression_level,
-                                           compression, reuse="input" in paths, early=ahead)
+                                           compression, reuse="input" in paths, early=ahead, in_memory=in_memory)
             if found is not None:
                 header, stats, path = found
                 if path == "input" and ahead is None:

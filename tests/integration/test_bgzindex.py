@@ -482,6 +482,35 @@ def test_a_sorted_text_vouched_for_by_bgzindex_is_not_read_again(tmp_path, progr
     assert [p.name for p in (tmp_path / "vouched").iterdir() if ".check" in p.name] == []
 
 
+@pytest.mark.parametrize("compression", ["plain", "bgzf"])
+@pytest.mark.parametrize("tail", [b"", b"chr2\t9\t5\tx\n"])
+def test_a_sorted_text_past_the_memory_budget_is_settled_by_bgzindex_or_left_to_the_streaming_pass(
+        tmp_path, program, compression, tail):
+    """Past the memory budget the columnar pass cannot run, but bgzindex's check costs no memory: a text it
+    finds in order is settled by it (no validate.awk pass); one it is unsure of (a bad last line) goes to the
+    streaming pass, which names the line. Either way what the streaming passes alone give."""
+    from tests.integration.test_columnar import AWK, stages
+
+    plain = tmp_path / "in.bed"
+    plain.write_bytes(b"".join(b"chr1\t%d\t%d\tn%d\n" % (i, i + 5, i) for i in range(1, 20000)) + tail)
+    source = plain
+    if compression == "bgzf":
+        source = tmp_path / "in.bed.gz"
+        with open(plain, "rb") as text, open(source, "wb") as target:
+            subprocess.run(["bgzip", "-c"], stdin=text, stdout=target, check=True)
+    assert columnar.peak(source, compression) > columnar.budget("16K", 1)
+    got, ran = stages(intervals.BED, source, tmp_path / "auto", sort_memory="16K", threads=1)
+    awk, awk_ran = stages(intervals.BED, source, tmp_path / "awk", paths=AWK, sort_memory="16K", threads=1)
+    assert got == awk
+    if tail:
+        assert got == f"{source.name}: line 20000: start 9 is greater than end 5"
+        assert ("check" if compression == "bgzf" else "stream") in ran
+    else:
+        assert "columnar" in ran and "stream" not in ran and "check" not in ran
+        assert ("check" if compression == "bgzf" else "stream") in awk_ran
+        assert not isinstance(got, str) and got[2]["path"] == ("stream" if compression == "plain" else "input")
+
+
 def test_the_time_cap_stops_a_wait_for_bgzindexs_verdict(tmp_path, program):
     """Waiting for the verdict of the compression started early honours the task's time cap: the wait ends
     and the compressor is stopped before it has written the text whole (one thread: seconds of work)."""
