@@ -17,7 +17,8 @@ work done; the bytes are decided by the content alone. Where bgzindex compresses
 indexes the BGZF one, it checks the text as it passes (`compressor`, `checking_index`): its "ok" is
 this check's verdict (in order, nothing to remark on, the same counts), reached without reading the
 text again, and this pass then does not run; its "unsure" (said at the first line it cannot vouch for)
-only means this pass runs.
+only means this pass runs (or, for a text past the memory budget, which only that check may settle,
+the streaming pass).
 """
 
 from __future__ import annotations
