@@ -202,7 +202,7 @@ typedef struct {
 #define MAX_WANTED 16
 
 /* 0: printable ASCII, 1: tab, 2: anything else (the columnar check leaves such a line to the validator),
-   3: '=' in a VCF (the end of an "END=", which the validator judges by htslib's rules) */
+   3: '=' in a VCF (the end of an "END=" in a record, which the validator judges by htslib's rules) */
 static unsigned char byte_class[256];
 
 static int check_init(Check *ck, char **argv) {
@@ -308,10 +308,11 @@ static int check_line(Check *ck, const char *text, size_t length, int newline) {
     size_t field_length[MAX_WANTED];
     int tabs = 0, wanted = ck->wanted;
     const char *begin = text;
+    int track = 0, header = header_line(text, length, ck->format == 'b', &track);
     for (size_t i = 0; i < length; i++) {
         unsigned char c = byte_class[(unsigned char)text[i]];
         if (c == 0) continue;
-        if (c == 2 || (c == 3 && i >= 3 && memcmp(text + i - 3, "END", 3) == 0)) return check_unsure(ck);
+        if (c == 2 || (c == 3 && !header && i >= 3 && memcmp(text + i - 3, "END", 3) == 0)) return check_unsure(ck);
         if (c == 3) continue;
         if (tabs < wanted) {
             field[tabs] = begin;
@@ -324,8 +325,7 @@ static int check_line(Check *ck, const char *text, size_t length, int newline) {
         field[tabs] = begin;
         field_length[tabs] = (size_t)(text + length - begin);
     }
-    int track = 0;
-    if (header_line(text, length, ck->format == 'b', &track)) {
+    if (header) {
         if (!ck->in_header) return check_unsure(ck); /* a header line after data */
         ck->headers++;
         ck->track += text[0] != '#';

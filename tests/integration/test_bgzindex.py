@@ -342,6 +342,7 @@ CHECKED = {  # name: (format, text)
     "vcf, POS 0": ("vcf", VCF_RANKED + b"chrB\t0" + VCF_RECORD),
     "vcf, INFO/END": ("vcf", VCF_RANKED + b"chrB\t5\t.\tA\tG\t.\t.\tEND=9\n"),
     "vcf, END= in ID": ("vcf", VCF_RANKED + b"chrB\t5\tEND=9\tA\tG\t.\t.\t.\n"),
+    "vcf, END= in the header": ("vcf", VCF_RANKED.replace(b"\n", b"\n##note=END=9\n", 1) + b"chrB\t5" + VCF_RECORD),
     "vcf, seven columns": ("vcf", VCF_RANKED + b"chrB\t5\t.\tA\tG\t.\t.\n"),
     "gff3": ("gff3", b"##gff-version 3\nchr1\ts\tgene\t1\t9\t.\t+\t.\tID=a\nchr1\ts\tgene\t1\t5\t.\t+\t.\tID=b\n"),
     "gff3, start 0": ("gff3", b"##gff-version 3\nchr1\ts\tgene\t0\t9\t.\t+\t.\tID=a\n"),
@@ -412,6 +413,7 @@ def test_bgzindex_vouches_for_a_text_as_the_columnar_check_does(tmp_path, progra
     fine = {"bed", "bed, a track line and comments", "bed, a contig a prefix of the next", "bed, 'tracks' is data",
             "bed, 2^32 end", "bed, a space in a name",
             "narrowpeak, ten columns", "vcf, ranked by the header", "vcf, a long REF sets the end",
+            "vcf, END= in the header",
             "vcf, an empty REF", "vcf, POS 0", "gff3"}
     assert (vouched is not None) == (name in fine)  # the comparison above is not vacuous
     assert (found is not None) == (name in fine or name == "bed, UTF-8 in a name")
