@@ -325,13 +325,13 @@ static int check_line(Check *ck, const char *text, size_t length, int newline) {
         field[tabs] = begin;
         field_length[tabs] = (size_t)(text + length - begin);
     }
+    if (ck->format == 'g' && length >= 7 && memcmp(text, "##FASTA", 7) == 0) return check_unsure(ck);
     if (header) {
         if (!ck->in_header) return check_unsure(ck); /* a header line after data */
         ck->headers++;
         ck->track += text[0] != '#';
         return ck->format == 'v' ? declare(ck, text, length) : 0;
     }
-    if (ck->format == 'g' && length >= 7 && memcmp(text, "##FASTA", 7) == 0) return check_unsure(ck);
     ck->in_header = 0;
     ck->records++;
     if (ck->records == 1) {

@@ -348,6 +348,7 @@ CHECKED = {  # name: (format, text)
     "gff3, start 0": ("gff3", b"##gff-version 3\nchr1\ts\tgene\t0\t9\t.\t+\t.\tID=a\n"),
     "gff3, ##FASTA": ("gff3", b"##gff-version 3\nchr1\ts\tgene\t1\t9\t.\t+\t.\tID=a\n##FASTA\n>chr1\nACGT\n"),
     "gff3, a ##FASTA line only": ("gff3", b"##FASTA\n>chr1\nACGT\n"),
+    "gff3, records after ##FASTA": ("gff3", b"##gff-version 3\n##FASTA\nchr1\ts\tgene\t1\t9\t.\t+\t.\tID=a\n"),
     "gff3, ten columns": ("gff3", b"chr1\ts\tgene\t1\t9\t.\t+\t.\tID=a\tx\n"),
 }
 
@@ -432,7 +433,7 @@ def mutant(rng: random.Random, lines: list[bytes]) -> bytes:
         if change == 0 and at + 1 < len(lines):
             lines[at], lines[at + 1] = lines[at + 1], lines[at]
         elif change == 1:
-            lines.insert(at, rng.choice((b"", b"#x", b"track a", lines[at], lines[-1], b"chr0\t1\t2",
+            lines.insert(at, rng.choice((b"", b"#x", b"track a", b"##FASTA", lines[at], lines[-1], b"chr0\t1\t2",
                                          lines[at].replace(b"chr", b"chrZ", 1))))
         elif change == 2 and len(lines) > 1:
             del lines[at]
