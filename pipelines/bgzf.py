@@ -143,6 +143,18 @@ def ends_with_eof_block(path: Path, layout: list[Block]) -> bool:
         return stream.read(len(EOF_BLOCK)) == EOF_BLOCK
 
 
+def ends_with_newline(path: Path, layout: list[Block]) -> bool:
+    """Whether the text's last byte is a newline, from the data of its last blocks (decompressed from
+    the end until one holds data: no block's ISIZE is taken on trust)."""
+    with open(path, "rb") as stream:
+        for block in reversed(layout):
+            stream.seek(block.offset)
+            data = inflate(stream.read(block.size), replace(block, offset=0))
+            if data:
+                return data.endswith(b"\n")
+    return False
+
+
 def last_line(path: Path, layout: list[Block]) -> bytes:
     """The last line (without its newline), decompressing blocks from the end until it starts."""
     tail = b""

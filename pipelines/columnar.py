@@ -129,15 +129,18 @@ def _check_arguments(spec: IntervalFormat, verdict: Path) -> list[str]:
 def vouched(source: Path, said: str, compression: str = "plain") -> tuple[list[str], dict[str, Any]] | None:
     """The header lines and stats _checked_text gives for a plain or BGZF text in order, from bgzindex's
     "ok" (`said`: the counts, then the contigs in order); None for anything else it said, or a BGZF text
-    whose last line has no newline (bgzindex counts one a line: the size tells)."""
+    whose last line has no newline (htslib's reader, and so bgzindex, counts one for every line: the last
+    byte tells, and the size must then agree)."""
     import gzip
 
     lines = said.split("\n")
     if lines[0] != "ok" or len(lines) < 3 or lines[-1] != "":
         return None
     total, records, headers, track, maxend, columns, whole = (int(n) for n in lines[1].split())
-    if compression != "plain" and whole != text_size(source, compression):
-        return None
+    if compression != "plain":
+        layout = bgzf.blocks(source)
+        if layout is None or not bgzf.ends_with_newline(source, layout) or whole != text_size(source, compression):
+            return None
     with (open(source, "rb") if compression == "plain" else gzip.open(source, "rb")) as text:
         header = [text.readline().decode("ascii").removesuffix("\n") for _ in range(headers)]
     stats = {"unsorted": 0, "bytes": whole, "cr": 0, "lines": total, "late": 0, "records": records, "blank": 0,

@@ -420,6 +420,40 @@ def test_bgzindex_vouches_for_a_text_as_the_columnar_check_does(tmp_path, progra
     assert (found is not None) == (name in fine or name == "bed, UTF-8 in a name")
 
 
+def test_a_bgzf_text_without_its_final_newline_is_not_vouched_for_whatever_its_isize_says(tmp_path, program):
+    """htslib's reader counts a newline for a last line without one, and reads no ISIZE: a block whose
+    ISIZE is one too large would make that count look right. The text's last byte decides."""
+    import struct
+
+    from pipelines import bgzf
+
+    source = tmp_path / "in.bed.gz"
+    source.write_bytes(subprocess.run(["bgzip", "-c"], input=b"chr1\t1\t2\nchr1\t3\t4", capture_output=True,
+                                      check=True).stdout)
+    first = bgzf.blocks(source)[0]
+    raw = bytearray(source.read_bytes())
+    at = first.offset + first.size - 4
+    raw[at:at + 4] = struct.pack("<I", first.isize + 1)
+    source.write_bytes(bytes(raw))
+    assert columnar.text_size(source, "bgzf") == 18  # the 17 bytes and the newline that is not there
+    said = bgzindex_check(program, intervals.BED, source, "bgzf")
+    assert said is not None and said.startswith("ok\n2 2 0 0 4 3 18\n")  # bgzindex cannot tell
+    assert columnar.vouched(source, said, "bgzf") is None
+    assert columnar_check(intervals.BED, source, "bgzf") is None
+
+
+def test_a_verdict_that_cannot_be_written_ends_the_check_not_the_compression(tmp_path, program):
+    """Where bgzindex cannot write its verdict, it says nothing (the columnar check then runs): its output
+    and index are written as ever, and it exits 0."""
+    text = b"".join(b"chr1\t%d\t%d\n" % (i, i + 5) for i in range(1, 5000))
+    check = [str(tmp_path / "absent" / "verdict"), "bed", "2", "3", "3", "0"]
+    done = subprocess.run([str(program), "compress", "6", "2", "bed", "tbi", str(tmp_path / "out.tbi"),
+                           str(tmp_path / "report"), *check], input=text, capture_output=True)
+    assert done.returncode == 0 and done.stdout == subprocess.run(["bgzip", "-c"], input=text, capture_output=True,
+                                                                 check=True).stdout
+    assert (tmp_path / "out.tbi").exists() and not (tmp_path / "absent").exists()
+
+
 MUTANT_BYTES = (b" ", b"\t", b"0", b"9", b"\r", b"\x00", b"#", b"\xe9", b"-", b"E", b"N", b"D", b"=", b"", b"\n", b">")
 
 
