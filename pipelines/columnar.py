@@ -139,7 +139,8 @@ def vouched(source: Path, said: str, compression: str = "plain") -> tuple[list[s
     total, records, headers, track, maxend, columns, whole = (int(n) for n in lines[1].split())
     if compression != "plain":
         layout = bgzf.blocks(source)
-        if layout is None or not bgzf.ends_with_newline(source, layout) or whole != text_size(source, compression):
+        if (layout is None or not bgzf.ends_with_newline(source, layout)
+                or whole != sum(block.isize for block in layout)):
             return None
     with (open(source, "rb") if compression == "plain" else gzip.open(source, "rb")) as text:
         header = [text.readline().decode("ascii").removesuffix("\n") for _ in range(headers)]
