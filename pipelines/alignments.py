@@ -63,12 +63,7 @@ class AlignmentPipeline(PipelineBase):
         src, label, settings = ctx.source, ctx.label, ctx.settings
         shell.ask_version("samtools")  # for the manifest, asked beside the work
         with ctx.stage("inspect"):
-            kind = sniff(src)
-            if kind == "other":
-                raise InputError(f"{label}: not SAM or BAM (neither BGZF-compressed BAM nor SAM text)")
-            if kind == "bam":
-                refuse_damaged(src, label)
-            lengths = reference_lengths(src, label)
+            kind, lengths = check_input(src, label)
         index_kind = index_kind_for(lengths)
         out = ctx.workdir / "sorted.bam"
         index = out.with_name(f"{out.name}.{index_kind}")
@@ -426,6 +421,38 @@ def sniff(path: Path) -> str:
     if not head:
         return "sam"  # an empty SAM: samtools reports the missing header
     return "other"
+
+
+def check_input(path: Path, shown: str) -> tuple[str, dict[str, int]]:
+    """The input's kind ("sam" or "bam") and reference lengths; InputError when it is neither SAM nor BAM,
+    a damaged BAM (refuse_damaged, whose verdict comes first) or its header unreadable. A BAM's quickcheck
+    runs beside the read of its header: two steps of every build's start, one after the other no more."""
+    kind = sniff(path)
+    if kind == "other":
+        raise InputError(f"{shown}: not SAM or BAM (neither BGZF-compressed BAM nor SAM text)")
+    if kind != "bam":
+        return kind, reference_lengths(path, shown)
+    damaged: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            refuse_damaged(path, shown)
+        except BaseException as exc:  # re-raised on the building thread
+            damaged.append(exc)
+
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(check,), daemon=True)
+    worker.start()
+    try:
+        lengths = reference_lengths(path, shown)
+    except Exception:
+        worker.join()
+        if damaged:  # the damage is the cause to name, as when the header was read after the check
+            raise damaged[0] from None
+        raise
+    worker.join()
+    if damaged:
+        raise damaged[0]
+    return kind, lengths
 
 
 def quickcheck(path: Path, context: str = "") -> None:

@@ -26,13 +26,12 @@ from preprocess.errors import InputError, ToolError
 
 from . import bgzf, native
 from .alignments import (
+    check_input,
     count_records,
     index_bam,
     index_kind_for,
     pysam_version,
     records_in_sort_order,
-    reference_lengths,
-    refuse_damaged,
     sniff,
     verify_sorted,
 )
@@ -67,12 +66,7 @@ def part_ranges(lengths: dict[str, int], parts: int) -> list[tuple[int, int]]:
 
 def inspect(source: Path, shown: str) -> dict[str, int]:
     """The single build's input checks (SAM or BAM, intact, valid @SQ lengths): reference lengths."""
-    kind = sniff(source)
-    if kind == "other":
-        raise InputError(f"{shown}: not SAM or BAM (neither BGZF-compressed BAM nor SAM text)")
-    if kind == "bam":
-        refuse_damaged(source, shown)
-    return reference_lengths(source, shown)
+    return check_input(source, shown)[1]
 
 
 def plan(source: Path, shown: str, settings: BuildSettings) -> dict[str, Any]:

@@ -7,14 +7,24 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from . import view  # noqa: F401 - importing it registers what results show in a notebook (register_html_view)
 from .build import open_store, signed_url
 from .config import Settings, load_settings
 from .graph import run_plan
-from .model import BatchReport, FileDoc, RunResult, redact_url
+from .model import BatchReport, FileDoc, RunResult, redact_url, register_html_view
 from .plan import plan
 
 Doc = FileDoc | Mapping[str, Any]
+
+
+def _repr_html(results: list[RunResult]) -> str:
+    """What a RunResult or a BatchReport shows in a notebook: view.py's genome-browser page, imported when
+    a notebook first shows one (a command line run never pays its import)."""
+    from .view import repr_html
+
+    return repr_html(results)
+
+
+register_html_view(_repr_html)
 
 
 def _now() -> str:

@@ -12,6 +12,7 @@ or configuration error, 3 (reindex) another run holds the store's lease, or took
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -402,3 +403,7 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    finally:
+        # Every object alive now lives until the process ends: out of the collector's sight, the final
+        # collection at exit no longer walks the modules' objects (25-60 ms of every command's exit).
+        gc.freeze()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .config import Settings, load_settings
-from .model import BatchReport, RunResult, register_html_view
+from .model import BatchReport, RunResult
 
 # Public CDN builds, versions pinned (tests/integration/test_view_browser.py serves the same versions,
 # installed by the Makefile into .tools/browser, in their place).
@@ -321,6 +321,3 @@ if (spec.views[0].tracks.length) {{
 </body>
 </html>
 """
-
-
-register_html_view(repr_html)  # what a RunResult or a BatchReport shows in a notebook
