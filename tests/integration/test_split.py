@@ -524,3 +524,34 @@ def test_a_parted_build_on_an_object_store_gives_the_local_builds_bytes(tmp_path
     assert again.read_bytes() == (fetched / "sorted.bam.bai").read_bytes()
     assert not store.fs.exists(split.parts_dir(store, parted.key)) or not store.fs.find(
         split.parts_dir(store, parted.key))
+
+
+def _ranges_by_scan(lengths: dict[str, int], parts: int) -> list[tuple[int, int]]:
+    """part_ranges as it was when the parted layout's bytes were pinned (pipelines/pins.py): a scan for
+    the reference boundary nearest each part's share, the first on a tie."""
+    import itertools
+
+    count = len(lengths)
+    parts = max(1, min(parts, count))
+    ends = list(itertools.accumulate(lengths.values()))
+    total = ends[-1] if ends else 0
+    cuts = [0]
+    for share in range(1, parts):
+        target = total * share / parts
+        cuts.append(min(range(cuts[-1] + 1, count - (parts - share) + 1), key=lambda tid: abs(ends[tid - 1] - target)))
+    cuts.append(max(count, 1))
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def test_part_ranges_cut_where_the_pinned_scan_cut():
+    """The parts decide a split BAM's bytes: the bisection cuts every reference list where the scan did,
+    ties (equal distances, empty references) included."""
+    rng = random.Random(5)
+    for _ in range(3000):
+        kind = rng.random()
+        lengths = {f"c{i}": rng.choice([0, 1, 5, 10]) if kind < 0.3 else rng.choice([1, 2, 4, 8]) if kind < 0.6
+                   else rng.randint(1, 10**6) for i in range(rng.randint(0, 40))}
+        parts = rng.randint(1, 45)
+        assert alignments_split.part_ranges(lengths, parts) == _ranges_by_scan(lengths, parts), (lengths, parts)
+    human = {f"chr{i}": length for i, length in enumerate([248956422, 242193529, 198295559, 190214555] * 6)}
+    assert alignments_split.part_ranges(human, 8) == _ranges_by_scan(human, 8)
