@@ -3,11 +3,12 @@
     python -m benchmarks.bamfast [--repeat 5] [--threads 1,2] [--shipped] [--before DIR] [--json PATH]
 
 Runs alternate (plain, pipeline[, pipeline of --before]) so load from other processes hits each alike;
-medians, the median of each round's ratio against the plain run beside it, and the load average before
-and after. --before names a directory holding another version of the `preprocess` and `pipelines`
-packages (e.g. `git archive main preprocess pipelines | tar -x -C DIR`), put first on PYTHONPATH for its
-runs; then `paired_ms` is the median of after minus before within each round, the figure to quote: the
-medians of the times alone move by tens of ms between runs on a shared machine. --shipped runs
+medians, the ratio of the medians, the median of each round's ratio to the plain run beside it
+(`round_ratio`), and the load average before and after. --before names a directory holding another
+version of the `preprocess` and `pipelines` packages (e.g. `git archive main preprocess pipelines | tar
+-x -C DIR`), put first on PYTHONPATH for its runs; then `paired_ms` is the median of after minus before
+within each round, the figure to quote: the medians of the times alone move by tens of ms between runs
+on a shared machine. --shipped runs
 `preprocess run FILE` with the shipped settings (threads: auto) instead of `--cluster sync` with
 --threads (whose first value then sets the plain tools' threads). Compile both trees' bytecode first
 (`python -m compileall -q DIR/preprocess DIR/pipelines`) where PYTHONDONTWRITEBYTECODE is set.
@@ -31,6 +32,8 @@ def pipeline(source: Path, threads: int | None, code: Path | None) -> float:
     """One `preprocess run`: `--cluster sync` with `threads`, or (None) the shipped settings."""
     store = Path(tempfile.mkdtemp(prefix="bench-store-"))
     env = {} if threads is None else {"DASK_PREPROCESS__THREADS": str(threads)}
+    if threads is None and "DASK_PREPROCESS__THREADS" in os.environ:
+        raise SystemExit("--shipped measures the shipped settings: unset DASK_PREPROCESS__THREADS")
     argv = [sys.executable, "-m", "preprocess", "run", str(source), "--format", "BAM", "--store", str(store),
             *([] if threads is None else ["--cluster", "sync"])]
     if code is not None:  # run from `code`: `-m` puts the working directory first on sys.path
@@ -53,15 +56,18 @@ def case(name: str, source: Path, threads: int, repeat: int, before: Path | None
             runs["before"].append(pipeline(source, None if shipped else threads, before))
     median = {k: statistics.median(v) for k, v in runs.items() if v}
 
-    def ratio(which: str) -> float:  # the median of each round's ratio to the plain run beside it
+    def round_ratio(which: str) -> float:  # the median of each round's ratio to the plain run beside it
         return round(statistics.median(t / p for t, p in zip(runs[which], runs["plain"], strict=True)), 3)
 
     result: dict[str, object] = {"case": name, "threads": "auto" if shipped else threads,
                                  "input_mb": round(source.stat().st_size / 2**20, 1),
                                  "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
-                                 **{f"{k}_s": round(v, 2) for k, v in median.items()}, "ratio": ratio("after")}
+                                 **{f"{k}_s": round(v, 2) for k, v in median.items()},
+                                 "ratio": round(median["after"] / median["plain"], 2),
+                                 "round_ratio": round_ratio("after")}
     if before is not None:
-        result["ratio_before"] = ratio("before")
+        result["ratio_before"] = round(median["before"] / median["plain"], 2)
+        result["round_ratio_before"] = round_ratio("before")
         result["paired_ms"] = round(1000 * statistics.median(a - b for a, b in zip(runs["after"], runs["before"],
                                                                                     strict=True)))
     result["runs"] = {k: [round(x, 3) for x in v] for k, v in runs.items() if v}

@@ -65,7 +65,10 @@ def part_ranges(lengths: dict[str, int], parts: int) -> list[tuple[int, int]]:
         above = bisect.bisect_left(ends, target, low, high + 1)  # the first end at or past the target
         near = min({min(max(above - 1, low), high), min(max(above, low), high)},
                    key=lambda end: (abs(ends[end] - target), end))
-        cuts.append(bisect.bisect_left(ends, ends[near], low, near + 1) + 1)  # the first reference ending there
+        near = bisect.bisect_left(ends, ends[near], low, near + 1)  # the first reference ending there
+        while near > low and abs(ends[near - 1] - target) == abs(ends[near] - target):  # equal as floats: past
+            near = bisect.bisect_left(ends, ends[near - 1], low, near)                   # 2^53 bases, as the scan saw
+        cuts.append(near + 1)
     cuts.append(max(count, 1))
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 

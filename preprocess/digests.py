@@ -156,7 +156,8 @@ def _blocks(path: Path) -> Iterator[memoryview]:
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as stream:
         while size := stream.readinto(buffer):
-            yield view[:size]
+            with view[:size] as block:  # released before the next read: a view kept raises, never changes
+                yield block
 
 
 def md5(path: Path) -> str:

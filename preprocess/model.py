@@ -128,8 +128,8 @@ class ErrorInfo(BaseModel):
     message: str
 
 
-# How a notebook shows results: view.py registers its genome-browser page here when it is imported (api
-# imports it), so this model, floors below the view, never imports it.
+# How a notebook shows results: api registers view.py's genome-browser page here (imported when first shown),
+# so this model, floors below the view, never imports it.
 _HTML_VIEW: list[Callable[[list[RunResult]], str]] = []
 
 

@@ -555,3 +555,7 @@ def test_part_ranges_cut_where_the_pinned_scan_cut():
         assert alignments_split.part_ranges(lengths, parts) == _ranges_by_scan(lengths, parts), (lengths, parts)
     human = {f"chr{i}": length for i, length in enumerate([248956422, 242193529, 198295559, 190214555] * 6)}
     assert alignments_split.part_ranges(human, 8) == _ranges_by_scan(human, 8)
+    for lengths in [{"a": 1, "b": 1, "c": 2**60}, *({f"c{i}": rng.choice([1, 2**51, 2**62]) for i in range(12)}
+                                                   for _ in range(300))]:  # past 2^53 the scan saw float ties
+        for parts in (2, 3, 5, 12):
+            assert alignments_split.part_ranges(lengths, parts) == _ranges_by_scan(lengths, parts), (lengths, parts)
