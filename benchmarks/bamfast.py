@@ -10,8 +10,9 @@ version of the `preprocess` and `pipelines` packages (e.g. `git archive main pre
 within each round, the figure to quote: the medians of the times alone move by tens of ms between runs
 on a shared machine. --shipped runs
 `preprocess run FILE` with the shipped settings (threads: auto) instead of `--cluster sync` with
---threads (whose first value then sets the plain tools' threads). Compile both trees' bytecode first
-(`python -m compileall -q DIR/preprocess DIR/pipelines`) where PYTHONDONTWRITEBYTECODE is set.
+--threads (whose first value then sets the plain tools' threads). Both trees' bytecode is compiled
+first, as `pip install` leaves it (a run would otherwise compile every module it imports where
+PYTHONDONTWRITEBYTECODE is set).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .common import PLAIN_BAM, make_bam, make_sorted, measure, plain
+from .common import PLAIN_BAM, compile_code, make_bam, make_sorted, measure, plain
 
 
 def pipeline(source: Path, threads: int | None, code: Path | None) -> float:
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--shipped", action="store_true", help="the shipped settings, not --cluster sync")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    compile_code(*([args.before] if args.before else []))
     bam = make_bam(args.reads)
     results = []
     for threads in [int(t) for t in args.threads.split(",")][:1 if args.shipped else None]:

@@ -170,3 +170,15 @@ def make_gff3(megabytes: int) -> Path:
                 batch.clear()
         out.write("".join(batch))
     return target
+
+
+def compile_code(*trees: Path) -> None:
+    """The package's bytecode written beforehand (this checkout's, and each of `trees`'), as `pip install`
+    writes it: a checkout run with PYTHONDONTWRITEBYTECODE set (this machine's environment) would
+    otherwise compile every module it changed since its last cached bytecode on each run timed, some
+    60 ms a run."""
+    import compileall
+
+    for tree in (HERE.parent, *trees):
+        for package in ("preprocess", "pipelines"):
+            compileall.compile_dir(str(tree / package), quiet=1)

@@ -36,6 +36,7 @@ from .common import (
     PLAIN_GFF,
     PLAIN_VCF,
     PLAIN_VCF_GZ,
+    compile_code,
     host_cores,
     make_bam,
     make_gff3,
@@ -127,16 +128,6 @@ def cached_batch(rows: int, repeat: int) -> dict[str, object]:
 
 
 GROUPS = ("unsorted", "default", "onefile", "sorted", "small", "cached", "split")
-
-
-def compile_code() -> None:
-    """The package's bytecode written beforehand, as `pip install` writes it: a checkout run with
-    PYTHONDONTWRITEBYTECODE set (this machine's environment) would otherwise compile every module it
-    changed since its last cached bytecode on each run timed, some 60 ms a run."""
-    import compileall
-
-    for package in ("preprocess", "pipelines"):
-        compileall.compile_dir(str(HERE.parent / package), quiet=1)
 
 
 def main() -> None:
