@@ -1,4 +1,4 @@
-"""One BAM through `preprocess run --cluster sync` against samtools sort + index, unsorted and sorted.
+"""One BAM through `preprocess run` (`--cluster sync` or as shipped) vs samtools sort + index, unsorted and sorted.
 
     python -m benchmarks.bamfast [--repeat 5] [--threads 1,2] [--shipped] [--before DIR] [--json PATH]
 
