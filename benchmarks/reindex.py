@@ -76,7 +76,7 @@ def fake_store(rows: int, workdir: Path) -> tuple[Path, dict[str, bytes]]:
         folder = f"{LAYOUT}/{key[:2]}/{key}"
         objects[f"{folder}/sorted.bam"] = data
         objects[f"{folder}/sorted.bam.bai"] = index
-        objects[f"{folder}/manifest.json"] = manifest.model_dump_json(indent=2).encode()
+        objects[f"{folder}/manifest.json"] = manifest.to_json().encode()
         lines.append(f"row-{i},/data/row-{i}.bam,BAM,{md5}")
     catalogue = workdir / "catalogue.csv"
     catalogue.write_text("\n".join(lines) + "\n")

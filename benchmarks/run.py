@@ -80,7 +80,7 @@ def in_memory(source: Path, fmt: str, threads: int, rss_mb: float) -> dict[str, 
     if fmt not in ("BED", "VCF", "GFF3"):
         return {}
     compression = bgzf.sniff_compression(source)
-    budget = columnar.budget(Settings.model_fields["sort_memory"].default, threads)
+    budget = columnar.budget(Settings.default_of("sort_memory"), threads)
     need, size = columnar.peak(source, compression), columnar.text_size(source, compression)
     if need is None or size is None or need > budget:
         return {"in_memory": False}

@@ -50,7 +50,7 @@ def run_many(docs: Iterable[Doc | BaseException], *, store: str | None = None, c
     """
     settings = settings or load_settings()
     if store is not None:
-        settings = settings.model_copy(update={"store": settings.store.model_copy(update={"url": store})})
+        settings = settings.replace(store=settings.store.replace(url=store))
     started = _now()
     artifact_store = open_store(settings)
     artifact_store.check()

@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from pydantic import ValidationError
-
 from .errors import ConfigError, InputError
-from .model import FileDoc, validation_reasons
+from .model import FileDoc, ValidationError
 from .urls import Url
 
 REQUIRED = ("id", "access_url", "format")
@@ -92,7 +90,7 @@ def _rows(path: Path) -> Iterator[FileDoc | InputError]:
                               filename=values.get("filename") or None, reference=_url(_reference(values, base)),
                               reference_md5=values.get("reference_md5") or None, extra=extra)
             except ValidationError as exc:
-                yield _row_error(path, line, validation_reasons(exc), values["id"])
+                yield _row_error(path, line, str(exc), values["id"])
 
 
 def _undecodable(cells: list[str]) -> bool:

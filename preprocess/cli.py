@@ -123,7 +123,7 @@ def mirror_stores(source: str, destination: str, json_path: str | None, create: 
     from .mirror import mirror
 
     report = mirror(source, destination, settings=load_settings(), create=create)
-    text = report.model_dump_json(indent=2)
+    text = report.to_json()
     if json_path:
         write_json(text, json_path)
     if json_path != "-":
@@ -318,7 +318,7 @@ def store_status(manifest: Path | None, store: str | None, last: int, json_path:
     docs = read_catalog(manifest) if manifest else None
     found = status(docs, settings=settings, last=last)
     if json_path:
-        write_json(found.model_dump_json(indent=2), json_path)
+        write_json(found.to_json(), json_path)
     if json_path == "-":
         return
     kinds = ", ".join(f"{n} {kind}" for kind, n in found.keys.items()) or "none"

@@ -56,7 +56,7 @@ def show_config(ctx: click.Context, store: str | None, profile: str | None, addr
             flags[key] = (value, f"{flag} {value}")
     found = describe_settings(flags)
     if json_path:
-        write_json(json.dumps([s.model_dump() for s in found], indent=2), json_path)
+        write_json(json.dumps([s.to_dict() for s in found], indent=2), json_path)
     if json_path == "-":
         return
     width = max(len(s.key) for s in found)

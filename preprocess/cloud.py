@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel
+from .records import Record
 
 RULE_ID = "preprocess-genome-browser"  # S3 rules carry an ID; Azure's are recognised by their shape
 METHODS = ("GET", "HEAD")
@@ -21,7 +21,7 @@ EXPOSED_HEADERS = ("Content-Range", "Content-Length", "Accept-Ranges", "ETag")
 MAX_AGE = 3600
 
 
-class CorsChange(BaseModel):
+class CorsChange(Record):
     """What `cors` found and set: `rules` is the whole configuration after the change (or, for a dry
     run, the one it would write); `changed` is False when ours was already there as asked."""
 

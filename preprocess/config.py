@@ -1,4 +1,4 @@
-"""Settings in the dask.config namespace "preprocess", validated by pydantic (the schema).
+"""Settings in the dask.config namespace "preprocess", checked by their records (the schema).
 
 They are read as dask.config reads them (its YAML paths, then DASK_* variables), without importing
 dask where the process has not: importing dask costs 0.2 s, most of a one-file run's start-up. Once
@@ -17,12 +17,13 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import field
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Secret, ValidationError, field_validator
 
-from .errors import ConfigError, validation_reasons
+from .errors import ConfigError
+from .records import Ge, Gt, Le, Match, Record, ValidationError
 from .urls import Url
 
 DEFAULTS_PATH = pathlib.Path(__file__).with_name("preprocess.yaml")
@@ -74,8 +75,45 @@ _SECONDS: dict[str, float] = {"s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9, "m": 6
 _SECONDS.update({f"{k}s": v for k, v in list(_SECONDS.items()) if len(k) > 2})
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=lambda n: n.replace("_", "-"))
+def _bytes(value: Any) -> Any:
+    return _number_and_unit(value, _BYTES, "", whole=True) if isinstance(value, str) else value
+
+
+class Secret:
+    """A value that prints, and is written to JSON, as `**********`; `reveal()` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self._value = value
+
+    def reveal(self) -> dict[str, Any]:
+        return self._value
+
+    @classmethod
+    def coerce(cls, value: Any) -> Secret:
+        """A record field's check (records.py): a Secret as it is, else a mapping made one."""
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError("must be a mapping")
+        return cls(dict(value))
+
+    def __str__(self) -> str:
+        return _HIDDEN
+
+    def __repr__(self) -> str:
+        return f"Secret({_HIDDEN!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Section(Record):
+    _extra = "forbid"
+    _dashed = True
 
 
 class StoreSettings(_Section):
@@ -84,7 +122,7 @@ class StoreSettings(_Section):
     which takes them from its own configuration instead (`options()`)."""
 
     url: Url
-    storage_options: Secret[dict[str, Any]] | None = Field(default_factory=lambda: Secret({}))
+    storage_options: Secret | None = field(default_factory=lambda: Secret({}))
     verify: Literal["sha256", "size"] = "sha256"
     signing_key: str | None = None  # path of an Ed25519 private key PEM: every manifest is signed (signing.py)
     verify_key: str | None = None   # path of the public key PEM: every manifest read is checked
@@ -93,30 +131,30 @@ class StoreSettings(_Section):
         """The storage options to open the store with: this process's own configuration when withheld."""
         if self.storage_options is None:
             return dict(dask_config().get("preprocess.store.storage-options", default=None) or {})
-        return dict(self.storage_options.get_secret_value())
+        return dict(self.storage_options.reveal())
 
 
 class ClusterSettings(_Section):
+    _before = {"worker_ttl": _seconds}
+
     profile: Literal["auto", "local", "sync", "address", "fargate"] = "auto"
     address: str | None = None
-    n_workers: int | None = Field(default=None, ge=1)
-    threads_per_worker: int | None = Field(default=None, ge=1)
+    n_workers: Annotated[int, Ge(1)] | None = None
+    threads_per_worker: Annotated[int, Ge(1)] | None = None
     dashboard_address: str | None = "127.0.0.1:0"
-    worker_ttl: float | None = Field(default=60, gt=0)
-    fargate: dict[str, Any] = Field(default_factory=dict)
-
-    _ttl = field_validator("worker_ttl", mode="before")(lambda v: _seconds(v))
+    worker_ttl: Annotated[float, Gt(0)] | None = 60
+    fargate: dict[str, Any] = field(default_factory=dict)
 
 
 class SourceSettings(_Section):
-    timeout: float = Field(default=60, gt=0)
-    min_rate: int = Field(default=16 * 2**10, ge=0)
-    attempts: int = Field(default=4, ge=1)
-    backoff: float = Field(default=1.0, ge=0)
-    drs_scheme: Literal["https", "http"] = "https"
-    drs_access_schemes: list[str] = Field(default_factory=lambda: ["https", "s3", "az", "gs"])
+    _before = {"min_rate": _size}
 
-    _rate = field_validator("min_rate", mode="before")(lambda v: _size(v))
+    timeout: Annotated[float, Gt(0)] = 60
+    min_rate: Annotated[int, Ge(0)] = 16 * 2**10
+    attempts: Annotated[int, Ge(1)] = 4
+    backoff: Annotated[float, Ge(0)] = 1.0
+    drs_scheme: Literal["https", "http"] = "https"
+    drs_access_schemes: list[str] = field(default_factory=lambda: ["https", "s3", "az", "gs"])
 
 
 class SplitSettings(_Section):
@@ -124,46 +162,35 @@ class SplitSettings(_Section):
     parameters), which the workers of a cluster sort side by side (preprocess/split.py); the bytes are
     the same on one worker."""
 
-    min_size: int = Field(default=256 * 2**20, ge=0)
-    part_size: int = Field(default=64 * 2**20, ge=1)
+    _before = {"min_size": _bytes, "part_size": _bytes}
 
-    @field_validator("min_size", "part_size", mode="before")
-    @classmethod
-    def _bytes(cls, value: Any) -> Any:
-        return _number_and_unit(value, _BYTES, "", whole=True) if isinstance(value, str) else value
+    min_size: Annotated[int, Ge(0)] = 256 * 2**20
+    part_size: Annotated[int, Ge(1)] = 64 * 2**20
 
 
 class Settings(_Section):
     """The whole namespace; each field is documented in preprocess.yaml."""
 
+    _before = {"task_timeout": _seconds}
+
     store: StoreSettings
     cluster: ClusterSettings
     scratch: str | None = None
-    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
-    sort_memory: str = "768M"
-    compression_level: int = Field(default=6, ge=0, le=9)
+    threads: Annotated[int, Ge(1)] | Literal["auto"] = "auto"
+    sort_memory: Annotated[str, Match(r"[1-9][0-9]*[KMG]?", "must look like 768M or 2G")] = "768M"
+    compression_level: Annotated[int, Ge(0), Le(9)] = 6
     cram_output: Literal["cram", "bam"] = "cram"
     unreachable_reads: Literal["build", "refuse"] = "build"
     keep_public_urls: bool = False
     source: SourceSettings
-    task_timeout: float | None = Field(default=None, gt=0)
-    split: SplitSettings = Field(default_factory=SplitSettings)
-
-    _timeout = field_validator("task_timeout", mode="before")(lambda v: _seconds(v))
+    task_timeout: Annotated[float, Gt(0)] | None = None
+    split: SplitSettings = field(default_factory=SplitSettings)
 
     def for_workers(self) -> Settings:
         """These settings without secret values, as a task carries them to a worker (whose logs may
         print its arguments): a worker resolves the store's credentials from its own environment,
         role or dask configuration; the cluster's options (Fargate's may hold keys) stay here."""
-        return self.model_copy(update={"store": self.store.model_copy(update={"storage_options": None}),
-                                       "cluster": self.cluster.model_copy(update={"fargate": {}})})
-
-    @field_validator("sort_memory")
-    @classmethod
-    def _check_memory(cls, value: str) -> str:
-        if not re.fullmatch(r"[1-9][0-9]*[KMG]?", str(value)):
-            raise ValueError(f"sort-memory must look like 768M or 2G, got {value!r}")
-        return str(value)
+        return self.replace(store=self.store.replace(storage_options=None), cluster=self.cluster.replace(fargate={}))
 
 
 def dask_config() -> Any:
@@ -209,9 +236,9 @@ def load_settings(**overrides: Any) -> Settings:
                                                   if v is not None)]:
         _assign(tree, key.split(".")[1:], value)
     try:
-        return Settings.model_validate(_dashes(tree))
+        return Settings.from_dict(_dashes(tree))
     except ValidationError as exc:
-        raise ConfigError(f"invalid preprocess configuration: {validation_reasons(exc)}") from None
+        raise ConfigError(f"invalid preprocess configuration: {exc}") from None
 
 
 def _configured() -> dict[str, Any]:
@@ -347,7 +374,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         return dotted, value
 
 
-class SettingSource(BaseModel):
+class SettingSource(Record):
     """One setting in effect: its value (secrets hidden), and where it came from."""
 
     key: str
@@ -371,10 +398,9 @@ def describe_settings(flags: dict[str, tuple[Any, str]]) -> list[SettingSource]:
             origins[key] = ("environment", name)
     for key, (_, flag) in flags.items():
         origins[key] = ("flag", flag)
-    current = settings.model_dump(by_alias=True, mode="json")
-    current["store"]["url"] = str(settings.store.url)
+    current = settings.to_dict()
     secret = settings.store.storage_options
-    current["store"]["storage-options"] = {k: _HIDDEN for k in (secret.get_secret_value() if secret else {})}
+    current["store"]["storage-options"] = {k: _HIDDEN for k in (secret.reveal() if secret else {})}
     out = []
     for key, value in _leaves(current).items():
         touching = [name for name in origins if name == key or name.startswith(key + ".") or key.startswith(name + ".")]

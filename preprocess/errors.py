@@ -98,21 +98,10 @@ class ToolError(PreprocessError):
         return (type(self), (self.argv, self.returncode, self.stderr_tail, self.context))
 
 
-def validation_reasons(exc: Any) -> str:
-    """`field: rule` for each error of a pydantic ValidationError, never the input: an input may hold a
-    signed URL or a credential (pydantic's own str() quotes the start and end of it as input_value)."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}"
-                     for e in exc.errors(include_input=False, include_url=False))
-
-
 def describe(exc: BaseException) -> dict[str, str]:
     """The {class, message} record for any exception; unclassified ones keep their own class name.
-    Messages pass through `scrub`: a library may have written a signed URL into its own. A pydantic
-    ValidationError is told by its reasons alone, never its str(), which quotes the input."""
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        return {"class": type(exc).__name__, "message": scrub(validation_reasons(exc))}
+    Messages pass through `scrub`: a library may have written a signed URL into its own. (A record's
+    ValidationError names fields and rules only, never the value given.)"""
     if isinstance(exc, PreprocessError):
         info = exc.info()
         return {**info, "message": scrub(info["message"])}

@@ -12,29 +12,29 @@ layout folder and the parts area are looked at: run records (runs/) and leases (
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-from pydantic import BaseModel, Field
 
 from .config import Settings
 from .errors import ConfigError, StoreError
 from .keys import LAYOUT, is_key
 from .model import redact_url
+from .records import Record
 from .store import MANIFEST, ArtifactStore, StoredFile
 
 
-class GcReport(BaseModel):
+class GcReport(Record):
     """Paths are URIs as the user names the store (a local path, else scheme://bucket/…)."""
 
     store: str
     dry_run: bool
-    removed: list[str] = Field(default_factory=list)            # debris paths (or would be, with dry_run)
+    removed: list[str] = field(default_factory=list)            # debris paths (or would be, with dry_run)
     debris_bytes: int = 0
-    aborted_uploads: list[str] = Field(default_factory=list)    # S3 multipart uploads, by key URI
-    superseded: list[str] = Field(default_factory=list)         # keys: older builds of a named document
+    aborted_uploads: list[str] = field(default_factory=list)    # S3 multipart uploads, by key URI
+    superseded: list[str] = field(default_factory=list)         # keys: older builds of a named document
     superseded_bytes: int = 0
-    orphans: list[str] = Field(default_factory=list)            # keys no catalogue row names
+    orphans: list[str] = field(default_factory=list)            # keys no catalogue row names
     orphan_bytes: int = 0
     orphans_removed: bool = False                               # only when asked for (--orphans)
     too_young: int = 0                                          # unused keys younger than the cut-off: kept

@@ -33,7 +33,7 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
 
     def record(name: str, result: RunResult) -> None:
         for index, doc, _ in pending.tasks[name]:
-            results[index] = result.model_copy(update={"id": doc.id})
+            results[index] = result.replace(id=doc.id)
             if progress:
                 progress(results[index])
 
@@ -67,7 +67,7 @@ def execute(pending: Plan, settings: Settings, client: Any | None,
     workers = None
     for name, members in pending.tasks.items():
         _, doc, fmt = members[0]
-        doc = doc.model_copy(update={"extra": {}})  # columns we do not know: a worker never reads them
+        doc = doc.replace(extra={})  # columns we do not know: a worker never reads them
         if name not in pending.rebuild and _splittable(doc, fmt, settings):  # one big SAM/BAM: across workers
             from . import split
 

@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import field
 from pathlib import Path
-
-from pydantic import BaseModel, Field
 
 from .build import open_store
 from .config import Settings, load_settings
 from .errors import ConfigError, describe
+from .records import Record
 
 
-class MirrorReport(BaseModel):
+class MirrorReport(Record):
     source: str
     destination: str
     created: bool = False  # --create made the destination's bucket or container
-    copied: list[str] = Field(default_factory=list)
-    skipped: list[str] = Field(default_factory=list)   # the destination already had them
-    refused: dict[str, str] = Field(default_factory=dict)  # key -> why (a sha256 mismatch, a failed read)
+    copied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # the destination already had them
+    refused: dict[str, str] = field(default_factory=dict)  # key -> why (a sha256 mismatch, a failed read)
 
 
 def mirror(source: str, destination: str, *, settings: Settings | None = None, create: bool = False) -> MirrorReport:

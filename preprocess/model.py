@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
+from dataclasses import field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
-
-from .errors import validation_reasons as validation_reasons  # its home is errors.py; imported from here too
+from .records import NON_EMPTY, Ge, Match, Record
+from .records import ValidationError as ValidationError  # its home is records.py; imported from here too
 from .urls import Url, redact
 
 Status = Literal["built", "cached", "passthrough", "failed"]
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
-class FileDoc(BaseModel):
+def _md5(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower()
+    if not _MD5.match(text):
+        raise ValueError(f"md5 must be 32 hexadecimal digits, got {value!r}")
+    return text
+
+
+def _empty_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+class FileDoc(Record):
     """One catalogue entry: where a file is and what it should be.
 
     `format` is matched case-insensitively against the registered pipelines and inferred from the
@@ -25,37 +37,20 @@ class FileDoc(BaseModel):
     it prints (and serializes) without credentials or query string; `reveal()` gives the raw value.
     """
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    _extra = "forbid"
+    _strip = True
+    _before = {"md5": _md5, "reference_md5": _md5, "format": _empty_is_none, "filename": _empty_is_none,
+               "reference": _empty_is_none, "size": _empty_is_none}
 
-    id: str = Field(min_length=1)
+    id: Annotated[str, NON_EMPTY]
     access_url: Url
     format: str | None = None
     md5: str | None = None
-    size: int | None = Field(default=None, ge=0)
+    size: Annotated[int, Ge(0)] | None = None
     filename: str | None = None
     reference: Url | None = None      # CRAM: URL of the FASTA (with .fai beside it) its reads were aligned to
     reference_md5: str | None = None  # the FASTA's md5: a cached CRAM is then found without fetching it
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("md5", "reference_md5", mode="before")
-    @classmethod
-    def _check_md5(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return None
-        text = str(value).strip().lower()
-        if not _MD5.match(text):
-            raise ValueError(f"md5 must be 32 hexadecimal digits, got {value!r}")
-        return text
-
-    @field_validator("format", "filename", "reference", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
-
-    @field_validator("size", mode="before")
-    @classmethod
-    def _empty_size(cls, value: Any) -> Any:
-        return None if value == "" else value
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -70,14 +65,17 @@ def redact_url(url: str | Url) -> str:
     return str(url) if isinstance(url, Url) else redact(url)
 
 
-class Artifact(BaseModel):
-    kind: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")  # "data" or "index"
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # a file name, never a path
-    size: int = Field(ge=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+_SHA256 = Match(r"[0-9a-f]{64}", "must be 64 lower-case hexadecimal digits")
 
 
-class SourceInfo(BaseModel):
+class Artifact(Record):
+    kind: Annotated[str, Match(r"[a-z][a-z0-9_-]{0,31}")]  # "data" or "index"
+    name: Annotated[str, Match(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", "must be a file name, never a path")]
+    size: Annotated[int, Ge(0)]
+    sha256: Annotated[str, _SHA256]
+
+
+class SourceInfo(Record):
     url: str  # redacted: no credentials, no query string
     format: str
     md5: str
@@ -85,7 +83,7 @@ class SourceInfo(BaseModel):
     size: int
 
 
-class ReferenceInfo(BaseModel):
+class ReferenceInfo(Record):
     """The outside reference a CRAM was built against: its md5 (in the key) and where it was read from
     (redacted; not in the key), so a genome-browser session can pair the CRAM with its FASTA."""
 
@@ -93,26 +91,26 @@ class ReferenceInfo(BaseModel):
     md5: str
 
 
-class PipelineInfo(BaseModel):
+class PipelineInfo(Record):
     name: str
     version: str
     parameters: dict[str, Any]
 
 
-class Manifest(BaseModel):
+class Manifest(Record):
     """manifest.json: written last; its presence is what makes a key's artifacts visible."""
 
-    key: str = Field(pattern=r"^[0-9a-f]{64}$")
+    key: Annotated[str, _SHA256]
     layout: str
     source: SourceInfo
     pipeline: PipelineInfo
-    tools: dict[str, str] = Field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
     reference: ReferenceInfo | None = None  # CRAM built against an outside reference FASTA
     artifacts: list[Artifact]
-    records: dict[str, Any] = Field(default_factory=dict)
-    timings: dict[str, float] = Field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
     threads: int | None = None  # threads each tool ran with (the timings depend on it, the bytes do not)
-    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def artifact(self, kind: str) -> Artifact:
         for art in self.artifacts:
@@ -121,10 +119,8 @@ class Manifest(BaseModel):
         raise KeyError(kind)
 
 
-class ErrorInfo(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    class_: str = Field(alias="class", serialization_alias="class")
+class ErrorInfo(Record):
+    class_: str  # written "class"
     message: str
 
 
@@ -138,10 +134,8 @@ def register_html_view(render: Callable[[list[RunResult]], str]) -> None:
     _HTML_VIEW[:] = [render]
 
 
-class RunResult(BaseModel):
+class RunResult(Record):
     """What happened to one document. `artifacts` maps kind to an absolute URI."""
-
-    model_config = ConfigDict(populate_by_name=True)
 
     id: str
     status: Status
@@ -149,12 +143,13 @@ class RunResult(BaseModel):
     pipeline: str | None = None
     key: str | None = None
     source: str | None = None
-    artifacts: dict[str, str] = Field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
     manifest: str | None = None
-    records: dict[str, Any] = Field(default_factory=dict)
-    timings: dict[str, float] = Field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
     error: ErrorInfo | None = None
-    _exception: BaseException | None = PrivateAttr(default=None)  # pickled with the result, not in JSON
+    # pickled with the result, not in JSON
+    _exception: BaseException | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -181,13 +176,13 @@ class RunResult(BaseModel):
         if isinstance(error, BaseException):
             from .errors import describe, portable
 
-            result = cls(id=doc_id, status="failed", error=ErrorInfo.model_validate(describe(error)), **fields)
+            result = cls(id=doc_id, status="failed", error=ErrorInfo.from_dict(describe(error)), **fields)
             result._exception = portable(error)
             return result
-        return cls(id=doc_id, status="failed", error=ErrorInfo.model_validate(error), **fields)
+        return cls(id=doc_id, status="failed", error=ErrorInfo.from_dict(error), **fields)
 
 
-class BatchReport(BaseModel):
+class BatchReport(Record):
     store: str
     results: list[RunResult]
     started: str
@@ -215,11 +210,9 @@ class BatchReport(BaseModel):
         """A notebook shows the batch's built files in igv.js (view.py's page, signed URLs valid for an hour)."""
         return _HTML_VIEW[0](self.results) if _HTML_VIEW else None
 
-    def to_json(self) -> str:
-        data = self.model_dump(mode="json", by_alias=True)
-        data["counts"] = self.counts
-        data["warnings"] = self.warnings
-        return json.dumps(data, indent=2)
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, with the counts and warnings a reader of the file wants first."""
+        return {**super().to_dict(), "counts": self.counts, "warnings": self.warnings}
 
 
 def warnings_of(records: dict[str, Any]) -> list[str]:

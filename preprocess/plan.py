@@ -13,14 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from . import digests, registry, sources
 from .build import cached_result, key_for, takes_reference
 from .config import Settings
 from .errors import InputError, StoreError
 from .keys import task_key
-from .model import FileDoc, RunResult, redact_url, validation_reasons
+from .model import FileDoc, RunResult, ValidationError, redact_url
 from .store import ArtifactStore
 from .urls import Url
 
@@ -48,15 +46,15 @@ class Plan:
 def coerce(doc: FileDoc | Mapping[str, Any]) -> FileDoc:
     if isinstance(doc, FileDoc):
         return doc
-    known = set(FileDoc.model_fields)
+    known = set(FileDoc.__dataclass_fields__)
     data = {k: v for k, v in doc.items() if k in known}
     extra = {k: v for k, v in doc.items() if k not in known}
     if extra:
         data["extra"] = {**data.get("extra", {}), **extra}
     try:
-        return FileDoc.model_validate(data)
+        return FileDoc.from_dict(data)
     except ValidationError as exc:
-        raise InputError(f"{doc.get('id', '?')}: invalid file document: {validation_reasons(exc)}") from None
+        raise InputError(f"{doc.get('id', '?')}: invalid file document: {exc}") from None
 
 
 def plan(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], settings: Settings,
@@ -113,7 +111,7 @@ def classify(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException],
         if isinstance(found, BaseException):
             out.results[index] = RunResult.failure(doc.id, _name_doc(found, doc.id), format=fmt)
         else:
-            doc = doc.model_copy(update={"md5": found})  # the worker checks it again as it reads
+            doc = doc.replace(md5=found)  # the worker checks it again as it reads
             pipeline = registry.pipeline_for(fmt)
             reference_md5 = doc.reference_md5 if takes_reference(pipeline, doc) else None
             keyed.append((index, doc, fmt, key_for(pipeline, found, settings, reference_md5)))
@@ -174,7 +172,7 @@ def _linked(doc: FileDoc, fmt: str, pipeline: str) -> RunResult:
 def absolute_doc(doc: FileDoc) -> FileDoc:
     url = doc.access_url
     if sources.is_local(url) and url.scheme != "file":
-        return doc.model_copy(update={"access_url": Url(os.path.abspath(os.path.expanduser(url.reveal())))})
+        return doc.replace(access_url=Url(os.path.abspath(os.path.expanduser(url.reveal()))))
     return doc
 
 
@@ -208,7 +206,7 @@ def fill_local_md5(items: list[Any]) -> tuple[list[Any], set[int]]:
             except OSError:
                 out.append(doc)  # the build reports the missing or unreadable source
                 continue
-            doc = doc.model_copy(update={"md5": digest})
+            doc = doc.replace(md5=digest)
             hashed.add(index)
         out.append(doc)
     return out, hashed

@@ -14,12 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
-
 from .build import open_store
 from .config import Settings, load_settings
 from .lease import DEFAULT_EXPIRY, Lease, LeaseLost, acquire
 from .model import FileDoc, RunResult, redact_url
+from .records import Record
 from .stale import PlanFrom, ReindexResult, plan_catalogue
 from .store import ArtifactStore
 
@@ -27,7 +26,7 @@ ACTIONS: tuple[str, ...] = ("ok", "build", "missing", "corrupt", "hash", "invali
 STATUSES: tuple[str, ...] = ("built", "cached", "passthrough", "failed", "pending")
 
 
-class ReindexReport(BaseModel):
+class ReindexReport(Record):
     run: str
     store: str
     started: str
@@ -52,12 +51,9 @@ class ReindexReport(BaseModel):
     def ok(self) -> bool:
         return all(result.status != "failed" for result in self.results)
 
-    def to_json(self) -> str:
-        import json
-
-        data = self.model_dump(mode="json", by_alias=True)
-        data["counts"] = self.counts
-        return json.dumps(data, indent=2)
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, with the counts by action and by status."""
+        return {**super().to_dict(), "counts": self.counts}
 
 
 def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, store: str | None = None,
@@ -78,7 +74,7 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
 
     settings = settings or load_settings()
     if store is not None:
-        settings = settings.model_copy(update={"store": settings.store.model_copy(update={"url": store})})
+        settings = settings.replace(store=settings.store.replace(url=store))
     artifact_store = open_store(settings)
     artifact_store.check()
     run_id = new_run_id()
@@ -99,9 +95,9 @@ def reindex(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], *, stor
                 artifact_store.uncommit(key)
             built, dashboard = execute_plan(pending, settings, client, progress, on_client)
             for index, outcome in built.items():
-                results[index] = results[index].model_copy(update={
-                    "status": outcome.status, "key": outcome.key or results[index].key, "error": outcome.error,
-                    "timings": outcome.timings})
+                results[index] = results[index].replace(
+                    status=outcome.status, key=outcome.key or results[index].key, error=outcome.error,
+                    timings=outcome.timings)
     except (KeyboardInterrupt, LeaseLost):
         if lease is not None and lease.lost:
             raise LeaseLost(lease.lost_message()) from None
@@ -142,7 +138,7 @@ def _write_record(store: ArtifactStore, report: ReindexReport, options: Mapping[
     unchanged = [r for r in report.results if r.action == "ok" and r.status == "cached" and r.md5]
     record["ok"] = [[r.id, r.md5] for r in unchanged]
     listed = {id(r) for r in unchanged}
-    record["results"] = [r.model_dump(mode="json", by_alias=True) for r in report.results if id(r) not in listed]
+    record["results"] = [r.to_dict() for r in report.results if id(r) not in listed]
     record["counts"] = report.counts
     write_record(store, record)
 

@@ -36,7 +36,7 @@ RUNS = "runs"
 APPEND_ATTEMPTS = 50                                 # tries for the next number while other runs take it
 _CHAINED = re.compile(r"^(?P<seq>[0-9]{12})\.json$")
 _LEGACY = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]+\.json$")  # before the chain: `<time>-<id>.json`
-_PACKAGES = ("dask", "distributed", "fsspec", "s3fs", "adlfs", "pysam", "pydantic")
+_PACKAGES = ("dask", "distributed", "fsspec", "s3fs", "adlfs", "pysam")
 
 
 def new_run_id() -> str:
@@ -269,7 +269,7 @@ def write_batch_record(store: ArtifactStore, report: BatchReport, options: Mappi
     record = base_record("batch", new_run_id(), report.started, report.finished, store, options)
     record["tools"] = tool_versions(store, (r.key for r in report.results if r.status == "built" and r.key))
     record["results"] = [{"id": r.id, "status": r.status, "format": r.format, "pipeline": r.pipeline, "key": r.key,
-                          "error": r.error.model_dump(by_alias=True) if r.error else None, "timings": r.timings}
+                          "error": r.error.to_dict() if r.error else None, "timings": r.timings}
                          for r in report.results]
     record["counts"] = report.counts
     return write_record(store, record)

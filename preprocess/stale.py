@@ -17,16 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
-
-from pydantic import BaseModel, Field
 
 from . import registry
 from .config import Settings
 from .errors import SignatureError, StoreError
 from .model import ErrorInfo, FileDoc, Manifest
 from .plan import Plan, classify, fill_local_md5
+from .records import Record
 from .signing import is_signature
 from .store import MANIFEST, ArtifactStore
 
@@ -36,7 +35,7 @@ SHARD_LISTING_FROM = 256  # rows from which an object store is planned from shar
 HISTORY = 10  # run records read to say why a row needs building (status reads the same ones)
 
 
-class ReindexResult(BaseModel):
+class ReindexResult(Record):
     """One row: what the plan decided (`action`, `reason`) and what became of it (`status`;
     `pending` in a dry run)."""
 
@@ -50,7 +49,7 @@ class ReindexResult(BaseModel):
     hashed: bool = False         # no md5 in the row: hashed on the client
     reason: str | None = None
     error: ErrorInfo | None = None
-    timings: dict[str, float] = Field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,8 +92,8 @@ def plan_catalogue(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException], 
                                        reason="; ".join(filter(None, [reason, _HASHED if index in hashed
                                                                       else None])) or None)
         if reason and reason.startswith(_UNSIGNED):  # named as failed; the operator decides what to trust
-            error = ErrorInfo.model_validate({"class": "SignatureError", "message": reason[len(_UNSIGNED) + 2:]})
-            results[index] = results[index].model_copy(update={"status": "failed", "reason": None, "error": error})
+            error = ErrorInfo(class_="SignatureError", message=reason[len(_UNSIGNED) + 2:])
+            results[index] = results[index].replace(status="failed", reason=None, error=error)
         elif action != "ok":
             pending.schedule(index, doc, fmt, key, rebuild=action in ("missing", "corrupt"))
             if reason == _UNREADABLE:

@@ -7,33 +7,33 @@ by manifest. A key's format is the type of its data artifact (`sorted.bam` -> ba
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import field
 from typing import Any, Literal
-
-from pydantic import BaseModel, Field
 
 from . import registry
 from .build import open_store
 from .config import Settings, load_settings
 from .model import FileDoc, redact_url
+from .records import Record
 from .runs import latest_outcomes, list_records
 from .stale import HISTORY, ReindexResult, plan_catalogue
 from .store import MANIFEST
 
 
-class RowState(BaseModel):
+class RowState(Record):
     id: str
     state: Literal["current", "stale", "failing", "unknown"]
     why: str | None = None
     key: str | None = None
 
 
-class StoreStatus(BaseModel):
+class StoreStatus(Record):
     store: str
-    keys: dict[str, int] = Field(default_factory=dict)   # committed keys by data artifact type
+    keys: dict[str, int] = field(default_factory=dict)   # committed keys by data artifact type
     bytes: int = 0                                        # committed keys' files, manifests included
     uncommitted: int = 0                                  # key folders without a manifest (gc debris)
-    runs: list[dict[str, Any]] = Field(default_factory=list)
-    failures: list[dict[str, Any]] = Field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
     rows: list[RowState] | None = None
 
 
@@ -42,7 +42,7 @@ def status(docs: Iterable[FileDoc | Mapping[str, Any] | BaseException] | None = 
     """Keys per format, bytes, the `last` runs with their counts, current failures; per row with `docs`."""
     settings = settings or load_settings()
     if store is not None:
-        settings = settings.model_copy(update={"store": settings.store.model_copy(update={"url": store})})
+        settings = settings.replace(store=settings.store.replace(url=store))
     artifact_store = open_store(settings)
     artifact_store.check()
     out = StoreStatus(store=redact_url(artifact_store.url))

@@ -19,11 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pydantic import ValidationError
-
-from .errors import ConfigError, SignatureError, StoreError, scrub, validation_reasons
+from .errors import ConfigError, SignatureError, StoreError, scrub
 from .keys import LAYOUT, is_key
-from .model import Artifact, Manifest
+from .model import Artifact, Manifest, ValidationError
 from .signing import public_key, sign, signature_name, verifies
 from .urls import Url
 
@@ -238,9 +236,9 @@ class ArtifactStore:
             raise StoreError(f"reading {self.uri(key, MANIFEST)}: {type(exc).__name__}: {exc}") from exc
         signature = self._signature(key, data)
         try:
-            manifest = Manifest.model_validate_json(data)
+            manifest = Manifest.from_json(data)
         except ValidationError as exc:  # its reasons only: the file may be anything, a secret included
-            raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {validation_reasons(exc)}") from None
+            raise StoreError(f"{self.uri(key, MANIFEST)} is not a valid manifest: {exc}") from None
         if manifest.key != key:  # a copied or forged manifest must not make one key serve another's bytes
             raise StoreError(f"{self.uri(key, MANIFEST)} claims key {manifest.key[:80]!r}, not the key of its folder")
         return manifest, data, signature
@@ -570,7 +568,7 @@ class ArtifactStore:
             self._verify(manifest.key, art)
         if self.local and manifest.artifacts:  # the artifacts' names are on disk before the manifest's
             _fsync(os.path.dirname(self.path(manifest.key, MANIFEST)))
-        body = body if body is not None else manifest.model_dump_json(indent=2).encode()
+        body = body if body is not None else manifest.to_json().encode()
         target = self.path(manifest.key, MANIFEST)
         if self.signing_key:
             signature = sign(self.signing_key, body)

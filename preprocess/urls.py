@@ -17,9 +17,6 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import GetCoreSchemaHandler
-from pydantic_core import core_schema
-
 from .errors import ConfigError
 
 
@@ -86,13 +83,15 @@ class Url:
         return hmac.new(seal_key(), self._raw.encode(), "sha256").hexdigest()
 
     @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        from_text = core_schema.no_info_after_validator_function(cls, core_schema.str_schema(min_length=1))
-        return core_schema.json_or_python_schema(
-            json_schema=from_text,
-            python_schema=core_schema.union_schema([core_schema.is_instance_schema(cls), from_text]),
-            serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="always"),
-        )
+    def coerce(cls, value: Any) -> Url:
+        """A record field's check (records.py): a Url as it is, else non-empty text as a Url."""
+        if isinstance(value, Url):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("must be a URL or path")
+        if not value:
+            raise ValueError("must not be empty")
+        return cls(value)
 
 
 class SealedUrl(Url):

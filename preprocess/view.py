@@ -10,13 +10,13 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Iterable
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-
 from .config import Settings, load_settings
 from .model import BatchReport, RunResult
+from .records import Record
 
 # Public CDN builds, versions pinned (tests/integration/test_view_browser.py serves the same versions,
 # installed by the Makefile into .tools/browser, in their place).
@@ -38,7 +38,7 @@ _FORMATS: dict[str, tuple[Literal["alignment", "variant", "annotation"], str, st
 }
 
 
-class Track(BaseModel):
+class Track(Record):
     """One built row as a browser track: signed URLs (they carry secrets: never log them)."""
 
     name: str
@@ -49,20 +49,20 @@ class Track(BaseModel):
     gosling: str | None = None  # Gosling's data type, None where Gosling reads no such file (CRAM)
 
 
-class Reference(BaseModel):
+class Reference(Record):
     """A FASTA for igv.js (CRAM decoding needs it) and its sequence lengths for Gosling."""
 
     fasta_url: str
     index_url: str
-    sequences: list[tuple[str, int]] = Field(default_factory=list)
+    sequences: list[tuple[str, int]] = field(default_factory=list)
 
 
-class Session(BaseModel):
+class Session(Record):
     """The tracks of a catalogue or report, and what was left out (with why)."""
 
     title: str
     tracks: list[Track]
-    skipped: list[str] = Field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     reference: Reference | None = None
     genome: str | None = None
     locus: str | None = None
@@ -108,7 +108,7 @@ def session(source: str | Path, *, settings: Settings | None = None, expires: in
     settings = settings or load_settings()
     source = Path(source)
     if source.suffix.lower() == ".json":
-        report = BatchReport.model_validate_json(source.read_text())
+        report = BatchReport.from_json(source.read_text())
         return from_results(report.results, settings=settings, expires=expires, genome=genome, locus=locus,
                             title=source.name)
     from .build import open_store

@@ -109,7 +109,7 @@ def huge_header(tmp_path_factory) -> Path:
 
 
 def test_a_bam_with_a_huge_header_builds_within_a_generous_cap(settings, huge_header):
-    capped = settings.model_copy(update={"task_timeout": 60.0})  # a hang guard: the build takes seconds
+    capped = settings.replace(task_timeout=60.0)  # a hang guard: the build takes seconds
     result = build_doc(FileDoc(id="header", access_url=str(huge_header), format="BAM"), "BAM", capped)
     assert result.status == "built", result.error
     assert result.records["in"] == result.records["out"] == 200 and result.records["path"] == "sorted-input"
@@ -193,7 +193,7 @@ class DripServer:
 
 def test_a_source_sending_a_byte_every_5s_is_stopped_at_the_task_time_cap(settings, tmp_path):
     bed = samples.bed(tmp_path / "good.bed", records=50)
-    capped = settings.model_copy(update={"task_timeout": 3.0})  # source.timeout and min-rate at their defaults
+    capped = settings.replace(task_timeout=3.0)  # source.timeout and min-rate at their defaults
     began = time.monotonic()
     with DripServer() as server:
         report = preprocess.run_many([{"id": "drip", "access_url": f"http://{HOST}:{server.port}/slow.bed"},
@@ -209,8 +209,8 @@ def test_a_source_sending_a_byte_every_5s_is_stopped_at_the_task_time_cap(settin
 
 def test_a_source_slower_than_the_minimum_rate_is_a_source_error_naming_the_url(settings):
     """No task cap: source.min-rate stops it, after each try allowed; the message never shows the query string."""
-    source = settings.source.model_copy(update={"timeout": 1.0, "min_rate": 1024, "attempts": 2, "backoff": 0})
-    slow = settings.model_copy(update={"source": source})
+    source = settings.source.replace(timeout=1.0, min_rate=1024, attempts=2, backoff=0)
+    slow = settings.replace(source=source)
     with DripServer(gap=0.2) as server:
         url = f"http://{HOST}:{server.port}/slow.bed"
         report = preprocess.run_many([{"id": "drip", "access_url": url + "?X-Amz-Signature=s3cr3t"}],

@@ -30,8 +30,8 @@ def running_batch(tmp_path: Path, settings: Any) -> Iterator[tuple[Any, dict[str
     sources are held by the HTTP server until the block ends; yields the client and the outcome."""
     files = [samples.sam(tmp_path / "a.sam", reads=500), samples.vcf(tmp_path / "b.vcf", records=200),
              samples.bed(tmp_path / "c.bed", records=200)]
-    local = settings.model_copy(update={"cluster": settings.cluster.model_copy(
-        update={"profile": "local", "n_workers": 2})})
+    local = settings.replace(cluster=settings.cluster.replace(
+        profile="local", n_workers=2))
     outcome: dict[str, Any] = {}
     with FileServer() as server, open_client(local.cluster) as client:
         gates = [server.hold(path.name) for path in files]

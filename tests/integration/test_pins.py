@@ -116,8 +116,8 @@ def test_output_bytes_match_the_pins_of_the_pipeline_version(name, tmp_path, set
         source, more = made if isinstance(made, tuple) else (made, {})
         chosen = settings
         if case in PART_SIZE:
-            chosen = settings.model_copy(update={"split": settings.split.model_copy(
-                update={"min_size": PART_SIZE[case], "part_size": PART_SIZE[case]})})
+            chosen = settings.replace(split=settings.split.replace(
+                min_size=PART_SIZE[case], part_size=PART_SIZE[case]))
         result = preprocess.run({"id": case, "access_url": str(source), "format": fmt, **more}, settings=chosen)
         assert result.pipeline == name
         for uri in result.artifacts.values():

@@ -42,8 +42,8 @@ def test_missing_local_file_without_md5_fails_in_planning(settings, tmp_path):
     import preprocess
 
     report = preprocess.run_many([{"id": "gone", "access_url": str(tmp_path / "gone.sam"), "format": "SAM"}],
-                                 settings=settings.model_copy(update={"cluster": settings.cluster.model_copy(
-                                     update={"profile": "local"})}))
+                                 settings=settings.replace(cluster=settings.cluster.replace(
+                                     profile="local")))
     assert report.results[0].status == "failed"
     assert report.results[0].error is not None and report.results[0].error.class_ == "InputError"
     assert "does not exist" in report.results[0].error.message

@@ -50,7 +50,7 @@ def tied_bam(path: Path, contigs: dict[str, int], reads: int = 1500, seed: int =
 
 
 def doc_for(path: Path, fmt: str = "BAM") -> FileDoc:
-    return FileDoc.model_validate({"id": path.stem, "access_url": str(path), "format": fmt, "md5": md5(path)})
+    return FileDoc.from_dict({"id": path.stem, "access_url": str(path), "format": fmt, "md5": md5(path)})
 
 
 def settings_for(tmp_path: Path, store: str, part_size: int = PART_SIZE, **more: object) -> Settings:

@@ -53,7 +53,7 @@ def test_commit_then_lookup_and_read_by_range(any_store: ArtifactStore, files):
 def test_second_writer_of_a_key_keeps_the_first_manifest(any_store, files):
     key = new_key()
     first = any_store.commit(make_manifest(key, files), files)
-    second = make_manifest(key, files).model_copy(update={"created": "2000-01-01T00:00:00+00:00"})
+    second = make_manifest(key, files).replace(created="2000-01-01T00:00:00+00:00")
     assert any_store.commit(second, files).created == first.created
 
 
@@ -161,7 +161,7 @@ SECRETS = b"AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\nAWS_SECRET_ACCESS_KEY=wJalrX
 
 
 def test_a_manifest_linked_to_a_secrets_file_is_refused_without_quoting_it(tmp_path):
-    """Issue 20 item 6: lookup's StoreError printed pydantic's input_value, the start and end of the file."""
+    """Issue 20 item 6: lookup's StoreError printed the parser's input_value, the start and end of the file."""
     first = _build_bed(tmp_path, tmp_path / "store")
     secrets = tmp_path / "credentials.env"
     secrets.write_bytes(SECRETS)
@@ -171,7 +171,7 @@ def test_a_manifest_linked_to_a_secrets_file_is_refused_without_quoting_it(tmp_p
     with pytest.raises(StoreError) as caught:
         ArtifactStore(str(tmp_path / "store")).lookup(first.key)
     message = str(caught.value)
-    assert message.startswith(f"{manifest} is not a valid manifest: document: Invalid JSON"), message
+    assert message.startswith(f"{manifest} is not a valid manifest: document: invalid JSON"), message
     again = _build_bed(tmp_path, tmp_path / "store")  # a build that meets it reports it the same way
     assert again.status == "failed" and again.error.class_ == "StoreError", again
     for shown in (message, again.error.message, repr(caught.value)):

@@ -142,7 +142,7 @@ def expected(report: Path, reference: Path, folder: Path) -> dict[str, list[Any]
     import fsspec
 
     out: dict[str, list[Any]] = {}
-    for result in BatchReport.model_validate_json(report.read_text()).results:
+    for result in BatchReport.from_json(report.read_text()).results:
         local = {}
         for kind in ("data", "index"):
             uri = result.artifacts[kind]
@@ -303,9 +303,9 @@ def test_tampered_and_expired_sas_and_a_wrong_index_are_caught_in_the_browser(si
     cut = good.url.index("sig=") + len("sig=")
     tampered = good.url[:cut] + ("A" if good.url[cut] != "A" else "B") + good.url[cut + 1:]
     wrong_index = view.from_results(report.results[1:], settings=settings, expires=900).tracks[0].index_url
-    tracks = [good, good.model_copy(update={"name": "tampered", "url": tampered}),
-              short.model_copy(update={"name": "expired"}),
-              good.model_copy(update={"name": "wrong-index", "index_url": wrong_index})]
+    tracks = [good, good.replace(name="tampered", url=tampered),
+              short.replace(name="expired"),
+              good.replace(name="wrong-index", index_url=wrong_index)]
     time.sleep(2)  # `expired` is past its expiry
     for name, url in (("ref.fa", fasta), ("ref.fa.fai", Path(str(fasta) + ".fai"))):
         shutil.copy(url, Path(sites["folder"]) / name)

@@ -235,7 +235,7 @@ def test_a_task_past_the_time_cap_fails_classified_and_the_batch_goes_on(setting
         f'exec {real} "$@"\n')
     (shims / "samtools").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
-    capped = settings.model_copy(update={"task_timeout": 3.0})
+    capped = settings.replace(task_timeout=3.0)
     sam = samples.sam(tmp_path / "a.sam", reads=300)
     bed = samples.bed(tmp_path / "b.bed", records=100)
     report = preprocess.run_many([{"id": "a", "access_url": str(sam)}, {"id": "b", "access_url": str(bed)}],

@@ -1,9 +1,8 @@
 import json
 
 import pytest
-from pydantic import ValidationError
 
-from preprocess.model import BatchReport, FileDoc, RunResult, redact_url
+from preprocess.model import BatchReport, FileDoc, RunResult, ValidationError, redact_url
 
 
 def test_md5_is_normalised_and_checked():
