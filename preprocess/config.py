@@ -36,7 +36,7 @@ def _seconds(value: Any) -> Any:
     try:
         return _number_and_unit(value, _SECONDS, "seconds", whole=False)
     except (ValueError, KeyError):
-        raise ValueError(f"expected a duration such as 90s, 10m or 2h, got {value!r}") from None
+        raise ValueError("expected a duration such as 90s, 10m or 2h") from None
 
 
 def _size(value: Any) -> Any:
@@ -46,7 +46,7 @@ def _size(value: Any) -> Any:
     try:
         return _number_and_unit(value, _BYTES, "", whole=True)
     except (ValueError, KeyError):
-        raise ValueError(f"expected a size such as 16KiB or 2MB, got {value!r}") from None
+        raise ValueError("expected a size such as 16KiB or 2MB") from None
 
 
 def _number_and_unit(text: str, units: Mapping[str, float], default: str, whole: bool) -> int | float:
@@ -73,10 +73,6 @@ _SECONDS: dict[str, float] = {"s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9, "m": 6
                               "w": 604800, "second": 1, "minute": 60, "hour": 3600, "day": 86400,
                               "week": 604800, "millisecond": 1e-3, "microsecond": 1e-6, "nanosecond": 1e-9}
 _SECONDS.update({f"{k}s": v for k, v in list(_SECONDS.items()) if len(k) > 2})
-
-
-def _bytes(value: Any) -> Any:
-    return _number_and_unit(value, _BYTES, "", whole=True) if isinstance(value, str) else value
 
 
 class Secret:
@@ -162,7 +158,7 @@ class SplitSettings(_Section):
     parameters), which the workers of a cluster sort side by side (preprocess/split.py); the bytes are
     the same on one worker."""
 
-    _before = {"min_size": _bytes, "part_size": _bytes}
+    _before = {"min_size": _size, "part_size": _size}
 
     min_size: Annotated[int, Ge(0)] = 256 * 2**20
     part_size: Annotated[int, Ge(1)] = 64 * 2**20

@@ -237,7 +237,7 @@ def _fixed(items: list[_Check]) -> _Check:
 
 def _mapping(key: _Check, item: _Check) -> _Check:
     def check(value: Any) -> Any:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise _invalid("must be a mapping")
         if key is _same and item is _same:
             return dict(value)
@@ -257,9 +257,7 @@ def _record(cls: type[Record]) -> _Check:
     def check(value: Any) -> Any:
         if isinstance(value, cls):
             return value
-        if isinstance(value, Mapping):
-            return cls.from_dict(value)
-        raise _invalid("must be a mapping")
+        return cls.from_dict(value)
     return check
 
 
@@ -273,14 +271,12 @@ def _coerced(coerce: Callable[[Any], Any]) -> _Check:
 
 
 # -- the base class ----------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class _Field:
-    name: str
-    key: str  # as written in a dict or JSON: "storage-options" for storage_options, "class" for class_
-    required: bool
-    default: Any
-    factory: Callable[[], Any] | None
-    check: _Check
+# A field as __init__ reads it: (name, key as written in a dict or JSON ("storage-options" for
+# storage_options, "class" for class_), the name again where it differs from the key else None,
+# required, default, default factory, checker). A tuple: unpacked in the loop that makes every record.
+_Field = tuple[str, str, str | None, bool, Any, Callable[[], Any] | None, _Check]
+_Plan = tuple[tuple[_Field, ...], tuple[dataclasses.Field[Any], ...]]
+_UNSET = object()
 
 
 @typing.dataclass_transform(kw_only_default=True, field_specifiers=(dataclasses.field,))
@@ -293,7 +289,7 @@ class Record:
     _dashed: ClassVar[bool] = False  # keys are written with "-" where the field has "_" (the settings)
     _strip: ClassVar[bool] = False   # text is stripped of surrounding whitespace first
     _before: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}  # field -> conversion before the type's
-    _plan: ClassVar[tuple[tuple[_Field, ...], tuple[dataclasses.Field[Any], ...], dict[str, _Field]]]
+    _plan: ClassVar[_Plan]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -302,24 +298,23 @@ class Record:
     def __init__(self, **values: Any) -> None:
         cls = type(self)
         plan = cls.__dict__.get("_plan") or cls._make_plan()
-        fields, private, _ = plan
+        fields, private = plan
         state = self.__dict__
         reasons: list[tuple[str, str]] = []
-        for field in fields:
-            if field.key in values:
-                value = values.pop(field.key)
-            elif field.name in values:
-                value = values.pop(field.name)
-            elif field.required:
-                reasons.append((field.key, "field required"))
-                continue
-            else:
-                state[field.name] = field.factory() if field.factory else field.default
+        for name, key, alias, required, default, factory, check in fields:
+            value = values.pop(key, _UNSET)
+            if value is _UNSET and alias is not None:
+                value = values.pop(alias, _UNSET)
+            if value is _UNSET:
+                if required:
+                    reasons.append((key, "field required"))
+                else:
+                    state[name] = factory() if factory is not None else default
                 continue
             try:
-                state[field.name] = field.check(value)
+                state[name] = check(value)
             except ValidationError as exc:
-                reasons.extend(_nested(field.key, exc).reasons)
+                reasons.extend(_nested(key, exc).reasons)
         for hidden in private:
             state[hidden.name] = hidden.default_factory() if callable(hidden.default_factory) else hidden.default
         if values and cls._extra == "forbid":
@@ -328,7 +323,7 @@ class Record:
             raise ValidationError(reasons)
 
     @classmethod
-    def _make_plan(cls) -> tuple[tuple[_Field, ...], tuple[dataclasses.Field[Any], ...], dict[str, _Field]]:
+    def _make_plan(cls) -> _Plan:
         """Each field's key, default and checker, from the class's type hints (resolved on first use, so
         that a hint may name a class defined below this one)."""
         hints = typing.get_type_hints(cls, include_extras=True)
@@ -347,14 +342,20 @@ class Record:
                 check = _before(before, check)
             factory = spec.default_factory if spec.default_factory is not dataclasses.MISSING else None
             required = spec.default is dataclasses.MISSING and factory is None
-            fields.append(_Field(spec.name, key, required, spec.default, factory, check))
-        plan = (tuple(fields), tuple(private), {field.name: field for field in fields})
+            alias = spec.name if key != spec.name else None
+            fields.append((spec.name, key, alias, required, spec.default, factory, check))
+        plan = (tuple(fields), tuple(private))
         cls._plan = plan
         return plan
 
     @classmethod
     def from_dict(cls, data: Any) -> Self:
         """A record from a mapping (keys as written in JSON, or the fields' own names)."""
+        if type(data) is dict:
+            try:
+                return cls(**data)
+            except TypeError:  # a key that is not text: made text below
+                pass
         if not isinstance(data, Mapping):
             raise _invalid("must be a mapping")
         return cls(**{str(key): value for key, value in data.items()})
@@ -379,7 +380,7 @@ class Record:
     def replace(self, **changes: Any) -> Self:
         """A copy with `changes` (checked as when made); private attributes are carried over."""
         plan = type(self).__dict__.get("_plan") or type(self)._make_plan()
-        values = {field.name: self.__dict__[field.name] for field in plan[0]}
+        values = {field[0]: self.__dict__[field[0]] for field in plan[0]}
         copy = type(self)(**{**values, **changes})
         for hidden in plan[1]:
             copy.__dict__[hidden.name] = self.__dict__[hidden.name]
@@ -389,7 +390,7 @@ class Record:
         """The JSON form: keys as written (dashed, `class`), records nested, a Url redacted, anything not
         plain JSON as its `str()` (a secret shows only that it is one)."""
         plan = type(self).__dict__.get("_plan") or type(self)._make_plan()
-        return {field.key: _plain(self.__dict__[field.name]) for field in plan[0]}
+        return {field[1]: _plain(self.__dict__[field[0]]) for field in plan[0]}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
