@@ -34,8 +34,10 @@ def _seconds(value: Any) -> Any:
     if value is None or isinstance(value, int | float):
         return value
     try:
+        if not isinstance(value, str):
+            raise ValueError("not text")
         return _number_and_unit(value, _SECONDS, "seconds", whole=False)
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OverflowError):
         raise ValueError("expected a duration such as 90s, 10m or 2h") from None
 
 
@@ -45,7 +47,7 @@ def _size(value: Any) -> Any:
         return value
     try:
         return _number_and_unit(value, _BYTES, "", whole=True)
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OverflowError):
         raise ValueError("expected a size such as 16KiB or 2MB") from None
 
 
@@ -91,8 +93,8 @@ class Secret:
         """A record field's check (records.py): a Secret as it is, else a mapping made one."""
         if isinstance(value, Secret):
             return value
-        if not isinstance(value, Mapping):
-            raise ValueError("must be a mapping")
+        if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+            raise ValueError("must be a mapping of names")
         return cls(dict(value))
 
     def __str__(self) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import operator
 import re
 import types
 import typing
@@ -94,12 +96,20 @@ def _text(value: Any) -> str:
 
 
 def _integer(value: Any) -> int:
+    """An int; also a whole float, text of one ("12", "12.0": what a spreadsheet or pandas writes), or
+    any integer type (numpy's): never a bool."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
-        return int(value)
+    try:
+        if isinstance(value, str):
+            value = int(value) if re.fullmatch(r"\s*[+-]?[0-9]+\s*", value) else float(value)
+        if isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+        elif hasattr(value, "__index__") and not isinstance(value, bool):
+            return operator.index(value)
+    except (ValueError, OverflowError):  # not a number, or past int's digit limit
+        pass
     raise _invalid("must be a whole number")
 
 
@@ -114,7 +124,8 @@ def _number(value: Any) -> float:
     raise _invalid("must be a number")
 
 
-_TRUTH = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+_TRUTH = {"true": True, "yes": True, "on": True, "1": True, "t": True, "y": True,
+          "false": False, "no": False, "off": False, "0": False, "f": False, "n": False}
 
 
 def _flag(value: Any) -> bool:
@@ -137,8 +148,22 @@ def _same(value: Any) -> Any:
     return value
 
 
-_SIMPLE: dict[Any, _Check] = {str: _text, int: _integer, float: _number, bool: _flag, type(None): _none, Any: _same,
-                              object: _same}
+DEPTH = 64  # nesting a value of any type may have: deeper is refused, not a RecursionError later
+
+
+def _shallow(value: Any, depth: int = 0) -> Any:
+    """A value of any type, as it is, refused where lists and mappings nest deeper than DEPTH."""
+    if isinstance(value, dict | list | tuple):
+        if depth >= DEPTH:
+            raise _invalid(f"nests deeper than {DEPTH}")
+        for item in value.values() if isinstance(value, dict) else value:
+            if isinstance(item, dict | list | tuple):
+                _shallow(item, depth + 1)
+    return value
+
+
+_SIMPLE: dict[Any, _Check] = {str: _text, int: _integer, float: _number, bool: _flag, type(None): _none,
+                              Any: _shallow, object: _shallow}
 
 
 def checker(hint: Any) -> _Check:
@@ -153,11 +178,11 @@ def checker(hint: Any) -> _Check:
     if origin in (Union, types.UnionType):
         return _any_of([checker(option) for option in args], type(None) in args)
     if origin in (list, tuple) and (origin is list or args[-1:] == (Ellipsis,)):
-        return _sequence(checker(args[0]) if args else _same, origin)
+        return _sequence(checker(args[0]) if args else _shallow, origin)
     if origin is tuple:
         return _fixed([checker(arg) for arg in args])
     if origin is dict:
-        return _mapping(checker(args[0]), checker(args[1])) if args else _mapping(_same, _same)
+        return _mapping(checker(args[0]), checker(args[1])) if args else _mapping(_shallow, _shallow)
     if hint in (list, tuple, dict):
         return checker(hint[Any, Any] if hint is dict else hint[Any])
     if isinstance(hint, type) and issubclass(hint, Record):
@@ -183,8 +208,8 @@ def _one_of(allowed: tuple[Any, ...]) -> _Check:
     rule = f"must be one of {', '.join(map(repr, allowed))}"
 
     def check(value: Any) -> Any:
-        for option in allowed:
-            if value == option and type(value) is type(option):
+        for option in allowed:  # "1" is not 1, nor True 1; a str subclass (numpy's) is its text
+            if value == option and (type(value) is type(option) or isinstance(value, str) and isinstance(option, str)):
                 return option
         raise _invalid(rule)
     return check
@@ -228,10 +253,15 @@ def _fixed(items: list[_Check]) -> _Check:
     def check(value: Any) -> Any:
         if not isinstance(value, list | tuple) or len(value) != len(items):
             raise _invalid(f"must be a list of {len(items)}")
-        try:
-            return tuple(item(element) for item, element in zip(items, value, strict=True))
-        except ValidationError as exc:
-            raise _nested("item", exc) from None
+        out, reasons = [], []
+        for index, (item, element) in enumerate(zip(items, value, strict=True)):
+            try:
+                out.append(item(element))
+            except ValidationError as exc:
+                reasons.extend(_nested(index, exc).reasons)
+        if reasons:
+            raise ValidationError(reasons)
+        return tuple(out)
     return check
 
 
@@ -239,8 +269,8 @@ def _mapping(key: _Check, item: _Check) -> _Check:
     def check(value: Any) -> Any:
         if type(value) is not dict and not isinstance(value, Mapping):
             raise _invalid("must be a mapping")
-        if key is _same and item is _same:
-            return dict(value)
+        if key is _shallow and item is _shallow:
+            return _shallow(dict(value))
         out, reasons = {}, []
         for name, element in value.items():
             try:
@@ -295,7 +325,7 @@ class Record:
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(cls, init=False)
 
-    def __init__(self, **values: Any) -> None:
+    def __init__(self, /, **values: Any) -> None:  # `/`: a key named "self" is a key like any other
         cls = type(self)
         plan = cls.__dict__.get("_plan") or cls._make_plan()
         fields, private = plan
@@ -365,10 +395,12 @@ class Record:
         """A record from JSON text; text that is not JSON is a ValidationError naming where it breaks."""
         try:
             data = json.loads(text)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError: positions, never the text
-            message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-            where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-            raise _invalid(f"invalid JSON: {message}{where}") from None
+        except json.JSONDecodeError as exc:  # where, never the text
+            raise _invalid(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except UnicodeDecodeError:
+            raise _invalid("invalid JSON: not UTF-8 text") from None
+        except (ValueError, RecursionError):  # a number past int's digit limit; nesting past the stack
+            raise _invalid("invalid JSON: a number too long or lists nested too deep") from None
         return cls.from_dict(data)
 
     @classmethod
@@ -393,7 +425,7 @@ class Record:
         return {field[1]: _plain(self.__dict__[field[0]]) for field in plan[0]}
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)  # ASCII: readable in any locale
 
 
 def _stripped(inner: _Check) -> _Check:
@@ -411,12 +443,14 @@ def _before(first: Callable[[Any], Any], then: _Check) -> _Check:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity; a reader's parser would refuse the file
     if value is None or isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, Record):
         return value.to_dict()
     if isinstance(value, Mapping):
         return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [_plain(item) for item in value]
-    return str(value)
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)

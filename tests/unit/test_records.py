@@ -1,6 +1,7 @@
 """Records (preprocess/records.py): what a document, a setting or a manifest read back is checked for,
 and what its errors and JSON show."""
 
+import json
 import pickle
 
 import pytest
@@ -162,3 +163,34 @@ def test_a_bad_duration_or_size_is_named_without_its_value(key):
         load_settings(**{"store.url": "/s", key: "SECRETSIG"})
     assert str(caught.value).startswith(f"invalid preprocess configuration: {key}: expected a ")
     assert "SECRETSIG" not in str(caught.value)
+
+
+def test_a_manifest_with_a_key_named_self_is_read_like_any_other():
+    assert Manifest.from_json(Manifest.from_dict({**_manifest(), "self": 1}).to_json()).key == "a" * 64
+    with pytest.raises(ValidationError, match="self: unknown field"):
+        FileDoc(id="a", access_url="x", **{"self": 1})
+
+
+@pytest.mark.parametrize("text", [
+    '{"key": ' + "[" * 5000 + "]" * 5000 + "}",  # deeper than the parser's stack
+    json.dumps(_manifest(records={"x": json.loads("[" * 100 + "]" * 100)})),  # parsed, deeper than a record holds
+    json.dumps(_manifest(threads=None)).replace("null", "9" * 5000),  # past int's digit limit
+])
+def test_a_manifest_nested_too_deep_or_with_an_endless_number_is_a_validation_error(text):
+    with pytest.raises(ValidationError):
+        Manifest.from_json(text)
+
+
+def test_a_size_as_a_spreadsheet_or_numpy_writes_it_is_a_whole_number():
+    import numpy
+
+    for given in ("12.0", " 12 ", 12.0, numpy.int64(12)):
+        assert FileDoc(id="a", access_url="x", size=given).size == 12
+    for given in ("12.5", "9" * 5000, float("inf"), True):
+        with pytest.raises(ValidationError, match="size: must be a whole number"):
+            FileDoc(id="a", access_url="x", size=given)
+
+
+def test_json_is_always_valid_json():
+    result = RunResult(id="a", status="built", timings={"sort": float("nan"), "index": float("inf")})
+    assert json.loads(result.to_json())["timings"] == {"sort": None, "index": None}
