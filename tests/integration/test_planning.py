@@ -1,5 +1,6 @@
 """Planning on the client: a local file without an md5 is hashed there, so a cached answer starts no
-cluster, and imports neither distributed nor dask (whose import is most of a start-up)."""
+cluster, and imports neither distributed nor dask (whose import is most of a start-up), nor pydantic
+(where another package installed it: the settings and documents are records.py's)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import preprocess
 settings = preprocess.load_settings(**{"store.url": sys.argv[2], "cluster.profile": sys.argv[3]})
 result = preprocess.run({"id": "s1", "access_url": sys.argv[1], "format": "SAM"}, settings=settings)
 print(json.dumps({"status": result.status, "key": result.key,
-                  "imported": sorted(m for m in ("distributed", "dask", "pysam") if m in sys.modules)}))
+                  "imported": sorted(m for m in ("distributed", "dask", "pysam", "pydantic") if m in sys.modules)}))
 """
 
 
