@@ -90,7 +90,7 @@ NON_EMPTY = Match(r"(?s).+", "must not be empty")
 
 # -- a checker for each kind of hint ----------------------------------------------------------------
 def _text(value: Any) -> str:
-    if isinstance(value, str):
+    if type(value) is str or isinstance(value, str):
         return value
     raise _invalid("must be text")
 
@@ -98,7 +98,7 @@ def _text(value: Any) -> str:
 def _integer(value: Any) -> int:
     """An int; also a whole float, text of one ("12", "12.0": what a spreadsheet or pandas writes), or
     any integer type (numpy's): never a bool."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int or isinstance(value, int) and not isinstance(value, bool):
         return value
     try:
         if isinstance(value, str):
@@ -114,6 +114,8 @@ def _integer(value: Any) -> int:
 
 
 def _number(value: Any) -> float:
+    if type(value) is float:
+        return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
@@ -149,10 +151,13 @@ def _same(value: Any) -> Any:
 
 
 DEPTH = 64  # nesting a value of any type may have: deeper is refused, not a RecursionError later
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _shallow(value: Any, depth: int = 0) -> Any:
     """A value of any type, as it is, refused where lists and mappings nest deeper than DEPTH."""
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, dict | list | tuple):
         if depth >= DEPTH:
             raise _invalid(f"nests deeper than {DEPTH}")
@@ -194,6 +199,17 @@ def checker(hint: Any) -> _Check:
 
 
 def _with_rules(inner: _Check, rules: list[Rule]) -> _Check:
+    if inner is _text and len(rules) == 1 and isinstance(rules[0], Match):  # the common case, made quick
+        fullmatch, rule = rules[0].pattern.fullmatch, rules[0].rule
+
+        def text(value: Any) -> Any:
+            if type(value) is not str:
+                value = _text(value)
+            if fullmatch(value):
+                return value
+            raise _invalid(rule)
+        return text
+
     def check(value: Any) -> Any:
         value = inner(value)
         for rule in rules:
@@ -271,6 +287,11 @@ def _mapping(key: _Check, item: _Check) -> _Check:
             raise _invalid("must be a mapping")
         if key is _shallow and item is _shallow:
             return _shallow(dict(value))
+        if key is _text:  # the common case, made quick: text keys; any failure is told below
+            try:
+                return {name if type(name) is str else _text(name): item(element) for name, element in value.items()}
+            except ValidationError:
+                pass
         out, reasons = {}, []
         for name, element in value.items():
             try:
@@ -326,31 +347,12 @@ class Record:
         dataclasses.dataclass(cls, init=False)
 
     def __init__(self, /, **values: Any) -> None:  # `/`: a key named "self" is a key like any other
+        """The first record of its class: its checkers are made and its own __init__ written (_init_source),
+        then called; later records of the class call that __init__ directly."""
         cls = type(self)
-        plan = cls.__dict__.get("_plan") or cls._make_plan()
-        fields, private = plan
-        state = self.__dict__
-        reasons: list[tuple[str, str]] = []
-        for name, key, alias, required, default, factory, check in fields:
-            value = values.pop(key, _UNSET)
-            if value is _UNSET and alias is not None:
-                value = values.pop(alias, _UNSET)
-            if value is _UNSET:
-                if required:
-                    reasons.append((key, "field required"))
-                else:
-                    state[name] = factory() if factory is not None else default
-                continue
-            try:
-                state[name] = check(value)
-            except ValidationError as exc:
-                reasons.extend(_nested(key, exc).reasons)
-        for hidden in private:
-            state[hidden.name] = hidden.default_factory() if callable(hidden.default_factory) else hidden.default
-        if values and cls._extra == "forbid":
-            reasons.extend((str(key), "unknown field") for key in values)
-        if reasons:
-            raise ValidationError(reasons)
+        if "_plan" not in cls.__dict__:
+            cls._make_plan()
+        cls.__dict__["__init__"](self, **values)
 
     @classmethod
     def _make_plan(cls) -> _Plan:
@@ -376,6 +378,7 @@ class Record:
             fields.append((spec.name, key, alias, required, spec.default, factory, check))
         plan = (tuple(fields), tuple(private))
         cls._plan = plan
+        cls.__init__ = _init_for(cls, plan)  # type: ignore[method-assign]
         return plan
 
     @classmethod
@@ -410,12 +413,27 @@ class Record:
         return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
 
     def replace(self, **changes: Any) -> Self:
-        """A copy with `changes` (checked as when made); private attributes are carried over."""
-        plan = type(self).__dict__.get("_plan") or type(self)._make_plan()
-        values = {field[0]: self.__dict__[field[0]] for field in plan[0]}
-        copy = type(self)(**{**values, **changes})
-        for hidden in plan[1]:
-            copy.__dict__[hidden.name] = self.__dict__[hidden.name]
+        """A copy with `changes`, each checked as when a record is made (the fields kept were checked
+        then); private attributes are carried over. A name that is no field is an error."""
+        cls = type(self)
+        if "_plan" not in cls.__dict__:
+            cls._make_plan()
+        fields = {field[0]: field for field in cls._plan[0]}
+        copy = object.__new__(cls)
+        state = copy.__dict__
+        state.update(self.__dict__)
+        reasons: list[tuple[str, str]] = []
+        for name, value in changes.items():
+            field = fields.get(name)
+            if field is None:
+                reasons.append((name, "unknown field"))
+                continue
+            try:
+                state[name] = field[6](value)
+            except ValidationError as exc:
+                reasons.extend(_nested(field[1], exc).reasons)
+        if reasons:
+            raise ValidationError(reasons)
         return copy
 
     def to_dict(self) -> dict[str, Any]:
@@ -428,8 +446,47 @@ class Record:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)  # ASCII: readable in any locale
 
 
+def _init_for(cls: type[Record], plan: _Plan) -> Callable[..., None]:
+    """The class's own __init__, written out field by field as dataclasses writes its own: each given
+    value checked, each absent one its default, every problem gathered into one ValidationError. A record
+    of a subclass that has not yet had its own goes back to Record.__init__, which writes it."""
+    fields, private = plan
+    scope: dict[str, Any] = {"_UNSET": _UNSET, "_nested": _nested, "ValidationError": ValidationError,
+                             "_owner": cls, "_first": Record.__init__}
+    lines = ["def __init__(self, /, **values):",
+             "    if type(self) is not _owner:",
+             "        return _first(self, **values)",
+             "    state, pop, reasons = self.__dict__, values.pop, []"]
+    for index, (name, key, alias, required, default, factory, check) in enumerate(fields):
+        scope[f"_c{index}"], scope[f"_d{index}"], scope[f"_f{index}"] = check, default, factory
+        lines.append(f"    value = pop({key!r}, _UNSET)")
+        if alias is not None:
+            lines += ["    if value is _UNSET:", f"        value = pop({alias!r}, _UNSET)"]
+        lines.append("    if value is _UNSET:")
+        if required:
+            lines.append(f"        reasons.append(({key!r}, 'field required'))")
+        else:
+            lines.append(f"        state[{name!r}] = " + (f"_f{index}()" if factory is not None else f"_d{index}"))
+        lines += ["    else:", "        try:", f"            state[{name!r}] = _c{index}(value)",
+                  "        except ValidationError as exc:",
+                  f"            reasons.extend(_nested({key!r}, exc).reasons)"]
+    for index, hidden in enumerate(private):
+        made = callable(hidden.default_factory)
+        scope[f"_p{index}"] = hidden.default_factory if made else hidden.default
+        lines.append(f"    state[{hidden.name!r}] = _p{index}" + ("()" if made else ""))
+    if cls._extra == "forbid":
+        lines += ["    if values:", "        reasons.extend((str(key), 'unknown field') for key in values)"]
+    lines += ["    if reasons:", "        raise ValidationError(reasons)"]
+    exec("\n".join(lines), scope)  # noqa: S102 - our own text, from the class's field names (identifiers)
+    init = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
 def _stripped(inner: _Check) -> _Check:
-    return lambda value: inner(value.strip() if isinstance(value, str) else value)
+    def check(value: Any) -> Any:
+        return inner(value.strip() if type(value) is str else value)
+    return check
 
 
 def _before(first: Callable[[Any], Any], then: _Check) -> _Check:

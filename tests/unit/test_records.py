@@ -194,3 +194,29 @@ def test_a_size_as_a_spreadsheet_or_numpy_writes_it_is_a_whole_number():
 def test_json_is_always_valid_json():
     result = RunResult(id="a", status="built", timings={"sort": float("nan"), "index": float("inf")})
     assert json.loads(result.to_json())["timings"] == {"sort": None, "index": None}
+
+
+def test_a_copy_names_a_field_it_does_not_have_and_keeps_what_it_does_not_change():
+    doc = FileDoc(id="a", access_url=SECRET, extra={"project": "P"})
+    moved = doc.replace(md5="ABCDEF0123456789ABCDEF0123456789")
+    assert moved.md5 == "abcdef0123456789abcdef0123456789" and moved.access_url is doc.access_url
+    assert moved.extra == {"project": "P"} and doc.md5 is None
+    with pytest.raises(ValidationError, match="colour: unknown field"):
+        doc.replace(colour="red")
+
+
+def test_a_subclass_checks_its_own_fields_though_its_parent_was_made_first():
+    from preprocess.records import Record
+
+    class Parent(Record):
+        size: int
+
+    class Child(Parent):
+        name: str = "x"
+
+    assert Parent(size="1").size == 1  # Parent writes its own __init__, which Child inherits until it has one
+    child = Child(size="2", name="y")
+    assert (type(child), child.size, child.name) == (Child, 2, "y")
+    with pytest.raises(ValidationError, match="name: must be text"):
+        Child(size=1, name=3)
+    assert Parent(size=3).size == 3 and not hasattr(Parent(size=3), "name")
