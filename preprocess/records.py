@@ -17,7 +17,7 @@ import operator
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
 _Check = Callable[[Any], Any]
@@ -146,10 +146,6 @@ def _none(value: Any) -> None:
     raise _invalid("must be empty (null)")
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
 DEPTH = 64  # nesting a value of any type may have: deeper is refused, not a RecursionError later
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
@@ -249,18 +245,24 @@ def _any_of(options: list[_Check], optional: bool) -> _Check:
     return check
 
 
+def _each(checks: Iterable[tuple[int, _Check, Any]]) -> list[Any]:
+    """Each (position, checker, element) checked; every problem gathered, named by its position."""
+    out, reasons = [], []
+    for index, check, element in checks:
+        try:
+            out.append(check(element))
+        except ValidationError as exc:
+            reasons.extend(_nested(index, exc).reasons)
+    if reasons:
+        raise ValidationError(reasons)
+    return out
+
+
 def _sequence(item: _Check, kind: type) -> _Check:
     def check(value: Any) -> Any:
         if not isinstance(value, list | tuple):
             raise _invalid("must be a list")
-        out, reasons = [], []
-        for index, element in enumerate(value):
-            try:
-                out.append(item(element))
-            except ValidationError as exc:
-                reasons.extend(_nested(index, exc).reasons)
-        if reasons:
-            raise ValidationError(reasons)
+        out = _each((index, item, element) for index, element in enumerate(value))
         return out if kind is list else tuple(out)
     return check
 
@@ -269,15 +271,8 @@ def _fixed(items: list[_Check]) -> _Check:
     def check(value: Any) -> Any:
         if not isinstance(value, list | tuple) or len(value) != len(items):
             raise _invalid(f"must be a list of {len(items)}")
-        out, reasons = [], []
-        for index, (item, element) in enumerate(zip(items, value, strict=True)):
-            try:
-                out.append(item(element))
-            except ValidationError as exc:
-                reasons.extend(_nested(index, exc).reasons)
-        if reasons:
-            raise ValidationError(reasons)
-        return tuple(out)
+        pairs = enumerate(zip(items, value, strict=True))
+        return tuple(_each((index, item, element) for index, (item, element) in pairs))
     return check
 
 
@@ -322,9 +317,9 @@ def _coerced(coerce: Callable[[Any], Any]) -> _Check:
 
 
 # -- the base class ----------------------------------------------------------------------------------
-# A field as __init__ reads it: (name, key as written in a dict or JSON ("storage-options" for
+# A field as _init_for writes it out: (name, key as written in a dict or JSON ("storage-options" for
 # storage_options, "class" for class_), the name again where it differs from the key else None,
-# required, default, default factory, checker). A tuple: unpacked in the loop that makes every record.
+# required, default, default factory, checker).
 _Field = tuple[str, str, str | None, bool, Any, Callable[[], Any] | None, _Check]
 _Plan = tuple[tuple[_Field, ...], tuple[dataclasses.Field[Any], ...]]
 _UNSET = object()
@@ -332,9 +327,9 @@ _UNSET = object()
 
 @typing.dataclass_transform(kw_only_default=True, field_specifiers=(dataclasses.field,))
 class Record:
-    """A keyword-only dataclass, checked as it is made: each given value is converted to its field's
-    hint (Annotated rules included), then the class's `_before` function for that field, where it has
-    one, is applied first. Defaults are trusted as written."""
+    """A keyword-only dataclass, checked as it is made: each given value goes through the class's
+    `_before` function for its field where there is one, then is converted to the field's hint
+    (Annotated rules included). Defaults are trusted as written."""
 
     _extra: ClassVar[Literal["ignore", "forbid"]] = "ignore"  # "forbid": an unknown key is an error
     _dashed: ClassVar[bool] = False  # keys are written with "-" where the field has "_" (the settings)
@@ -347,7 +342,7 @@ class Record:
         dataclasses.dataclass(cls, init=False)
 
     def __init__(self, /, **values: Any) -> None:  # `/`: a key named "self" is a key like any other
-        """The first record of its class: its checkers are made and its own __init__ written (_init_source),
+        """The first record of its class: its checkers are made and its own __init__ written (_init_for),
         then called; later records of the class call that __init__ directly."""
         cls = type(self)
         if "_plan" not in cls.__dict__:
